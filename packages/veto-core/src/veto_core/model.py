@@ -1,0 +1,172 @@
+"""Runtime values: frozen, keyword-only dataclasses shared by every part of Veto.
+
+A decision is a value with reasons (never an exception); adapters turn it into
+their framework's native "blocked" signal.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "ApprovalSpec",
+    "Decision",
+    "Effect",
+    "Principal",
+    "ToolCall",
+]
+
+
+class Effect(str, enum.Enum):
+    """What happens to a tool call. Ordered by precedence: deny > require_approval > allow."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    REQUIRE_APPROVAL = "require_approval"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Principal:
+    """Who is calling: the agent, its roles, and the human/tenant it acts for."""
+
+    agent: str | None = None
+    roles: tuple[str, ...] = ()
+    tenant: str | None = None
+    user: str | None = None
+    session: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.roles, str):
+            # A bare string would silently become a tuple of characters.
+            raise TypeError("Principal.roles must be a tuple of role names, not a string")
+        if not isinstance(self.roles, tuple):
+            object.__setattr__(self, "roles", tuple(self.roles))
+
+
+_NO_PRINCIPAL = Principal()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolCall:
+    """One tool call an agent wants to make.
+
+    ``env`` and ``tenant`` override the ``Veto`` instance's defaults for this call
+    (``tenant`` falls back to ``principal.tenant``, then to the instance's).
+    ``now`` overrides the clock for this call (replay, batch checks, tests).
+    """
+
+    tool: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    principal: Principal = _NO_PRINCIPAL
+    env: str | None = None
+    tenant: str | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    tool_call_id: str | None = None
+    framework: str | None = None
+    now: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ApprovalSpec:
+    """Who must approve a call and how long they have (combined over matching rules)."""
+
+    approvers: tuple[str, ...] = ()
+    quorum: int = 1
+    timeout_s: float = 3600.0
+    channels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """The outcome of ``Veto.decide``.
+
+    ``rule_ids``: every rule that matched (sorted); ``deciding_rule_ids``: the
+    ones whose effect won; ``errors``: evaluation errors that reached a rule
+    (each one failed closed); ``policy_revision``: SHA-256 of the canonical
+    policy that decided; ``eval_ns``: time spent deciding.
+    """
+
+    effect: Effect
+    rule_ids: tuple[str, ...]
+    deciding_rule_ids: tuple[str, ...]
+    reasons: tuple[str, ...]
+    errors: tuple[str, ...]
+    policy_name: str
+    policy_revision: str
+    eval_ns: int
+    approval: ApprovalSpec | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect is Effect.ALLOW
+
+    @property
+    def reason(self) -> str:
+        """All reasons as one line, for a model or a log."""
+        return "; ".join(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "effect": self.effect.value,
+            "rule_ids": list(self.rule_ids),
+            "deciding_rule_ids": list(self.deciding_rule_ids),
+            "reasons": list(self.reasons),
+            "errors": list(self.errors),
+            "policy_name": self.policy_name,
+            "policy_revision": self.policy_revision,
+        }
+        if self.approval is not None:
+            out["approval"] = {
+                "approvers": list(self.approval.approvers),
+                "quorum": self.approval.quorum,
+                "timeout_s": self.approval.timeout_s,
+                "channels": list(self.approval.channels),
+            }
+        return out
+
+
+_DECISION_NEW = object.__new__
+_SET = object.__setattr__
+
+
+def make_decision(
+    effect: Effect,
+    rule_ids: tuple[str, ...],
+    deciding_rule_ids: tuple[str, ...],
+    reasons: tuple[str, ...],
+    errors: tuple[str, ...],
+    policy_name: str,
+    policy_revision: str,
+    eval_ns: int,
+    approval: ApprovalSpec | None,
+) -> Decision:
+    """Build a Decision on the hot path.
+
+    A frozen dataclass ``__init__`` pays one ``object.__setattr__`` per field;
+    setting ``__dict__`` once is several times cheaper and yields the same value.
+    """
+    d = _DECISION_NEW(Decision)
+    _SET(
+        d,
+        "__dict__",
+        {
+            "effect": effect,
+            "rule_ids": rule_ids,
+            "deciding_rule_ids": deciding_rule_ids,
+            "reasons": reasons,
+            "errors": errors,
+            "policy_name": policy_name,
+            "policy_revision": policy_revision,
+            "eval_ns": eval_ns,
+            "approval": approval,
+        },
+    )
+    return d

@@ -1,0 +1,3 @@
+"""Veto adapter for langchain (the adapter lands in its own issue; see the repository README)."""
+
+__all__: list[str] = []
