@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-class Effect(str, enum.Enum):
+class Effect(enum.StrEnum):
     """What happens to a tool call. Ordered by precedence: deny > require_approval > allow."""
 
     ALLOW = "allow"

@@ -1,0 +1,383 @@
+"""`Veto`: the compiled policy plus defaults; `decide()` is the hot path.
+
+`decide` is pure (no I/O, no shared mutable state beyond memo caches of pure
+functions) and thread-safe; `reload()` swaps the compiled policy with a single
+attribute assignment, so a decision sees either the old or the new policy whole.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from time import perf_counter_ns
+from typing import Any
+
+from .model import ApprovalSpec, Decision, Effect, ToolCall, make_decision
+from .policy.compiler import CompiledPolicy, CompiledRule, compile_policy, normalize_tool_name
+from .policy.conditions import EvalContext
+from .policy.loader import LoadedPolicy, load_policy_file, load_policy_text
+from .policy.operators import EvalError, Operator
+
+__all__ = ["Explanation", "RuleTrace", "Veto"]
+
+_ALLOW, _DENY, _APPROVE = Effect.ALLOW, Effect.DENY, Effect.REQUIRE_APPROVAL
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuleTrace:
+    """How one rule fared for one call (`veto explain`)."""
+
+    rule_id: str
+    effect: Effect
+    file: str
+    line: int | None
+    tool_matched: bool
+    scope: str | None  # None when every scope matched, else why not
+    condition: str  # "none" | "true" | "false" | "error" | "skipped"
+    leaves: tuple[tuple[str, str], ...]  # (leaf description, outcome)
+    errors: tuple[str, ...]
+    result: Effect | None  # the effect this rule contributed, or None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Explanation:
+    decision: Decision
+    tool: str
+    env: str | None
+    tenant: str | None
+    roles: tuple[str, ...]
+    rules: tuple[RuleTrace, ...]
+
+
+class Veto:
+    """Decides tool calls against one policy (see DESIGN.md 9 for the public API)."""
+
+    def __init__(
+        self,
+        policy: LoadedPolicy,
+        *,
+        env: str | None = None,
+        tenant: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+        operators: Mapping[str, Operator] | None = None,
+        source: Path | None = None,
+    ) -> None:
+        self.env = env
+        self.tenant = tenant
+        self.clock: Callable[[], datetime] = clock or _utcnow
+        self._operators = dict(operators) if operators else None
+        self._source = source
+        self._reload_lock = threading.Lock()
+        self._policy: CompiledPolicy = compile_policy(policy, operators=self._operators)
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        env: str | None = None,
+        tenant: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+        operators: Mapping[str, Operator] | None = None,
+    ) -> Veto:
+        """Load and compile a policy file; raises ``PolicyError`` naming file:line:col."""
+        return cls(
+            load_policy_file(path),
+            env=env,
+            tenant=tenant,
+            clock=clock,
+            operators=operators,
+            source=Path(path),
+        )
+
+    @classmethod
+    def from_yaml(
+        cls,
+        text: str,
+        *,
+        env: str | None = None,
+        tenant: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+        operators: Mapping[str, Operator] | None = None,
+        file: str = "<policy>",
+    ) -> Veto:
+        return cls(
+            load_policy_text(text, file=file),
+            env=env,
+            tenant=tenant,
+            clock=clock,
+            operators=operators,
+        )
+
+    def reload(self) -> str:
+        """Re-read the policy file and swap it in atomically; returns the new revision.
+
+        On a broken file this raises ``PolicyError`` and keeps the current policy.
+        """
+        if self._source is None:
+            raise RuntimeError("this Veto was not loaded from a file; nothing to reload")
+        with self._reload_lock:
+            compiled = compile_policy(load_policy_file(self._source), operators=self._operators)
+            self._policy = compiled
+            return compiled.revision
+
+    # --- introspection ------------------------------------------------------------------
+
+    @property
+    def policy(self) -> CompiledPolicy:
+        return self._policy
+
+    @property
+    def policy_name(self) -> str:
+        return self._policy.name
+
+    @property
+    def policy_revision(self) -> str:
+        return self._policy.revision
+
+    @property
+    def policy_text(self) -> str:
+        """Canonical JSON of the policy (after `extends`): what the revision hashes."""
+        return self._policy.loaded.canonical
+
+    @property
+    def redact(self) -> tuple[str, ...]:
+        return self._policy.redact
+
+    @property
+    def audit_mode(self) -> str:
+        return self._policy.audit_mode
+
+    @property
+    def retention_days(self) -> int | None:
+        return self._policy.retention_days
+
+    # --- deciding -----------------------------------------------------------------------
+
+    def decide(self, call: ToolCall) -> Decision:
+        """Decide one call. Never raises for a call's content: errors fail closed."""
+        t0 = perf_counter_ns()
+        p = self._policy
+        try:
+            return self._decide(p, call, t0)
+        except Exception as exc:  # a bug or a broken plugin must not let a call through
+            return make_decision(
+                _DENY, (), (), (f"internal error while deciding (fail closed): {type(exc).__name__}: {exc}",),
+                (f"{type(exc).__name__}: {exc}",), p.name, p.revision, perf_counter_ns() - t0, None,
+            )  # fmt: skip
+
+    def _decide(self, p: CompiledPolicy, call: ToolCall, t0: int) -> Decision:
+        tool = call.tool
+        if type(tool) is not str or not tool:
+            return make_decision(
+                _DENY,
+                (),
+                (),
+                ("tool name is missing",),
+                (),
+                p.name,
+                p.revision,
+                perf_counter_ns() - t0,
+                None,
+            )
+        if not tool.isascii():
+            tool = normalize_tool_name(tool)
+        candidates = p.candidates_cache.get(tool)
+        if candidates is None:
+            candidates = p.candidates(tool)
+        env = call.env or self.env
+        principal = call.principal
+        tenant = call.tenant or principal.tenant or self.tenant
+        if (p.requires_env and env is None) or (p.requires_tenant and tenant is None):
+            missing = "environment" if p.requires_env and env is None else "tenant"
+            reason = f"the policy scopes rules by {missing} and this call has none"
+            return make_decision(
+                _DENY, (), (), (reason,), (), p.name, p.revision, perf_counter_ns() - t0, None
+            )
+
+        denies: list[CompiledRule] | None = None
+        approvals: list[CompiledRule] | None = None
+        allows: list[CompiledRule] | None = None
+        matched: list[str] = []
+        errors: list[str] | None = None
+        errored: set[str] | None = None
+        roles: frozenset[str] | None = None
+        ctx: EvalContext | None = None
+        for rule in candidates:
+            if rule.envs is not None and env not in rule.envs:
+                continue
+            if rule.tenants is not None and tenant not in rule.tenants:
+                continue
+            if rule.roles is not None:
+                if roles is None:
+                    roles = p.effective_roles(principal.roles)
+                if rule.roles.isdisjoint(roles):
+                    continue
+            if rule.agents is not None and principal.agent not in rule.agents:
+                continue
+            cond = rule.condition
+            if cond is None:
+                effect: Effect | None = rule.effect
+            else:
+                if ctx is None:
+                    ctx = EvalContext(call, env, tenant, p.effective_roles, self.clock)
+                try:
+                    ok = cond.fn(ctx)
+                except EvalError as exc:
+                    if errors is None:
+                        errors, errored = [], set()
+                    errors.extend(f"rule '{rule.id}': {m}" for m in exc.messages)
+                    errored.add(rule.id)  # type: ignore[union-attr]
+                    # Fail closed: an error matches a deny/approval rule, never an allow.
+                    effect = rule.effect if rule.effect is not _ALLOW else rule.otherwise
+                else:
+                    effect = rule.effect if ok else rule.otherwise
+            if effect is None:
+                continue
+            matched.append(rule.id)
+            if effect is _DENY:
+                (denies := denies or []).append(rule)
+            elif effect is _APPROVE:
+                (approvals := approvals or []).append(rule)
+            else:
+                (allows := allows or []).append(rule)
+
+        approval: ApprovalSpec | None = None
+        if denies:
+            winners, effect = denies, _DENY
+        elif approvals:
+            winners, effect = approvals, _APPROVE
+            approval = _combine_approvals(approvals)
+        elif allows:
+            winners, effect = allows, _ALLOW
+        else:
+            effect = p.default
+            reason = f"no rule matched; the policy default is {effect.value}"
+            if effect is _APPROVE:
+                approval = ApprovalSpec()
+            return make_decision(
+                effect,
+                (),
+                (),
+                (reason,),
+                tuple(errors) if errors else (),
+                p.name,
+                p.revision,
+                perf_counter_ns() - t0,
+                approval,
+            )
+        reasons = tuple(_reason(r, effect, errored) for r in winners)
+        return make_decision(
+            effect,
+            tuple(matched),
+            tuple(r.id for r in winners),
+            reasons,
+            tuple(errors) if errors else (),
+            p.name,
+            p.revision,
+            perf_counter_ns() - t0,
+            approval,
+        )
+
+    def explain(self, call: ToolCall) -> Explanation:
+        """Every rule of the policy, whether it applied to this call and why."""
+        p = self._policy
+        decision = self.decide(call)
+        tool = normalize_tool_name(call.tool) if isinstance(call.tool, str) else str(call.tool)
+        candidates = {r.id for r in p.candidates(tool)}
+        env = call.env or self.env
+        tenant = call.tenant or call.principal.tenant or self.tenant
+        roles = p.effective_roles(call.principal.roles)
+        ctx = EvalContext(call, env, tenant, p.effective_roles, self.clock)
+        traces: list[RuleTrace] = []
+        for rule in p.rules:
+            scope = None
+            if rule.envs is not None and env not in rule.envs:
+                scope = f"env {env!r} not in {sorted(rule.envs)}"
+            elif rule.tenants is not None and tenant not in rule.tenants:
+                scope = f"tenant {tenant!r} not in {sorted(rule.tenants)}"
+            elif rule.roles is not None and rule.roles.isdisjoint(roles):
+                scope = f"roles {sorted(roles)} do not include any of {sorted(rule.roles)}"
+            elif rule.agents is not None and call.principal.agent not in rule.agents:
+                scope = f"agent {call.principal.agent!r} not in {sorted(rule.agents)}"
+            tool_matched = rule.id in candidates
+            leaves: list[tuple[str, str]] = []
+            errs: tuple[str, ...] = ()
+            result: Effect | None = None
+            if not tool_matched or scope is not None:
+                condition = "skipped"
+            elif rule.condition is None:
+                condition, result = "none", rule.effect
+            else:
+                for leaf in rule.condition.leaves:
+                    leaves.append((_describe_leaf(leaf), _leaf_outcome(leaf, ctx)))
+                try:
+                    ok = rule.condition.fn(ctx)
+                    condition = "true" if ok else "false"
+                    result = rule.effect if ok else rule.otherwise
+                except EvalError as exc:
+                    condition, errs = "error", exc.messages
+                    result = rule.effect if rule.effect is not _ALLOW else rule.otherwise
+            traces.append(
+                RuleTrace(
+                    rule_id=rule.id, effect=rule.effect, file=rule.file, line=rule.line, tool_matched=tool_matched,
+                    scope=scope, condition=condition, leaves=tuple(leaves), errors=errs, result=result,
+                )
+            )  # fmt: skip
+        return Explanation(
+            decision=decision,
+            tool=tool,
+            env=env,
+            tenant=tenant,
+            roles=tuple(sorted(roles)),
+            rules=tuple(traces),
+        )
+
+
+def _combine_approvals(rules: list[CompiledRule]) -> ApprovalSpec:
+    """Union of approver requirements, largest quorum, shortest timeout (DESIGN.md 2.2)."""
+    specs = [r.approval or ApprovalSpec() for r in rules]
+    if len(specs) == 1:
+        return specs[0]
+    return ApprovalSpec(
+        approvers=tuple(sorted({a for s in specs for a in s.approvers})),
+        quorum=max(s.quorum for s in specs),
+        timeout_s=min(s.timeout_s for s in specs),
+        channels=tuple(sorted({c for s in specs for c in s.channels})),
+    )
+
+
+def _reason(rule: CompiledRule, effect: Effect, errored: set[str] | None) -> str:
+    text = f"{rule.reason} [{rule.id}]"
+    if errored and rule.id in errored:
+        return f"{text} (its condition could not be evaluated; failing closed)"
+    if rule.effect is not effect:
+        return f"{text} (condition not met; otherwise {effect.value})"
+    return text
+
+
+def _describe_leaf(leaf: Any) -> str:
+    return f"{leaf.field} {leaf.operator} {leaf.operand!r}"
+
+
+def _leaf_outcome(leaf: Any, ctx: EvalContext) -> str:
+    try:
+        value = leaf.value(ctx)
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+    except EvalError as exc:
+        return f"error: {'; '.join(exc.messages)}"
+    try:
+        return f"{'true' if leaf.fn(ctx) else 'false'} (value {shown})"
+    except EvalError as exc:
+        return f"error: {'; '.join(exc.messages)}"

@@ -1,0 +1,274 @@
+"""Compile a loaded policy once: tool-name index, pre-resolved scopes, condition closures."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..model import ApprovalSpec, Effect
+from .conditions import CompiledCondition, ConditionCompiler, Leaf
+from .errors import PolicyError, Problem, did_you_mean
+from .loader import LoadedPolicy
+from .operators import BUILTIN_OPERATORS, OperandError, Operator, compile_glob
+from .schema import RuleModel, parse_duration
+
+__all__ = ["CompiledPolicy", "CompiledRule", "compile_policy", "normalize_tool_name"]
+
+_GLOB_CHARS = frozenset("*?[")
+_CACHE_LIMIT = 65_536
+
+
+def normalize_tool_name(name: str) -> str:
+    """Canonical tool name: Unicode NFC (ASCII names are already normal)."""
+    return name if name.isascii() else unicodedata.normalize("NFC", name)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CompiledRule:
+    id: str
+    effect: Effect
+    otherwise: Effect | None
+    tools: tuple[str, ...]
+    envs: frozenset[str] | None
+    tenants: frozenset[str] | None
+    roles: frozenset[str] | None
+    agents: frozenset[str] | None
+    condition: CompiledCondition | None
+    reason: str
+    approval: ApprovalSpec | None
+    file: str
+    line: int | None
+    model: RuleModel
+
+    @property
+    def leaves(self) -> tuple[Leaf, ...]:
+        return self.condition.leaves if self.condition else ()
+
+
+class CompiledPolicy:
+    """Immutable once built (its caches only memoize pure functions of their keys)."""
+
+    def __init__(
+        self,
+        *,
+        loaded: LoadedPolicy,
+        rules: tuple[CompiledRule, ...],
+        role_parents: Mapping[str, frozenset[str]],
+        operators: Mapping[str, Operator],
+    ) -> None:
+        model = loaded.model
+        self.loaded = loaded
+        self.name = model.name
+        self.revision = loaded.revision
+        self.default = Effect(model.default)
+        self.rules = tuple(sorted(rules, key=lambda r: r.id))
+        self.rules_by_id = {r.id: r for r in self.rules}
+        self.redact = tuple(model.redact)
+        self.audit_mode = model.audit.mode
+        self.retention_days = model.audit.retention_days
+        self.operators = operators
+        self.requires_env = any(r.envs is not None for r in self.rules)
+        self.requires_tenant = any(r.tenants is not None for r in self.rules)
+        self._role_parents = role_parents
+        exact: dict[str, list[CompiledRule]] = {}
+        globs: list[tuple[Any, CompiledRule]] = []
+        for rule in self.rules:
+            for pattern in rule.tools:
+                if _GLOB_CHARS.isdisjoint(pattern):
+                    exact.setdefault(pattern, []).append(rule)
+                else:
+                    globs.append((compile_glob(pattern), rule))
+        self._exact = {name: tuple(rs) for name, rs in exact.items()}
+        self._globs = tuple(globs)
+        # tool name -> candidate rules (exact + matching globs), sorted by id, deduplicated.
+        self.candidates_cache: dict[str, tuple[CompiledRule, ...]] = {}
+        self.roles_cache: dict[tuple[str, ...], frozenset[str]] = {}
+
+    def candidates(self, tool: str) -> tuple[CompiledRule, ...]:
+        found = {r.id: r for r in self._exact.get(tool, ())}
+        for regex, rule in self._globs:
+            if rule.id not in found and regex.search(tool) is not None:
+                found[rule.id] = rule
+        result = tuple(found[k] for k in sorted(found))
+        if len(self.candidates_cache) >= _CACHE_LIMIT:
+            self.candidates_cache.clear()
+        self.candidates_cache[tool] = result
+        return result
+
+    def effective_roles(self, roles: tuple[str, ...]) -> frozenset[str]:
+        """A principal's roles plus every role they inherit from (transitively)."""
+        cached = self.roles_cache.get(roles)
+        if cached is not None:
+            return cached
+        out: set[str] = set()
+        stack = list(roles)
+        while stack:
+            role = stack.pop()
+            if role in out:
+                continue
+            out.add(role)
+            stack.extend(self._role_parents.get(role, ()))
+        result = frozenset(out)
+        if len(self.roles_cache) >= _CACHE_LIMIT:
+            self.roles_cache.clear()
+        self.roles_cache[roles] = result
+        return result
+
+
+def _role_graph(loaded: LoadedPolicy) -> tuple[dict[str, frozenset[str]], list[Problem]]:
+    problems: list[Problem] = []
+    roles = loaded.model.roles
+    parents: dict[str, frozenset[str]] = {}
+    for name, role in roles.items():
+        doc = loaded.role_sources.get(name, loaded.root)
+        for i, parent in enumerate(role.inherits):
+            if parent not in roles:
+                problems.append(
+                    doc.problem(
+                        ("roles", name, "inherits", i),
+                        f"unknown role '{parent}'{did_you_mean(parent, roles)}",
+                    )
+                )
+        parents[name] = frozenset(p for p in role.inherits if p in roles)
+    # Cycle check (a role inheriting from itself, directly or not).
+    for start in roles:
+        stack, seen = [start], set()
+        while stack:
+            node = stack.pop()
+            for parent in parents.get(node, ()):
+                if parent == start:
+                    doc = loaded.role_sources.get(start, loaded.root)
+                    problems.append(
+                        doc.problem(
+                            ("roles", start, "inherits"),
+                            f"role '{start}' inherits from itself (cycle)",
+                        )
+                    )
+                    stack = []
+                    break
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+    return parents, problems
+
+
+def compile_policy(
+    loaded: LoadedPolicy, *, operators: Mapping[str, Operator] | None = None
+) -> CompiledPolicy:
+    """Check references and compile every rule; raises PolicyError listing all problems."""
+    ops: dict[str, Operator] = dict(BUILTIN_OPERATORS)
+    if operators:
+        ops.update(operators)
+    model = loaded.model
+    role_parents, problems = _role_graph(loaded)
+    # Roles a scope may name: declared ones; a role scope on an undeclared role is a typo.
+    rules: list[CompiledRule] = []
+    for rule, source in zip(model.rules, loaded.rule_sources, strict=True):
+        doc = source.doc
+        base: tuple[str | int, ...] = ("rules", source.index)
+
+        def problem(
+            loc: tuple[str | int, ...], message: str, key: bool, _doc: Any = doc
+        ) -> Problem:
+            result: Problem = _doc.problem(loc, message, key=key)
+            return result
+
+        compiler = ConditionCompiler(operators=ops, lists=model.lists, problem=problem)
+        tools: list[str] = []
+        for i, pattern in enumerate(rule.tools):
+            pattern = normalize_tool_name(pattern)
+            if not pattern.strip():
+                problems.append(doc.problem((*base, "tools", i), "tool name must not be empty"))
+                continue
+            if not _GLOB_CHARS.isdisjoint(pattern):
+                try:
+                    compile_glob(pattern)
+                except OperandError as exc:
+                    problems.append(doc.problem((*base, "tools", i), str(exc)))
+                    continue
+            tools.append(pattern)
+        when = rule.when
+        if when and when.role:
+            for i, role in enumerate(when.role):
+                if role not in model.roles:
+                    hint = did_you_mean(role, model.roles) or (
+                        " (declare it under roles:)" if not model.roles else ""
+                    )
+                    problems.append(
+                        doc.problem((*base, "when", "role", i), f"unknown role '{role}'{hint}")
+                    )
+        condition = None
+        if rule.if_ is not None:
+            condition = compiler.compile(rule.if_, (*base, "if"))
+            problems.extend(compiler.problems)
+        effect = Effect(rule.effect)
+        if (
+            rule.approval is not None
+            and effect is not Effect.REQUIRE_APPROVAL
+            and rule.otherwise != "require_approval"
+        ):
+            problems.append(
+                doc.problem(
+                    (*base, "approval"),
+                    f"'approval' only applies to require_approval rules; this rule's effect is '{rule.effect}'",
+                    key=True,
+                )
+            )
+        if rule.otherwise is not None and rule.if_ is None:
+            problems.append(
+                doc.problem(
+                    (*base, "otherwise"),
+                    "'otherwise' needs an 'if' condition to be the alternative of",
+                    key=True,
+                )
+            )
+        if rule.otherwise is not None and rule.otherwise == rule.effect:
+            problems.append(
+                doc.problem(
+                    (*base, "otherwise"),
+                    f"'otherwise: {rule.otherwise}' is the rule's own effect; drop 'if' instead",
+                    key=True,
+                )
+            )
+        approval = None
+        if effect is Effect.REQUIRE_APPROVAL or rule.otherwise == "require_approval":
+            spec = rule.approval
+            approval = ApprovalSpec(
+                approvers=tuple(spec.approvers) if spec else (),
+                quorum=spec.quorum if spec else 1,
+                timeout_s=parse_duration(spec.timeout) if spec else 3600.0,
+                channels=tuple(spec.channels) if spec else (),
+            )
+        rules.append(
+            CompiledRule(
+                id=rule.id,
+                effect=effect,
+                otherwise=Effect(rule.otherwise) if rule.otherwise else None,
+                tools=tuple(tools),
+                envs=frozenset(when.env) if when and when.env else None,
+                tenants=frozenset(when.tenant) if when and when.tenant else None,
+                roles=frozenset(when.role) if when and when.role else None,
+                agents=frozenset(when.agent) if when and when.agent else None,
+                condition=condition,
+                reason=rule.reason or _default_reason(rule),
+                approval=approval,
+                file=doc.file,
+                line=doc.locate(base)[0],
+                model=rule,
+            )
+        )
+    if problems:
+        raise PolicyError(problems)
+    return CompiledPolicy(
+        loaded=loaded, rules=tuple(rules), role_parents=role_parents, operators=ops
+    )
+
+
+def _default_reason(rule: RuleModel) -> str:
+    return {
+        "allow": "allowed by policy",
+        "deny": "denied by policy",
+        "require_approval": "requires approval by policy",
+    }[rule.effect]

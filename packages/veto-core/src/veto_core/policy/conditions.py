@@ -1,0 +1,692 @@
+"""Compile an `if` condition tree into closures over an ``EvalContext``.
+
+Closures return a bool or raise ``EvalError``; composite nodes are three-valued
+(DESIGN.md 2.1): ``any`` is true if a branch is true even when another errs,
+``all`` is false if a branch is false, ``not`` of an error is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import re2
+
+from .errors import Problem, did_you_mean, format_path
+from .operators import (
+    NULL_ACCEPTING_OPERATORS,
+    EvalError,
+    OperandError,
+    Operator,
+    Predicate,
+)
+
+if TYPE_CHECKING:
+    from ..model import ToolCall
+
+__all__ = ["CompiledCondition", "ConditionCompiler", "EvalContext", "Leaf"]
+
+Loc = tuple[str | int, ...]
+Fn = Callable[["EvalContext"], bool]
+
+ROOTS = ("args", "context", "principal", "tool", "env", "tenant", "now", "item")
+PRINCIPAL_FIELDS = ("agent", "roles", "tenant", "user", "session")
+_PATH_SEGMENT = re2.compile(r"\.([^.\[\]]+)|\[(\*|all|\d+)\]")
+
+
+class EvalContext:
+    """What a condition sees for one call. Expensive parts (roles, clock) are lazy."""
+
+    __slots__ = ("_roles", "call", "env", "item", "now_fn", "roles_fn", "tenant")
+
+    def __init__(
+        self,
+        call: ToolCall,
+        env: str | None,
+        tenant: str | None,
+        roles_fn: Callable[[tuple[str, ...]], frozenset[str]],
+        now_fn: Callable[[], datetime],
+    ) -> None:
+        self.call = call
+        self.env = env
+        self.tenant = tenant
+        self.roles_fn = roles_fn
+        self.now_fn = now_fn
+        self._roles: tuple[str, ...] | None = None
+        self.item: Any = None
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        if self._roles is None:
+            self._roles = tuple(sorted(self.roles_fn(self.call.principal.roles)))
+        return self._roles
+
+    def with_item(self, item: Any) -> EvalContext:
+        child = EvalContext(self.call, self.env, self.tenant, self.roles_fn, self.now_fn)
+        child._roles = self._roles
+        child.item = item
+        return child
+
+
+class _Missing(Exception):
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _root_getter(root: str, sub: str | None) -> Callable[[EvalContext], Any]:
+    """Returns a getter; raises _Missing for an absent value."""
+    if root == "args":
+        return lambda ctx: ctx.call.args
+    if root == "context":
+        return lambda ctx: ctx.call.context
+    if root == "item":
+        return lambda ctx: ctx.item
+    if root == "tool":
+        return lambda ctx: ctx.call.tool
+    if root == "env":
+
+        def env(ctx: EvalContext) -> Any:
+            if ctx.env is None:
+                raise _MISSING
+            return ctx.env
+
+        return env
+    if root == "tenant":
+
+        def tenant(ctx: EvalContext) -> Any:
+            if ctx.tenant is None:
+                raise _MISSING
+            return ctx.tenant
+
+        return tenant
+    if root == "now":
+
+        def now(ctx: EvalContext) -> Any:
+            return ctx.call.now if ctx.call.now is not None else ctx.now_fn()
+
+        return now
+    if root == "principal":
+        if sub == "roles":
+            return lambda ctx: ctx.roles
+        if sub == "tenant":
+            return tenant_of_principal
+        assert sub is not None
+
+        def principal_field(ctx: EvalContext) -> Any:
+            value = getattr(ctx.call.principal, sub)
+            if value is None:
+                raise _MISSING
+            return value
+
+        return principal_field
+    raise AssertionError(root)
+
+
+def tenant_of_principal(ctx: EvalContext) -> Any:
+    if ctx.tenant is None:
+        raise _MISSING
+    return ctx.tenant
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Leaf:
+    """One `{field, operator}` leaf, kept for `veto explain` traces."""
+
+    loc: Loc
+    field: str
+    operator: str
+    operand: Any
+    fn: Fn
+    value: Callable[[EvalContext], Any]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CompiledCondition:
+    fn: Fn
+    leaves: tuple[Leaf, ...]
+    fields: tuple[str, ...]
+
+
+class ConditionCompiler:
+    """Checks and compiles conditions; problems are collected with their source location."""
+
+    def __init__(
+        self,
+        *,
+        operators: Mapping[str, Operator],
+        lists: Mapping[str, Sequence[Any]],
+        problem: Callable[[Loc, str, bool], Problem],
+    ) -> None:
+        self.operators = operators
+        self.lists = lists
+        self._problem = problem
+        self.problems: list[Problem] = []
+        self.used_lists: set[str] = set()
+        self._leaves: list[Leaf] = []
+        self._fields: list[str] = []
+
+    def fail(self, loc: Loc, message: str, *, key: bool = False) -> Fn:
+        self.problems.append(self._problem(loc, message, key))
+        return _never
+
+    def compile(self, data: Any, loc: Loc) -> CompiledCondition:
+        self._leaves = []
+        self._fields = []
+        fn = self._node(data, loc, in_item=False)
+        return CompiledCondition(fn=fn, leaves=tuple(self._leaves), fields=tuple(self._fields))
+
+    # --- tree -------------------------------------------------------------------------
+
+    def _node(self, data: Any, loc: Loc, *, in_item: bool) -> Fn:
+        if not isinstance(data, Mapping) or not data:
+            return self.fail(
+                loc,
+                "expected a condition: {all: [...]}, {any: [...]}, {not: ...}, "
+                "{for_all: PATH, if: ...}, {for_any: PATH, if: ...} or {field: PATH, OPERATOR: VALUE}",
+            )
+        keys = set(data)
+        for combinator in ("all", "any"):
+            if combinator in keys:
+                if keys != {combinator}:
+                    extra = sorted(k for k in keys if k != combinator)[0]
+                    return self.fail(
+                        (*loc, extra),
+                        f"unexpected key '{extra}' next to '{combinator}' (wrap them in a list)",
+                        key=True,
+                    )
+                items = data[combinator]
+                if not isinstance(items, list) or not items:
+                    return self.fail((*loc, combinator), "expected a non-empty list of conditions")
+                fns = [
+                    self._node(item, (*loc, combinator, i), in_item=in_item)
+                    for i, item in enumerate(items)
+                ]
+                return _all(fns) if combinator == "all" else _any(fns)
+        if "not" in keys:
+            if keys != {"not"}:
+                extra = sorted(k for k in keys if k != "not")[0]
+                return self.fail((*loc, extra), f"unexpected key '{extra}' next to 'not'", key=True)
+            inner = self._node(data["not"], (*loc, "not"), in_item=in_item)
+            return lambda ctx: not inner(ctx)
+        for quantifier in ("for_all", "for_any"):
+            if quantifier in keys:
+                return self._quantifier(quantifier, data, loc, in_item=in_item)
+        if "field" in keys:
+            return self._leaf(data, loc, in_item=in_item)
+        first = sorted(str(k) for k in keys)[0]
+        if first in self.operators:
+            return self.fail(loc, f"operator '{first}' needs a 'field' to apply to")
+        hint = did_you_mean(first, ["all", "any", "not", "for_all", "for_any", "field"])
+        return self.fail((*loc, first), f"unknown condition key '{first}'{hint}", key=True)
+
+    def _quantifier(
+        self, quantifier: str, data: Mapping[str, Any], loc: Loc, *, in_item: bool
+    ) -> Fn:
+        extra = sorted(set(data) - {quantifier, "if"})
+        if extra:
+            return self.fail(
+                (*loc, extra[0]),
+                f"unexpected key '{extra[0]}' in {quantifier} (expected '{quantifier}' and 'if')",
+                key=True,
+            )
+        if "if" not in data:
+            return self.fail(loc, f"{quantifier} needs an 'if' condition over 'item'")
+        path = data[quantifier]
+        getter = self._path(path, (*loc, quantifier), in_item=in_item, allow_quantifiers=False)
+        inner = self._node(data["if"], (*loc, "if"), in_item=True)
+        if getter is None:
+            return _never
+        text = str(path)
+        every = quantifier == "for_all"
+
+        def quantified(ctx: EvalContext) -> bool:
+            try:
+                items = getter(ctx)
+            except _Missing:
+                raise EvalError(f"{text} is missing") from None
+            if not isinstance(items, list | tuple):
+                raise EvalError(f"{text} is not a list")
+            if every and not items:
+                raise EvalError(f"{text} is empty (for_all over an empty list is an error)")
+            err: EvalError | None = None
+            for item in items:
+                try:
+                    ok = inner(ctx.with_item(item))
+                except EvalError as exc:
+                    err = exc
+                    continue
+                if ok != every:
+                    return not every
+            if err is not None:
+                raise err
+            return every
+
+        return quantified
+
+    # --- leaves -----------------------------------------------------------------------
+
+    def _leaf(self, data: Mapping[str, Any], loc: Loc, *, in_item: bool) -> Fn:
+        field_path = data["field"]
+        ignore_case = data.get("ignore_case", False)
+        ops = [k for k in data if k not in ("field", "ignore_case")]
+        if not isinstance(ignore_case, bool):
+            return self.fail((*loc, "ignore_case"), "expected true or false")
+        unknown = [k for k in ops if k not in self.operators]
+        if unknown:
+            return self._unknown_operator(loc, str(unknown[0]))
+        if not ops:
+            return self.fail(
+                loc,
+                "condition has a field but no operator (expected one of equals, in, matches, greater_than, ...; see `veto schema`)",
+            )
+        if len(ops) > 1:
+            return self.fail(
+                (*loc, ops[1]),
+                f"a condition takes exactly one operator, got '{ops[0]}' and '{ops[1]}' (combine them with all: [...])",
+                key=True,
+            )
+        op_name = ops[0]
+        if ignore_case and op_name in NUMERIC_LIKE:
+            return self.fail(
+                (*loc, "ignore_case"), f"ignore_case does not apply to '{op_name}'", key=True
+            )
+        getter = self._path(field_path, (*loc, "field"), in_item=in_item, allow_quantifiers=True)
+        operand_loc = (*loc, op_name)
+        predicate = self._operand(
+            op_name, data[op_name], operand_loc, ignore_case=ignore_case, in_item=in_item
+        )
+        if getter is None or predicate is None:
+            return _never
+        text = str(field_path)
+        self._fields.append(text)
+        segments = _split(text)
+        fn = _build_leaf(text, segments, getter, predicate, op_name)
+        self._leaves.append(
+            Leaf(
+                loc=loc,
+                field=text,
+                operator=op_name,
+                operand=data[op_name],
+                fn=fn,
+                value=_value_getter(text, segments, getter),
+            )
+        )
+        return fn
+
+    def _unknown_operator(self, loc: Loc, bad: str) -> Fn:
+        # The message names the leaf by its `field`, the position is the bad key's.
+        line_loc = (*loc, bad)
+        problem = self._problem(
+            line_loc, f"unknown operator '{bad}'{did_you_mean(bad, self.operators)}", True
+        )
+        self.problems.append(
+            Problem(
+                file=problem.file,
+                line=problem.line,
+                column=problem.column,
+                path=format_path((*loc, "field")),
+                message=problem.message,
+            )
+        )
+        return _never
+
+    def _operand(
+        self, op_name: str, operand: Any, loc: Loc, *, ignore_case: bool, in_item: bool
+    ) -> Callable[[EvalContext], Predicate] | None:
+        """Returns a function ctx -> predicate (constant unless the operand is a field)."""
+        compile_op = self.operators[op_name]
+        if isinstance(operand, Mapping) and set(operand) == {"list"}:
+            name = operand["list"]
+            if not isinstance(name, str) or name not in self.lists:
+                self.fail(
+                    (*loc, "list"),
+                    f"unknown list '{name}'{did_you_mean(str(name), self.lists)}"
+                    + ("" if self.lists else " (the policy defines no lists)"),
+                )
+                return None
+            self.used_lists.add(name)
+            operand = list(self.lists[name])
+        elif isinstance(operand, Mapping) and set(operand) == {"field"}:
+            getter = self._path(
+                operand["field"], (*loc, "field"), in_item=in_item, allow_quantifiers=False
+            )
+            if getter is None:
+                return None
+            other = str(operand["field"])
+
+            def dynamic(ctx: EvalContext) -> Predicate:
+                try:
+                    value = getter(ctx)
+                except _Missing:
+                    raise EvalError(f"{other} is missing") from None
+                try:
+                    return compile_op(value, ignore_case=ignore_case)
+                except OperandError as exc:
+                    raise EvalError(f"{other}: {exc}") from None
+
+            return dynamic
+        try:
+            predicate = compile_op(operand, ignore_case=ignore_case)
+        except OperandError as exc:
+            self.fail(loc, str(exc))
+            return None
+        except Exception as exc:  # a plugin operator that crashes on its operand
+            self.fail(loc, f"operator '{op_name}' rejected its operand: {exc}")
+            return None
+        return lambda ctx: predicate
+
+    def _path(
+        self, path: Any, loc: Loc, *, in_item: bool, allow_quantifiers: bool
+    ) -> Callable[[EvalContext], Any] | None:
+        if not isinstance(path, str) or not path:
+            self.fail(loc, "expected a field path like 'args.amount'")
+            return None
+        head, _, rest = path.partition(".")
+        bracket = head.find("[")
+        if bracket != -1:
+            head, rest = head[:bracket], path[bracket:]
+        else:
+            rest = "." + rest if rest else ""
+        if head not in ROOTS:
+            self.fail(
+                loc,
+                f"unknown field root '{head}' in '{path}' (expected one of {', '.join(ROOTS)}){did_you_mean(head, ROOTS)}",
+            )
+            return None
+        if head == "item" and not in_item:
+            self.fail(loc, f"'{path}': 'item' is only defined inside for_all / for_any")
+            return None
+        pos = 0
+        segs: list[str] = []
+        while pos < len(rest):
+            m = _PATH_SEGMENT.match(rest, pos)
+            if m is None:
+                self.fail(
+                    loc,
+                    f"invalid field path '{path}' at '{rest[pos:]}' (expected .name, [*], [all] or [N])",
+                )
+                return None
+            segs.append(m.group(0))
+            pos = m.end()
+        sub: str | None = None
+        if head == "principal":
+            if not segs or not segs[0].startswith("."):
+                self.fail(loc, f"'{path}': expected principal.{{{', '.join(PRINCIPAL_FIELDS)}}}")
+                return None
+            sub = segs[0][1:]
+            if sub not in PRINCIPAL_FIELDS:
+                self.fail(
+                    loc,
+                    f"unknown principal field '{sub}' (expected one of {', '.join(PRINCIPAL_FIELDS)}){did_you_mean(sub, PRINCIPAL_FIELDS)}",
+                )
+                return None
+            if sub != "roles" and len(segs) > 1:
+                self.fail(loc, f"'{path}': principal.{sub} is a string and has no sub-fields")
+                return None
+        if head == "tool" and segs != [".name"]:
+            self.fail(loc, f"'{path}': the only tool field is tool.name")
+            return None
+        if head in ("env", "tenant", "now") and segs:
+            self.fail(loc, f"'{path}': {head} has no sub-fields")
+            return None
+        if head in ("args", "context") and not segs and not in_item:
+            self.fail(loc, f"'{path}': name a field, e.g. {head}.name")
+            return None
+        if not allow_quantifiers and any(s in ("[*]", "[all]") for s in segs):
+            self.fail(loc, f"'{path}': [*] and [all] are not allowed here")
+            return None
+        return _root_getter(head, sub)
+
+
+NUMERIC_LIKE = frozenset(
+    {"greater_than", "greater_or_equal", "less_than", "less_or_equal", "between",
+     "length_greater_than", "length_less_than", "exists", "time_between", "weekday_in"}
+)  # fmt: skip
+
+
+def _never(ctx: EvalContext) -> bool:
+    raise EvalError("condition failed to compile")
+
+
+def _all(fns: list[Fn]) -> Fn:
+    if len(fns) == 1:
+        return fns[0]
+
+    def all_of(ctx: EvalContext) -> bool:
+        err: EvalError | None = None
+        for fn in fns:
+            try:
+                if not fn(ctx):
+                    return False
+            except EvalError as exc:
+                err = exc if err is None else EvalError(*err.messages, *exc.messages)
+        if err is not None:
+            raise err
+        return True
+
+    return all_of
+
+
+def _any(fns: list[Fn]) -> Fn:
+    if len(fns) == 1:
+        return fns[0]
+
+    def any_of(ctx: EvalContext) -> bool:
+        err: EvalError | None = None
+        for fn in fns:
+            try:
+                if fn(ctx):
+                    return True
+            except EvalError as exc:
+                err = exc if err is None else EvalError(*err.messages, *exc.messages)
+        if err is not None:
+            raise err
+        return False
+
+    return any_of
+
+
+def _split(path: str) -> list[tuple[str, str]]:
+    """'args.items[*].sku' -> [('key','items'), ('any',''), ('key','sku')] after the root.
+
+    `principal.x` and `tool.name` are resolved by the root getter, so they add no segments.
+    """
+    head = path.split(".", 1)[0].split("[", 1)[0]
+    rest = path[len(head) :]
+    out: list[tuple[str, str]] = []
+    for m in _PATH_SEGMENT.finditer(rest):
+        name, index = m.group(1), m.group(2)
+        if name is not None:
+            out.append(("key", name))
+        elif index == "*":
+            out.append(("any", ""))
+        elif index == "all":
+            out.append(("every", ""))
+        else:
+            out.append(("index", index))
+    if head in ("principal", "tool"):
+        out = out[1:]
+    return out
+
+
+def _step_chain(
+    path: str,
+    segments: list[tuple[str, str]],
+    final: Callable[[Any], bool],
+    on_missing: bool | None,
+) -> Callable[[Any], bool]:
+    """Builds value -> bool walking the segments; missing values raise EvalError unless
+    ``on_missing`` gives the answer (for `exists`)."""
+    fn = final
+    prefix_texts: list[str] = []
+    text = path.split(".", 1)[0].split("[", 1)[0]
+    for kind, name in segments:
+        prefix_texts.append(text)
+        text += (
+            f".{name}"
+            if kind == "key"
+            else (f"[{name}]" if kind == "index" else ("[*]" if kind == "any" else "[all]"))
+        )
+    for (kind, name), here in zip(reversed(segments), reversed(prefix_texts), strict=True):
+        fn = _make_step(kind, name, here, fn, on_missing)
+    return fn
+
+
+def _make_step(
+    kind: str, name: str, parent: str, nxt: Callable[[Any], bool], on_missing: bool | None
+) -> Callable[[Any], bool]:
+    if kind == "key":
+        full = f"{parent}.{name}"
+
+        def key_step(v: Any) -> bool:
+            if type(v) is dict or isinstance(v, Mapping):
+                try:
+                    x = v[name]
+                except KeyError:
+                    if on_missing is not None:
+                        return on_missing
+                    raise EvalError(f"{full} is missing") from None
+                return nxt(x)
+            if v is None:
+                if on_missing is not None:
+                    return on_missing
+                raise EvalError(f"{parent} is null")
+            raise EvalError(
+                f"{parent} is not an object (it is {type(v).__name__}), so {full} does not exist"
+            )
+
+        return key_step
+    if kind == "index":
+        idx = int(name)
+
+        def index_step(v: Any) -> bool:
+            if not isinstance(v, list | tuple):
+                raise EvalError(f"{parent} is not a list")
+            if idx >= len(v):
+                if on_missing is not None:
+                    return on_missing
+                raise EvalError(f"{parent}[{idx}] is missing (the list has {len(v)} items)")
+            return nxt(v[idx])
+
+        return index_step
+    every = kind == "every"
+
+    def list_step(v: Any) -> bool:
+        if not isinstance(v, list | tuple):
+            raise EvalError(f"{parent} is not a list")
+        if every and not v:
+            raise EvalError(f"{parent}[all] over an empty list is an error")
+        err: EvalError | None = None
+        for x in v:
+            try:
+                ok = nxt(x)
+            except EvalError as exc:
+                err = exc
+                continue
+            if ok != every:
+                return not every
+        if err is not None:
+            raise err
+        return every
+
+    return list_step
+
+
+def _build_leaf(
+    text: str,
+    segments: list[tuple[str, str]],
+    getter: Callable[[EvalContext], Any],
+    predicate_for: Callable[[EvalContext], Predicate],
+    op_name: str,
+) -> Fn:
+    is_exists = op_name == "exists"
+    accepts_null = op_name in NULL_ACCEPTING_OPERATORS
+
+    def guarded(pred: Predicate) -> Callable[[Any], bool]:
+        # Operator errors don't know the field; name it here (no cost unless raised).
+        def named(v: Any) -> bool:
+            if v is None and not accepts_null:
+                raise EvalError(f"{text} is null")
+            try:
+                return pred(v)
+            except EvalError as exc:
+                raise EvalError(*(f"{text}: {m}" for m in exc.messages)) from None
+
+        return named
+
+    if is_exists:
+        want = predicate_for(None)(None)  # type: ignore[arg-type]  # constant operand
+        chain = _step_chain(text, segments, lambda v: want, on_missing=not want)
+
+        def exists_leaf(ctx: EvalContext) -> bool:
+            try:
+                root = getter(ctx)
+            except _Missing:
+                return not want
+            return chain(root)
+
+        return exists_leaf
+
+    dynamic = predicate_for.__name__ == "dynamic"
+    if not dynamic:
+        pred = guarded(predicate_for(None))  # type: ignore[arg-type]
+        chain = _step_chain(text, segments, pred, on_missing=None)
+        wrap_errors = _wrap(text, op_name)
+
+        def leaf(ctx: EvalContext) -> bool:
+            try:
+                return chain(getter(ctx))
+            except _Missing:
+                raise EvalError(f"{text} is missing") from None
+            except EvalError:
+                raise
+            except Exception as exc:  # a plugin predicate that crashed: fail closed
+                raise wrap_errors(exc) from None
+
+        return leaf
+
+    def dynamic_leaf(ctx: EvalContext) -> bool:
+        chain = _step_chain(text, segments, guarded(predicate_for(ctx)), on_missing=None)
+        try:
+            return chain(getter(ctx))
+        except _Missing:
+            raise EvalError(f"{text} is missing") from None
+
+    return dynamic_leaf
+
+
+def _wrap(text: str, op_name: str) -> Callable[[Exception], EvalError]:
+    def wrap(exc: Exception) -> EvalError:
+        return EvalError(f"{text}: operator '{op_name}' failed: {type(exc).__name__}: {exc}")
+
+    return wrap
+
+
+def _value_getter(
+    text: str, segments: list[tuple[str, str]], getter: Callable[[EvalContext], Any]
+) -> Callable[[EvalContext], Any]:
+    """For explain: the value a leaf looks at (lists for [*]/[all]); raises EvalError."""
+
+    def value(ctx: EvalContext) -> Any:
+        try:
+            v = getter(ctx)
+        except _Missing:
+            raise EvalError(f"{text} is missing") from None
+        for kind, name in segments:
+            if kind == "key":
+                if not isinstance(v, Mapping) or name not in v:
+                    raise EvalError(f"{text} is missing")
+                v = v[name]
+            elif kind == "index":
+                if not isinstance(v, list | tuple) or int(name) >= len(v):
+                    raise EvalError(f"{text} is missing")
+                v = v[int(name)]
+            else:
+                return v
+        return v
+
+    return value

@@ -1,0 +1,685 @@
+"""Condition operators: ``compile(operand, ignore_case=...) -> predicate(value) -> bool``.
+
+A predicate raises ``EvalError`` when it cannot decide (wrong type, non-numeric
+string in a numeric comparison, unparsable URL ...); the rule then fails closed.
+``compile`` raises ``OperandError`` for a bad operand, which becomes a load error.
+Exact meanings follow DESIGN.md 2.1 ("Exact meanings where people disagree").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import operator as _op
+import posixpath
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, time, timezone
+from email.headerregistry import HeaderRegistry
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import idna
+import re2
+
+__all__ = [
+    "BUILTIN_OPERATORS",
+    "CASE_INSENSITIVE_OPERATORS",
+    "NULL_ACCEPTING_OPERATORS",
+    "EvalError",
+    "OperandError",
+    "Operator",
+    "Predicate",
+    "glob_to_regex",
+    "to_number",
+    "values_equal",
+]
+
+Predicate = Callable[[Any], bool]
+
+
+class Operator(Protocol):
+    def __call__(self, operand: Any, *, ignore_case: bool = False) -> Predicate: ...
+
+
+class EvalError(Exception):
+    """A condition could not be evaluated; carries one message per failed leaf."""
+
+    def __init__(self, *messages: str) -> None:
+        self.messages = messages
+        super().__init__("; ".join(messages))
+
+
+class OperandError(ValueError):
+    """An operand that can never work (bad regex, relative base path, ...)."""
+
+
+# --- values ---------------------------------------------------------------------------
+
+_NUMERIC = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
+_INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return f"the string {value[:60]!r}"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def to_number(value: Any) -> int | float:
+    """Numbers and numeric strings -> number; anything else is an EvalError."""
+    t = type(value)
+    if t is int:
+        return int(value)
+    if t is float:
+        if math.isfinite(value):
+            return float(value)
+        raise EvalError(f"{value!r} is not a finite number")
+    if t is bool:
+        raise EvalError("booleans are not numbers")
+    if isinstance(value, str):
+        if _INTEGER.match(value):
+            return int(value)
+        if _NUMERIC.match(value):
+            return float(value)
+        raise EvalError(f"{_describe(value)} is not a number")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return to_number(float(value))
+    raise EvalError(f"expected a number, got {_describe(value)}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _fold(value: Any, ignore_case: bool) -> Any:
+    return value.casefold() if ignore_case and isinstance(value, str) else value
+
+
+def values_equal(a: Any, b: Any, ignore_case: bool = False) -> bool:
+    """Equality with Veto's rules: booleans are not numbers; numeric strings equal numbers."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if _is_number(a) or _is_number(b):
+        try:
+            return to_number(a) == to_number(b)
+        except EvalError:
+            return False
+    if isinstance(a, str) and isinstance(b, str):
+        return a.casefold() == b.casefold() if ignore_case else a == b
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(
+            values_equal(x, y, ignore_case) for x, y in zip(a, b, strict=True)
+        )
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(values_equal(a[k], b[k], ignore_case) for k in a)
+    return bool(a == b)
+
+
+def _as_list(operand: Any) -> list[Any]:
+    return list(operand) if isinstance(operand, list | tuple) else [operand]
+
+
+def _strings(operand: Any, what: str) -> list[str]:
+    items = _as_list(operand)
+    if not items:
+        raise OperandError(f"expected {what} or a non-empty list of them")
+    for item in items:
+        if not isinstance(item, str):
+            raise OperandError(f"expected {what}, got {_describe(item)}")
+    return items
+
+
+def _need_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise EvalError(f"expected a string, got {_describe(value)}")
+
+
+# --- equality and membership -----------------------------------------------------------
+
+
+def op_equals(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    if isinstance(operand, str) and not ignore_case:
+        s = operand
+
+        def eq_str(v: Any) -> bool:
+            if type(v) is str:
+                return v == s
+            return values_equal(v, s)
+
+        return eq_str
+    if isinstance(operand, float) and not math.isfinite(operand):
+        raise OperandError("NaN and Infinity cannot be compared")
+    return lambda v: values_equal(v, operand, ignore_case)
+
+
+def op_not_equals(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    eq = op_equals(operand, ignore_case=ignore_case)
+    return lambda v: not eq(v)
+
+
+def op_in(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    if not isinstance(operand, list | tuple):
+        raise OperandError("expected a list (or {list: NAME})")
+    strings: set[str] = set()
+    numbers: set[int | float] = set()
+    numeric_strings: set[int | float] = set()
+    bools: set[bool] = set()
+    others: list[Any] = []
+    has_null = False
+    for item in operand:
+        if isinstance(item, bool):
+            bools.add(item)
+        elif _is_number(item):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise OperandError("NaN and Infinity cannot be compared")
+            numbers.add(item)
+        elif isinstance(item, str):
+            strings.add(item.casefold() if ignore_case else item)
+            if _NUMERIC.match(item):
+                numeric_strings.add(to_number(item))
+        elif item is None:
+            has_null = True
+        else:
+            others.append(item)
+
+    def pred(v: Any) -> bool:
+        t = type(v)
+        if t is str:
+            if (v.casefold() if ignore_case else v) in strings:
+                return True
+            return bool(numbers) and _NUMERIC.match(v) is not None and to_number(v) in numbers
+        if t is bool:
+            return v in bools
+        if t is int or t is float:
+            return to_number(v) in numbers or v in numeric_strings
+        if v is None:
+            return has_null
+        if isinstance(v, list | tuple | Mapping):
+            if others:
+                return any(values_equal(v, o, ignore_case) for o in others)
+            raise EvalError(f"expected a single value, got {_describe(v)} (use contains for lists)")
+        return any(values_equal(v, o, ignore_case) for o in operand)
+
+    return pred
+
+
+def op_not_in(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    inside = op_in(operand, ignore_case=ignore_case)
+    return lambda v: not inside(v)
+
+
+# --- strings ---------------------------------------------------------------------------
+
+
+def op_contains(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    needles = _as_list(operand)
+    if not needles:
+        raise OperandError("expected a value or a non-empty list of values")
+    folded = [_fold(n, ignore_case) for n in needles]
+
+    def pred(v: Any) -> bool:
+        if isinstance(v, str):
+            hay = _fold(v, ignore_case)
+            for n in folded:
+                if not isinstance(n, str):
+                    raise EvalError(f"cannot look for {_describe(n)} inside a string")
+                if n in hay:
+                    return True
+            return False
+        if isinstance(v, list | tuple):
+            return any(values_equal(x, n, ignore_case) for x in v for n in needles)
+        raise EvalError(f"expected a string or a list, got {_describe(v)}")
+
+    return pred
+
+
+def op_starts_with(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    prefixes = tuple(_fold(s, ignore_case) for s in _strings(operand, "a string"))
+    return lambda v: _fold(_need_str(v), ignore_case).startswith(prefixes)
+
+
+def op_ends_with(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    suffixes = tuple(_fold(s, ignore_case) for s in _strings(operand, "a string"))
+    return lambda v: _fold(_need_str(v), ignore_case).endswith(suffixes)
+
+
+def compile_re2(pattern: str, *, ignore_case: bool = False) -> Any:
+    options = re2.Options()
+    options.case_sensitive = not ignore_case
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        raise OperandError(f"invalid regular expression {pattern!r} (RE2 syntax): {exc}") from None
+
+
+def op_matches(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    regexes = [
+        compile_re2(p, ignore_case=ignore_case)
+        for p in _strings(operand, "an RE2 regular expression")
+    ]
+    if len(regexes) == 1:
+        search = regexes[0].search
+        return lambda v: search(_need_str(v)) is not None
+    return lambda v: any(r.search(_need_str(v)) is not None for r in regexes)
+
+
+def glob_to_regex(pattern: str) -> str:
+    """Anchored glob -> RE2 pattern. ``*`` matches anything (dots and slashes too), ``?`` one
+    character, ``[abc]``/``[!abc]`` a class."""
+    out = ["^"]
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            while i + 1 < n and pattern[i + 1] == "*":
+                i += 1
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = pattern.find("]", i + 2 if i + 1 < n and pattern[i + 1] in "!^" else i + 1)
+            if j == -1:
+                raise OperandError(f"invalid glob {pattern!r}: '[' at position {i} is never closed")
+            body = pattern[i + 1 : j]
+            negate = body[:1] in ("!", "^")
+            if negate:
+                body = body[1:]
+            if not body:
+                raise OperandError(f"invalid glob {pattern!r}: empty character class")
+            body = body.replace("\\", "\\\\").replace("]", "\\]")
+            out.append(f"[{'^' if negate else ''}{body}]")
+            i = j
+        elif c == "]":
+            raise OperandError(f"invalid glob {pattern!r}: ']' at position {i} has no opening '['")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    out.append("$")
+    return "".join(out)
+
+
+def compile_glob(pattern: str, *, ignore_case: bool = False) -> Any:
+    options = re2.Options()
+    options.case_sensitive = not ignore_case
+    options.log_errors = False
+    options.dot_nl = True
+    try:
+        return re2.compile(glob_to_regex(pattern), options)
+    except re2.error as exc:
+        raise OperandError(f"invalid glob {pattern!r}: {exc}") from None
+
+
+def op_glob(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    regexes = [compile_glob(p, ignore_case=ignore_case) for p in _strings(operand, "a glob")]
+    return lambda v: any(r.search(_need_str(v)) is not None for r in regexes)
+
+
+# --- numbers and lengths ---------------------------------------------------------------
+
+
+def _operand_number(operand: Any) -> int | float:
+    try:
+        return to_number(operand)
+    except EvalError as exc:
+        raise OperandError(f"expected a number: {exc}") from None
+
+
+def _comparison(fn: Callable[[Any, Any], bool]) -> Operator:
+    def compile_cmp(operand: Any, *, ignore_case: bool = False) -> Predicate:
+        n = _operand_number(operand)
+
+        def pred(v: Any) -> bool:
+            t = type(v)
+            if t is int or (t is float and math.isfinite(v)):
+                return fn(v, n)
+            return fn(to_number(v), n)
+
+        return pred
+
+    return compile_cmp
+
+
+def op_between(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    if not isinstance(operand, list | tuple) or len(operand) != 2:
+        raise OperandError("expected [low, high]")
+    low, high = _operand_number(operand[0]), _operand_number(operand[1])
+    if low > high:
+        raise OperandError(f"low bound {low} is greater than high bound {high}")
+    return lambda v: low <= to_number(v) <= high
+
+
+def _length(value: Any) -> int:
+    if isinstance(value, str | list | tuple | Mapping):
+        return len(value)
+    raise EvalError(f"expected a string, list or object, got {_describe(value)}")
+
+
+def _operand_length(operand: Any) -> int:
+    if isinstance(operand, bool) or not isinstance(operand, int) or operand < 0:
+        raise OperandError("expected a non-negative integer")
+    return operand
+
+
+def op_length_greater_than(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    n = _operand_length(operand)
+    return lambda v: _length(v) > n
+
+
+def op_length_less_than(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    n = _operand_length(operand)
+    return lambda v: _length(v) < n
+
+
+def op_exists(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    # The leaf handles missing fields for `exists`; a present value (null included) exists.
+    if not isinstance(operand, bool):
+        raise OperandError("expected true or false")
+    return lambda v: operand
+
+
+# --- paths -----------------------------------------------------------------------------
+
+
+def normalize_path(path: str) -> str:
+    """Lexical normalization: collapse '//', resolve '.' and '..' (never above '/')."""
+    if "\x00" in path:
+        raise EvalError("path contains a NUL byte")
+    if not path.startswith("/"):
+        raise EvalError(f"{path[:80]!r} is not an absolute path")
+    collapsed = re.sub(r"/+", "/", path)
+    return posixpath.normpath(collapsed)
+
+
+def op_path_within(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    bases: list[str] = []
+    for base in _strings(operand, "an absolute directory path"):
+        try:
+            norm = normalize_path(base)
+        except EvalError as exc:
+            raise OperandError(str(exc)) from None
+        bases.append(_fold(norm, ignore_case))
+
+    def pred(v: Any) -> bool:
+        p = _fold(normalize_path(_need_str(v)), ignore_case)
+        return any(p == b or p.startswith(b if b == "/" else b + "/") for b in bases)
+
+    return pred
+
+
+# --- hosts, emails, IPs ----------------------------------------------------------------
+
+
+def normalize_host(host: str) -> str:
+    """Lower-case, IDNA (UTS #46) encode, strip one trailing dot; IP literals normalized."""
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if host.endswith("."):
+        host = host[:-1]
+    if not host:
+        raise EvalError("empty host name")
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise EvalError(f"invalid host name {host[:80]!r}: {exc}") from None
+
+
+class HostPatterns:
+    """``example.com`` matches exactly; ``*.example.com`` matches subdomains, not the apex."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.exact: set[str] = set()
+        self.suffixes: list[str] = []
+        for pattern in patterns:
+            wildcard = pattern.startswith("*.")
+            body = pattern[2:] if wildcard else pattern
+            if "*" in body or "/" in body or "@" in body:
+                raise OperandError(
+                    f"invalid host pattern {pattern!r}: expected 'example.com' or '*.example.com'"
+                )
+            try:
+                norm = normalize_host(body)
+            except EvalError as exc:
+                raise OperandError(str(exc)) from None
+            if wildcard:
+                self.suffixes.append("." + norm)
+            else:
+                self.exact.add(norm)
+
+    def __call__(self, host: str) -> bool:
+        return host in self.exact or any(host.endswith(s) for s in self.suffixes)
+
+
+_UNSAFE_URL = re.compile(r"[\\\s\x00-\x1f\x7f]")
+
+
+def url_host(value: str) -> str:
+    """Host of a URL; a URL with no scheme reads as https://value; no host is an error."""
+    raw = value.strip()
+    if "://" not in raw and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", raw):
+        raw = "https://" + raw
+    elif re.match(r"^[^/:]+\.[^/:]+:\d+", raw) and "://" not in raw:
+        raw = "https://" + raw  # host:port/path
+    parts = urlsplit(raw)
+    netloc = parts.netloc
+    if not netloc:
+        raise EvalError(f"URL {value[:80]!r} has no host")
+    if _UNSAFE_URL.search(netloc):
+        # Parsers disagree on backslashes and whitespace in the authority: refuse.
+        raise EvalError(f"URL {value[:80]!r} has an ambiguous host")
+    try:
+        host = parts.hostname
+    except ValueError as exc:
+        raise EvalError(f"URL {value[:80]!r} cannot be parsed: {exc}") from None
+    if not host:
+        raise EvalError(f"URL {value[:80]!r} has no host")
+    return normalize_host(host)
+
+
+def _host_operand(operand: Any) -> HostPatterns:
+    return HostPatterns(_strings(operand, "a host name like 'example.com' or '*.example.com'"))
+
+
+def op_url_host_in(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    patterns = _host_operand(operand)
+    return lambda v: patterns(url_host(_need_str(v)))
+
+
+_HEADERS = HeaderRegistry()
+
+
+_PLAIN_EMAIL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@([A-Za-z0-9.-]+)$")
+
+
+def email_domain(value: str) -> str:
+    """Domain of exactly one address ('Name <a@b>' is one); anything else is an error."""
+    plain = _PLAIN_EMAIL.match(value)
+    if plain is not None and ".." not in value and not value.startswith("."):
+        return normalize_host(plain.group(1))  # the common case, without the slow header parser
+    try:
+        header = _HEADERS("to", value)
+    except Exception as exc:  # the email parser raises assorted errors on hostile input
+        raise EvalError(f"{value[:80]!r} is not an email address: {exc}") from None
+    addresses: tuple[Any, ...] = tuple(getattr(header, "addresses", ()))
+    if len(addresses) != 1 or header.defects:
+        raise EvalError(f"{value[:80]!r} is not exactly one email address")
+    address = addresses[0]
+    if not address.username or not address.domain:
+        raise EvalError(f"{value[:80]!r} is not a complete email address")
+    return normalize_host(address.domain)
+
+
+def op_email_domain_in(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    patterns = _host_operand(operand)
+    return lambda v: patterns(email_domain(_need_str(v)))
+
+
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        ip = ipaddress.ip_address(value.strip().strip("[]"))
+    except ValueError:
+        raise EvalError(f"{value[:80]!r} is not an IP address") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def op_ip_in_cidr(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for cidr in _strings(operand, "a CIDR like '10.0.0.0/8'"):
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError as exc:
+            raise OperandError(f"invalid CIDR {cidr!r}: {exc}") from None
+    return lambda v: any(_ip(_need_str(v)) in n for n in networks)
+
+
+# --- time ------------------------------------------------------------------------------
+
+_DAYS = {
+    "mon": 0, "monday": 0, "tue": 1, "tuesday": 1, "wed": 2, "wednesday": 2,
+    "thu": 3, "thursday": 3, "fri": 4, "friday": 4, "sat": 5, "saturday": 5,
+    "sun": 6, "sunday": 6,
+}  # fmt: skip
+
+
+def _zone(name: Any) -> ZoneInfo | timezone:
+    if name is None or name == "UTC":
+        return UTC
+    if not isinstance(name, str):
+        raise OperandError("timezone must be an IANA name like 'Europe/Paris'")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise OperandError(
+            f"unknown timezone {name!r} (expected an IANA name like 'Europe/Paris')"
+        ) from None
+
+
+def to_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise EvalError(f"{value[:80]!r} is not an ISO-8601 time") from None
+    else:
+        raise EvalError(f"expected a time, got {_describe(value)}")
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise EvalError("time has no timezone offset")
+    return dt
+
+
+def _clock_time(value: Any, what: str) -> time:
+    if not isinstance(value, str):
+        raise OperandError(f"{what} must be a quoted time like '09:00', got {_describe(value)}")
+    try:
+        return time.fromisoformat(value)
+    except ValueError:
+        raise OperandError(f"{what} must be a time like '09:00', got {value!r}") from None
+
+
+def op_time_between(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    if isinstance(operand, list | tuple) and len(operand) in (2, 3):
+        operand = dict(zip(("from", "to", "timezone"), operand, strict=False))
+    if not isinstance(operand, Mapping):
+        raise OperandError("expected {from: 'HH:MM', to: 'HH:MM', timezone: 'Area/City'}")
+    unknown = set(operand) - {"from", "to", "timezone"}
+    if unknown:
+        raise OperandError(f"unknown key {sorted(unknown)[0]!r} (expected from, to, timezone)")
+    if "from" not in operand or "to" not in operand:
+        raise OperandError("expected both 'from' and 'to'")
+    start = _clock_time(operand["from"], "from")
+    end = _clock_time(operand["to"], "to")
+    zone = _zone(operand.get("timezone"))
+
+    def pred(v: Any) -> bool:
+        local = to_datetime(v).astimezone(zone).time().replace(tzinfo=None)
+        if start <= end:
+            return start <= local < end
+        return local >= start or local < end  # a window across midnight
+
+    return pred
+
+
+def op_weekday_in(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    zone_name = None
+    days = operand
+    if isinstance(operand, Mapping):
+        unknown = set(operand) - {"days", "timezone"}
+        if unknown or "days" not in operand:
+            raise OperandError("expected a list of days or {days: [...], timezone: 'Area/City'}")
+        days, zone_name = operand["days"], operand.get("timezone")
+    wanted: set[int] = set()
+    for day in _strings(days, "a weekday name like 'mon' or 'monday'"):
+        if day.lower() not in _DAYS:
+            raise OperandError(
+                f"unknown weekday {day!r} (expected mon, tue, wed, thu, fri, sat, sun)"
+            )
+        wanted.add(_DAYS[day.lower()])
+    zone = _zone(zone_name)
+    return lambda v: to_datetime(v).astimezone(zone).weekday() in wanted
+
+
+BUILTIN_OPERATORS: dict[str, Operator] = {
+    "equals": op_equals,
+    "not_equals": op_not_equals,
+    "in": op_in,
+    "not_in": op_not_in,
+    "contains": op_contains,
+    "starts_with": op_starts_with,
+    "ends_with": op_ends_with,
+    "matches": op_matches,
+    "glob": op_glob,
+    "greater_than": _comparison(_op.gt),
+    "greater_or_equal": _comparison(_op.ge),
+    "less_than": _comparison(_op.lt),
+    "less_or_equal": _comparison(_op.le),
+    "between": op_between,
+    "length_greater_than": op_length_greater_than,
+    "length_less_than": op_length_less_than,
+    "exists": op_exists,
+    "path_within": op_path_within,
+    "url_host_in": op_url_host_in,
+    "email_domain_in": op_email_domain_in,
+    "ip_in_cidr": op_ip_in_cidr,
+    "time_between": op_time_between,
+    "weekday_in": op_weekday_in,
+}
+
+#: Operators where ``ignore_case`` changes the comparison.
+CASE_INSENSITIVE_OPERATORS = frozenset(
+    {
+        "equals",
+        "not_equals",
+        "in",
+        "not_in",
+        "contains",
+        "starts_with",
+        "ends_with",
+        "matches",
+        "glob",
+        "path_within",
+    }
+)
+#: Host/email/IP operators are always case-insensitive; ``ignore_case`` is accepted and changes nothing.
+ALWAYS_CASE_INSENSITIVE = frozenset({"url_host_in", "email_domain_in", "ip_in_cidr"})
+#: Operators defined on JSON null; every other operator errors on null.
+NULL_ACCEPTING_OPERATORS = frozenset({"exists", "equals", "not_equals"})

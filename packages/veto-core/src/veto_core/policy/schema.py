@@ -1,0 +1,225 @@
+"""The policy file format: pydantic models, used only at the edge (loading, JSON Schema).
+
+Conditions (`if`) are kept as plain data here and checked by the condition
+compiler, which gives precise, path-addressed messages; the JSON Schema for
+them is written out below so editors can still complete and check them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+
+__all__ = [
+    "CONDITION_OPERATORS",
+    "ApprovalModel",
+    "AuditModel",
+    "PolicyModel",
+    "RoleModel",
+    "RuleModel",
+    "WhenModel",
+    "parse_duration",
+]
+
+#: Operators built into the condition language (plugins may add more).
+CONDITION_OPERATORS: tuple[str, ...] = (
+    "equals",
+    "not_equals",
+    "in",
+    "not_in",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "matches",
+    "glob",
+    "greater_than",
+    "greater_or_equal",
+    "less_than",
+    "less_or_equal",
+    "between",
+    "length_greater_than",
+    "length_less_than",
+    "exists",
+    "path_within",
+    "url_host_in",
+    "email_domain_in",
+    "ip_in_cidr",
+    "time_between",
+    "weekday_in",
+)
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """'30m' -> 1800.0 seconds. Plain numbers are seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '30s', '15m', '2h' or '1d'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"expected a duration like '30s', '15m', '2h' or '1d', got {value!r}")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be greater than zero")
+    return seconds
+
+
+def _condition_json_schema() -> dict[str, Any]:
+    operand: dict[str, Any] = {
+        "description": "A literal, {list: NAME} or {field: PATH}",
+    }
+    leaf_props: dict[str, Any] = {
+        "field": {"type": "string", "description": "args.x, principal.user, context.k, ..."},
+        "ignore_case": {"type": "boolean"},
+    }
+    for op in CONDITION_OPERATORS:
+        leaf_props[op] = operand
+    ref = {"$ref": "#/$defs/Condition"}
+    return {
+        "title": "Condition",
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {"all": {"type": "array", "items": ref}},
+                "required": ["all"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {"any": {"type": "array", "items": ref}},
+                "required": ["any"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {"not": ref},
+                "required": ["not"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {"for_all": {"type": "string"}, "if": ref},
+                "required": ["for_all", "if"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {"for_any": {"type": "string"}, "if": ref},
+                "required": ["for_any", "if"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": leaf_props,
+                "required": ["field"],
+                "minProperties": 2,
+                "additionalProperties": True,
+            },
+        ],
+    }
+
+
+ConditionData = Annotated[Any, WithJsonSchema({"$ref": "#/$defs/Condition"})]
+
+StrList = Annotated[list[str], Field(min_length=1)]
+
+
+def _one_or_many(value: Any) -> Any:
+    # `env: prod` reads as naturally as `env: [prod]`.
+    return [value] if isinstance(value, str) else value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class WhenModel(_Strict):
+    """Scopes a rule to environments, tenants, roles and agents (all given must match)."""
+
+    env: StrList | None = None
+    tenant: StrList | None = None
+    role: StrList | None = None
+    agent: StrList | None = None
+
+    _one = field_validator("env", "tenant", "role", "agent", mode="before")(
+        classmethod(lambda cls, v: _one_or_many(v))
+    )
+
+
+class ApprovalModel(_Strict):
+    approvers: list[str] = Field(
+        default_factory=list,
+        description='"role:finance", user ids or emails; empty means any eligible user',
+    )
+    quorum: int = Field(default=1, ge=1, description="distinct approvers needed")
+    timeout: str | float = Field(default="1h", description="e.g. 30s, 15m, 2h, 1d")
+    channels: list[str] = Field(default_factory=list)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: str | float) -> str | float:
+        parse_duration(v)
+        return v
+
+
+class RuleModel(_Strict):
+    id: Annotated[str, Field(pattern=_ID, description="unique, stable rule id")]
+    effect: Literal["allow", "deny", "require_approval"]
+    tools: StrList = Field(description='exact tool names or anchored globs; ["*"] for all')
+    when: WhenModel | None = None
+    if_: ConditionData | None = Field(default=None, alias="if")
+    otherwise: Literal["deny", "require_approval"] | None = None
+    approval: ApprovalModel | None = None
+    reason: str | None = None
+    description: str | None = None
+
+    _one = field_validator("tools", mode="before")(classmethod(lambda cls, v: _one_or_many(v)))
+
+
+class RoleModel(_Strict):
+    inherits: list[str] = Field(default_factory=list)
+    description: str | None = None
+
+
+class AuditModel(_Strict):
+    mode: Literal["required", "best_effort"] = Field(
+        default="required",
+        description="required: a call is denied when its audit record cannot be written",
+    )
+    retention_days: int | None = Field(default=None, ge=1)
+
+
+ListValue = str | int | float | bool
+
+
+class PolicyModel(_Strict):
+    version: Literal[1]
+    name: Annotated[str, Field(min_length=1)]
+    description: str | None = None
+    default: Literal["allow", "deny", "require_approval"] = "deny"
+    extends: list[str] = Field(default_factory=list)
+    lists: dict[str, list[ListValue]] = Field(default_factory=dict)
+    roles: dict[str, RoleModel] = Field(default_factory=dict)
+    rules: list[RuleModel] = Field(default_factory=list)
+    redact: list[str] = Field(
+        default_factory=list, description='argument paths masked before storage: "args.password"'
+    )
+    audit: AuditModel = Field(default_factory=AuditModel)
+    tests: str | None = None
+
+    _one = field_validator("extends", mode="before")(classmethod(lambda cls, v: _one_or_many(v)))
+
+
+def policy_json_schema() -> dict[str, Any]:
+    schema = PolicyModel.model_json_schema(by_alias=True)
+    schema.setdefault("$defs", {})["Condition"] = _condition_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Veto policy"
+    return schema

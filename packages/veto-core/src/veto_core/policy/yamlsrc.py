@@ -1,0 +1,266 @@
+"""Safe YAML reading that remembers where every key and value came from.
+
+Uses PyYAML's SafeLoader with YAML 1.2 core-schema scalars: `no`, `on`,
+`17:00` and `2024-01-01` stay strings (YAML 1.1 would turn them into a
+boolean, the integer 1020 and a date, which surprises policy authors).
+Duplicate keys are errors, not "last one wins". A size and node limit keep a
+hostile file (alias bombs) from exhausting memory or time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import PolicyError, Problem, format_path
+
+__all__ = ["MAX_POLICY_BYTES", "SourceDoc", "read_yaml_file", "read_yaml_text"]
+
+MAX_POLICY_BYTES = 2 * 1024 * 1024
+MAX_NODES = 200_000
+
+Loc = tuple[str | int, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+# YAML 1.2 core schema resolvers (replacing the YAML 1.1 ones).
+_Loader.yaml_implicit_resolvers = {}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+.0123456789"),
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:null",
+    re.compile(r"^(?:~|null|Null|NULL|)$"),
+    ["~", "n", "N", ""],
+)
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    if text.startswith("0x"):
+        return int(text[2:], 16)
+    return int(text, 10)
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    text = str(loader.construct_scalar(node)).lower()
+    if text.endswith(".inf"):
+        return float("-inf") if text.startswith("-") else float("inf")
+    if text == ".nan":
+        return float("nan")
+    return float(text)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+@dataclass
+class SourceDoc:
+    """A parsed YAML document plus the line/column of every key and value."""
+
+    file: str
+    data: Any
+    value_marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    key_marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    path: Path | None = None
+
+    def locate(self, loc: Loc, *, key: bool = False) -> tuple[int | None, int | None]:
+        """Line and column of ``loc`` (its key when ``key``), else of its nearest parent."""
+        if key and loc in self.key_marks:
+            return self.key_marks[loc]
+        probe = tuple(loc)
+        while probe:
+            if probe in self.value_marks:
+                return self.value_marks[probe]
+            probe = probe[:-1]
+        return self.value_marks.get((), (None, None))
+
+    def problem(self, loc: Loc, message: str, *, key: bool = False) -> Problem:
+        line, col = self.locate(loc, key=key)
+        return Problem(
+            file=self.file, line=line, column=col, path=format_path(loc), message=message
+        )
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _walk(
+    doc: SourceDoc, node: yaml.Node, loc: Loc, problems: list[Problem], budget: list[int]
+) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise PolicyError(
+            [
+                Problem(
+                    file=doc.file,
+                    line=None,
+                    column=None,
+                    path="",
+                    message=f"document has more than {MAX_NODES} nodes (alias bomb?)",
+                )
+            ]
+        )
+    doc.value_marks.setdefault(loc, _mark(node))
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, tuple[int, int]] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                line, col = _mark(key_node)
+                problems.append(
+                    Problem(
+                        file=doc.file,
+                        line=line,
+                        column=col,
+                        path=format_path(loc),
+                        message="mapping keys must be plain strings",
+                    )
+                )
+                continue
+            key = key_node.value
+            if key in seen:
+                line, col = _mark(key_node)
+                problems.append(
+                    Problem(
+                        file=doc.file,
+                        line=line,
+                        column=col,
+                        path=format_path((*loc, key)),
+                        message=f"duplicate key '{key}' (first defined at line {seen[key][0]})",
+                    )
+                )
+                continue
+            seen[key] = _mark(key_node)
+            doc.key_marks[(*loc, key)] = _mark(key_node)
+            _walk(doc, value_node, (*loc, key), problems, budget)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(doc, item, (*loc, i), problems, budget)
+
+
+def read_yaml_text(text: str, *, file: str, path: Path | None = None) -> SourceDoc:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
+        raise PolicyError(
+            [
+                Problem(
+                    file=file,
+                    line=None,
+                    column=None,
+                    path="",
+                    message=f"file is larger than {MAX_POLICY_BYTES} bytes",
+                )
+            ]
+        )
+    doc = SourceDoc(file=file, data=None, path=path)
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise PolicyError(
+                [
+                    Problem(
+                        file=file,
+                        line=1,
+                        column=1,
+                        path="",
+                        message="file is empty; expected a policy mapping",
+                    )
+                ]
+            )
+        problems: list[Problem] = []
+        _walk(doc, node, (), problems, [MAX_NODES])
+        if problems:
+            raise PolicyError(problems)
+        doc.data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        col = mark.column + 1 if mark else None
+        message = f"invalid YAML: {exc.problem or exc.context}"
+        if "'['" in str(exc) or "'*'" in str(exc):
+            message += (
+                " (a path containing '[' must be quoted in flow style: \"args.items[*].sku\")"
+            )
+        raise PolicyError(
+            [Problem(file=file, line=line, column=col, path="", message=message)]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(
+            [Problem(file=file, line=None, column=None, path="", message=f"invalid YAML: {exc}")]
+        ) from None
+    finally:
+        loader.dispose()
+    return doc
+
+
+def read_yaml_file(path: str | Path) -> SourceDoc:
+    p = Path(path)
+    label = str(path)
+    try:
+        size = p.stat().st_size
+        if size > MAX_POLICY_BYTES:
+            raise PolicyError(
+                [
+                    Problem(
+                        file=label,
+                        line=None,
+                        column=None,
+                        path="",
+                        message=f"file is larger than {MAX_POLICY_BYTES} bytes",
+                    )
+                ]
+            )
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise PolicyError(
+            [
+                Problem(
+                    file=label,
+                    line=None,
+                    column=None,
+                    path="",
+                    message=f"cannot read file: {exc.strerror or exc}",
+                )
+            ]
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(
+            [
+                Problem(
+                    file=label,
+                    line=None,
+                    column=None,
+                    path="",
+                    message=f"file is not UTF-8 ({exc.reason} at byte {exc.start})",
+                )
+            ]
+        ) from None
+    return read_yaml_text(text, file=label, path=p)
