@@ -339,6 +339,11 @@ class ConditionCompiler:
     ) -> Callable[[EvalContext], Predicate] | None:
         """Returns a function ctx -> predicate (constant unless the operand is a field)."""
         compile_op = self.operators[op_name]
+        if op_name == "exists" and not isinstance(operand, bool):
+            # `exists` is decided by the leaf itself from a constant; a {field:}/{list:}
+            # operand has no meaning here (and must not reach the leaf builder).
+            self.fail(loc, "expected true or false")
+            return None
         if isinstance(operand, Mapping) and set(operand) == {"list"}:
             name = operand["list"]
             if not isinstance(name, str) or name not in self.lists:
@@ -357,16 +362,19 @@ class ConditionCompiler:
             if getter is None:
                 return None
             other = str(operand["field"])
+            # The whole path (not just its root): `{field: context.limit}` is the limit.
+            value_of = _value_getter(other, _split(other), getter)
 
             def dynamic(ctx: EvalContext) -> Predicate:
-                try:
-                    value = getter(ctx)
-                except _Missing:
-                    raise EvalError(f"{other} is missing") from None
+                value = value_of(ctx)  # EvalError when missing
                 try:
                     return compile_op(value, ignore_case=ignore_case)
                 except OperandError as exc:
                     raise EvalError(f"{other}: {exc}") from None
+                except Exception as exc:  # a plugin operator that crashed: fail closed
+                    raise EvalError(
+                        f"{other}: operator '{op_name}' rejected its operand: {exc}"
+                    ) from None
 
             return dynamic
         try:
@@ -649,12 +657,18 @@ def _build_leaf(
 
         return leaf
 
+    wrap_dynamic_errors = _wrap(text, op_name)
+
     def dynamic_leaf(ctx: EvalContext) -> bool:
         chain = _step_chain(text, segments, guarded(predicate_for(ctx)), on_missing=None)
         try:
             return chain(getter(ctx))
         except _Missing:
             raise EvalError(f"{text} is missing") from None
+        except EvalError:
+            raise
+        except Exception as exc:  # a plugin predicate that crashed: fail closed
+            raise wrap_dynamic_errors(exc) from None
 
     return dynamic_leaf
 

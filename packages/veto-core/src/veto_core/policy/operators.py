@@ -261,7 +261,12 @@ def compile_re2(pattern: str, *, ignore_case: bool = False) -> Any:
     try:
         return re2.compile(pattern, options)
     except re2.error as exc:
-        raise OperandError(f"invalid regular expression {pattern!r} (RE2 syntax): {exc}") from None
+        detail = exc.args[0] if exc.args else exc
+        if isinstance(detail, bytes):  # google-re2 reports its message as bytes
+            detail = detail.decode("utf-8", "replace")
+        raise OperandError(
+            f"invalid regular expression {pattern!r} (RE2 syntax): {detail}"
+        ) from None
 
 
 def op_matches(operand: Any, *, ignore_case: bool = False) -> Predicate:

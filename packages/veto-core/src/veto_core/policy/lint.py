@@ -1,0 +1,177 @@
+"""`veto lint`: findings on a policy that loads but probably does not do what its author meant.
+
+Hard mistakes (duplicate ids, unknown lists/roles, unknown fields such as
+`principal.emial`, bad regexes) are load errors already; lint adds what is legal
+but suspicious: rules that can never take effect, unused lists, a default allow.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..model import Effect
+from .compiler import CompiledPolicy, CompiledRule
+from .operators import compile_glob
+
+__all__ = ["LintFinding", "lint_policy"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LintFinding:
+    severity: Literal["warning", "info"]
+    code: str
+    rule_id: str | None
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where} {self.severity} [{self.code}] {self.message}"
+
+
+def _scope_covers(outer: frozenset[str] | None, inner: frozenset[str] | None) -> bool:
+    """True when every call in scope ``inner`` is also in scope ``outer``."""
+    if outer is None:
+        return True
+    return inner is not None and inner <= outer
+
+
+def _tools_cover(outer: CompiledRule, inner: CompiledRule) -> bool:
+    globs = [compile_glob(t) for t in outer.tools if any(c in t for c in "*?[")]
+    for tool in inner.tools:
+        if tool in outer.tools:
+            continue
+        is_glob = any(c in tool for c in "*?[")
+        if not is_glob and any(g.search(tool) for g in globs):
+            continue
+        if "*" in outer.tools:
+            continue
+        return False
+    return True
+
+
+def _covers(outer: CompiledRule, inner: CompiledRule) -> bool:
+    return (
+        _tools_cover(outer, inner)
+        and _scope_covers(outer.envs, inner.envs)
+        and _scope_covers(outer.tenants, inner.tenants)
+        and _scope_covers(outer.roles, inner.roles)
+        and _scope_covers(outer.agents, inner.agents)
+    )
+
+
+def _unconditional(rule: CompiledRule) -> bool:
+    return rule.condition is None
+
+
+def _fingerprint(rule: CompiledRule) -> str:
+    m = rule.model
+    return json.dumps(
+        [
+            sorted(rule.tools),
+            m.when.model_dump() if m.when else None,
+            m.if_,
+            m.otherwise,
+            rule.effect.value,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _list_refs(node: Any, out: set[str]) -> None:
+    if isinstance(node, dict):
+        if set(node) == {"list"} and isinstance(node["list"], str):
+            out.add(node["list"])
+        for value in node.values():
+            _list_refs(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _list_refs(value, out)
+
+
+def lint_policy(policy: CompiledPolicy) -> list[LintFinding]:
+    findings: list[LintFinding] = []
+    root = policy.loaded.root.file
+
+    def add(
+        severity: Literal["warning", "info"], code: str, rule: CompiledRule | None, message: str
+    ) -> None:
+        findings.append(
+            LintFinding(
+                severity=severity,
+                code=code,
+                rule_id=rule.id if rule else None,
+                file=rule.file if rule else root,
+                line=rule.line if rule else None,
+                message=message,
+            )
+        )
+
+    denies = [r for r in policy.rules if r.effect is Effect.DENY and _unconditional(r)]
+    approvals = [
+        r for r in policy.rules if r.effect is Effect.REQUIRE_APPROVAL and _unconditional(r)
+    ]
+    for rule in policy.rules:
+        if rule.effect is Effect.DENY:
+            continue
+        blocker = next((d for d in denies if d.id != rule.id and _covers(d, rule)), None)
+        if blocker is not None:
+            add(
+                "warning",
+                "unreachable",
+                rule,
+                f"rule '{rule.id}' ({rule.effect.value}) can never take effect: unconditional deny rule '{blocker.id}' covers every call it applies to",
+            )
+            continue
+        if rule.effect is Effect.ALLOW:
+            gate = next((a for a in approvals if _covers(a, rule)), None)
+            if gate is not None:
+                add(
+                    "warning",
+                    "shadowed-allow",
+                    rule,
+                    f"allow rule '{rule.id}' never allows on its own: require_approval rule '{gate.id}' always applies to the same calls",
+                )
+    seen: dict[str, CompiledRule] = {}
+    for rule in policy.rules:
+        key = _fingerprint(rule)
+        if key in seen:
+            add(
+                "warning",
+                "duplicate-rule",
+                rule,
+                f"rule '{rule.id}' repeats rule '{seen[key].id}' (same tools, scopes, condition and effect)",
+            )
+        else:
+            seen[key] = rule
+    used: set[str] = set()
+    for rule in policy.rules:
+        _list_refs(rule.model.if_, used)
+    for name in sorted(set(policy.loaded.model.lists) - used):
+        add("info", "unused-list", None, f"list '{name}' is never referenced")
+    if policy.default is Effect.ALLOW:
+        add(
+            "warning",
+            "default-allow",
+            None,
+            "default: allow lets every tool that no rule names run; prefer default: deny",
+        )
+    for rule in policy.rules:
+        if (
+            rule.effect is Effect.ALLOW
+            and rule.tools == ("*",)
+            and rule.condition is None
+            and rule.roles is None
+            and rule.agents is None
+        ):
+            add(
+                "warning",
+                "allow-everything",
+                rule,
+                f"rule '{rule.id}' allows every tool unconditionally",
+            )
+    return findings

@@ -1,0 +1,206 @@
+"""Policy tests (`*.tests.yaml`, DESIGN.md 2.6): expectations plus rule coverage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..calls import CallFormatError, call_from_mapping
+from ..engine import Veto
+from ..model import Decision, Effect, ToolCall
+from .errors import PolicyError, Problem
+from .yamlsrc import read_yaml_file
+
+__all__ = [
+    "PolicyTestCase",
+    "PolicyTestReport",
+    "PolicyTestResult",
+    "find_policy_and_tests",
+    "load_policy_tests",
+    "run_policy_tests",
+]
+
+
+class _CaseModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    call: dict[str, Any]
+    expect: Literal["allow", "deny", "require_approval"]
+    rule: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicyTestCase:
+    name: str
+    call: ToolCall
+    expect: Effect
+    rule: str | None
+    line: int | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicyTestResult:
+    case: PolicyTestCase
+    decision: Decision
+    passed: bool
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicyTestReport:
+    policy_file: str
+    tests_file: str
+    results: tuple[PolicyTestResult, ...]
+    rule_ids: tuple[str, ...]
+    uncovered: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def coverage(self) -> float:
+        if not self.rule_ids:
+            return 1.0
+        return 1 - len(self.uncovered) / len(self.rule_ids)
+
+
+def load_policy_tests(path: str | Path) -> tuple[list[PolicyTestCase], str | None]:
+    """Returns the cases and the policy path the file names (``policy:``), if any."""
+    doc = read_yaml_file(path)
+    data = doc.data
+    policy_ref: str | None = None
+    base: tuple[str | int, ...] = ()
+    if isinstance(data, dict):
+        extra = sorted(set(data) - {"policy", "tests"})
+        if extra:
+            raise PolicyError(
+                [
+                    doc.problem(
+                        (extra[0],),
+                        f"unknown key '{extra[0]}'; expected 'policy' and 'tests'",
+                        key=True,
+                    )
+                ]
+            )
+        policy_ref = data.get("policy")
+        if policy_ref is not None and not isinstance(policy_ref, str):
+            raise PolicyError([doc.problem(("policy",), "expected a path to the policy file")])
+        data = data.get("tests")
+        base = ("tests",)
+    if not isinstance(data, list) or not data:
+        raise PolicyError(
+            [doc.problem(base, "expected a non-empty list of tests ({name, call, expect, rule?})")]
+        )
+    cases: list[PolicyTestCase] = []
+    problems: list[Problem] = []
+    names: set[str] = set()
+    for i, raw in enumerate(data):
+        loc = (*base, i)
+        try:
+            model = _CaseModel.model_validate(raw)
+        except ValidationError as exc:
+            for err in exc.errors():
+                problems.append(
+                    doc.problem(
+                        (*loc, *err["loc"]),
+                        str(err["msg"]).replace("Extra inputs are not permitted", "unknown key"),
+                    )
+                )
+            continue
+        if model.name in names:
+            problems.append(doc.problem((*loc, "name"), f"duplicate test name '{model.name}'"))
+        names.add(model.name)
+        try:
+            call = call_from_mapping(model.call)
+        except CallFormatError as exc:
+            problems.append(doc.problem((*loc, "call"), str(exc)))
+            continue
+        cases.append(
+            PolicyTestCase(
+                name=model.name,
+                call=call,
+                expect=Effect(model.expect),
+                rule=model.rule,
+                line=doc.locate(loc)[0],
+            )
+        )
+    if problems:
+        raise PolicyError(problems)
+    return cases, policy_ref
+
+
+def find_policy_and_tests(
+    target: str | Path, policy: str | Path | None = None
+) -> tuple[Path, Path]:
+    """`veto test X`: X is a tests file (policy from --policy, its `policy:` key, or the
+    sibling `NAME.yaml` of `NAME.tests.yaml`) or a policy whose `tests:` names its tests."""
+    target = Path(target)
+    if target.name.endswith((".tests.yaml", ".tests.yml")):
+        if policy is not None:
+            return Path(policy), target
+        _, ref = load_policy_tests(target)
+        if ref is not None:
+            return target.parent / ref, target
+        stem = target.name.rsplit(".tests.", 1)[0]
+        for suffix in (".yaml", ".yml"):
+            candidate = target.with_name(stem + suffix)
+            if candidate.is_file():
+                return candidate, target
+        raise PolicyError(
+            [
+                Problem(
+                    file=str(target),
+                    line=None,
+                    column=None,
+                    path="",
+                    message=f"cannot tell which policy these tests are for: add 'policy: ./{stem}.yaml' or pass --policy",
+                )
+            ]
+        )
+    doc = read_yaml_file(target)
+    tests = doc.data.get("tests") if isinstance(doc.data, dict) else None
+    if not isinstance(tests, str):
+        raise PolicyError(
+            [doc.problem((), "this policy has no 'tests:' file; pass the tests file instead")]
+        )
+    return target, target.parent / tests
+
+
+def run_policy_tests(
+    veto: Veto, cases: list[PolicyTestCase], *, policy_file: str = "", tests_file: str = ""
+) -> PolicyTestReport:
+    results: list[PolicyTestResult] = []
+    exercised: set[str] = set()
+    known = set(veto.policy.rules_by_id)
+    for case in cases:
+        decision = veto.decide(case.call)
+        exercised.update(decision.rule_ids)
+        problems: list[str] = []
+        if decision.effect is not case.expect:
+            problems.append(f"expected {case.expect.value}, got {decision.effect.value}")
+        if case.rule is not None:
+            if case.rule not in known:
+                problems.append(f"rule '{case.rule}' does not exist in the policy")
+            elif case.rule not in decision.deciding_rule_ids:
+                decided = ", ".join(decision.deciding_rule_ids) or "the default"
+                problems.append(f"expected rule '{case.rule}' to decide, but {decided} did")
+        if problems and decision.reasons:
+            problems.append("reason: " + decision.reason)
+        results.append(
+            PolicyTestResult(
+                case=case, decision=decision, passed=not problems, message="; ".join(problems)
+            )
+        )
+    rule_ids = tuple(r.id for r in veto.policy.rules)
+    uncovered = tuple(r for r in rule_ids if r not in exercised)
+    return PolicyTestReport(
+        policy_file=policy_file,
+        tests_file=tests_file,
+        results=tuple(results),
+        rule_ids=rule_ids,
+        uncovered=uncovered,
+    )
