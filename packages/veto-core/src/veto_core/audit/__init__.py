@@ -1,0 +1,65 @@
+"""Veto's audit trail: durable, tamper-evident, queryable, exportable (DESIGN.md 4).
+
+>>> audit = open_audit("sqlite:///veto.db")            # doctest: +SKIP
+>>> rec = audit.record_decision(call, decision, env="prod", tenant="acme",
+...                             redact=("args.password",), latency_us=12)  # doctest: +SKIP
+>>> audit.verify().ok                                   # doctest: +SKIP
+True
+"""
+
+from veto_core.audit.errors import AuditError, AuditSchemaError, AuditUnavailable, CorruptRecord
+from veto_core.audit.log import (
+    ENV_DB,
+    AuditLog,
+    EraseResult,
+    PurgeResult,
+    default_audit_url,
+    open_audit,
+    outcome_for,
+    warn_best_effort,
+)
+from veto_core.audit.record import (
+    DEFAULT_TENANT,
+    ERASED,
+    GENESIS_HASH,
+    REDACTED,
+    ApprovalInfo,
+    AuditRecord,
+    canonical_json,
+    new_uuid7,
+    redact_args,
+)
+from veto_core.audit.sink import AuditQuery, AuditSink, Checkpoint, PolicyRevision, SinkConfig
+from veto_core.audit.verify import BrokenLink, TenantVerification, VerifyReport
+
+__all__ = [
+    "DEFAULT_TENANT",
+    "ENV_DB",
+    "ERASED",
+    "GENESIS_HASH",
+    "REDACTED",
+    "ApprovalInfo",
+    "AuditError",
+    "AuditLog",
+    "AuditQuery",
+    "AuditRecord",
+    "AuditSchemaError",
+    "AuditSink",
+    "AuditUnavailable",
+    "BrokenLink",
+    "Checkpoint",
+    "CorruptRecord",
+    "EraseResult",
+    "PolicyRevision",
+    "PurgeResult",
+    "SinkConfig",
+    "TenantVerification",
+    "VerifyReport",
+    "canonical_json",
+    "default_audit_url",
+    "new_uuid7",
+    "open_audit",
+    "outcome_for",
+    "redact_args",
+    "warn_best_effort",
+]

@@ -1,0 +1,448 @@
+"""PostgreSQL audit sink (``veto-core[postgres]``, psycopg 3).
+
+URL: ``postgresql://user@host:5432/db`` with an optional ``?schema=NAME`` (default
+``public``; created if missing). Appends from any number of processes are
+serialized per tenant by a row lock on the tenant's chain head
+(``SELECT ... FOR UPDATE``), taken in tenant order so batches never deadlock.
+Each batch is one transaction: the server's WAL flush at ``COMMIT`` is the
+durability point, shared by every record of the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from veto_core.audit.errors import AuditSchemaError, AuditUnavailable
+from veto_core.audit.pending import PendingRecord
+from veto_core.audit.record import (
+    GENESIS_HASH,
+    AuditRecord,
+    SealedRecord,
+    canonical_json,
+    ts_from_us,
+    ts_to_us,
+)
+from veto_core.audit.sink import (
+    COLUMNS,
+    AuditQuery,
+    AuditSink,
+    Checkpoint,
+    PolicyRevision,
+    SinkConfig,
+    from_row,
+)
+
+try:
+    import psycopg
+    from psycopg import sql
+except ImportError:  # pragma: no cover - exercised only without the extra
+    psycopg = None  # type: ignore[assignment]
+
+__all__ = ["SCHEMA_VERSION", "PostgresSink"]
+
+COMPONENT = "audit"
+
+_V1 = """
+CREATE TABLE IF NOT EXISTS audit_records (
+    tenant TEXT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL UNIQUE, ts_us BIGINT NOT NULL,
+    env TEXT, principal TEXT NOT NULL, framework TEXT, run_id TEXT, tool TEXT NOT NULL,
+    tool_call_id TEXT, args TEXT, args_digest TEXT NOT NULL, effect TEXT, outcome TEXT NOT NULL,
+    rule_ids TEXT NOT NULL, reasons TEXT NOT NULL, errors TEXT NOT NULL, policy_name TEXT,
+    policy_revision TEXT, approval TEXT, latency_us BIGINT NOT NULL, prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL, user_digest TEXT, args_mac TEXT NOT NULL, PRIMARY KEY (tenant, seq));
+CREATE TABLE IF NOT EXISTS audit_chain_heads (
+    tenant TEXT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_tenant_keys (
+    tenant TEXT PRIMARY KEY, hmac_key BYTEA NOT NULL, created_us BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    tenant TEXT NOT NULL, kind TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL,
+    created_us BIGINT NOT NULL, info TEXT NOT NULL, public_key TEXT NOT NULL,
+    signature TEXT NOT NULL, PRIMARY KEY (tenant, kind, seq));
+CREATE TABLE IF NOT EXISTS audit_signing_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1), seed BYTEA NOT NULL)
+"""
+
+_V2 = """
+CREATE INDEX IF NOT EXISTS audit_records_ts ON audit_records (ts_us);
+CREATE INDEX IF NOT EXISTS audit_records_tenant_ts ON audit_records (tenant, ts_us);
+CREATE INDEX IF NOT EXISTS audit_records_run ON audit_records (run_id);
+CREATE TABLE IF NOT EXISTS audit_policy_revisions (
+    revision TEXT PRIMARY KEY, name TEXT NOT NULL, content TEXT NOT NULL,
+    source TEXT NOT NULL, first_seen_us BIGINT NOT NULL)
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_INSERT = (
+    f"INSERT INTO audit_records ({', '.join(COLUMNS)}) VALUES ({', '.join('%s' for _ in COLUMNS)})"
+)
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit_records"
+_LOCK_ID = 0x7665746F  # "veto": advisory lock guarding migrations
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """(conninfo for psycopg, schema) from ``postgresql://...?schema=x``."""
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query)
+    schema = "public"
+    rest = []
+    for k, v in params:
+        if k == "schema":
+            schema = v
+        else:
+            rest.append((k, v))
+    scheme = "postgresql"
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment)), schema
+
+
+def migrate(con: Any, *, target: int = SCHEMA_VERSION) -> int:
+    with con.transaction():
+        con.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS veto_schema "
+            "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+        row = con.execute(
+            "SELECT version FROM veto_schema WHERE component = %s", (COMPONENT,)
+        ).fetchone()
+        current = 0 if row is None else int(row[0])
+        if current > SCHEMA_VERSION:
+            raise AuditSchemaError(
+                f"audit database schema version {current} is newer than this veto-core "
+                f"supports ({SCHEMA_VERSION}); upgrade veto-core to open it"
+            )
+        for version in range(current + 1, target + 1):
+            for stmt in MIGRATIONS[version - 1].split(";"):
+                if stmt.strip():
+                    con.execute(stmt)
+        if target > current:
+            con.execute(
+                "INSERT INTO veto_schema (component, version) VALUES (%s, %s) "
+                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                (COMPONENT, target),
+            )
+        return current
+
+
+class PostgresSink(AuditSink):
+    scheme = "postgresql"
+
+    def __init__(self, config: SinkConfig) -> None:
+        if psycopg is None:
+            raise AuditUnavailable(
+                "PostgreSQL audit sink needs psycopg: pip install 'veto-core[postgres]'"
+            )
+        self.url = config.url
+        self.conninfo, self.schema = _split_url(config.url)
+        self._keys: dict[str, bytes] = {}
+        self._admin_lock = threading.RLock()
+        try:
+            boot = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+            try:
+                boot.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+                )
+            finally:
+                boot.close()
+            self._writer = self._connect()
+            migrate(self._writer)
+            self._admin = self._connect()
+        except AuditUnavailable:
+            raise
+        except psycopg.Error as exc:
+            raise AuditUnavailable(f"cannot open PostgreSQL audit store: {exc}") from exc
+
+    def _connect(self) -> Any:
+        con = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+        con.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        con.execute("SET synchronous_commit TO on")
+        return con
+
+    def _tx(self, fn: Callable[[Any], Any]) -> Any:
+        with self._admin_lock:
+            try:
+                with self._admin.transaction():
+                    return fn(self._admin)
+            except AuditUnavailable:
+                raise
+            except psycopg.Error as exc:
+                raise AuditUnavailable(f"PostgreSQL audit store: {exc}") from exc
+
+    def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._admin_lock:
+            try:
+                return list(self._admin.execute(query, params).fetchall())
+            except psycopg.Error as exc:
+                raise AuditUnavailable(f"PostgreSQL audit store: {exc}") from exc
+
+    def tenant_key(self, tenant: str) -> bytes:
+        key = self._keys.get(tenant)
+        if key is not None:
+            return key
+
+        def get_or_create(c: Any) -> bytes:
+            c.execute(
+                "INSERT INTO audit_tenant_keys (tenant, hmac_key, created_us) VALUES (%s, %s, %s) "
+                "ON CONFLICT (tenant) DO NOTHING",
+                (tenant, secrets.token_bytes(32), ts_to_us(_dt.datetime.now(_dt.UTC))),
+            )
+            row = c.execute(
+                "SELECT hmac_key FROM audit_tenant_keys WHERE tenant = %s", (tenant,)
+            ).fetchone()
+            return bytes(row[0])
+
+        key = self._tx(get_or_create)
+        assert isinstance(key, bytes)
+        self._keys[tenant] = key
+        return key
+
+    def append(self, batch: Sequence[PendingRecord]) -> list[SealedRecord]:
+        con = self._writer  # group-commit leader only
+        try:
+            with con.transaction():
+                heads: dict[str, tuple[int, str]] = {}
+                for t in sorted({p.tenant for p in batch}):
+                    con.execute(
+                        "INSERT INTO audit_chain_heads (tenant, seq, hash) VALUES (%s, 0, %s) "
+                        "ON CONFLICT (tenant) DO NOTHING",
+                        (t, GENESIS_HASH),
+                    )
+                    row = con.execute(
+                        "SELECT seq, hash FROM audit_chain_heads WHERE tenant = %s FOR UPDATE",
+                        (t,),
+                    ).fetchone()
+                    heads[t] = (int(row[0]), str(row[1]))
+                out: list[SealedRecord] = []
+                for p in batch:
+                    seq, prev = heads[p.tenant]
+                    s = p.seal(seq + 1, prev)
+                    heads[p.tenant] = (seq + 1, s.record.hash)
+                    out.append(s)
+                with con.cursor() as cur:
+                    cur.executemany(_INSERT, [p.row for p in batch])
+                    cur.executemany(
+                        "UPDATE audit_chain_heads SET seq = %s, hash = %s WHERE tenant = %s",
+                        [(s, h, t) for t, (s, h) in heads.items()],
+                    )
+            return out
+        except psycopg.Error as exc:
+            raise AuditUnavailable(f"audit record not committed to PostgreSQL: {exc}") from exc
+
+    def _stream(self, query: str, params: Sequence[Any]) -> Iterator[SealedRecord]:
+        try:
+            con = self._connect()
+        except psycopg.Error as exc:
+            raise AuditUnavailable(f"PostgreSQL audit store: {exc}") from exc
+        try:
+            with con.transaction(), con.cursor(name=f"veto_audit_{secrets.token_hex(6)}") as cur:
+                cur.itersize = 500
+                cur.execute(query, params)
+                for row in cur:
+                    yield from_row(row)
+        except psycopg.Error as exc:
+            raise AuditUnavailable(f"PostgreSQL audit store: {exc}") from exc
+        finally:
+            con.close()
+
+    def iter_chain(self, tenant: str) -> Iterator[SealedRecord]:
+        yield from self._stream(f"{_SELECT} WHERE tenant = %s ORDER BY seq", (tenant,))
+
+    def chain_head(self, tenant: str) -> tuple[int, str] | None:
+        rows = self._read("SELECT seq, hash FROM audit_chain_heads WHERE tenant = %s", (tenant,))
+        return None if not rows else (int(rows[0][0]), str(rows[0][1]))
+
+    def tenants(self) -> list[str]:
+        rows = self._read(
+            "SELECT tenant FROM audit_chain_heads UNION SELECT DISTINCT tenant FROM audit_records "
+            "UNION SELECT tenant FROM audit_checkpoints ORDER BY 1"
+        )
+        return [str(r[0]) for r in rows]
+
+    def query(self, q: AuditQuery) -> Iterator[AuditRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if q.tenant is not None:
+            where.append("tenant = %s")
+            params.append(q.tenant)
+        if q.since is not None:
+            where.append("ts_us >= %s")
+            params.append(ts_to_us(q.since))
+        if q.until is not None:
+            where.append("ts_us < %s")
+            params.append(ts_to_us(q.until))
+        for col, val in (
+            ("tool", q.tool),
+            ("outcome", q.outcome),
+            ("effect", q.effect),
+            ("run_id", q.run_id),
+        ):
+            if val is not None:
+                where.append(f"{col} = %s")
+                params.append(val)
+        if q.agent is not None:
+            where.append("(principal::jsonb ->> 'agent') = %s")
+            params.append(q.agent)
+        if q.user is not None:
+            where.append("(principal::jsonb ->> 'user') = %s")
+            params.append(q.user)
+        if q.rule_id is not None:
+            where.append("rule_ids::jsonb ? %s")
+            params.append(q.rule_id)
+        if q.text is not None:
+            where.append(
+                "EXISTS (SELECT 1 FROM jsonb_array_elements_text(reasons::jsonb) r "
+                "WHERE strpos(lower(r), lower(%s)) > 0)"
+            )
+            params.append(q.text)
+        query = _SELECT
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        order = "DESC" if q.newest_first else "ASC"
+        query += f" ORDER BY ts_us {order}, tenant {order}, seq {order}"
+        if q.limit is not None:
+            query += " LIMIT %s"
+            params.append(q.limit)
+        if q.offset:
+            query += " OFFSET %s"
+            params.append(q.offset)
+        for s in self._stream(query, params):
+            yield s.record
+
+    def checkpoints(self, tenant: str) -> list[Checkpoint]:
+        rows = self._read(
+            "SELECT tenant, kind, seq, hash, created_us, info, public_key, signature "
+            "FROM audit_checkpoints WHERE tenant = %s ORDER BY seq, kind",
+            (tenant,),
+        )
+        return [
+            Checkpoint(
+                tenant=r[0],
+                kind=r[1],
+                seq=int(r[2]),
+                hash=r[3],
+                created_at=ts_from_us(int(r[4])),
+                info=json.loads(r[5]),
+                public_key=r[6],
+                signature=r[7],
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    def _insert_cp(c: Any, cp: Checkpoint) -> None:
+        c.execute(
+            "INSERT INTO audit_checkpoints "
+            "(tenant, kind, seq, hash, created_us, info, public_key, signature) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, kind, seq) DO UPDATE "
+            "SET hash = excluded.hash, created_us = excluded.created_us, info = excluded.info, "
+            "public_key = excluded.public_key, signature = excluded.signature",
+            (
+                cp.tenant,
+                cp.kind,
+                cp.seq,
+                cp.hash,
+                ts_to_us(cp.created_at),
+                canonical_json(dict(cp.info)).decode(),
+                cp.public_key,
+                cp.signature,
+            ),
+        )
+
+    def add_checkpoint(self, cp: Checkpoint) -> None:
+        self._tx(lambda c: self._insert_cp(c, cp))
+
+    def purge_through(self, tenant: str, seq: int, tombstone: Checkpoint) -> int:
+        def work(c: Any) -> int:
+            n = c.execute(
+                "DELETE FROM audit_records WHERE tenant = %s AND seq <= %s", (tenant, seq)
+            ).rowcount
+            self._insert_cp(c, tombstone)
+            return int(n)
+
+        return int(self._tx(work))
+
+    def count_user(self, tenant: str, user: str) -> int:
+        rows = self._read(
+            "SELECT count(*) FROM audit_records WHERE tenant = %s "
+            "AND (principal::jsonb ->> 'user') = %s",
+            (tenant, user),
+        )
+        return int(rows[0][0])
+
+    def erase_user(self, tenant: str, user: str, before_seq: int, erased_mac: str) -> int:
+        def work(c: Any) -> int:
+            rows = c.execute(
+                "SELECT seq, principal FROM audit_records WHERE tenant = %s AND seq < %s "
+                "AND (principal::jsonb ->> 'user') = %s FOR UPDATE",
+                (tenant, before_seq, user),
+            ).fetchall()
+            updates = []
+            for seq, principal in rows:
+                p = json.loads(principal)
+                p["user"] = None
+                updates.append((canonical_json(p).decode(), erased_mac, tenant, seq))
+            with c.cursor() as cur:
+                cur.executemany(
+                    "UPDATE audit_records SET principal = %s, args = NULL, args_mac = %s "
+                    "WHERE tenant = %s AND seq = %s",
+                    updates,
+                )
+            return len(updates)
+
+        n = int(self._tx(work))
+        # Reclaim the dead row versions that still hold the erased values.
+        with self._admin_lock, contextlib.suppress(psycopg.Error):
+            self._admin.execute("VACUUM audit_records")
+        return n
+
+    def signing_seed(self) -> bytes:
+        def get_or_create(c: Any) -> bytes:
+            c.execute(
+                "INSERT INTO audit_signing_key (id, seed) VALUES (1, %s) ON CONFLICT (id) DO NOTHING",
+                (secrets.token_bytes(32),),
+            )
+            return bytes(c.execute("SELECT seed FROM audit_signing_key WHERE id = 1").fetchone()[0])
+
+        seed = self._tx(get_or_create)
+        assert isinstance(seed, bytes)
+        return seed
+
+    def store_policy_revision(self, rev: PolicyRevision) -> None:
+        self._tx(
+            lambda c: c.execute(
+                "INSERT INTO audit_policy_revisions "
+                "(revision, name, content, source, first_seen_us) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (revision) DO NOTHING",
+                (rev.revision, rev.name, rev.content, rev.source, ts_to_us(rev.first_seen)),
+            )
+        )
+
+    def policy_revisions(self) -> list[PolicyRevision]:
+        rows = self._read(
+            "SELECT revision, name, content, source, first_seen_us FROM audit_policy_revisions "
+            "ORDER BY first_seen_us, revision"
+        )
+        return [
+            PolicyRevision(
+                revision=r[0],
+                name=r[1],
+                content=r[2],
+                source=r[3],
+                first_seen=ts_from_us(int(r[4])),
+            )
+            for r in rows
+        ]
+
+    def close(self) -> None:
+        with self._admin_lock:
+            for con in (self._writer, self._admin):
+                with contextlib.suppress(Exception):
+                    con.close()

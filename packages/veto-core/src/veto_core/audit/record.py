@@ -1,0 +1,537 @@
+"""The audit record, its canonical serialization, and the hash-chain arithmetic.
+
+Everything that is hashed, MACed or compared goes through :func:`canonical_json`
+(sorted keys, no whitespace, UTF-8, non-ASCII kept as is): there is exactly one
+serialization, so a record read back from any sink re-hashes to the same value.
+
+Chain rule (DESIGN.md 4)::
+
+    hash = SHA-256(prev_hash || canonical_json(hash_view(record)))
+
+``prev_hash`` is the previous record's hash as 64 lowercase hex characters (ASCII);
+the first record of a tenant's chain has ``prev_hash = GENESIS_HASH`` (64 zeros).
+``hash_view`` is the record without ``args`` and ``hash``; the user id inside
+``principal`` is replaced by its keyed digest (``user_digest``), exactly as
+``args`` is represented by ``args_digest``. That is what lets ``erase`` remove a
+data subject's arguments and user id while the chain still verifies.
+
+Two keyed values are stored next to each record (not fields of the record):
+``user_digest`` (HMAC of the user id, part of the hashed view) and ``args_mac``
+(HMAC of the stored, redacted ``args``) so that editing stored ``args`` is
+detected too, although ``args`` are outside the chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import fnmatch
+import hashlib
+import hmac
+import json
+import math
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from veto_core.model import Principal
+
+__all__ = [
+    "DEFAULT_TENANT",
+    "ERASED",
+    "GENESIS_HASH",
+    "REDACTED",
+    "ApprovalInfo",
+    "AuditRecord",
+    "SealedRecord",
+    "args_mac",
+    "canonical_json",
+    "compute_hash",
+    "hash_view",
+    "new_uuid7",
+    "redact_args",
+    "to_jsonable",
+    "ts_from_us",
+    "ts_to_iso",
+    "ts_to_us",
+    "user_digest",
+]
+
+GENESIS_HASH = "0" * 64
+REDACTED = "[REDACTED]"
+ERASED = "[ERASED]"
+DEFAULT_TENANT = "default"
+"""Chain key for calls that carry no tenant at all."""
+
+_UTC = _dt.UTC
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert ``value`` to plain JSON types, deterministically.
+
+    Tool arguments are arbitrary Python values; the audit trail must still
+    serialize (and digest) them the same way every time. Non-finite floats and
+    unknown objects become tagged strings rather than failing the call.
+    """
+    if value is None or isinstance(value, (str, bool, int)):
+        if isinstance(value, enum.Enum):
+            return to_jsonable(value.value)
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return f"float:{value!r}"
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [to_jsonable(v) for v in value]
+        return sorted(items, key=lambda x: json.dumps(x, sort_keys=True, default=str))
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value)
+    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "base64:" + base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    return f"{type(value).__qualname__}:{value!r}"
+
+
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+canonical_str = _ENCODER.encode
+"""Canonical JSON as ``str`` (what SQL sinks store)."""
+
+
+def canonical_json(value: Any) -> bytes:
+    """The single serialization used for hashing: sorted keys, no whitespace, UTF-8."""
+    return _ENCODER.encode(value).encode("utf-8")
+
+
+def plain_args_json(args: Mapping[str, Any]) -> tuple[Any, str]:
+    """``(JSON-plain args, canonical JSON)``; the C encoder first, :func:`to_jsonable` if needed."""
+    try:
+        text = _ENCODER.encode(args)
+    except (TypeError, ValueError):
+        plain = to_jsonable(args)
+        return plain, _ENCODER.encode(plain)
+    if type(args) is dict:
+        return args, text
+    return json.loads(text), text
+
+
+# --------------------------------------------------------------------------- time / ids
+
+
+def ts_to_us(ts: _dt.datetime) -> int:
+    if ts.tzinfo is None:
+        raise ValueError("audit timestamps must be timezone-aware")
+    delta = ts - _dt.datetime(1970, 1, 1, tzinfo=_UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def ts_from_us(us: int) -> _dt.datetime:
+    return _dt.datetime(1970, 1, 1, tzinfo=_UTC) + _dt.timedelta(microseconds=us)
+
+
+def ts_to_iso(ts: _dt.datetime) -> str:
+    """UTC, microsecond precision, ``Z`` suffix: ``2025-01-31T12:00:00.000000Z``."""
+    return us_to_iso(ts_to_us(ts))
+
+
+_ISO_SECOND: list[Any] = [None, ""]
+
+
+def us_to_iso(us: int) -> str:
+    sec, frac = divmod(us, 1_000_000)
+    cached = _ISO_SECOND
+    if cached[0] != sec:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        if sec < 0 or len(prefix) != 19:  # outside time.gmtime's comfortable range
+            return ts_from_us(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        _ISO_SECOND[:] = [sec, prefix]
+        cached = _ISO_SECOND
+    return f"{cached[1]}.{frac:06d}Z"
+
+
+class _Uuid7:
+    """RFC 9562 UUIDv7: 48-bit Unix ms timestamp, version 7, 74 random bits.
+
+    Monotonic within a process: when the clock does not advance (or goes back),
+    the 74-bit random part is incremented instead (RFC 9562 6.2 method 2).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ms = 0
+        self._rand = 0
+
+    def __call__(self) -> str:
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms > self._ms:
+                self._ms = ms
+                # Leave headroom so increments rarely spill into the timestamp.
+                self._rand = int.from_bytes(os.urandom(10), "big") >> 7
+            else:
+                self._rand += 1 + (os.urandom(1)[0] & 0x0F)
+                if self._rand >= 1 << 74:
+                    self._ms += 1
+                    self._rand = int.from_bytes(os.urandom(10), "big") >> 7
+            ms, rand = self._ms, self._rand
+        rand_a = rand >> 62
+        rand_b = rand & ((1 << 62) - 1)
+        value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+        h = f"{value:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+new_uuid7 = _Uuid7()
+
+
+# --------------------------------------------------------------------------- record
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ApprovalInfo:
+    """The approval a record refers to: request id, who approved/voted, via which channel, when."""
+
+    id: str
+    approvers: tuple[str, ...] = ()
+    channel: str | None = None
+    decided_at: _dt.datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "approvers": list(self.approvers),
+            "channel": self.channel,
+            "decided_at": None if self.decided_at is None else ts_to_iso(self.decided_at),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ApprovalInfo:
+        decided = d.get("decided_at")
+        return cls(
+            id=str(d["id"]),
+            approvers=tuple(d.get("approvers") or ()),
+            channel=d.get("channel"),
+            decided_at=None if decided is None else _parse_iso(decided),
+        )
+
+
+def _parse_iso(s: str) -> _dt.datetime:
+    ts = _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=_UTC)
+    return ts
+
+
+def principal_to_dict(p: Principal) -> dict[str, Any]:
+    return {
+        "agent": p.agent,
+        "roles": list(p.roles),
+        "tenant": p.tenant,
+        "user": p.user,
+        "session": p.session,
+    }
+
+
+def principal_from_dict(d: Mapping[str, Any]) -> Principal:
+    return Principal(
+        agent=d.get("agent"),
+        roles=tuple(d.get("roles") or ()),
+        tenant=d.get("tenant"),
+        user=d.get("user"),
+        session=d.get("session"),
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditRecord:
+    """One audit record: one per decision and one per approval state change (DESIGN.md 4).
+
+    ``args`` are stored after redaction (``None`` once erased); ``args_digest`` is
+    ``HMAC-SHA256(tenant key, canonical_json(unredacted args))``.
+    """
+
+    id: str
+    seq: int
+    ts: _dt.datetime
+    tenant: str
+    env: str | None
+    principal: Principal
+    framework: str | None
+    run_id: str | None
+    tool: str
+    tool_call_id: str | None
+    args: Mapping[str, Any] | None
+    args_digest: str
+    effect: str | None
+    outcome: str
+    rule_ids: tuple[str, ...]
+    reasons: tuple[str, ...]
+    errors: tuple[str, ...]
+    policy_name: str | None
+    policy_revision: str | None
+    approval: ApprovalInfo | None
+    latency_us: int
+    prev_hash: str
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (exports, ``--json``); ``ts`` as ISO-8601 UTC."""
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "ts": ts_to_iso(self.ts),
+            "tenant": self.tenant,
+            "env": self.env,
+            "principal": principal_to_dict(self.principal),
+            "framework": self.framework,
+            "run_id": self.run_id,
+            "tool": self.tool,
+            "tool_call_id": self.tool_call_id,
+            "args": None if self.args is None else dict(self.args),
+            "args_digest": self.args_digest,
+            "effect": self.effect,
+            "outcome": self.outcome,
+            "rule_ids": list(self.rule_ids),
+            "reasons": list(self.reasons),
+            "errors": list(self.errors),
+            "policy_name": self.policy_name,
+            "policy_revision": self.policy_revision,
+            "approval": None if self.approval is None else self.approval.to_dict(),
+            "latency_us": self.latency_us,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AuditRecord:
+        appr = d.get("approval")
+        args = d.get("args")
+        return cls(
+            id=str(d["id"]),
+            seq=int(d["seq"]),
+            ts=_parse_iso(str(d["ts"])),
+            tenant=str(d["tenant"]),
+            env=d.get("env"),
+            principal=principal_from_dict(d.get("principal") or {}),
+            framework=d.get("framework"),
+            run_id=d.get("run_id"),
+            tool=str(d["tool"]),
+            tool_call_id=d.get("tool_call_id"),
+            args=None if args is None else dict(args),
+            args_digest=str(d["args_digest"]),
+            effect=d.get("effect"),
+            outcome=str(d["outcome"]),
+            rule_ids=tuple(d.get("rule_ids") or ()),
+            reasons=tuple(d.get("reasons") or ()),
+            errors=tuple(d.get("errors") or ()),
+            policy_name=d.get("policy_name"),
+            policy_revision=d.get("policy_revision"),
+            approval=None if appr is None else ApprovalInfo.from_dict(appr),
+            latency_us=int(d.get("latency_us") or 0),
+            prev_hash=str(d["prev_hash"]),
+            hash=str(d["hash"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SealedRecord:
+    """A record as stored: the record plus the two keyed values kept beside it."""
+
+    record: AuditRecord
+    user_digest: str | None
+    args_mac: str
+
+
+# --------------------------------------------------------------------------- keyed digests
+
+
+def args_digest(key: bytes, args: Mapping[str, Any]) -> str:
+    """HMAC-SHA256 of the canonical *unredacted* arguments (what approvals bind to)."""
+    return digest_json(key, plain_args_json(args)[1])
+
+
+def digest_json(key: bytes, canonical: str) -> str:
+    return hmac.digest(key, canonical.encode("utf-8"), "sha256").hex()
+
+
+def user_digest(key: bytes, user: str | None) -> str | None:
+    if user is None:
+        return None
+    return hmac.digest(key, b"user\x00" + user.encode("utf-8"), "sha256").hex()
+
+
+def args_mac(key: bytes, stored_args: Mapping[str, Any] | None) -> str:
+    """MAC over the args *as stored* (redacted, or ``null`` once erased)."""
+    return mac_json(key, canonical_str(None if stored_args is None else stored_args))
+
+
+def mac_json(key: bytes, stored_canonical: str) -> str:
+    return hmac.digest(key, b"args\x00" + stored_canonical.encode("utf-8"), "sha256").hex()
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def hash_view(rec: AuditRecord, user_dig: str | None) -> dict[str, Any]:
+    """The part of the record the chain covers: everything but ``args`` and ``hash``."""
+    p = rec.principal
+    return {
+        "id": rec.id,
+        "seq": rec.seq,
+        "ts": ts_to_iso(rec.ts),
+        "tenant": rec.tenant,
+        "env": rec.env,
+        "principal": {
+            "agent": p.agent,
+            "roles": list(p.roles),
+            "tenant": p.tenant,
+            "user_digest": user_dig,
+            "session": p.session,
+        },
+        "framework": rec.framework,
+        "run_id": rec.run_id,
+        "tool": rec.tool,
+        "tool_call_id": rec.tool_call_id,
+        "args_digest": rec.args_digest,
+        "effect": rec.effect,
+        "outcome": rec.outcome,
+        "rule_ids": list(rec.rule_ids),
+        "reasons": list(rec.reasons),
+        "errors": list(rec.errors),
+        "policy_name": rec.policy_name,
+        "policy_revision": rec.policy_revision,
+        "approval": None if rec.approval is None else rec.approval.to_dict(),
+        "latency_us": rec.latency_us,
+        "prev_hash": rec.prev_hash,
+    }
+
+
+def compute_hash(rec: AuditRecord, user_dig: str | None) -> str:
+    h = hashlib.sha256(rec.prev_hash.encode("ascii"))
+    h.update(canonical_json(hash_view(rec, user_dig)))
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- redaction
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    segments: tuple[tuple[re.Pattern[str], bool], ...]  # (key glob, descend into list items)
+    anywhere: bool  # pattern without "args." prefix: matches at any depth
+
+
+_SEG = re.compile(r"^(?P<key>.*?)(?P<star>\[\*\]|\[all\])?$")
+
+
+def compile_redactions(patterns: Iterable[str]) -> tuple[_Pattern, ...]:
+    """Compile policy ``redact:`` entries.
+
+    ``args.password`` / ``args.*token*`` / ``args.card.number`` / ``args.items[*].card``:
+    dot-separated key globs below ``args``, matched case-insensitively (redaction
+    errs on the side of hiding). An entry that does not start with ``args.`` matches
+    a key at any depth (``"*secret*"`` hides every key containing "secret").
+    """
+    out: list[_Pattern] = []
+    for raw in patterns:
+        text = raw.strip()
+        anywhere = True
+        if text == "args" or text.startswith("args.") or text.startswith("args["):
+            anywhere = False
+            text = text[4:].lstrip(".")
+        if not text:
+            raise ValueError(f"redact pattern {raw!r} names no field")
+        segs: list[tuple[re.Pattern[str], bool]] = []
+        for part in text.split("."):
+            m = _SEG.match(part)
+            assert m is not None
+            key = m.group("key") or "*"
+            segs.append(
+                (re.compile(fnmatch.translate(key), re.IGNORECASE), m.group("star") is not None)
+            )
+        out.append(_Pattern(tuple(segs), anywhere))
+    return tuple(out)
+
+
+def _redact(value: Any, pats: tuple[_Pattern, ...], states: list[tuple[_Pattern, int]]) -> Any:
+    if isinstance(value, (list, tuple)):
+        # Lists are transparent: a pattern applies to each element.
+        return [_redact(v, pats, states) for v in value]
+    if not isinstance(value, Mapping):
+        return value
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        k = str(k)
+        hit = False
+        nxt: list[tuple[_Pattern, int]] = []
+        for pat, idx in states:
+            seg, _ = pat.segments[idx]
+            if seg.match(k):
+                if idx + 1 == len(pat.segments):
+                    hit = True
+                    break
+                nxt.append((pat, idx + 1))
+        if hit:
+            out[k] = REDACTED
+            continue
+        nxt.extend((p, 0) for p in pats if p.anywhere)
+        out[k] = _redact(v, pats, nxt) if nxt else v
+    return out
+
+
+def redact_args(args: Mapping[str, Any], patterns: Iterable[str] | tuple[_Pattern, ...]) -> Any:
+    """Return a JSON-plain copy of ``args`` with matching values replaced by ``"[REDACTED]"``."""
+    plain = plain_args_json(args)[0]
+    pats = _compiled(patterns)
+    if not pats:
+        return plain
+    return _redact(plain, pats, [(p, 0) for p in pats])
+
+
+def redact_plain(plain: Any, patterns: Iterable[str]) -> Any:
+    """Redact already JSON-plain args (hot path: no copy when no pattern is given)."""
+    pats = _compiled(patterns)
+    if not pats:
+        return plain
+    return _redact(plain, pats, [(p, 0) for p in pats])
+
+
+def _compiled(patterns: Iterable[str] | tuple[_Pattern, ...]) -> tuple[_Pattern, ...]:
+    if isinstance(patterns, tuple) and all(isinstance(p, _Pattern) for p in patterns):
+        return patterns
+    return _redaction_cache(tuple(str(p) for p in patterns))
+
+
+_CACHE: dict[tuple[str, ...], tuple[_Pattern, ...]] = {}
+
+
+def _redaction_cache(key: tuple[str, ...]) -> tuple[_Pattern, ...]:
+    pats = _CACHE.get(key)
+    if pats is None:
+        pats = compile_redactions(key)
+        if len(_CACHE) < 256:
+            _CACHE[key] = pats
+    return pats

@@ -1,0 +1,371 @@
+"""The storage contract every audit sink implements, and the values it exchanges.
+
+A sink is a plugin: it answers the ``veto_audit_sinks(config)`` hook for its URL
+scheme. The chain arithmetic (``seal``) and verification live outside the sinks,
+so every sink hashes and checks records identically; a sink only has to store
+rows, serialize chain appends per tenant, and commit durably.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as _dt
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from veto_core.audit.errors import CorruptRecord
+from veto_core.audit.record import (
+    AuditRecord,
+    SealedRecord,
+    principal_to_dict,
+    ts_from_us,
+    ts_to_us,
+)
+
+if TYPE_CHECKING:
+    from veto_core.audit.pending import PendingRecord
+
+__all__ = [
+    "AuditQuery",
+    "AuditSink",
+    "Checkpoint",
+    "PolicyRevision",
+    "SinkConfig",
+]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SinkConfig:
+    """A parsed audit URL: ``sqlite:///path``, ``postgresql://...``, ``jsonl:///path``."""
+
+    url: str
+    scheme: str
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, url: str) -> SinkConfig:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme in ("", "file") or (len(scheme) == 1 and url[1:2] == ":"):
+            # A plain path (or a Windows drive letter): SQLite.
+            return cls(url=url, scheme="sqlite", options={})
+        if scheme == "postgres":
+            scheme = "postgresql"
+        return cls(url=url, scheme=scheme, options=dict(parse_qsl(parts.query)))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Checkpoint:
+    """A signed statement "tenant's chain had ``hash`` at ``seq``".
+
+    ``kind="tombstone"``: records up to ``seq`` were purged; the remaining chain
+    starts after it. ``info`` says why (retention cutoff, number deleted).
+    """
+
+    tenant: str
+    kind: str
+    seq: int
+    hash: str
+    created_at: _dt.datetime
+    info: Mapping[str, Any]
+    public_key: str
+    signature: str
+
+    def payload(self) -> dict[str, Any]:
+        """What the signature covers."""
+        return {
+            "tenant": self.tenant,
+            "kind": self.kind,
+            "seq": self.seq,
+            "hash": self.hash,
+            "created_at": ts_to_us(self.created_at),
+            "info": dict(self.info),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.payload()
+        d["created_at"] = self.created_at.isoformat()
+        d["public_key"] = self.public_key
+        d["signature"] = self.signature
+        return d
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicyRevision:
+    revision: str
+    name: str
+    content: str
+    source: str
+    first_seen: _dt.datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditQuery:
+    """Filters for :meth:`AuditLog.query`; ``None`` means "any".
+
+    ``tenant=None`` searches every tenant (operators only: the dashboard always
+    passes the viewer's tenant). ``text`` is a case-insensitive substring of any
+    reason. Results are ordered by time (then tenant, seq), oldest first unless
+    ``newest_first``.
+    """
+
+    tenant: str | None = None
+    since: _dt.datetime | None = None
+    until: _dt.datetime | None = None
+    tool: str | None = None
+    outcome: str | None = None
+    effect: str | None = None
+    rule_id: str | None = None
+    agent: str | None = None
+    user: str | None = None
+    run_id: str | None = None
+    text: str | None = None
+    limit: int | None = None
+    offset: int = 0
+    newest_first: bool = False
+
+    def matches(self, r: AuditRecord) -> bool:
+        """The reference semantics of the filters (sinks push them down to SQL)."""
+        if self.tenant is not None and r.tenant != self.tenant:
+            return False
+        if self.since is not None and r.ts < self.since:
+            return False
+        if self.until is not None and r.ts >= self.until:
+            return False
+        if self.tool is not None and r.tool != self.tool:
+            return False
+        if self.outcome is not None and r.outcome != self.outcome:
+            return False
+        if self.effect is not None and r.effect != self.effect:
+            return False
+        if self.rule_id is not None and self.rule_id not in r.rule_ids:
+            return False
+        if self.agent is not None and r.principal.agent != self.agent:
+            return False
+        if self.user is not None and r.principal.user != self.user:
+            return False
+        if self.run_id is not None and r.run_id != self.run_id:
+            return False
+        if self.text is not None:
+            needle = self.text.casefold()
+            if not any(needle in reason.casefold() for reason in r.reasons):
+                return False
+        return True
+
+
+class AuditSink(abc.ABC):
+    """Storage for audit records, chain heads, keys, checkpoints and policy revisions.
+
+    Every method raises :class:`~veto_core.audit.errors.AuditUnavailable` on a
+    storage failure; none swallows an error.
+    """
+
+    url: str
+    scheme: str
+
+    @abc.abstractmethod
+    def tenant_key(self, tenant: str) -> bytes:
+        """The tenant's HMAC key, created (durably) on first use."""
+
+    @abc.abstractmethod
+    def append(self, batch: Sequence[PendingRecord]) -> list[SealedRecord]:
+        """Seal (``PendingRecord.seal``) and durably commit ``batch`` in one transaction.
+
+        Must serialize chain appends per tenant across threads *and* processes,
+        and return only once the records are on stable storage.
+        """
+
+    @abc.abstractmethod
+    def iter_chain(self, tenant: str) -> Iterator[SealedRecord]:
+        """Every stored record of ``tenant``, by ``seq``."""
+
+    @abc.abstractmethod
+    def chain_head(self, tenant: str) -> tuple[int, str] | None:
+        """The (seq, hash) the store recorded as the chain's last link."""
+
+    @abc.abstractmethod
+    def tenants(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def query(self, q: AuditQuery) -> Iterator[AuditRecord]:
+        """Records matching ``q`` (streamed: constant memory)."""
+
+    @abc.abstractmethod
+    def checkpoints(self, tenant: str) -> list[Checkpoint]: ...
+
+    @abc.abstractmethod
+    def add_checkpoint(self, cp: Checkpoint) -> None: ...
+
+    @abc.abstractmethod
+    def purge_through(self, tenant: str, seq: int, tombstone: Checkpoint) -> int:
+        """Delete records ``<= seq`` and store ``tombstone`` in one transaction."""
+
+    @abc.abstractmethod
+    def count_user(self, tenant: str, user: str) -> int: ...
+
+    @abc.abstractmethod
+    def erase_user(self, tenant: str, user: str, before_seq: int, erased_mac: str) -> int:
+        """Null ``args`` and ``principal.user`` of the user's records with seq < ``before_seq``.
+
+        ``erased_mac`` is the ``args_mac`` of erased (``null``) args. The old bytes
+        must not survive in the store's files.
+        """
+
+    @abc.abstractmethod
+    def signing_seed(self) -> bytes:
+        """The store's own Ed25519 seed (created on first use)."""
+
+    @abc.abstractmethod
+    def store_policy_revision(self, rev: PolicyRevision) -> None:
+        """Insert if absent (a revision is immutable: its id is its content hash)."""
+
+    @abc.abstractmethod
+    def policy_revisions(self) -> list[PolicyRevision]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- row mapping
+# SQL sinks store one column per field so that every stored value is either
+# hashed, MACed, or part of the chain bookkeeping: editing any of them is detected.
+
+COLUMNS: tuple[str, ...] = (
+    "tenant",
+    "seq",
+    "id",
+    "ts_us",
+    "env",
+    "principal",
+    "framework",
+    "run_id",
+    "tool",
+    "tool_call_id",
+    "args",
+    "args_digest",
+    "effect",
+    "outcome",
+    "rule_ids",
+    "reasons",
+    "errors",
+    "policy_name",
+    "policy_revision",
+    "approval",
+    "latency_us",
+    "prev_hash",
+    "hash",
+    "user_digest",
+    "args_mac",
+)
+
+
+def _dumps(value: Any) -> str:
+    from veto_core.audit.record import canonical_json
+
+    return canonical_json(value).decode("utf-8")
+
+
+def to_row(s: SealedRecord) -> tuple[Any, ...]:
+    r = s.record
+    return (
+        r.tenant,
+        r.seq,
+        r.id,
+        ts_to_us(r.ts),
+        r.env,
+        _dumps(principal_to_dict(r.principal)),
+        r.framework,
+        r.run_id,
+        r.tool,
+        r.tool_call_id,
+        None if r.args is None else _dumps(r.args),
+        r.args_digest,
+        r.effect,
+        r.outcome,
+        _dumps(list(r.rule_ids)),
+        _dumps(list(r.reasons)),
+        _dumps(list(r.errors)),
+        r.policy_name,
+        r.policy_revision,
+        None if r.approval is None else _dumps(r.approval.to_dict()),
+        r.latency_us,
+        r.prev_hash,
+        r.hash,
+        s.user_digest,
+        s.args_mac,
+    )
+
+
+def from_row(row: Sequence[Any]) -> SealedRecord:
+    """Decode a stored row; a row that does not decode is reported as corrupt (tampered)."""
+    try:
+        return _from_row(row)
+    except Exception as exc:
+        tenant = row[0] if len(row) > 0 else None
+        seq = row[1] if len(row) > 1 else None
+        rid = row[2] if len(row) > 2 else None
+        raise CorruptRecord(
+            str(tenant), seq, str(rid), f"undecodable stored record: {exc!r}"
+        ) from exc
+
+
+def _from_row(row: Sequence[Any]) -> SealedRecord:
+    import json
+
+    from veto_core.audit.record import ApprovalInfo, principal_from_dict
+
+    (
+        tenant,
+        seq,
+        id_,
+        ts_us,
+        env,
+        principal,
+        framework,
+        run_id,
+        tool,
+        tool_call_id,
+        args,
+        args_digest,
+        effect,
+        outcome,
+        rule_ids,
+        reasons,
+        errors,
+        policy_name,
+        policy_revision,
+        approval,
+        latency_us,
+        prev_hash,
+        hash_,
+        user_digest,
+        args_mac,
+    ) = row
+    rec = AuditRecord(
+        id=id_,
+        seq=int(seq),
+        ts=ts_from_us(int(ts_us)),
+        tenant=tenant,
+        env=env,
+        principal=principal_from_dict(json.loads(principal)),
+        framework=framework,
+        run_id=run_id,
+        tool=tool,
+        tool_call_id=tool_call_id,
+        args=None if args is None else json.loads(args),
+        args_digest=args_digest,
+        effect=effect,
+        outcome=outcome,
+        rule_ids=tuple(json.loads(rule_ids)),
+        reasons=tuple(json.loads(reasons)),
+        errors=tuple(json.loads(errors)),
+        policy_name=policy_name,
+        policy_revision=policy_revision,
+        approval=None if approval is None else ApprovalInfo.from_dict(json.loads(approval)),
+        latency_us=int(latency_us),
+        prev_hash=prev_hash,
+        hash=hash_,
+    )
+    return SealedRecord(record=rec, user_digest=user_digest, args_mac=args_mac)
