@@ -362,11 +362,13 @@ class ConditionCompiler:
             if getter is None:
                 return None
             other = str(operand["field"])
-            # The whole path (not just its root): `{field: context.limit}` is the limit.
-            value_of = _value_getter(other, _split(other), getter)
 
             def dynamic(ctx: EvalContext) -> Predicate:
-                value = value_of(ctx)  # EvalError when missing
+                try:
+                    # `getter` walks the whole path (`context.limit`, not just `context`).
+                    value = getter(ctx)
+                except _Missing:
+                    raise EvalError(f"{other} is missing") from None
                 try:
                     return compile_op(value, ignore_case=ignore_case)
                 except OperandError as exc:
@@ -444,10 +446,35 @@ class ConditionCompiler:
         if head in ("args", "context") and not segs and not in_item:
             self.fail(loc, f"'{path}': name a field, e.g. {head}.name")
             return None
-        if not allow_quantifiers and any(s in ("[*]", "[all]") for s in segs):
-            self.fail(loc, f"'{path}': [*] and [all] are not allowed here")
-            return None
+        if not allow_quantifiers:
+            if any(s in ("[*]", "[all]") for s in segs):
+                self.fail(loc, f"'{path}': [*] and [all] are not allowed here")
+                return None
+            return _walking_getter(_root_getter(head, sub), _split(path))
         return _root_getter(head, sub)
+
+
+def _walking_getter(
+    root: Callable[[EvalContext], Any], segments: list[tuple[str, str]]
+) -> Callable[[EvalContext], Any]:
+    """The value at a path without [*]/[all]; raises _Missing when any step is absent."""
+    if not segments:
+        return root
+
+    def walk(ctx: EvalContext) -> Any:
+        v = root(ctx)
+        for kind, name in segments:
+            if kind == "key":
+                if not isinstance(v, Mapping) or name not in v:
+                    raise _MISSING
+                v = v[name]
+            else:
+                if not isinstance(v, list | tuple) or int(name) >= len(v):
+                    raise _MISSING
+                v = v[int(name)]
+        return v
+
+    return walk
 
 
 NUMERIC_LIKE = frozenset(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,6 +305,7 @@ def _load(doc: SourceDoc, stack: tuple[Path, ...]) -> _Merged:
     for i, ref in enumerate(model.extends):
         base_dir = doc.path.parent if doc.path else Path.cwd()
         target = (base_dir / ref).resolve()
+        label = _extended_label(doc, ref, target)
         if target in stack:
             chain = " -> ".join(p.name for p in (*stack, target))
             raise PolicyError([doc.problem(("extends", i), f"extends cycle: {chain}")])
@@ -311,16 +313,27 @@ def _load(doc: SourceDoc, stack: tuple[Path, ...]) -> _Merged:
             raise PolicyError(
                 [
                     doc.problem(
-                        ("extends", i), f"extended policy '{ref}' not found (looked for {target})"
+                        ("extends", i), f"extended policy '{ref}' not found (looked for {label})"
                     )
                 ]
             )
-        base = _load(read_yaml_file(target), (*stack, target))
+        base = _load(read_yaml_file(target, label=label), (*stack, target))
         merged = _combine(merged, base)
     merged = _merge(merged, model, doc)
     if doc.path:
         merged.files.append(doc.path.resolve())
     return merged
+
+
+def _extended_label(doc: SourceDoc, ref: str, target: Path) -> str:
+    """How messages name an extended file: spelled like the file that extends it
+    (``policies/base.yaml`` when ``policies/app.yaml`` says ``./base.yaml``), so error
+    positions read the same whatever the absolute location of the checkout."""
+    if os.path.isabs(ref):
+        return os.path.normpath(ref)
+    if doc.path is not None and Path(doc.file) == doc.path:
+        return os.path.normpath(os.path.join(os.path.dirname(doc.file), ref))
+    return str(target)
 
 
 def _combine(acc: _Merged, base: _Merged) -> _Merged:

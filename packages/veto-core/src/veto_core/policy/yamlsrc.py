@@ -26,7 +26,11 @@ MAX_NODES = 200_000
 Loc = tuple[str | int, ...]
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's parser when present (10x faster on big policies); same marks and resolvers.
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
     pass
 
 
@@ -219,9 +223,10 @@ def read_yaml_text(text: str, *, file: str, path: Path | None = None) -> SourceD
     return doc
 
 
-def read_yaml_file(path: str | Path) -> SourceDoc:
+def read_yaml_file(path: str | Path, *, label: str | None = None) -> SourceDoc:
+    """Read a policy file; ``label`` is how messages name it (default: ``path`` as given)."""
     p = Path(path)
-    label = str(path)
+    label = str(path) if label is None else label
     try:
         size = p.stat().st_size
         if size > MAX_POLICY_BYTES:
