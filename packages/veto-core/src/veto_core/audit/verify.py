@@ -19,6 +19,7 @@ from veto_core.audit.sink import Checkpoint
 
 __all__ = ["BrokenLink", "TenantVerification", "VerifyReport", "verify_chain"]
 
+MAX_PROBLEMS = 1000
 ERASE_TOOL = "veto.audit.erase"
 PURGE_TOOL = "veto.audit.purge"
 
@@ -46,6 +47,8 @@ class TenantVerification:
     anchor_seq: int
     checkpoints: int
     broken: BrokenLink | None
+    problems: tuple[BrokenLink, ...] = ()
+    """Every broken link found (capped), in chain order; ``broken`` is the first."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -103,32 +106,32 @@ def verify_chain(
     count = 0
     first: int | None = None
     last: int | None = None
+    found: list[BrokenLink] = []
 
-    def result(broken: BrokenLink | None, anchor: int) -> TenantVerification:
+    def note(seq: int | None, rid: str | None, reason: str) -> None:
+        if len(found) < MAX_PROBLEMS:
+            found.append(BrokenLink(tenant=tenant, seq=seq, record_id=rid, reason=reason))
+
+    def result(anchor: int) -> TenantVerification:
         return TenantVerification(
             tenant=tenant,
-            ok=broken is None,
+            ok=not found,
             records=count,
             first_seq=first,
             last_seq=last,
             anchor_seq=anchor,
             checkpoints=len(checkpoints),
-            broken=broken,
+            broken=found[0] if found else None,
+            problems=tuple(found),
         )
 
     # Signatures first: a forged tombstone must not move the anchor.
     for cp in checkpoints:
         bad = verify_signature(cp, public_key)
         if bad is not None:
-            return result(
-                BrokenLink(
-                    tenant=tenant,
-                    seq=cp.seq,
-                    record_id=None,
-                    reason=f"{cp.kind} at seq {cp.seq}: {bad}",
-                ),
-                0,
-            )
+            note(cp.seq, None, f"{cp.kind} at seq {cp.seq}: {bad}")
+    if found:
+        return result(0)
     tombstones = [cp for cp in checkpoints if cp.kind == "tombstone"]
     anchor = max(tombstones, key=lambda c: c.seq) if tombstones else None
     expected_seq = (anchor.seq if anchor else 0) + 1
@@ -137,18 +140,6 @@ def verify_chain(
     at_seq = {cp.seq: cp for cp in checkpoints if cp.kind == "checkpoint" and cp.seq > anchor_seq}
     erased: list[tuple[int, str, str | None]] = []  # (seq, id, user_digest) awaiting coverage
     erasures: list[tuple[int, str]] = []  # (seq of erasure record, subject digest)
-
-    def broken(s: SealedRecord | None, reason: str, seq: int | None = None) -> TenantVerification:
-        rec = s.record if s else None
-        return result(
-            BrokenLink(
-                tenant=tenant,
-                seq=rec.seq if rec else seq,
-                record_id=rec.id if rec else None,
-                reason=reason,
-            ),
-            anchor_seq,
-        )
 
     try:
         for s in rows:
@@ -173,7 +164,7 @@ def verify_chain(
                 )
             if not hmac.compare_digest(compute_hash(r, s.user_digest), r.hash):
                 problems.append("content does not match its hash (edited record)")
-            if not hmac.compare_digest(args_mac(key, r.args), s.args_mac):
+            if not hmac.compare_digest(args_mac(key, r.args), str(s.args_mac)):
                 problems.append("stored args do not match their MAC (edited args)")
             if r.principal.user is not None:
                 if s.user_digest != user_digest(key, r.principal.user):
@@ -182,15 +173,15 @@ def verify_chain(
                 if s.user_digest is None:
                     problems.append("args erased without a data subject")
                 erased.append((r.seq, r.id, s.user_digest))
+            cp = at_seq.pop(r.seq, None)
+            if cp is not None and cp.hash != r.hash:
+                problems.append(f"does not match the signed checkpoint at seq {cp.seq}")
             if problems:
-                return broken(s, "; ".join(problems))
-            if r.tool == ERASE_TOOL and r.outcome == "erased" and r.args is not None:
+                note(r.seq, r.id, "; ".join(problems))
+            elif r.tool == ERASE_TOOL and r.outcome == "erased" and r.args is not None:
                 subject = r.args.get("user_digest")
                 if isinstance(subject, str):
                     erasures.append((r.seq, subject))
-            cp = at_seq.pop(r.seq, None)
-            if cp is not None and cp.hash != r.hash:
-                return broken(s, f"does not match the signed checkpoint at seq {cp.seq}")
             count += 1
             if first is None:
                 first = r.seq
@@ -198,46 +189,31 @@ def verify_chain(
             expected_seq = r.seq + 1
             prev_hash = r.hash
     except CorruptRecord as exc:
-        return result(
-            BrokenLink(
-                tenant=tenant,
-                seq=exc.seq if isinstance(exc.seq, int) else None,
-                record_id=exc.record_id,
-                reason=str(exc),
-            ),
-            anchor_seq,
-        )
+        note(exc.seq if isinstance(exc.seq, int) else None, exc.record_id, str(exc))
+        return result(anchor_seq)
 
     for seq, rid, dig in erased:
         if not any(eseq > seq and subject == dig for eseq, subject in erasures):
-            return result(
-                BrokenLink(
-                    tenant=tenant,
-                    seq=seq,
-                    record_id=rid,
-                    reason="personal data removed without an erasure record",
-                ),
-                anchor_seq,
-            )
+            note(seq, rid, "personal data removed without an erasure record")
     if at_seq:
         cp_seq = min(at_seq)
-        return broken(
+        note(
+            cp_seq,
             None,
             f"signed checkpoint at seq {cp_seq} names a record that is missing "
             "(records deleted from the end)",
-            seq=cp_seq,
         )
-    last_link = (last, prev_hash) if last is not None else None
     if head is not None:
-        if last_link is None and head[0] != anchor_seq:
-            return broken(None, f"chain head says seq {head[0]} but no records remain", seq=head[0])
-        if last_link is not None and (head[0], head[1]) != last_link:
-            return broken(
+        if last is None:
+            if head[0] != anchor_seq:
+                note(head[0], None, f"chain head says seq {head[0]} but no records remain")
+        elif (head[0], head[1]) != (last, prev_hash):
+            note(
+                last,
                 None,
                 f"chain head is seq {head[0]} but the last record is seq {last} "
                 "(records deleted from or appended to the end)",
-                seq=last,
             )
-    elif last_link is not None:
-        return broken(None, "records exist but the store has no chain head", seq=last)
-    return result(None, anchor_seq)
+    elif last is not None:
+        note(last, None, "records exist but the store has no chain head")
+    return result(anchor_seq)

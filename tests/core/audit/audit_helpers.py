@@ -1,0 +1,47 @@
+"""Shared builders for the audit tests (no engine needed: Decisions are built directly)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from veto_core.model import Decision, Effect, Principal, ToolCall
+
+
+def decision(
+    effect: Effect = Effect.ALLOW,
+    *,
+    rules: tuple[str, ...] = ("r-allow",),
+    reasons: tuple[str, ...] = ("matched",),
+    errors: tuple[str, ...] = (),
+) -> Decision:
+    return Decision(
+        effect=effect,
+        rule_ids=rules,
+        deciding_rule_ids=rules,
+        reasons=reasons,
+        errors=errors,
+        policy_name="support-agent",
+        policy_revision="a" * 64,
+        eval_ns=1234,
+    )
+
+
+def call(
+    tool: str = "send_email",
+    *,
+    tenant: str | None = "acme",
+    user: str | None = "u1",
+    agent: str = "bot",
+    args: dict[str, Any] | None = None,
+    run_id: str | None = "run-1",
+    tool_call_id: str | None = "c1",
+) -> ToolCall:
+    return ToolCall(
+        tool=tool,
+        args={"to": "a@example.com", "amount": 12.5} if args is None else args,
+        principal=Principal(agent=agent, roles=("support",), user=user),
+        tenant=tenant,
+        run_id=run_id,
+        tool_call_id=tool_call_id,
+        framework="langchain",
+    )
