@@ -261,21 +261,14 @@ class Veto:
             winners, effect = allows, _ALLOW
         else:
             effect = p.default
-            reason = f"no rule matched; the policy default is {effect.value}"
-            if effect is _APPROVE:
-                approval = ApprovalSpec()
             return make_decision(
-                effect,
-                (),
-                (),
-                (reason,),
-                tuple(errors) if errors else (),
-                p.name,
-                p.revision,
-                perf_counter_ns() - t0,
-                approval,
-            )
-        reasons = tuple(_reason(r, effect, errored) for r in winners)
+                effect, (), (), p.default_reasons, tuple(errors) if errors else (), p.name, p.revision,
+                perf_counter_ns() - t0, ApprovalSpec() if effect is _APPROVE else None,
+            )  # fmt: skip
+        if errored is None and len(winners) == 1 and winners[0].effect is effect:
+            reasons = winners[0].reasons  # precomputed: the common case allocates nothing
+        else:
+            reasons = tuple(_reason(r, effect, errored) for r in winners)
         return make_decision(
             effect,
             tuple(matched),

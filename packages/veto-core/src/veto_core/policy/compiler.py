@@ -41,6 +41,7 @@ class CompiledRule:
     file: str
     line: int | None
     model: RuleModel
+    reasons: tuple[str, ...]  # (f"{reason} [{id}]",), precomputed for the hot path
 
     @property
     def leaves(self) -> tuple[Leaf, ...]:
@@ -63,6 +64,7 @@ class CompiledPolicy:
         self.name = model.name
         self.revision = loaded.revision
         self.default = Effect(model.default)
+        self.default_reasons = (f"no rule matched; the policy default is {model.default}",)
         self.rules = tuple(sorted(rules, key=lambda r: r.id))
         self.rules_by_id = {r.id: r for r in self.rules}
         self.redact = tuple(model.redact)
@@ -253,6 +255,7 @@ def compile_policy(
                 agents=frozenset(when.agent) if when and when.agent else None,
                 condition=condition,
                 reason=rule.reason or _default_reason(rule),
+                reasons=(f"{rule.reason or _default_reason(rule)} [{rule.id}]",),
                 approval=approval,
                 file=doc.file,
                 line=doc.locate(base)[0],

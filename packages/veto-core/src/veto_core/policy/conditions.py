@@ -667,6 +667,21 @@ def _build_leaf(
         return exists_leaf
 
     dynamic = predicate_for.__name__ == "dynamic"
+    head = text.split(".", 1)[0]
+    if (
+        not dynamic
+        and head in ("args", "context")
+        and len(segments) == 1
+        and segments[0][0] == "key"
+    ):
+        return _fast_leaf(
+            text,
+            head == "args",
+            segments[0][1],
+            predicate_for(None),
+            accepts_null,
+            _wrap(text, op_name),
+        )  # type: ignore[arg-type]
     if not dynamic:
         pred = guarded(predicate_for(None))  # type: ignore[arg-type]
         chain = _step_chain(text, segments, pred, on_missing=None)
@@ -698,6 +713,38 @@ def _build_leaf(
             raise wrap_dynamic_errors(exc) from None
 
     return dynamic_leaf
+
+
+def _fast_leaf(
+    text: str,
+    from_args: bool,
+    name: str,
+    pred: Predicate,
+    accepts_null: bool,
+    wrap_errors: Callable[[Exception], EvalError],
+) -> Fn:
+    """`args.x OP value` / `context.x OP value`, the most common leaf, in one frame."""
+    missing = f"{text} is missing"
+    null = f"{text} is null"
+
+    def fast_leaf(ctx: EvalContext) -> bool:
+        call = ctx.call
+        try:
+            v = (call.args if from_args else call.context)[name]
+        except KeyError:
+            raise EvalError(missing) from None
+        except Exception as exc:
+            raise wrap_errors(exc) from None
+        if v is None and not accepts_null:
+            raise EvalError(null)
+        try:
+            return pred(v)
+        except EvalError as exc:
+            raise EvalError(*(f"{text}: {m}" for m in exc.messages)) from None
+        except Exception as exc:  # a plugin predicate that crashed: fail closed
+            raise wrap_errors(exc) from None
+
+    return fast_leaf
 
 
 def _wrap(text: str, op_name: str) -> Callable[[Exception], EvalError]:

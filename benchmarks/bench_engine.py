@@ -1,0 +1,143 @@
+"""Decision latency of `Veto.decide()` as the policy grows from 10 to 10,000 rules.
+
+Each policy has a realistic mix: ~5 rules per tool, argument conditions
+(numeric, membership, string, regex, email domain), role scopes with
+inheritance, env scopes, `otherwise`, and glob rules (`svcN.*`, `mcp__*`)
+that match many tools. Calls are drawn from tools the policy names, plus
+unknown tools, with arguments that make rules match, not match, and err.
+
+Each call is timed on its own (perf_counter_ns around one decide(), timer
+overhead included), after a warm-up pass. Run: `uv run python benchmarks/bench_engine.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import time
+
+import yaml
+
+from veto_core import Principal, ToolCall, Veto
+
+ROLES = {"agent": {}, "support": {"inherits": ["agent"]}, "lead": {"inherits": ["support"]}, "finance": {}}
+
+
+def make_policy(n_rules: int, seed: int = 7) -> dict[str, object]:
+    rng = random.Random(seed)
+    n_tools = max(2, n_rules // 5)
+    rules: list[dict[str, object]] = []
+    for i in range(n_rules):
+        kind = i % 10
+        tool = f"svc{i % max(1, n_tools // 10)}.tool{rng.randrange(n_tools)}"
+        rule: dict[str, object] = {"id": f"r{i}", "tools": [tool]}
+        if kind in (0, 1, 2):
+            rule["effect"] = "allow"
+            rule["if"] = {"field": "args.amount", "less_or_equal": rng.randrange(10, 1000)}
+            rule["when"] = {"role": ["support"]}
+        elif kind == 3:
+            rule["effect"] = "require_approval"
+            rule["if"] = {"field": "args.amount", "greater_than": rng.randrange(100, 5000)}
+            rule["approval"] = {"approvers": ["role:finance"], "timeout": "30m"}
+        elif kind == 4:
+            rule["effect"] = "deny"
+            rule["if"] = {"not": {"field": "args.to", "email_domain_in": ["example.com", "*.example.org"]}}
+        elif kind == 5:
+            rule["effect"] = "allow"
+            rule["if"] = {"field": "args.status", "in": ["open", "pending", "solved"]}
+            rule["otherwise"] = "deny"
+        elif kind == 6:
+            rule["effect"] = "deny"
+            rule["if"] = {"field": "args.query", "matches": "(?i)drop\\s+table"}
+            rule["when"] = {"env": ["prod", "staging"]}
+        elif kind == 7:
+            rule["effect"] = "allow"
+            rule["if"] = {"all": [{"field": "args.amount", "greater_than": 0}, {"field": "principal.user", "starts_with": "u"}]}
+        elif kind == 8:
+            rule["effect"] = "allow"
+            rule["when"] = {"role": ["lead"], "env": ["prod", "dev"]}
+        else:
+            # Glob rules: a service-wide deny on a path condition, or MCP tools.
+            rule["effect"] = "deny"
+            rule["tools"] = [f"svc{i % max(1, n_tools // 10)}.*"] if i % 20 == 9 else ["mcp__github__*"]
+            rule["if"] = {"field": "args.path", "starts_with": "/etc/"}
+        rules.append(rule)
+    return {"version": 1, "name": f"bench-{n_rules}", "default": "deny", "roles": ROLES, "rules": rules}
+
+
+def make_calls(policy: dict[str, object], count: int, seed: int = 11) -> list[ToolCall]:
+    rng = random.Random(seed)
+    tools = sorted({t for r in policy["rules"] for t in r["tools"] if "*" not in t})  # type: ignore[attr-defined]
+    principals = [
+        Principal(agent="bot", roles=("support",), user="u1"),
+        Principal(agent="bot", roles=("lead",), user="u2"),
+        Principal(agent="bot", roles=("agent",), user="x9"),
+    ]
+    arg_choices = [
+        {"amount": 50, "to": "a@example.com", "status": "open"},
+        {"amount": "750.5", "to": "b@mail.example.org", "status": "closed"},
+        {"amount": 20000, "to": "c@evil.test", "query": "DROP  TABLE users"},
+        {"to": "d@example.com", "path": "/etc/passwd"},
+        {"amount": 5, "status": "pending", "query": "select 1", "path": "/srv/x"},
+    ]
+    calls = []
+    for _ in range(count):
+        tool = rng.choice(tools) if rng.random() < 0.95 else f"unknown_tool_{rng.randrange(50)}"
+        if rng.random() < 0.03:
+            tool = f"mcp__github__op{rng.randrange(5)}"
+        calls.append(ToolCall(tool=tool, args=rng.choice(arg_choices), principal=rng.choice(principals), env=rng.choice(["prod", "dev"])))
+    return calls
+
+
+def measure(veto: Veto, calls: list[ToolCall]) -> tuple[float, float, float]:
+    decide = veto.decide
+    for call in calls:  # warm the tool-name and role caches, as in a running agent
+        decide(call)
+    timings = []
+    clock = time.perf_counter_ns
+    gc.disable()
+    try:
+        for call in calls:
+            t0 = clock()
+            decide(call)
+            timings.append(clock() - t0)
+    finally:
+        gc.enable()
+    timings.sort()
+    median = statistics.median(timings) / 1000
+    p99 = timings[int(len(timings) * 0.99)] / 1000
+    mean = sum(timings) / len(timings) / 1000
+    return median, p99, mean
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=200_000)
+    parser.add_argument("--sizes", default="10,100,1000,10000")
+    args = parser.parse_args()
+    print(f"Python {sys.version.split()[0]}, {args.calls} calls per size, one decide() per timing (timer included)\n")
+    print("| rules | compile (ms) | median µs | p99 µs | mean µs |")
+    print("|------:|-------------:|----------:|-------:|--------:|")
+    results = {}
+    for size in (int(s) for s in args.sizes.split(",")):
+        policy = make_policy(size)
+        text = yaml.safe_dump(policy, sort_keys=False)
+        t0 = time.perf_counter()
+        veto = Veto.from_yaml(text, file=f"bench-{size}.yaml")
+        compile_ms = (time.perf_counter() - t0) * 1000
+        calls = make_calls(policy, args.calls)
+        median, p99, mean = measure(veto, calls)
+        results[size] = median
+        print(f"| {size:,} | {compile_ms:,.0f} | {median:.2f} | {p99:.2f} | {mean:.2f} |")
+    if 100 in results and 10000 in results:
+        print(f"\n10,000-rule median / 100-rule median = {results[10000] / results[100]:.2f} (target ≤ 1.5)")
+    if 1000 in results:
+        print(f"1,000-rule median = {results[1000]:.2f} µs (target ≤ 1 µs)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
