@@ -678,10 +678,10 @@ def _build_leaf(
             text,
             head == "args",
             segments[0][1],
-            predicate_for(None),
+            predicate_for(None),  # type: ignore[arg-type]
             accepts_null,
             _wrap(text, op_name),
-        )  # type: ignore[arg-type]
+        )
     if not dynamic:
         pred = guarded(predicate_for(None))  # type: ignore[arg-type]
         chain = _step_chain(text, segments, pred, on_missing=None)

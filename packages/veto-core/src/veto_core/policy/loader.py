@@ -95,11 +95,12 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _validation_problems(doc: SourceDoc, exc: ValidationError) -> list[Problem]:
+def validation_problems(doc: SourceDoc, exc: ValidationError, prefix: Loc = ()) -> list[Problem]:
+    """pydantic errors -> file:line:col problems with 'expected' wording and did-you-mean."""
     problems: list[Problem] = []
     seen: set[tuple[Loc, str]] = set()
     for err in exc.errors():
-        loc: Loc = tuple(err["loc"])
+        loc: Loc = (*prefix, *err["loc"])
         kind = err["type"]
         given = err.get("input")
         if kind == "extra_forbidden":
@@ -166,7 +167,7 @@ def _validate(doc: SourceDoc) -> PolicyModel:
     try:
         return PolicyModel.model_validate(doc.data)
     except ValidationError as exc:
-        raise PolicyError(_validation_problems(doc, exc)) from None
+        raise PolicyError(validation_problems(doc, exc)) from None
 
 
 @dataclass

@@ -126,7 +126,10 @@ def _condition_json_schema() -> dict[str, Any]:
     }
 
 
-ConditionData = Annotated[Any, WithJsonSchema({"$ref": "#/$defs/Condition"})]
+# pydantic cannot emit a $ref to a definition it does not own; mark the spot and
+# swap the marker for the reference in policy_json_schema().
+_CONDITION_MARKER = "x-veto-condition"
+ConditionData = Annotated[Any, WithJsonSchema({_CONDITION_MARKER: True})]
 
 StrList = Annotated[list[str], Field(min_length=1)]
 
@@ -218,8 +221,18 @@ class PolicyModel(_Strict):
 
 
 def policy_json_schema() -> dict[str, Any]:
-    schema = PolicyModel.model_json_schema(by_alias=True)
+    schema: dict[str, Any] = _swap_condition_markers(PolicyModel.model_json_schema(by_alias=True))
     schema.setdefault("$defs", {})["Condition"] = _condition_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Veto policy"
     return schema
+
+
+def _swap_condition_markers(node: Any) -> Any:
+    if isinstance(node, dict):
+        if node.get(_CONDITION_MARKER):
+            return {"$ref": "#/$defs/Condition"}
+        return {k: _swap_condition_markers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_swap_condition_markers(v) for v in node]
+    return node

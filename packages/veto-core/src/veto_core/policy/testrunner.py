@@ -12,6 +12,7 @@ from ..calls import CallFormatError, call_from_mapping
 from ..engine import Veto
 from ..model import Decision, Effect, ToolCall
 from .errors import PolicyError, Problem
+from .loader import validation_problems
 from .yamlsrc import read_yaml_file
 
 __all__ = [
@@ -103,13 +104,7 @@ def load_policy_tests(path: str | Path) -> tuple[list[PolicyTestCase], str | Non
         try:
             model = _CaseModel.model_validate(raw)
         except ValidationError as exc:
-            for err in exc.errors():
-                problems.append(
-                    doc.problem(
-                        (*loc, *err["loc"]),
-                        str(err["msg"]).replace("Extra inputs are not permitted", "unknown key"),
-                    )
-                )
+            problems.extend(validation_problems(doc, exc, prefix=loc))
             continue
         if model.name in names:
             problems.append(doc.problem((*loc, "name"), f"duplicate test name '{model.name}'"))

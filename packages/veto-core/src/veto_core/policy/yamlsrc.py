@@ -84,7 +84,7 @@ _Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 _FastLoader: type[Any] | None = None
 if getattr(yaml, "__with_libyaml__", False):
 
-    class _CLoader(yaml.CSafeLoader):  # type: ignore[misc]
+    class _CLoader(yaml.CSafeLoader):
         pass
 
     _CLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
