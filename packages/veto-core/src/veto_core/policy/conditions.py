@@ -7,6 +7,7 @@ Closures return a bool or raise ``EvalError``; composite nodes are three-valued
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,7 +87,7 @@ def _root_getter(root: str, sub: str | None) -> Callable[[EvalContext], Any]:
     if root == "item":
         return lambda ctx: ctx.item
     if root == "tool":
-        return lambda ctx: ctx.call.tool
+        return _tool_name
     if root == "env":
 
         def env(ctx: EvalContext) -> Any:
@@ -124,6 +125,14 @@ def _root_getter(root: str, sub: str | None) -> Callable[[EvalContext], Any]:
 
         return principal_field
     raise AssertionError(root)
+
+
+def _tool_name(ctx: EvalContext) -> Any:
+    """`tool.name` is the canonical name (NFC), as tool patterns see it (DESIGN.md 2.3)."""
+    tool = ctx.call.tool
+    if isinstance(tool, str) and not tool.isascii():
+        return unicodedata.normalize("NFC", tool)
+    return tool
 
 
 def tenant_of_principal(ctx: EvalContext) -> Any:
