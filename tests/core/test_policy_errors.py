@@ -103,3 +103,89 @@ def test_malformed_policy_fails_with_exact_message(name: str, corpus_dir: str) -
 def test_base_files_of_the_corpus_load_on_their_own(corpus_dir: str) -> None:
     for base in sorted((MALFORMED / "bases").glob("*.yaml")):
         Veto.from_file(f"{corpus_dir}/bases/{base.name}")
+
+
+# --- messages for policies given as text, and several problems at once ------------------
+
+
+def test_text_policies_are_named_by_their_label() -> None:
+    text = "version: 1\nname: p\nrules:\n  - {id: a, effect: alow, tools: [t]}\n"
+    with pytest.raises(PolicyError) as info:
+        Veto.from_yaml(text, file="inline.yaml")
+    assert str(info.value) == (
+        "inline.yaml:4:21 rules[0].effect: expected 'allow', 'deny' or 'require_approval', "
+        "got 'alow' (did you mean 'allow'?)"
+    )
+    (problem,) = info.value.problems
+    assert (problem.file, problem.line, problem.column, problem.path) == (
+        "inline.yaml",
+        4,
+        21,
+        "rules[0].effect",
+    )
+
+
+def test_every_problem_is_reported_sorted_by_position() -> None:
+    text = """\
+version: 1
+name: many
+lists: {tags: [a]}
+rules:
+  - id: b
+    effect: deny
+    tools: [t]
+    if: {field: args.x, in: {list: tgs}}
+  - id: a
+    effect: deny
+    tools: ["x["]
+    if: {field: principal.mail, equals: x}
+  - id: c
+    effect: allow
+    tools: [t]
+    if: {field: args.x, matches: "(", ignore_case: true}
+"""
+    with pytest.raises(PolicyError) as info:
+        Veto.from_yaml(text)
+    assert str(info.value).splitlines() == [
+        "<policy>:8:36 rules[0].if.in.list: unknown list 'tgs' (did you mean 'tags'?)",
+        "<policy>:11:13 rules[1].tools[0]: invalid glob 'x[': '[' at position 1 is never closed",
+        "<policy>:12:17 rules[1].if.field: unknown principal field 'mail' (expected one of agent, roles, tenant, user, session)",
+        "<policy>:16:34 rules[2].if.matches: invalid regular expression '(' (RE2 syntax): missing ): (",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("leaf", "message"),
+    [
+        ("{field: args.x}", "condition has a field but no operator"),
+        ("{equals: 1}", "operator 'equals' needs a 'field' to apply to"),
+        ("{field: args, equals: 1}", "'args': name a field, e.g. args.name"),
+        ("{field: 'args.x[', equals: 1}", "invalid field path 'args.x['"),
+        ("{field: tool.id, equals: 1}", "the only tool field is tool.name"),
+        ("{field: env.name, equals: 1}", "env has no sub-fields"),
+        (
+            "{field: principal.user.id, equals: 1}",
+            "principal.user is a string and has no sub-fields",
+        ),
+        ("{field: args.x, equals: {field: 'args.l[*]'}}", "[*] and [all] are not allowed here"),
+        (
+            "{for_all: 'args.l[*]', if: {field: item, equals: 1}}",
+            "[*] and [all] are not allowed here",
+        ),
+        ("{for_all: args.l}", "for_all needs an 'if' condition over 'item'"),
+        ("{all: []}", "expected a non-empty list of conditions"),
+        ("{all: [{field: args.x, equals: 1}], any: []}", "unexpected key 'any' next to 'all'"),
+        (
+            "{not: {field: args.x, equals: 1}, field: args.y}",
+            "unexpected key 'field' next to 'not'",
+        ),
+        ("[]", "expected a condition"),
+        ("{field: args.x, equals: 1, ignore_case: yes}", "expected true or false"),
+    ],
+)
+def test_condition_shape_errors(leaf: str, message: str) -> None:
+    text = f"version: 1\nname: p\nrules:\n  - id: a\n    effect: deny\n    tools: [t]\n    if: {leaf}\n"
+    with pytest.raises(PolicyError) as info:
+        Veto.from_yaml(text)
+    assert message in str(info.value)
+    assert str(info.value).startswith("<policy>:")

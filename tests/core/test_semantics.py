@@ -1028,3 +1028,14 @@ def test_explain_agrees_with_decide() -> None:
         assert ex.decision.effect is d.effect
         contributed = {t.rule_id for t in ex.rules if t.result is not None}
         assert contributed == set(d.rule_ids)
+
+
+def test_tool_name_field_is_the_canonical_nfc_name() -> None:
+    nfc = unicodedata.normalize("NFC", "café")
+    nfd = unicodedata.normalize("NFD", "café")
+    veto = make_veto(
+        [rule("r", "deny", ("*",), **{"if": {"field": "tool.name", "equals": nfc}})],
+        default="allow",
+    )
+    assert veto.decide(call(nfd)).effect is DENY
+    assert veto.decide(call(nfc)).effect is DENY
