@@ -549,10 +549,22 @@ def op_ip_in_cidr(operand: Any, *, ignore_case: bool = False) -> Predicate:
     networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for cidr in _strings(operand, "a CIDR like '10.0.0.0/8'"):
         try:
-            networks.append(ipaddress.ip_network(cidr, strict=False))
+            network = ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise OperandError(f"invalid CIDR {cidr!r}: {exc}") from None
+        networks.append(network)
+        if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_V4_MAPPED):
+            # Values are compared in IPv4 form when IPv4-mapped (::ffff:a.b.c.d), so a
+            # mapped CIDR must cover the same IPv4 addresses (else a deny rule is bypassed).
+            networks.append(
+                ipaddress.IPv4Network(
+                    (int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96)
+                )
+            )
     return lambda v: any(_ip(_need_str(v)) in n for n in networks)
+
+
+_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 # --- time ------------------------------------------------------------------------------
