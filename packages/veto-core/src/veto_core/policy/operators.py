@@ -8,6 +8,7 @@ Exact meanings follow DESIGN.md 2.1 ("Exact meanings where people disagree").
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import operator as _op
@@ -87,9 +88,10 @@ def to_number(value: Any) -> int | float:
     if t is bool:
         raise EvalError("booleans are not numbers")
     if isinstance(value, str):
-        if _INTEGER.match(value):
-            return int(value)
-        if _NUMERIC.match(value):
+        # float()/int() accept "nan", "inf" and "1_000"; the grammar check rejects them.
+        if "_" not in value and _NUMERIC.match(value):
+            if _INTEGER.match(value):
+                return int(value)
             return float(value)
         raise EvalError(f"{_describe(value)} is not a number")
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -269,15 +271,43 @@ def compile_re2(pattern: str, *, ignore_case: bool = False) -> Any:
         ) from None
 
 
+def re2_tester(regex: Any) -> Callable[[str], bool]:
+    """Yes/no search without building a Match object.
+
+    ``re2._Regexp.search`` maps every byte offset back to a str offset to build
+    a Match, which costs ~10x the match itself; a policy only needs the boolean.
+    Uses the binding's lower-level ``Match`` when present (checked against the
+    public API once), else the public ``search``.
+    """
+    low = getattr(regex, "_regexp", None)
+    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+    if low is not None and anchor is not None:
+
+        def test(text: str) -> bool:
+            try:
+                data = text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise EvalError("string is not valid Unicode (lone surrogate)") from None
+            return bool(low.Match(anchor, data, 0, len(data))[0][0] != -1)
+
+        try:
+            probes = ("", "a", "ü\n", "DROP TABLE x", "x.y/z")
+            if all(test(p) == (regex.search(p) is not None) for p in probes):
+                return test
+        except Exception:  # the binding changed: use the public API below
+            pass
+    return lambda text: regex.search(text) is not None
+
+
 def op_matches(operand: Any, *, ignore_case: bool = False) -> Predicate:
-    regexes = [
-        compile_re2(p, ignore_case=ignore_case)
+    testers = [
+        re2_tester(compile_re2(p, ignore_case=ignore_case))
         for p in _strings(operand, "an RE2 regular expression")
     ]
-    if len(regexes) == 1:
-        search = regexes[0].search
-        return lambda v: search(_need_str(v)) is not None
-    return lambda v: any(r.search(_need_str(v)) is not None for r in regexes)
+    if len(testers) == 1:
+        test = testers[0]
+        return lambda v: test(_need_str(v))
+    return lambda v: any(t(_need_str(v)) for t in testers)
 
 
 def glob_to_regex(pattern: str) -> str:
@@ -327,8 +357,10 @@ def compile_glob(pattern: str, *, ignore_case: bool = False) -> Any:
 
 
 def op_glob(operand: Any, *, ignore_case: bool = False) -> Predicate:
-    regexes = [compile_glob(p, ignore_case=ignore_case) for p in _strings(operand, "a glob")]
-    return lambda v: any(r.search(_need_str(v)) is not None for r in regexes)
+    testers = [
+        re2_tester(compile_glob(p, ignore_case=ignore_case)) for p in _strings(operand, "a glob")
+    ]
+    return lambda v: any(t(_need_str(v)) for t in testers)
 
 
 # --- numbers and lengths ---------------------------------------------------------------
@@ -426,6 +458,7 @@ def op_path_within(operand: Any, *, ignore_case: bool = False) -> Predicate:
 # --- hosts, emails, IPs ----------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)
 def normalize_host(host: str) -> str:
     """Lower-case, IDNA (UTS #46) encode, strip one trailing dot; IP literals normalized."""
     host = host.strip()
@@ -466,9 +499,10 @@ class HostPatterns:
                 self.suffixes.append("." + norm)
             else:
                 self.exact.add(norm)
+        self.suffix_tuple = tuple(self.suffixes)
 
     def __call__(self, host: str) -> bool:
-        return host in self.exact or any(host.endswith(s) for s in self.suffixes)
+        return host in self.exact or host.endswith(self.suffix_tuple)
 
 
 _UNSAFE_URL = re.compile(r"[\\\s\x00-\x1f\x7f]")

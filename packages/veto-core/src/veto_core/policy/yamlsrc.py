@@ -124,6 +124,21 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _bytes_to_char_columns(doc: SourceDoc, text: str) -> None:
+    """libyaml counts columns in UTF-8 bytes; editors (and PyYAML) count characters."""
+    lines = text.split("\n")
+
+    def fix(mark: tuple[int, int]) -> tuple[int, int]:
+        line, col = mark
+        if line - 1 >= len(lines) or lines[line - 1].isascii():
+            return mark
+        prefix = lines[line - 1].encode("utf-8")[: col - 1]
+        return (line, len(prefix.decode("utf-8", errors="ignore")) + 1)
+
+    doc.value_marks = {k: fix(v) for k, v in doc.value_marks.items()}
+    doc.key_marks = {k: fix(v) for k, v in doc.key_marks.items()}
+
+
 def _walk(
     doc: SourceDoc, node: yaml.Node, loc: Loc, problems: list[Problem], budget: list[int]
 ) -> None:
@@ -219,6 +234,8 @@ def _read(text: str, file: str, path: Path | None, loader_cls: type[Any]) -> Sou
         _walk(doc, node, (), problems, [MAX_NODES])
         if problems:
             raise PolicyError(problems)
+        if loader_cls is not _Loader and not text.isascii():
+            _bytes_to_char_columns(doc, text)
         doc.data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
