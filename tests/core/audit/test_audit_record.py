@@ -22,10 +22,31 @@ from veto_core.audit.record import (
 )
 from veto_core.model import Effect, Principal
 
-DESIGN_FIELDS = (
-    "id seq ts tenant env principal framework run_id tool tool_call_id args args_digest effect "
-    "outcome rule_ids reasons errors policy_name policy_revision approval latency_us prev_hash hash"
-).split()
+DESIGN_FIELDS = [
+    "id",
+    "seq",
+    "ts",
+    "tenant",
+    "env",
+    "principal",
+    "framework",
+    "run_id",
+    "tool",
+    "tool_call_id",
+    "args",
+    "args_digest",
+    "effect",
+    "outcome",
+    "rule_ids",
+    "reasons",
+    "errors",
+    "policy_name",
+    "policy_revision",
+    "approval",
+    "latency_us",
+    "prev_hash",
+    "hash",
+]
 
 
 def test_record_has_exactly_the_design_fields() -> None:

@@ -1,0 +1,47 @@
+"""Crash-test child: 8 threads record decisions; prints each id once record_decision returned.
+
+A line on stdout means "the caller was told allow, so the tool may now run".
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+from veto_core.audit import open_audit
+from veto_core.model import Decision, Effect, Principal, ToolCall
+
+log = open_audit(sys.argv[1])
+d = Decision(
+    effect=Effect.ALLOW,
+    rule_ids=("r",),
+    deciding_rule_ids=("r",),
+    reasons=("ok",),
+    errors=(),
+    policy_name="p",
+    policy_revision="0" * 64,
+    eval_ns=1,
+)
+out_lock = threading.Lock()
+fd = sys.stdout.fileno()
+
+
+def work(t: int) -> None:
+    c = ToolCall(
+        tool="pay",
+        args={"t": t, "blob": "x" * 200},
+        principal=Principal(agent="a", user=f"u{t}"),
+        tenant=("acme", "beta")[t % 2],
+    )
+    while True:
+        rec = log.record_decision(c, d, env="prod")
+        line = f"{rec.tenant} {rec.seq} {rec.id}\n".encode()
+        with out_lock:
+            os.write(fd, line)
+
+
+os.write(fd, b"READY\n")
+for t in range(8):
+    threading.Thread(target=work, args=(t,), daemon=True).start()
+threading.Event().wait()
