@@ -137,7 +137,9 @@ def verify_chain(
     expected_seq = (anchor.seq if anchor else 0) + 1
     prev_hash = anchor.hash if anchor else GENESIS_HASH
     anchor_seq = anchor.seq if anchor else 0
-    at_seq = {cp.seq: cp for cp in checkpoints if cp.kind == "checkpoint" and cp.seq > anchor_seq}
+    at_seq: dict[int, Checkpoint] = {
+        cp.seq: cp for cp in checkpoints if cp.kind == "checkpoint" and cp.seq > anchor_seq
+    }
     erased: list[tuple[int, str, str | None]] = []  # (seq, id, user_digest) awaiting coverage
     erasures: list[tuple[int, str]] = []  # (seq of erasure record, subject digest)
 
@@ -173,9 +175,9 @@ def verify_chain(
                 if s.user_digest is None:
                     problems.append("args erased without a data subject")
                 erased.append((r.seq, r.id, s.user_digest))
-            cp = at_seq.pop(r.seq, None)
-            if cp is not None and cp.hash != r.hash:
-                problems.append(f"does not match the signed checkpoint at seq {cp.seq}")
+            signed = at_seq.pop(r.seq, None)
+            if signed is not None and signed.hash != r.hash:
+                problems.append(f"does not match the signed checkpoint at seq {signed.seq}")
             if problems:
                 note(r.seq, r.id, "; ".join(problems))
             elif r.tool == ERASE_TOOL and r.outcome == "erased" and r.args is not None:
