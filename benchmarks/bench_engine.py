@@ -4,7 +4,8 @@ Each policy has a realistic mix: ~5 rules per tool, argument conditions
 (numeric, membership, string, regex, email domain), role scopes with
 inheritance, env scopes, `otherwise`, and glob rules (`svcN.*`, `mcp__*`)
 that match many tools. Calls are drawn from tools the policy names, plus
-unknown tools, with arguments that make rules match, not match, and err.
+unknown tools, with arguments that make rules match and not match; one call
+in 20 lacks an argument a rule reads (the fail-closed error path).
 
 Each call is timed on its own (perf_counter_ns around one decide(), timer
 overhead included), after a warm-up pass. Run: `uv run python benchmarks/bench_engine.py`.
@@ -23,7 +24,12 @@ import yaml
 
 from veto_core import Principal, ToolCall, Veto
 
-ROLES = {"agent": {}, "support": {"inherits": ["agent"]}, "lead": {"inherits": ["support"]}, "finance": {}}
+ROLES = {
+    "agent": {},
+    "support": {"inherits": ["agent"]},
+    "lead": {"inherits": ["support"]},
+    "finance": {},
+}
 
 
 def make_policy(n_rules: int, seed: int = 7) -> dict[str, object]:
@@ -44,7 +50,9 @@ def make_policy(n_rules: int, seed: int = 7) -> dict[str, object]:
             rule["approval"] = {"approvers": ["role:finance"], "timeout": "30m"}
         elif kind == 4:
             rule["effect"] = "deny"
-            rule["if"] = {"not": {"field": "args.to", "email_domain_in": ["example.com", "*.example.org"]}}
+            rule["if"] = {
+                "not": {"field": "args.to", "email_domain_in": ["example.com", "*.example.org"]}
+            }
         elif kind == 5:
             rule["effect"] = "allow"
             rule["if"] = {"field": "args.status", "in": ["open", "pending", "solved"]}
@@ -55,17 +63,30 @@ def make_policy(n_rules: int, seed: int = 7) -> dict[str, object]:
             rule["when"] = {"env": ["prod", "staging"]}
         elif kind == 7:
             rule["effect"] = "allow"
-            rule["if"] = {"all": [{"field": "args.amount", "greater_than": 0}, {"field": "principal.user", "starts_with": "u"}]}
+            rule["if"] = {
+                "all": [
+                    {"field": "args.amount", "greater_than": 0},
+                    {"field": "principal.user", "starts_with": "u"},
+                ]
+            }
         elif kind == 8:
             rule["effect"] = "allow"
             rule["when"] = {"role": ["lead"], "env": ["prod", "dev"]}
         else:
             # Glob rules: a service-wide deny on a path condition, or MCP tools.
             rule["effect"] = "deny"
-            rule["tools"] = [f"svc{i % max(1, n_tools // 10)}.*"] if i % 20 == 9 else ["mcp__github__*"]
+            rule["tools"] = (
+                [f"svc{i % max(1, n_tools // 10)}.*"] if i % 20 == 9 else ["mcp__github__*"]
+            )
             rule["if"] = {"field": "args.path", "starts_with": "/etc/"}
         rules.append(rule)
-    return {"version": 1, "name": f"bench-{n_rules}", "default": "deny", "roles": ROLES, "rules": rules}
+    return {
+        "version": 1,
+        "name": f"bench-{n_rules}",
+        "default": "deny",
+        "roles": ROLES,
+        "rules": rules,
+    }
 
 
 def make_calls(policy: dict[str, object], count: int, seed: int = 11) -> list[ToolCall]:
@@ -76,19 +97,38 @@ def make_calls(policy: dict[str, object], count: int, seed: int = 11) -> list[To
         Principal(agent="bot", roles=("lead",), user="u2"),
         Principal(agent="bot", roles=("agent",), user="x9"),
     ]
+    full = {
+        "amount": 50,
+        "to": "a@example.com",
+        "status": "open",
+        "query": "select 1",
+        "path": "/srv/x",
+    }
     arg_choices = [
-        {"amount": 50, "to": "a@example.com", "status": "open"},
-        {"amount": "750.5", "to": "b@mail.example.org", "status": "closed"},
-        {"amount": 20000, "to": "c@evil.test", "query": "DROP  TABLE users"},
-        {"to": "d@example.com", "path": "/etc/passwd"},
-        {"amount": 5, "status": "pending", "query": "select 1", "path": "/srv/x"},
+        full,
+        {**full, "amount": "750.5", "to": "b@mail.example.org", "status": "closed"},
+        {**full, "amount": 20000, "to": "c@evil.test", "query": "DROP  TABLE users"},
+        {**full, "amount": 5, "status": "pending", "path": "/etc/passwd"},
+        {**full, "amount": 99.5, "to": "Dana <d@example.com>", "status": "solved"},
+    ]
+    # One call in 20 lacks an argument some rule reads: the fail-closed error path.
+    partial = [
+        {k: v for k, v in a.items() if k != drop} for a in arg_choices for drop in ("amount", "to")
     ]
     calls = []
     for _ in range(count):
         tool = rng.choice(tools) if rng.random() < 0.95 else f"unknown_tool_{rng.randrange(50)}"
         if rng.random() < 0.03:
             tool = f"mcp__github__op{rng.randrange(5)}"
-        calls.append(ToolCall(tool=tool, args=rng.choice(arg_choices), principal=rng.choice(principals), env=rng.choice(["prod", "dev"])))
+        args = rng.choice(partial) if rng.random() < 0.05 else rng.choice(arg_choices)
+        calls.append(
+            ToolCall(
+                tool=tool,
+                args=args,
+                principal=rng.choice(principals),
+                env=rng.choice(["prod", "dev"]),
+            )
+        )
     return calls
 
 
@@ -118,7 +158,9 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200_000)
     parser.add_argument("--sizes", default="10,100,1000,10000")
     args = parser.parse_args()
-    print(f"Python {sys.version.split()[0]}, {args.calls} calls per size, one decide() per timing (timer included)\n")
+    print(
+        f"Python {sys.version.split()[0]}, {args.calls} calls per size, one decide() per timing (timer included)\n"
+    )
     print("| rules | compile (ms) | median µs | p99 µs | mean µs |")
     print("|------:|-------------:|----------:|-------:|--------:|")
     results = {}
@@ -133,7 +175,9 @@ def main() -> int:
         results[size] = median
         print(f"| {size:,} | {compile_ms:,.0f} | {median:.2f} | {p99:.2f} | {mean:.2f} |")
     if 100 in results and 10000 in results:
-        print(f"\n10,000-rule median / 100-rule median = {results[10000] / results[100]:.2f} (target ≤ 1.5)")
+        print(
+            f"\n10,000-rule median / 100-rule median = {results[10000] / results[100]:.2f} (target ≤ 1.5)"
+        )
     if 1000 in results:
         print(f"1,000-rule median = {results[1000]:.2f} µs (target ≤ 1 µs)")
     return 0

@@ -38,9 +38,13 @@ _PATH_SEGMENT = re2.compile(r"\.([^.\[\]]+)|\[(\*|all|\d+)\]")
 
 
 class EvalContext:
-    """What a condition sees for one call. Expensive parts (roles, clock) are lazy."""
+    """What a condition sees for one call. Expensive parts (roles, clock) are lazy.
 
-    __slots__ = ("_roles", "call", "env", "item", "now_fn", "roles_fn", "tenant")
+    Built once per decision on the hot path, so it sets as few slots as it can:
+    ``_roles`` and ``item`` stay unset until needed.
+    """
+
+    __slots__ = ("_roles", "call", "env", "item", "services", "tenant")
 
     def __init__(
         self,
@@ -53,20 +57,21 @@ class EvalContext:
         self.call = call
         self.env = env
         self.tenant = tenant
-        self.roles_fn = roles_fn
-        self.now_fn = now_fn
-        self._roles: tuple[str, ...] | None = None
-        self.item: Any = None
+        self.services = (roles_fn, now_fn)
 
     @property
     def roles(self) -> tuple[str, ...]:
-        if self._roles is None:
-            self._roles = tuple(sorted(self.roles_fn(self.call.principal.roles)))
-        return self._roles
+        try:
+            return self._roles
+        except AttributeError:
+            self._roles = tuple(sorted(self.services[0](self.call.principal.roles)))
+            return self._roles
+
+    def now_fn(self) -> datetime:
+        return self.services[1]()
 
     def with_item(self, item: Any) -> EvalContext:
-        child = EvalContext(self.call, self.env, self.tenant, self.roles_fn, self.now_fn)
-        child._roles = self._roles
+        child = EvalContext(self.call, self.env, self.tenant, *self.services)
         child.item = item
         return child
 
