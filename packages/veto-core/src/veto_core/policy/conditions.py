@@ -45,6 +45,8 @@ class EvalContext:
     """
 
     __slots__ = ("_roles", "call", "env", "item", "services", "tenant")
+    _roles: tuple[str, ...]
+    item: Any
 
     def __init__(
         self,
