@@ -14,6 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from veto_core.cli import main
+from veto_core.demo import DEMO_SESSION
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
@@ -22,6 +23,13 @@ POLICIES = REPO / "policies"
 def run(*args: str, input: str | None = None) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(autouse=True)
+def _private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo records to ~/.veto/veto.db by default: never the developer's own."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("VETO_DB", raising=False)
 
 
 def test_demo_plays_the_scripted_session() -> None:
@@ -43,18 +51,29 @@ def test_demo_plays_the_scripted_session() -> None:
 
 
 def test_demo_runs_as_a_new_user_would(tmp_path: Path) -> None:
-    """`uv run veto demo` from the repository root, with no configuration."""
-    env = {**os.environ, "HOME": str(tmp_path)}
+    """`uv run veto demo`, then `veto audit query --since 1h`, with no configuration."""
+    env = {k: v for k, v in os.environ.items() if k != "VETO_DB"}
+    env["HOME"] = str(tmp_path)
+    veto = [sys.executable, "-m", "veto_core.cli"]
     proc = subprocess.run(
-        [sys.executable, "-m", "veto_core.cli", "demo"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [*veto, "demo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     assert "APPROVAL" in proc.stdout and "DENY" in proc.stdout and "ALLOW" in proc.stdout
+    assert str(tmp_path / ".veto" / "veto.db") in proc.stdout
+    query = subprocess.run(
+        [*veto, "audit", "query", "--since", "1h", "--json", "--oldest-first"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert query.returncode == 0, query.stderr
+    records = [json.loads(line) for line in query.stdout.splitlines()]
+    assert [r["tool"] for r in records] == [tool for _, tool, _ in DEMO_SESSION]
+    assert [r["outcome"] for r in records].count("pending_approval") == 2
+    assert {r["policy_name"] for r in records} == {"demo-support-agent"}
+    verify = subprocess.run(
+        [*veto, "audit", "verify"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 @pytest.mark.parametrize("tests_file", sorted(p.name for p in POLICIES.glob("*.tests.yaml")))

@@ -2,12 +2,13 @@
 require approval), and record why. See DESIGN.md section 9 for the stable API."""
 
 from .engine import Explanation, RuleTrace, Veto
-from .model import ApprovalSpec, Decision, Effect, Principal, ToolCall
+from .model import ApprovalSpec, Authorization, Decision, Effect, Principal, ToolCall
 from .policy.errors import PolicyError, Problem
 from .policy.operators import EvalError, OperandError, Operator, Predicate
 
 __all__ = [
     "ApprovalSpec",
+    "Authorization",
     "Decision",
     "Effect",
     "EvalError",

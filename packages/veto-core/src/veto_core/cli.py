@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
+from .audit.cli import audit_cli
 from .calls import CallFormatError, call_from_mapping
 from .engine import Explanation, Veto
 from .model import Decision, Effect, ToolCall
@@ -533,24 +534,27 @@ def _demo_policy_path() -> Path:
     type=click.Path(dir_okay=False),
     help="Policy to play (default: policies/demo.yaml).",
 )
-def demo(policy: str | None) -> None:
-    """Play a scripted support-agent session against the demo policy and show each decision."""
+@click.option(
+    "--db",
+    default=None,
+    metavar="URL",
+    help="Where the decisions are recorded (default: $VETO_DB or ~/.veto/veto.db).",
+)
+def demo(policy: str | None, db: str | None) -> None:
+    """Play a scripted support-agent session against the demo policy, record every
+    decision in the audit trail, and show each decision with its rule and reason."""
     from .demo import run_demo
 
     path = Path(policy) if policy else _demo_policy_path()
-    run_demo(_load(str(path), env="prod", tenant="acme"), path, _console())
-
-
-def _register_optional_commands() -> None:
-    """Subcommand groups that live in their own modules (audit, approvals, ...)."""
+    veto = _load(str(path), env="prod", tenant="acme")
+    veto.db = db
     try:
-        from .audit.cli import audit_cli
-    except ImportError:  # pragma: no cover - the audit package is part of veto-core
-        return
-    main.add_command(audit_cli, "audit")
+        run_demo(veto, path, _console())
+    finally:
+        veto.close()
 
 
-_register_optional_commands()
+main.add_command(audit_cli, "audit")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -78,7 +78,7 @@ def run_demo(veto: Veto, policy_path: Path, console: Console) -> list[Decision]:
     for i, ((intent, _, _), call) in enumerate(
         zip(DEMO_SESSION, demo_calls(), strict=True), start=1
     ):
-        decision = veto.decide(call)
+        decision = veto.authorize(call).decision  # decided and durably recorded
         decisions.append(decision)
         args = json.dumps(dict(call.args), ensure_ascii=False)
         reason = escape(decision.reasons[0]) if decision.reasons else ""
@@ -93,6 +93,14 @@ def run_demo(veto: Veto, policy_path: Path, console: Console) -> list[Decision]:
     console.print(
         f"{len(decisions)} calls: [green]{counts[Effect.ALLOW]} allowed[/], [red]{counts[Effect.DENY]} denied[/], "
         f"[yellow]{counts[Effect.REQUIRE_APPROVAL]} waiting for approval[/]."
+    )
+    db_flag = f" --db {veto.db}" if veto.db else ""
+    console.print(
+        f"Every decision is recorded in the audit trail at [cyan]{escape(veto.audit.url)}[/]."
+    )
+    console.print(
+        f"Query it: [bold]veto audit query --since 1h{escape(db_flag)}[/]   "
+        f"verify it: [bold]veto audit verify{escape(db_flag)}[/]"
     )
     console.print(
         "Try: [bold]veto explain -p policies/demo.yaml --tool issue_refund --args '{\"amount\": 450}' --role support[/]"

@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .model import ApprovalSpec, Decision, Effect, ToolCall, make_decision
+from .model import ApprovalSpec, Authorization, Decision, Effect, ToolCall, make_decision
 from .policy.compiler import CompiledPolicy, CompiledRule, compile_policy, normalize_tool_name
 from .policy.conditions import EvalContext
 from .policy.loader import LoadedPolicy, load_policy_file, load_policy_text
 from .policy.operators import EvalError, Operator
+
+if TYPE_CHECKING:
+    from .audit import AuditLog
 
 __all__ = ["Explanation", "RuleTrace", "Veto"]
 
@@ -68,8 +71,13 @@ class Veto:
         clock: Callable[[], datetime] | None = None,
         operators: Mapping[str, Operator] | None = None,
         source: Path | None = None,
+        db: str | None = None,
     ) -> None:
         self.env = env
+        self.db = db  # audit/approval store URL; None: $VETO_DB or ~/.veto/veto.db
+        self._audit: AuditLog | None = None
+        self._audit_lock = threading.Lock()
+        self._stored_revisions: set[str] = set()
         self.tenant = tenant
         self.clock: Callable[[], datetime] = clock or _utcnow
         self._operators = dict(operators) if operators else None
@@ -88,10 +96,15 @@ class Veto:
         tenant: str | None = None,
         clock: Callable[[], datetime] | None = None,
         operators: Mapping[str, Operator] | None = None,
+        db: str | None = None,
     ) -> Veto:
-        """Load and compile a policy file; raises ``PolicyError`` naming file:line:col."""
+        """Load and compile a policy file; raises ``PolicyError`` naming file:line:col.
+
+        ``db`` is where `authorize()` records decisions (opened on first use).
+        """
         return cls(
             load_policy_file(path),
+            db=db,
             env=env,
             tenant=tenant,
             clock=clock,
@@ -109,9 +122,11 @@ class Veto:
         clock: Callable[[], datetime] | None = None,
         operators: Mapping[str, Operator] | None = None,
         file: str = "<policy>",
+        db: str | None = None,
     ) -> Veto:
         return cls(
             load_policy_text(text, file=file),
+            db=db,
             env=env,
             tenant=tenant,
             clock=clock,
@@ -281,6 +296,60 @@ class Veto:
             approval,
         )
 
+    # --- deciding with a durable record (what adapters call) ------------------------------
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit trail at ``db`` (opened on first use; raises ``AuditUnavailable``)."""
+        if self._audit is None:
+            with self._audit_lock:
+                if self._audit is None:
+                    from .audit import open_audit
+
+                    self._audit = open_audit(self.db)
+        return self._audit
+
+    def close(self) -> None:
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None
+
+    def authorize(self, call: ToolCall) -> Authorization:
+        """Decide and durably record; the record is committed before this returns.
+
+        If the record cannot be written the call is denied with reason
+        ``audit unavailable`` (fail closed) unless the policy says
+        ``audit: {mode: best_effort}``, which warns loudly instead.
+        """
+        decision = self.decide(call)
+        from .audit import AuditUnavailable, warn_best_effort
+
+        try:
+            audit = self.audit
+            self._store_revision(audit)
+            record = audit.record_decision(
+                call,
+                decision,
+                env=self.env,
+                tenant=self.tenant,
+                redact=self._policy.redact,
+                latency_us=decision.eval_ns // 1000,
+            )
+        except AuditUnavailable as exc:
+            if self._policy.audit_mode == "best_effort":
+                warn_best_effort(exc)
+                return Authorization(decision=decision, record_id=None)
+            return Authorization(decision=_audit_unavailable(decision, exc), record_id=None)
+        return Authorization(decision=decision, record_id=record.id)
+
+    def _store_revision(self, audit: AuditLog) -> None:
+        """Keep the text of every policy revision the first time it decides (evidence, replay)."""
+        p = self._policy
+        if p.revision not in self._stored_revisions:
+            source = str(self._source) if self._source else p.loaded.root.file
+            audit.store_policy_revision(p.revision, p.name, p.loaded.canonical, source)
+            self._stored_revisions.add(p.revision)
+
     def explain(self, call: ToolCall) -> Explanation:
         """Every rule of the policy, whether it applied to this call and why."""
         p = self._policy
@@ -334,6 +403,20 @@ class Veto:
             roles=tuple(sorted(roles)),
             rules=tuple(traces),
         )
+
+
+def _audit_unavailable(decision: Decision, exc: Exception) -> Decision:
+    return make_decision(
+        Effect.DENY,
+        decision.rule_ids,
+        (),
+        (f"audit unavailable: {exc} (the call is denied because it cannot be recorded)",),
+        decision.errors,
+        decision.policy_name,
+        decision.policy_revision,
+        decision.eval_ns,
+        None,
+    )
 
 
 def _combine_approvals(rules: list[CompiledRule]) -> ApprovalSpec:

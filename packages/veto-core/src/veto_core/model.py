@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "ApprovalSpec",
+    "Authorization",
     "Decision",
     "Effect",
     "Principal",
@@ -131,6 +132,21 @@ class Decision:
                 "channels": list(self.approval.channels),
             }
         return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Authorization:
+    """What adapters act on: the decision, its durable audit record (``record_id`` is
+    None only in ``audit: {mode: best_effort}`` when the store failed), and the
+    approval request when the decision requires one. Only ``run_tool`` lets a tool run."""
+
+    decision: Decision
+    record_id: str | None
+    approval: Any | None = None  # an ApprovalRequest when decision requires approval
+
+    @property
+    def run_tool(self) -> bool:
+        return self.decision.effect is Effect.ALLOW
 
 
 _DECISION_NEW = object.__new__
