@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from .model import ApprovalSpec, Authorization, Decision, Effect, ToolCall, make_decision
 from .policy.compiler import CompiledPolicy, CompiledRule, compile_policy, normalize_tool_name
 from .policy.conditions import EvalContext
-from .policy.loader import LoadedPolicy, load_policy_file, load_policy_text
+from .policy.errors import PolicyError
+from .policy.loader import LoadedPolicy, load_bundle, load_policy_file, load_policy_text
 from .policy.operators import EvalError, Operator
+from .policy.watch import PolicyWatcher
 
 if TYPE_CHECKING:
     from .audit import AuditLog
@@ -72,8 +74,16 @@ class Veto:
         operators: Mapping[str, Operator] | None = None,
         source: Path | None = None,
         db: str | None = None,
+        bundle: Path | None = None,
+        parent: Veto | None = None,
+        watch: bool = False,
+        watch_interval: float = 0.5,
     ) -> None:
         self.env = env
+        self._bundle = bundle  # a bundle directory: calls of other tenants use their overlay
+        self._parent = parent  # for_tenant() children share the parent's stores
+        self._tenants: dict[str | None, Veto] = {}
+        self._watcher: PolicyWatcher | None = None
         self.db = db  # audit/approval store URL; None: $VETO_DB or ~/.veto/veto.db
         self._audit: AuditLog | None = None
         self._audit_lock = threading.Lock()
@@ -84,6 +94,8 @@ class Veto:
         self._source = source
         self._reload_lock = threading.Lock()
         self._policy: CompiledPolicy = compile_policy(policy, operators=self._operators)
+        if watch:
+            self.watch(interval=watch_interval)
 
     # --- construction -------------------------------------------------------------------
 
@@ -97,20 +109,21 @@ class Veto:
         clock: Callable[[], datetime] | None = None,
         operators: Mapping[str, Operator] | None = None,
         db: str | None = None,
+        watch: bool = False,
     ) -> Veto:
-        """Load and compile a policy file; raises ``PolicyError`` naming file:line:col.
+        """Load and compile a policy file or bundle directory (``base.yaml`` +
+        ``tenants/<tenant>.yaml``); raises ``PolicyError`` naming file:line:col.
 
-        ``db`` is where `authorize()` records decisions (opened on first use).
+        ``db`` is where `authorize()` records decisions (opened on first use);
+        ``watch=True`` reloads on file change (see `watch`).
         """
+        path = Path(path)
+        bundle = path if path.is_dir() else None
+        loaded = load_bundle(path, tenant) if bundle else load_policy_file(path)
         return cls(
-            load_policy_file(path),
-            db=db,
-            env=env,
-            tenant=tenant,
-            clock=clock,
-            operators=operators,
-            source=Path(path),
-        )
+            loaded, db=db, env=env, tenant=tenant, clock=clock, operators=operators,
+            source=path, bundle=bundle, watch=watch,
+        )  # fmt: skip
 
     @classmethod
     def from_yaml(
@@ -141,9 +154,60 @@ class Veto:
         if self._source is None:
             raise RuntimeError("this Veto was not loaded from a file; nothing to reload")
         with self._reload_lock:
-            compiled = compile_policy(load_policy_file(self._source), operators=self._operators)
+            loaded = (
+                load_bundle(self._source, self.tenant)
+                if self._bundle is not None
+                else load_policy_file(self._source)
+            )
+            compiled = compile_policy(loaded, operators=self._operators)
             self._policy = compiled
+            if self._tenants:
+                for child in list(self._tenants.values()):
+                    child.reload()
             return compiled.revision
+
+    def watch(self, *, interval: float = 0.5) -> None:
+        """Reload whenever a policy file (or one it extends, or an overlay) changes.
+
+        A broken edit keeps the last good revision: the error is logged and, when an
+        audit store is open, recorded. No decision ever sees a half-loaded policy.
+        """
+        if self._watcher is None:
+            self._watcher = PolicyWatcher(self, interval=interval)
+            self._watcher.start()
+
+    def files(self) -> tuple[Path, ...]:
+        """Every file the current policy was built from (with `extends` and overlay)."""
+        files = self._policy.loaded.files
+        if self._bundle is not None and self.tenant is not None:
+            # An overlay that does not exist yet may appear: watch for it too.
+            files = (*files, (self._bundle / "tenants" / f"{self.tenant}.yaml").resolve())
+        for child in list(self._tenants.values()):
+            files = (*files, *child.files())  # for_tenant() children reload with their parent
+        return tuple(dict.fromkeys(files))
+
+    def for_tenant(self, tenant: str) -> Veto:
+        """The Veto deciding for ``tenant``: its bundle overlay applied, compiled once,
+        sharing this instance's audit and approval stores."""
+        root = self._parent or self
+        if tenant == root.tenant:
+            return root
+        child = root._tenants.get(tenant)
+        if child is None:
+            with root._reload_lock:
+                child = root._tenants.get(tenant)
+                if child is None:
+                    loaded = (
+                        load_bundle(root._bundle, tenant)
+                        if root._bundle is not None
+                        else root._policy.loaded
+                    )
+                    child = Veto(
+                        loaded, env=root.env, tenant=tenant, clock=root.clock, operators=root._operators,
+                        source=root._source, db=root.db, bundle=root._bundle, parent=root,
+                    )  # fmt: skip
+                    root._tenants[tenant] = child
+        return child
 
     # --- introspection ------------------------------------------------------------------
 
@@ -183,7 +247,16 @@ class Veto:
         t0 = perf_counter_ns()
         p = self._policy
         try:
+            if self._bundle is not None:
+                tenant = call.tenant or call.principal.tenant or self.tenant
+                if tenant != self.tenant and tenant is not None:
+                    return self.for_tenant(tenant).decide(call)
             return self._decide(p, call, t0)
+        except PolicyError as exc:
+            return make_decision(
+                _DENY, (), (), (f"no valid policy for this call's tenant (fail closed): {exc}",),
+                (), p.name, p.revision, perf_counter_ns() - t0, None,
+            )  # fmt: skip
         except Exception as exc:  # a bug or a broken plugin must not let a call through
             return make_decision(
                 _DENY, (), (), (f"internal error while deciding (fail closed): {type(exc).__name__}: {exc}",),
@@ -301,6 +374,8 @@ class Veto:
     @property
     def audit(self) -> AuditLog:
         """The audit trail at ``db`` (opened on first use; raises ``AuditUnavailable``)."""
+        if self._parent is not None:
+            return self._parent.audit
         if self._audit is None:
             with self._audit_lock:
                 if self._audit is None:
@@ -310,6 +385,9 @@ class Veto:
         return self._audit
 
     def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         if self._audit is not None:
             self._audit.close()
             self._audit = None
@@ -321,6 +399,17 @@ class Veto:
         ``audit unavailable`` (fail closed) unless the policy says
         ``audit: {mode: best_effort}``, which warns loudly instead.
         """
+        if self._bundle is not None:
+            tenant = call.tenant or call.principal.tenant or self.tenant
+            if tenant != self.tenant and tenant is not None:
+                try:
+                    target = self.for_tenant(tenant)
+                except PolicyError as exc:
+                    return Authorization(
+                        decision=self._refuse(f"no valid policy for tenant {tenant!r}: {exc}"),
+                        record_id=None,
+                    )
+                return target.authorize(call)
         decision = self.decide(call)
         from .audit import AuditUnavailable, warn_best_effort
 
@@ -341,6 +430,10 @@ class Veto:
                 return Authorization(decision=decision, record_id=None)
             return Authorization(decision=_audit_unavailable(decision, exc), record_id=None)
         return Authorization(decision=decision, record_id=record.id)
+
+    def _refuse(self, reason: str) -> Decision:
+        p = self._policy
+        return make_decision(_DENY, (), (), (reason,), (), p.name, p.revision, 0, None)
 
     def _store_revision(self, audit: AuditLog) -> None:
         """Keep the text of every policy revision the first time it decides (evidence, replay)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,16 @@ from .schema import (
 )
 from .yamlsrc import SourceDoc, read_yaml_file, read_yaml_text
 
-__all__ = ["LoadedPolicy", "RuleSource", "canonical_json", "load_policy_file", "load_policy_text"]
+__all__ = [
+    "LoadedPolicy",
+    "RuleSource",
+    "bundle_tenants",
+    "canonical_json",
+    "lists_unsafe_to_narrow",
+    "load_bundle",
+    "load_policy_file",
+    "load_policy_text",
+]
 
 Loc = tuple[str | int, ...]
 
@@ -200,7 +210,7 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
             rule_ids[rule.id] = (doc, i)
     lists = dict(bm.lists)
     list_sources = dict(base.list_sources)
-    guarded_lists = _lists_in_restrictive_rules(bm)
+    guarded_lists = lists_unsafe_to_narrow(bm)
     for name, values in child.lists.items():
         if name in bm.lists:
             added = [v for v in values if v not in bm.lists[name]]
@@ -213,10 +223,7 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
                 )
             elif name in guarded_lists and set(values) != set(bm.lists[name]):
                 problems.append(
-                    doc.problem(
-                        ("lists", name),
-                        f"list '{name}' is used by a deny or require_approval rule of the base policy; narrowing it would widen what is allowed",
-                    )
+                    doc.problem(("lists", name), f"list '{name}' {guarded_lists[name]}")
                 )
         lists[name] = values
         list_sources[name] = doc
@@ -275,23 +282,70 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
     )
 
 
-def _lists_in_restrictive_rules(model: PolicyModel) -> set[str]:
-    names: set[str] = set()
+#: Operators whose truth can only grow as a list operand grows ("any of" semantics).
+_GROWS_WITH_LIST = frozenset(
+    {"in", "contains", "starts_with", "ends_with", "matches", "glob", "url_host_in",
+     "email_domain_in", "ip_in_cidr", "path_within"}
+)  # fmt: skip
+#: Operators whose truth can only shrink as a list operand grows.
+_SHRINKS_WITH_LIST = frozenset({"not_in"})
 
-    def walk(node: Any) -> None:
-        if isinstance(node, Mapping):
-            if set(node) == {"list"} and isinstance(node["list"], str):
-                names.add(node["list"])
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
+
+def lists_unsafe_to_narrow(model: PolicyModel) -> dict[str, str]:
+    """Lists whose narrowing could let more calls through, with why (for messages).
+
+    Narrowing a list makes a condition that uses it positively ("in", "contains", ...)
+    true less often. That is safe in an allow rule (fewer allows) but widens in a deny
+    or require_approval rule (fewer blocks); under a ``not`` or ``not_in`` it is the
+    reverse. A list used by an operator that is neither (``equals`` compares the whole
+    list) may not be redefined at all.
+    """
+    unsafe: dict[str, str] = {}
+
+    def walk(node: Any, positive: bool, restrictive: bool, rule_id: str) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item, positive, restrictive, rule_id)
+            return
+        if not isinstance(node, Mapping):
+            return
+        if "not" in node:
+            walk(node["not"], not positive, restrictive, rule_id)
+        for key in ("all", "any"):
+            if key in node:
+                walk(node[key], positive, restrictive, rule_id)
+        if "for_all" in node or "for_any" in node:
+            walk(node.get("if"), positive, restrictive, rule_id)
+        if "field" in node:
+            for op, operand in node.items():
+                if not (isinstance(operand, Mapping) and set(operand) == {"list"}):
+                    continue
+                name = str(operand["list"])
+                if op in _GROWS_WITH_LIST:
+                    grows_truth: bool | None = positive
+                elif op in _SHRINKS_WITH_LIST:
+                    grows_truth = not positive
+                else:
+                    grows_truth = None
+                if grows_truth is None:
+                    unsafe.setdefault(
+                        name,
+                        f"is compared as a whole by rule '{rule_id}' of the base policy ('{op}'); it cannot be redefined",
+                    )
+                elif grows_truth and restrictive:
+                    unsafe.setdefault(
+                        name,
+                        "is used by a deny or require_approval rule of the base policy; narrowing it would widen what is allowed",
+                    )
+                elif not grows_truth and not restrictive:
+                    unsafe.setdefault(
+                        name,
+                        f"is used negated by allow rule '{rule_id}' of the base policy; narrowing it would widen what is allowed",
+                    )
 
     for rule in model.rules:
-        if rule.effect != "allow" or rule.otherwise:
-            walk(rule.if_)
-    return names
+        walk(rule.if_, True, rule.effect != "allow", rule.id)
+    return unsafe
 
 
 def _load(doc: SourceDoc, stack: tuple[Path, ...]) -> _Merged:
@@ -420,3 +474,99 @@ def load_policy_text(
 ) -> LoadedPolicy:
     doc = read_yaml_text(text, file=file, path=(Path(base_dir) / file) if base_dir else None)
     return _finish(_load(doc, ()), doc)
+
+
+# --- bundles: base.yaml + tenants/<tenant>.yaml ---------------------------------------
+
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+
+
+def _overlay_problems(model: PolicyModel, doc: SourceDoc) -> list[Problem]:
+    """What an overlay may not do, beyond what `extends` already refuses (DESIGN.md 2.4)."""
+    problems: list[Problem] = []
+    if model.extends:
+        problems.append(
+            doc.problem(
+                ("extends",),
+                "an overlay has no extends of its own: it applies on top of base.yaml",
+                key=True,
+            )
+        )
+    for i, rule in enumerate(model.rules):
+        if rule.effect == "allow":
+            problems.append(
+                doc.problem(
+                    ("rules", i, "effect"),
+                    f"rule '{rule.id}': an overlay may only add deny or require_approval rules, never allow",
+                )
+            )
+    if model.roles:
+        problems.append(
+            doc.problem(
+                ("roles",),
+                "an overlay may not define roles (a role could inherit what the base grants)",
+                key=True,
+            )
+        )
+    return problems
+
+
+def bundle_tenants(directory: str | Path) -> list[str]:
+    """Tenants that have an overlay in the bundle."""
+    tenants_dir = Path(directory) / "tenants"
+    if not tenants_dir.is_dir():
+        return []
+    return sorted(p.stem for p in tenants_dir.glob("*.yaml") if TENANT_NAME.match(p.stem))
+
+
+def load_bundle(directory: str | Path, tenant: str | None) -> LoadedPolicy:
+    """A policy bundle: ``base.yaml`` plus, for ``tenant``, ``tenants/<tenant>.yaml`` on top.
+
+    An overlay may add deny / require_approval rules and narrow lists; anything that
+    would widen the base (an allow rule, a wider default, a list grown or narrowed
+    where that lets more through, a role) is a load error. A tenant with no overlay
+    is decided by ``base.yaml`` alone.
+    """
+    root = Path(directory)
+    base_path = root / "base.yaml"
+    if not base_path.is_file():
+        raise PolicyError(
+            [
+                Problem(
+                    file=str(root),
+                    line=None,
+                    column=None,
+                    path="",
+                    message="a policy bundle is a directory with base.yaml (and tenants/<tenant>.yaml overlays); base.yaml not found",
+                )
+            ]
+        )
+    base_doc = read_yaml_file(base_path, label=os.path.join(str(directory), "base.yaml"))
+    merged = _load(base_doc, (base_path.resolve(),))
+    if tenant is None:
+        return _finish(merged, base_doc)
+    if not TENANT_NAME.match(tenant):
+        raise PolicyError(
+            [
+                Problem(
+                    file=str(root),
+                    line=None,
+                    column=None,
+                    path="",
+                    message=f"invalid tenant name {tenant!r} (letters, digits, '_', '-', '.', '@'; at most 128)",
+                )
+            ]
+        )
+    overlay_path = root / "tenants" / f"{tenant}.yaml"
+    if not overlay_path.is_file():
+        return _finish(merged, base_doc)
+    doc = read_yaml_file(
+        overlay_path, label=os.path.join(str(directory), "tenants", f"{tenant}.yaml")
+    )
+    model = _validate(doc)
+    problems = _overlay_problems(model, doc)
+    if problems:
+        raise PolicyError(problems)
+    merged = _merge(merged, model, doc)
+    merged.files.append(overlay_path.resolve())
+    return _finish(merged, doc)
