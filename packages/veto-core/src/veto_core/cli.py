@@ -22,6 +22,7 @@ from .policy.errors import PolicyError
 from .policy.lint import lint_policy
 from .policy.schema import policy_json_schema
 from .policy.testrunner import find_policy_and_tests, load_policy_tests, run_policy_tests
+from .policy_cli import policy_cli
 
 __all__ = ["main"]
 
@@ -555,6 +556,65 @@ def demo(policy: str | None, db: str | None) -> None:
 
 
 main.add_command(audit_cli, "audit")
+main.add_command(policy_cli, "policy")
+
+
+@main.command()
+@click.option(
+    "--policy",
+    "-p",
+    "policy",
+    required=True,
+    type=click.Path(exists=True),
+    help="The new policy (file or bundle).",
+)
+@click.option(
+    "--since",
+    default="7d",
+    show_default=True,
+    help="How far back: 1h, 24h, 7d, ... or an ISO time.",
+)
+@click.option("--tenant", default=None, help="Only this tenant's records.")
+@click.option(
+    "--db", default=None, metavar="URL", help="Audit store (default: $VETO_DB or ~/.veto/veto.db)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report (for CI).")
+def replay(policy: str, since: str, tenant: str | None, db: str | None, as_json: bool) -> None:
+    """Re-decide recorded calls under a new policy and report every decision that would change.
+
+    Exit codes: 0 nothing would change, 1 some decisions would change, 2 usage, policy or store error.
+    """
+    from .audit import AuditError, open_audit
+    from .audit.cli import parse_since
+    from .replay import replay as run_replay
+
+    veto = _load(policy)
+    try:
+        with open_audit(db) as audit:
+            records = audit.iter_records(
+                since=parse_since(since), tenant=tenant, newest_first=False
+            )
+            report = run_replay(records, veto)
+    except AuditError as exc:
+        click.echo(f"audit store: {exc}", err=True)
+        raise SystemExit(2) from None
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(
+            f"replayed {report.replayed} recorded calls under {policy} ({veto.policy_revision[:12]}): {len(report.changes)} would change, {report.unchanged} unchanged"
+        )
+        for why, count in sorted(report.skipped.items()):
+            click.echo(f"  skipped {count}: {why}")
+        for (before, after, rules), count in report.groups():
+            click.echo(f"  {count:6d}  {before} -> {after}  by {rules}")
+        for change in report.changes[:20]:
+            click.echo(
+                f"    {change.record_id}  {change.tenant}  {change.tool}: {change.before} -> {change.after}"
+            )
+        if len(report.changes) > 20:
+            click.echo(f"    ... {len(report.changes) - 20} more (--json lists all)")
+    raise SystemExit(1 if report.changed else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
