@@ -1,0 +1,246 @@
+"""``VetoMiddleware``: policy-check, record and (when required) pause every tool call of a
+LangChain v1 agent built with ``create_agent(model, tools, middleware=[...])``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+from langchain.agents.middleware import AgentMiddleware
+from langchain_core.messages import ToolMessage
+from langgraph.types import Command, interrupt
+
+from veto_core import Effect, Principal, ToolCall, Veto
+
+from . import _gate
+from ._calls import CallDefaults, ToolNames, VetoContext, build_call, has_checkpointer
+from .errors import ToolCallDenied
+
+__all__ = ["VetoMiddleware"]
+
+OnDeny = Literal["message", "raise"]
+ApprovalMode = Literal["auto", "interrupt", "wait"]
+_Step = _gate.Verdict | _gate.PendingApproval
+
+
+class VetoMiddleware(AgentMiddleware):
+    """Decide every tool call of a ``create_agent`` agent before it runs.
+
+    >>> agent = create_agent(model, tools, middleware=[VetoMiddleware(veto)])  # doctest: +SKIP
+
+    - **allow**: the tool runs (the handler is called once).
+    - **deny**: the tool does not run; the model receives
+      ``ToolMessage(status="error", content=<reason with rule ids>)``, or
+      :class:`ToolCallDenied` is raised when ``on_deny="raise"``.
+    - **require approval**: with a checkpointer on the graph (``approval="auto"``,
+      the default, or ``"interrupt"``) the node calls LangGraph ``interrupt()`` with
+      a payload (``request_id``, ``tool``, ``args`` after redaction, ``reasons``,
+      ``rule_ids``, ``approvers``...). Decide the request in the approval store,
+      then resume with ``Command(resume=...)``: the middleware looks the request
+      up by its binding and runs the tool only if it is APPROVED (the resume value
+      itself is never trusted). The re-run of the node neither creates a second
+      request nor writes a second decision record. Without a checkpointer (or with
+      ``approval="wait"``) it blocks until the request is decided or the rule's
+      timeout (capped by ``approval_timeout``) passes; anything but APPROVED is a
+      refusal the model sees.
+    - **any error** (store down, malformed arguments, an exception in Veto): the
+      tool does not run and the model is told why.
+
+    ``principal``/``env``/``tenant``/``context``/``run_id`` set the defaults; each
+    run may override them with a :class:`VetoContext` in
+    ``config["configurable"]["veto"]`` or the runtime ``context``. The run id
+    defaults to the LangGraph ``thread_id``. ``tool_names`` maps LangChain tool
+    names to canonical policy names (MCP tools → ``mcp__server__tool``).
+
+    Placement: put it **first** in ``middleware=[...]`` (outermost), so the call is
+    authorized once before any retry/fallback middleware calls the handler again.
+    Middleware listed before it sees the call before it is authorized.
+
+    The async path (``ainvoke``/``astream``) runs the decision, the durable record and
+    any blocking wait in a worker thread; the event loop is never blocked.
+    """
+
+    def __init__(
+        self,
+        veto: Veto,
+        *,
+        principal: Principal | None = None,
+        env: str | None = None,
+        tenant: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        on_deny: OnDeny = "message",
+        approval: ApprovalMode = "auto",
+        approval_timeout: float | None = None,
+        tool_names: ToolNames | None = None,
+    ) -> None:
+        super().__init__()
+        if on_deny not in ("message", "raise"):
+            raise ValueError(f"on_deny must be 'message' or 'raise', not {on_deny!r}")
+        if approval not in ("auto", "interrupt", "wait"):
+            raise ValueError(f"approval must be 'auto', 'interrupt' or 'wait', not {approval!r}")
+        self.veto = veto
+        self.on_deny: OnDeny = on_deny
+        self.approval: ApprovalMode = approval
+        self.approval_timeout = approval_timeout
+        self._defaults = CallDefaults(
+            base=VetoContext(
+                principal=principal, env=env, tenant=tenant, run_id=run_id, context=context
+            ),
+            tool_names=tool_names or ToolNames(),
+        )
+
+    # --- the hooks ----------------------------------------------------------------------
+
+    def wrap_tool_call(
+        self,
+        request: Any,
+        handler: Callable[[Any], ToolMessage | Command[Any]],
+    ) -> ToolMessage | Command[Any]:
+        call = self._call(request)
+        if isinstance(call, _gate.Verdict):
+            return self._blocked(request, call, None)
+        if self._interrupts(request):
+            step = self._before_interrupt(call)
+            verdict = step if isinstance(step, _gate.Verdict) else None
+            if verdict is None:
+                assert isinstance(step, _gate.PendingApproval)
+                interrupt(
+                    _gate.approval_payload(
+                        self.veto, call, step.decision, step.approval, step.approval_id
+                    )
+                )
+                verdict = self._after_resume(call, step)
+        else:
+            verdict = _gate.authorize_and_wait(self.veto, call, self.approval_timeout)
+        if verdict.run:
+            return handler(request)
+        return self._blocked(request, verdict, call)
+
+    async def awrap_tool_call(
+        self,
+        request: Any,
+        handler: Callable[[Any], Awaitable[ToolMessage | Command[Any]]],
+    ) -> ToolMessage | Command[Any]:
+        call = self._call(request)
+        if isinstance(call, _gate.Verdict):
+            return self._blocked(request, call, None)
+        if self._interrupts(request):
+            step = await asyncio.to_thread(self._before_interrupt, call)
+            verdict = step if isinstance(step, _gate.Verdict) else None
+            if verdict is None:
+                assert isinstance(step, _gate.PendingApproval)
+                interrupt(
+                    _gate.approval_payload(
+                        self.veto, call, step.decision, step.approval, step.approval_id
+                    )
+                )
+                verdict = await asyncio.to_thread(self._after_resume, call, step)
+        else:
+            verdict = await asyncio.to_thread(
+                _gate.authorize_and_wait, self.veto, call, self.approval_timeout
+            )
+        if verdict.run:
+            return await handler(request)
+        return self._blocked(request, verdict, call)
+
+    # --- steps --------------------------------------------------------------------------
+
+    def _call(self, request: Any) -> ToolCall | _gate.Verdict:
+        tc = request.tool_call
+        name = tc.get("name") if isinstance(tc, Mapping) else None
+        try:
+            runtime = getattr(request, "runtime", None)
+            return build_call(
+                self._defaults,
+                name=name,  # type: ignore[arg-type]
+                args=tc.get("args"),
+                tool_call_id=tc.get("id"),
+                config=getattr(runtime, "config", None),
+                runtime_context=getattr(runtime, "context", None),
+            )
+        except Exception as exc:
+            placeholder = ToolCall(tool=str(name or "?"))
+            return _gate.refusal(
+                placeholder,
+                "error",
+                f"the call could not be read, so it is blocked (fail closed): "
+                f"{type(exc).__name__}: {exc}",
+            )
+
+    def _interrupts(self, request: Any) -> bool:
+        if self.approval == "wait":
+            return False
+        if self.approval == "interrupt":
+            return True
+        runtime = getattr(request, "runtime", None)
+        return has_checkpointer(getattr(runtime, "config", None))
+
+    def _before_interrupt(self, call: ToolCall) -> _Step:
+        """First run: decide and record (once). Re-run after a resume: find that record."""
+        decided = _gate.decide(self.veto, call)
+        if isinstance(decided, _gate.Verdict):
+            return decided
+        if decided.effect is Effect.REQUIRE_APPROVAL:
+            try:
+                existing = _gate.find_pending(self.veto, call)
+            except Exception as exc:
+                return _gate.refusal(
+                    call, "error", f"the approval store could not be read (fail closed): {exc}"
+                )
+            if existing is not None:
+                return existing
+        verdict, auth = _gate.authorize(self.veto, call)
+        if auth is not None and not verdict.run and auth.decision.effect is Effect.REQUIRE_APPROVAL:
+            return _gate.PendingApproval(
+                decision=auth.decision,
+                approval=auth.approval,
+                approval_id=verdict.approval_id,
+            )
+        return verdict
+
+    def _after_resume(self, call: ToolCall, pending: _gate.PendingApproval) -> _gate.Verdict:
+        """Resumed: only an APPROVED, unconsumed request in the store releases the call."""
+        if _gate.check_approval(self.veto, call):
+            return _gate.Verdict(
+                run=True,
+                outcome="approved",
+                reason="",
+                decision=pending.decision,
+                approval_id=pending.approval_id,
+            )
+        state = _gate.approval_state(self.veto, pending.approval_id) or "not approved"
+        outcome = {"denied": "rejected", "approved": "not released"}.get(state, state)
+        what = f"approval request {pending.approval_id}" if pending.approval_id else "the request"
+        return _gate.refusal(
+            call,
+            outcome,
+            f"the graph was resumed but {what} is {state} in the approval store; only an "
+            f"APPROVED request releases the call. Approval was required: "
+            f"{_gate._decision_text(pending.decision)}",
+            decision=pending.decision,
+            approval_id=pending.approval_id,
+        )
+
+    def _blocked(
+        self, request: Any, verdict: _gate.Verdict, call: ToolCall | None
+    ) -> ToolMessage | Command[Any]:
+        tc = request.tool_call if isinstance(request.tool_call, Mapping) else {}
+        tool_call_id = str(tc.get("id") or "")
+        name = str(tc.get("name") or (call.tool if call else ""))
+        if self.on_deny == "raise":
+            raise ToolCallDenied(
+                verdict.reason,
+                tool=call.tool if call else name,
+                outcome=verdict.outcome,
+                tool_call_id=tool_call_id or None,
+                decision=verdict.decision,
+                approval_id=verdict.approval_id,
+            )
+        return ToolMessage(
+            content=verdict.reason,
+            tool_call_id=tool_call_id,
+            name=name,
+            status="error",
+        )

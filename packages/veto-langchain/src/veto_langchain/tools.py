@@ -1,0 +1,163 @@
+"""``guard_tool`` / ``guard_tools``: wrap any ``BaseTool`` so the policy applies wherever the
+tool is invoked (an agent's tool node, a legacy ``AgentExecutor``, a plain ``tool.invoke``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from langchain_core.messages import ToolMessage
+from langchain_core.tools import BaseTool
+from pydantic import ConfigDict, PrivateAttr
+
+from veto_core import Principal, ToolCall, Veto
+
+from . import _gate
+from ._calls import CallDefaults, ToolNames, VetoContext, build_call
+from .errors import ToolCallDenied
+
+__all__ = ["GuardedTool", "guard_tool", "guard_tools"]
+
+OnDeny = Literal["message", "raise"]
+
+
+class GuardedTool(BaseTool):
+    """A ``BaseTool`` that asks Veto before running the tool it wraps.
+
+    It keeps the wrapped tool's name, description and argument schema, so a model
+    sees the same tool. On allow it calls ``inner.run``/``inner.arun`` once, with
+    the same arguments and config. When the call must not run:
+
+    - called with a tool call id (as agents' tool nodes do) and ``on_deny="message"``:
+      returns ``ToolMessage(status="error", content=<reason with rule ids>)`` so the
+      model sees why;
+    - otherwise (a direct ``tool.invoke({...})``, or ``on_deny="raise"``): raises
+      :class:`ToolCallDenied`, because a plain string result would look like success.
+
+    Approval: blocks until the request is decided or times out (``approval_timeout``
+    caps the rule's timeout); the async path waits in a worker thread. For LangGraph
+    ``interrupt()``-style approvals use :class:`VetoMiddleware`.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    inner: BaseTool
+    _veto: Veto = PrivateAttr()
+    _defaults: CallDefaults = PrivateAttr()
+    _on_deny: OnDeny = PrivateAttr(default="message")
+    _approval_timeout: float | None = PrivateAttr(default=None)
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:  # never reached: run() is overridden
+        raise NotImplementedError("GuardedTool delegates through run()/arun()")
+
+    # -- the gate ------------------------------------------------------------------------
+
+    def _check(
+        self, tool_input: Any, config: Mapping[str, Any] | None, tool_call_id: str | None
+    ) -> tuple[_gate.Verdict, ToolCall | None]:
+        try:
+            args = tool_input
+            if isinstance(tool_input, dict):
+                args = self.inner._filter_injected_args(tool_input)
+            configurable = (config or {}).get("configurable") or {}
+            runtime = configurable.get("__pregel_runtime")
+            call = build_call(
+                self._defaults,
+                name=self.name,
+                args=args,
+                tool_call_id=tool_call_id,
+                config=config,
+                runtime_context=getattr(runtime, "context", None),
+            )
+        except Exception as exc:
+            return _gate.refusal(
+                ToolCall(tool=self.name),
+                "error",
+                f"the call could not be read, so it is blocked (fail closed): "
+                f"{type(exc).__name__}: {exc}",
+            ), None
+        return _gate.authorize_and_wait(self._veto, call, self._approval_timeout), call
+
+    def _blocked(
+        self, verdict: _gate.Verdict, call: ToolCall | None, tool_call_id: str | None
+    ) -> Any:
+        if self._on_deny == "message" and tool_call_id:
+            return ToolMessage(
+                content=verdict.reason, tool_call_id=tool_call_id, name=self.name, status="error"
+            )
+        raise ToolCallDenied(
+            verdict.reason,
+            tool=call.tool if call else self.name,
+            outcome=verdict.outcome,
+            tool_call_id=tool_call_id,
+            decision=verdict.decision,
+            approval_id=verdict.approval_id,
+        )
+
+    def run(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
+        config = kwargs.get("config")
+        tool_call_id = kwargs.get("tool_call_id")
+        verdict, call = self._check(tool_input, config, tool_call_id)
+        if not verdict.run:
+            return self._blocked(verdict, call, tool_call_id)
+        return self.inner.run(tool_input, *args, **kwargs)
+
+    async def arun(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
+        config = kwargs.get("config")
+        tool_call_id = kwargs.get("tool_call_id")
+        verdict, call = await asyncio.to_thread(self._check, tool_input, config, tool_call_id)
+        if not verdict.run:
+            return self._blocked(verdict, call, tool_call_id)
+        return await self.inner.arun(tool_input, *args, **kwargs)
+
+
+def guard_tool(
+    tool: BaseTool,
+    veto: Veto,
+    *,
+    principal: Principal | None = None,
+    env: str | None = None,
+    tenant: str | None = None,
+    context: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    on_deny: OnDeny = "message",
+    approval_timeout: float | None = None,
+    tool_names: ToolNames | None = None,
+) -> GuardedTool:
+    """Wrap one tool (sync and async) so every invocation is decided and recorded.
+
+    Per-run overrides come from ``config["configurable"]["veto"]`` (a
+    :class:`VetoContext`) or the LangGraph runtime context, as for the middleware.
+    """
+    if not isinstance(tool, BaseTool):
+        raise TypeError(f"guard_tool wraps a langchain BaseTool, not {type(tool).__name__}")
+    if isinstance(tool, GuardedTool):
+        raise ValueError(f"tool {tool.name!r} is already guarded")
+    if on_deny not in ("message", "raise"):
+        raise ValueError(f"on_deny must be 'message' or 'raise', not {on_deny!r}")
+    guarded = GuardedTool(
+        inner=tool,
+        name=tool.name,
+        description=tool.description,
+        args_schema=tool.args_schema,
+        return_direct=tool.return_direct,
+        response_format=tool.response_format,
+        metadata=tool.metadata,
+        tags=tool.tags,
+    )
+    guarded._veto = veto
+    guarded._defaults = CallDefaults(
+        base=VetoContext(
+            principal=principal, env=env, tenant=tenant, run_id=run_id, context=context
+        ),
+        tool_names=tool_names or ToolNames(),
+    )
+    guarded._on_deny = on_deny
+    guarded._approval_timeout = approval_timeout
+    return guarded
+
+
+def guard_tools(tools: Iterable[BaseTool], veto: Veto, **options: Any) -> list[GuardedTool]:
+    """``guard_tool`` for each tool, with the same options."""
+    return [guard_tool(t, veto, **options) for t in tools]
