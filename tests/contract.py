@@ -1,0 +1,505 @@
+"""The shared adapter contract (DESIGN.md 7): one suite every framework adapter subclasses.
+
+What it proves, for one adapter in one mode (sync or async):
+
+- an allowed call runs exactly once and the model gets the tool's output;
+- denied, pending, rejected, expired and errored calls (an exception inside Veto, an
+  audit store that is down, a condition that cannot be evaluated) run the tool body
+  **zero** times, and the model receives the reason (naming the rule id);
+- an approved call runs exactly once, and not before the approval;
+- several tool calls in one model turn are decided one by one: a denied call does
+  not block the allowed ones, and an allowed call does not release the denied one;
+- exactly one *decision* audit record per tool call (approval state changes are
+  separate records), carrying the adapter's framework name, the principal and run id;
+- arguments changed after an approval are decided again: the approval for the old
+  arguments does not release the new ones, which get their own decision.
+
+How to use it for a new adapter (CrewAI, OpenAI Agents, ...)::
+
+    # tests/<framework>/test_<framework>_contract.py
+    from contract import AdapterContract, AgentRun, Counter, Human, ScriptedCall, ToolSpec
+
+    class CrewAIContract(AdapterContract):
+        framework = "crewai"                       # what the adapter writes in audit records
+
+        def make_tool(self, spec: ToolSpec, counter: Counter) -> Any:
+            # A framework tool named spec.name with one parameter spec.param of type
+            # spec.type whose body is ``return spec.run(counter, **kwargs)``.
+            ...
+
+        def run_agent_with_tool_calls(self, tools, calls, *, human) -> AgentRun:
+            # Build an agent on self.veto with the adapter installed (use
+            # self.principal, self.run_id, self.tenant, self.env), drive it with a
+            # scripted model that emits ``calls`` (ScriptedCall: id, tool, args) in
+            # ONE model turn and then stops, and return what the model saw for each
+            # tool call id: AgentRun(observations={call.id: text}, error=exc_or_None).
+            # Adapters whose approvals suspend the run (approval_style = "resume") call
+            # human.act() while suspended and then resume; "wait" adapters ignore
+            # ``human``: the suite runs it in a background thread during the run.
+            ...
+
+    class TestCrewAISync(CrewAIContract):
+        is_async = False
+
+    class TestCrewAIAsync(CrewAIContract):
+        is_async = True
+
+Hooks and knobs:
+
+- ``make_tool(spec, counter)`` and ``run_agent_with_tool_calls(tools, calls, human=)``
+  (abstract, above). ``self.is_async`` says which path the run must take.
+- ``approval_style``: ``"wait"`` (the adapter blocks until the request is decided or
+  expires) or ``"resume"`` (the run suspends and the application resumes it).
+- ``limitations``: ``{test name: why}`` for contract cases the adapter *cannot*
+  satisfy by the nature of its hook point; each is marked ``xfail(strict=True)``
+  with that reason (so the gap is visible, and fixing it turns the run red until
+  the mark is removed). Never skip silently.
+- ``make_veto(db=...)`` builds the ``Veto``; override only to pass extra options.
+
+Approvals are made through the store, as a person would: ``Human`` decides the
+requests it finds for the scripted tool call ids (``approve`` / ``reject``) as
+``alice``; ``ignore`` leaves them pending; ``expire`` waits past the deadline.
+While a request is pending the tool body must not have run (checked by ``Human``).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pytest
+
+from veto_core import Principal, ToolCall, Veto
+
+__all__ = [
+    "APPROVAL_TIMEOUT_S",
+    "DECISION_OUTCOMES",
+    "POLICY",
+    "AdapterContract",
+    "AgentRun",
+    "Counter",
+    "Human",
+    "ScriptedCall",
+    "ToolSpec",
+]
+
+APPROVAL_TIMEOUT_S = 1.0
+
+POLICY = f"""
+version: 1
+name: contract
+default: deny
+rules:
+  - id: reads-allowed
+    effect: allow
+    tools: [read_file]
+    if: {{field: args.path, path_within: /data}}
+    reason: Reading files under /data is fine
+  - id: no-delete
+    effect: deny
+    tools: [delete_file]
+    reason: Deleting files is not allowed
+  - id: refunds-small
+    effect: allow
+    tools: [issue_refund]
+    if: {{field: args.amount, less_or_equal: 100}}
+  - id: refunds-large
+    effect: require_approval
+    tools: [issue_refund]
+    if: {{field: args.amount, greater_than: 100}}
+    approval: {{approvers: [alice, bob], timeout: {APPROVAL_TIMEOUT_S}}}
+    reason: Refunds over 100 need a finance approver
+"""
+
+# Outcomes of decision records (one per tool call); approval lifecycle records
+# (approval_requested, approved, approval_consumed, ...) are not decisions.
+DECISION_OUTCOMES = frozenset({"allowed", "denied", "pending_approval", "error"})
+
+
+class Counter:
+    """How many times a tool body ran (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def hit(self) -> None:
+        with self._lock:
+            self._n += 1
+
+    @property
+    def value(self) -> int:
+        return self._n
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolSpec:
+    """A tool the contract needs: ``name(param: type) -> str``."""
+
+    name: str
+    param: str
+    type: type
+    description: str
+
+    def run(self, counter: Counter, **kwargs: Any) -> str:
+        """The tool body: count the execution and echo the argument."""
+        counter.hit()
+        return f"{self.name} done: {kwargs.get(self.param)!r}"
+
+
+TOOL_SPECS: tuple[ToolSpec, ...] = (
+    ToolSpec(name="read_file", param="path", type=str, description="Read a file."),
+    ToolSpec(name="delete_file", param="path", type=str, description="Delete a file."),
+    ToolSpec(name="issue_refund", param="amount", type=float, description="Refund money."),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptedCall:
+    """One tool call the scripted model emits."""
+
+    id: str
+    tool: str
+    args: Mapping[str, Any]
+
+
+@dataclass(kw_only=True)
+class AgentRun:
+    """What came back: per tool call id, the text the model saw; and the run's exception."""
+
+    observations: dict[str, str] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+Action = Literal["approve", "reject", "ignore", "expire"]
+
+
+class Human:
+    """Decides approval requests through the store, like a person with the CLI."""
+
+    def __init__(
+        self,
+        veto: Veto,
+        script: Mapping[str, Action],
+        counters: Mapping[str, Counter],
+        approver: str = "alice",
+    ) -> None:
+        self.veto = veto
+        self.script = dict(script)
+        self.counters = counters
+        self.approver = approver
+        self.handled: dict[str, str] = {}  # tool_call_id -> request id
+        self.runs_while_pending: dict[str, int] = {}  # tool_call_id -> body runs seen then
+        self.errors: list[BaseException] = []
+
+    def pending(self) -> list[Any]:
+        approvals = self.veto.approvals  # type: ignore[attr-defined]
+        return [
+            r
+            for r in approvals.list(state="pending", limit=None)
+            if r.tool_call_id in self.script and r.tool_call_id not in self.handled
+        ]
+
+    def act(self, *, suspended: bool = False) -> None:
+        """Decide every scripted pending request. ``suspended``: the run is paused
+        (resume-style adapters); then ``expire`` waits past the request's deadline."""
+        if not self.script:
+            return
+        try:
+            for req in self.pending():
+                action = self.script[req.tool_call_id]
+                counter = self.counters.get(req.tool)
+                self.runs_while_pending[req.tool_call_id] = counter.value if counter else -1
+                if action in ("approve", "reject"):
+                    self.veto.approvals.decide(  # type: ignore[attr-defined]
+                        req.id, approver=self.approver, approve=action == "approve", via="contract"
+                    )
+                    self.handled[req.tool_call_id] = req.id
+                elif action == "expire" and suspended:
+                    delay = (req.expires_at - self.veto.clock()).total_seconds()
+                    time.sleep(max(0.0, delay) + 0.05)
+                    self.veto.approvals.get(req.id)  # type: ignore[attr-defined]
+                    self.handled[req.tool_call_id] = req.id
+                elif suspended:
+                    self.handled[req.tool_call_id] = req.id
+        except BaseException as exc:
+            self.errors.append(exc)
+            raise
+
+    @contextlib.contextmanager
+    def in_background(self, interval: float = 0.02) -> Iterator[None]:
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(Exception):
+                    self.act()
+                stop.wait(interval)
+
+        thread = threading.Thread(target=loop, name="contract-human", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(5)
+
+
+class AdapterContract(abc.ABC):
+    """Subclass per adapter and mode; see the module docstring."""
+
+    framework: ClassVar[str]
+    is_async: ClassVar[bool] = False
+    approval_style: ClassVar[Literal["wait", "resume"]] = "wait"
+    limitations: ClassVar[Mapping[str, str]] = {}
+
+    tenant: ClassVar[str] = "acme"
+    env: ClassVar[str] = "prod"
+    run_id: ClassVar[str] = "run-contract-1"
+    principal: ClassVar[Principal] = Principal(
+        agent="contract-bot", roles=("support",), user="requester"
+    )
+
+    veto: Veto
+    counters: dict[str, Counter]
+    tools: list[Any]
+    tmp_path: Path
+
+    # --- hooks --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def make_tool(self, spec: ToolSpec, counter: Counter) -> Any:
+        """A framework tool for ``spec`` whose body is ``spec.run(counter, **kwargs)``."""
+
+    @abc.abstractmethod
+    def run_agent_with_tool_calls(
+        self, tools: Sequence[Any], calls: Sequence[ScriptedCall], *, human: Human
+    ) -> AgentRun:
+        """Run an agent (adapter installed on ``self.veto``) whose model emits ``calls``
+        in one turn, then stops; return what the model saw per tool call id."""
+
+    def make_veto(self, *, db: str) -> Veto:
+        return Veto.from_yaml(POLICY, env=self.env, tenant=self.tenant, db=db)
+
+    # --- fixtures and helpers -------------------------------------------------------------
+
+    @pytest.fixture(autouse=True)
+    def _contract_setup(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    ) -> Iterator[None]:
+        why = self.limitations.get(request.node.originalname or request.node.name)
+        if why:
+            request.applymarker(pytest.mark.xfail(strict=True, reason=why))
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.delenv("VETO_DB", raising=False)
+        self.tmp_path = tmp_path
+        self.veto = self.make_veto(db=f"sqlite:///{tmp_path / 'v.db'}")
+        self.counters = {s.name: Counter() for s in TOOL_SPECS}
+        self.tools = [self.make_tool(s, self.counters[s.name]) for s in TOOL_SPECS]
+        yield
+        with contextlib.suppress(Exception):
+            self.veto.close()
+
+    def run(
+        self, calls: Sequence[ScriptedCall], script: Mapping[str, Action] | None = None
+    ) -> tuple[AgentRun, Human]:
+        human = Human(self.veto, script or {}, self.counters)
+        if self.approval_style == "wait":
+            with human.in_background():
+                result = self.run_agent_with_tool_calls(self.tools, calls, human=human)
+        else:
+            result = self.run_agent_with_tool_calls(self.tools, calls, human=human)
+        assert not human.errors, human.errors
+        return result, human
+
+    def runs(self, tool: str) -> int:
+        return self.counters[tool].value
+
+    def decision_records(self, tool_call_id: str) -> list[Any]:
+        records = self.veto.audit.query(tenant=self.tenant, limit=None)
+        return [
+            r for r in records if r.tool_call_id == tool_call_id and r.outcome in DECISION_OUTCOMES
+        ]
+
+    def assert_one_decision(self, tool_call_id: str, outcome: str) -> Any:
+        records = self.decision_records(tool_call_id)
+        assert [r.outcome for r in records] == [outcome], records
+        (rec,) = records
+        assert rec.framework == self.framework
+        assert rec.principal.user == self.principal.user
+        assert rec.run_id == self.run_id
+        return rec
+
+    def assert_saw(self, result: AgentRun, tool_call_id: str, *needles: str) -> str:
+        assert tool_call_id in result.observations, (
+            f"the model never saw a result for {tool_call_id}: {result}"
+        )
+        text = result.observations[tool_call_id]
+        for needle in needles:
+            assert needle in text, f"{needle!r} not in what the model saw: {text!r}"
+        return text
+
+    def assert_not_tool_output(self, result: AgentRun, tool_call_id: str) -> None:
+        assert " done: " not in result.observations.get(tool_call_id, "")
+
+    # --- the contract -------------------------------------------------------------------
+
+    def test_allowed_call_runs_once(self) -> None:
+        result, _ = self.run([ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"})])
+        assert self.runs("read_file") == 1
+        self.assert_saw(result, "c1", "read_file done: '/data/a'")
+        self.assert_one_decision("c1", "allowed")
+
+    def test_denied_call_never_runs_and_model_sees_reason(self) -> None:
+        result, _ = self.run([ScriptedCall(id="c1", tool="delete_file", args={"path": "/x"})])
+        assert self.runs("delete_file") == 0
+        self.assert_saw(result, "c1", "no-delete", "Deleting files is not allowed")
+        self.assert_one_decision("c1", "denied")
+
+    def test_approved_call_runs_once_and_not_before(self) -> None:
+        result, human = self.run(
+            [ScriptedCall(id="c1", tool="issue_refund", args={"amount": 500})], {"c1": "approve"}
+        )
+        assert human.runs_while_pending == {"c1": 0}
+        assert self.runs("issue_refund") == 1
+        self.assert_saw(result, "c1", "issue_refund done: 500")
+        self.assert_one_decision("c1", "pending_approval")
+
+    def test_pending_call_never_runs_and_model_sees_reason(self) -> None:
+        result, human = self.run(
+            [ScriptedCall(id="c1", tool="issue_refund", args={"amount": 500})], {"c1": "ignore"}
+        )
+        assert human.runs_while_pending.get("c1", 0) == 0
+        assert self.runs("issue_refund") == 0
+        self.assert_saw(result, "c1", "refunds-large")
+        self.assert_not_tool_output(result, "c1")
+        self.assert_one_decision("c1", "pending_approval")
+
+    def test_rejected_call_never_runs_and_model_sees_reason(self) -> None:
+        result, human = self.run(
+            [ScriptedCall(id="c1", tool="issue_refund", args={"amount": 500})], {"c1": "reject"}
+        )
+        assert human.handled.keys() == {"c1"}
+        assert self.runs("issue_refund") == 0
+        self.assert_saw(result, "c1", "rejected", "refunds-large")
+        self.assert_one_decision("c1", "pending_approval")
+
+    def test_expired_call_never_runs_and_model_sees_reason(self) -> None:
+        t0 = time.monotonic()
+        result, _ = self.run(
+            [ScriptedCall(id="c1", tool="issue_refund", args={"amount": 500})], {"c1": "expire"}
+        )
+        assert time.monotonic() - t0 >= APPROVAL_TIMEOUT_S * 0.9
+        assert self.runs("issue_refund") == 0
+        self.assert_saw(result, "c1", "expired", "refunds-large")
+        self.assert_one_decision("c1", "pending_approval")
+
+    def test_exception_inside_veto_blocks_the_call(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def boom(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("engine exploded")
+
+        for name in ("decide", "authorize", "authorize_and_wait", "check_approval"):
+            monkeypatch.setattr(self.veto, name, boom, raising=False)
+        result, _ = self.run([ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"})])
+        assert self.runs("read_file") == 0
+        self.assert_saw(result, "c1", "engine exploded")
+        self.assert_not_tool_output(result, "c1")
+
+    def test_audit_store_down_blocks_the_call(self) -> None:
+        self.veto = self.make_veto(db="nosuchscheme://nowhere")
+        result, _ = self.run([ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"})])
+        assert self.runs("read_file") == 0
+        self.assert_saw(result, "c1", "audit unavailable")
+
+    def test_condition_error_fails_closed(self) -> None:
+        # path_within on a relative path is an evaluation error: an allow rule does not match.
+        result, _ = self.run([ScriptedCall(id="c1", tool="read_file", args={"path": "data/a"})])
+        assert self.runs("read_file") == 0
+        self.assert_saw(result, "c1", "deny")
+        self.assert_one_decision("c1", "denied")
+
+    def test_parallel_calls_are_decided_one_by_one(self) -> None:
+        calls = [
+            ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"}),
+            ScriptedCall(id="c2", tool="delete_file", args={"path": "/data/a"}),
+            ScriptedCall(id="c3", tool="read_file", args={"path": "/data/b"}),
+            ScriptedCall(id="c4", tool="issue_refund", args={"amount": 20}),
+        ]
+        result, _ = self.run(calls)
+        self.assert_saw(result, "c2", "no-delete")
+        assert self.runs("delete_file") == 0
+        assert self.runs("read_file") == 2
+        assert self.runs("issue_refund") == 1
+        self.assert_saw(result, "c1", "read_file done: '/data/a'")
+        self.assert_saw(result, "c3", "read_file done: '/data/b'")
+        self.assert_saw(result, "c4", "issue_refund done: 20")
+        for cid, outcome in (("c1", "allowed"), ("c2", "denied"), ("c3", "allowed")):
+            self.assert_one_decision(cid, outcome)
+        self.assert_one_decision("c4", "allowed")
+
+    def test_parallel_calls_with_approvals_are_decided_one_by_one(self) -> None:
+        calls = [
+            ScriptedCall(id="c1", tool="issue_refund", args={"amount": 500}),
+            ScriptedCall(id="c2", tool="issue_refund", args={"amount": 700}),
+            ScriptedCall(id="c3", tool="read_file", args={"path": "/data/a"}),
+            ScriptedCall(id="c4", tool="delete_file", args={"path": "/data/a"}),
+        ]
+        result, _ = self.run(calls, {"c1": "approve", "c2": "reject"})
+        assert self.runs("issue_refund") == 1
+        assert self.runs("read_file") == 1
+        assert self.runs("delete_file") == 0
+        self.assert_saw(result, "c1", "issue_refund done: 500")
+        self.assert_saw(result, "c2", "rejected")
+        self.assert_saw(result, "c3", "read_file done")
+        self.assert_saw(result, "c4", "no-delete")
+        for cid in ("c1", "c2"):
+            self.assert_one_decision(cid, "pending_approval")
+
+    def test_changed_arguments_are_decided_again(self) -> None:
+        # A person approved refund c1 for 500 (request bound to these exact arguments)...
+        approved = ToolCall(
+            tool="issue_refund",
+            args={"amount": 500},
+            principal=self.principal,
+            run_id=self.run_id,
+            tool_call_id="c1",
+            framework=self.framework,
+        )
+        auth = self.veto.authorize(approved)
+        assert auth.approval is not None
+        self.veto.approvals.decide(  # type: ignore[attr-defined]
+            auth.approval.id, approver="alice", approve=True, via="contract"
+        )
+        # ...but the call that arrives says 5000: it is a new call, decided again.
+        result, _ = self.run(
+            [ScriptedCall(id="c1", tool="issue_refund", args={"amount": 5000})], {"c1": "expire"}
+        )
+        assert self.runs("issue_refund") == 0
+        self.assert_saw(result, "c1", "refunds-large")
+        records = self.decision_records("c1")
+        assert len(records) == 2 and records[0].args_digest != records[1].args_digest
+        assert [r.args for r in records] == [{"amount": 500}, {"amount": 5000}]
+        # The approval for 500 was not used up by the 5000 call.
+        assert self.veto.approvals.consume(auth.approval.id) is True  # type: ignore[attr-defined]
+
+
+def observe_text(value: Any) -> str:
+    """Best-effort text of a framework result (helper for subclasses)."""
+    content = getattr(value, "content", value)
+    return content if isinstance(content, str) else str(content)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass (helper for subclasses)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()

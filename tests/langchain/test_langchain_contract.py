@@ -1,0 +1,155 @@
+"""The shared adapter contract (tests/contract.py) for every LangChain integration point:
+``VetoMiddleware`` (blocking approvals and LangGraph interrupt/resume), ``guard_tools``
+and ``VetoCallbackHandler``, each sync and async."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from langchain.agents import create_agent
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+from lc_helpers import invoke, make_tool, observations, run_agent, scripted_model
+
+from contract import AdapterContract, AgentRun, Counter, Human, ScriptedCall, ToolSpec
+from veto_langchain import VetoCallbackHandler, VetoMiddleware, guard_tools
+
+
+class LangChainContract(AdapterContract):
+    framework = "langchain"
+
+    def make_tool(self, spec: ToolSpec, counter: Counter) -> Any:
+        return make_tool(spec, counter)
+
+    def options(self) -> dict[str, Any]:
+        return {"principal": self.principal, "run_id": self.run_id}
+
+
+# --- VetoMiddleware, no checkpointer: approvals block until decided or expired --------------
+
+
+class MiddlewareWait(LangChainContract):
+    def run_agent_with_tool_calls(
+        self, tools: Sequence[Any], calls: Sequence[ScriptedCall], *, human: Human
+    ) -> AgentRun:
+        agent = create_agent(
+            scripted_model(calls),
+            list(tools),
+            middleware=[VetoMiddleware(self.veto, **self.options())],
+        )
+        return run_agent(agent, is_async=self.is_async)
+
+
+class TestMiddlewareWaitSync(MiddlewareWait):
+    is_async = False
+
+
+class TestMiddlewareWaitAsync(MiddlewareWait):
+    is_async = True
+
+
+# --- VetoMiddleware + checkpointer: interrupt(), approve in the store, Command(resume=...) ----
+
+
+class MiddlewareInterrupt(LangChainContract):
+    approval_style = "resume"
+
+    def run_agent_with_tool_calls(
+        self, tools: Sequence[Any], calls: Sequence[ScriptedCall], *, human: Human
+    ) -> AgentRun:
+        agent = create_agent(
+            scripted_model(calls),
+            list(tools),
+            middleware=[VetoMiddleware(self.veto, **self.options())],
+            checkpointer=InMemorySaver(),
+        )
+        config = {"configurable": {"thread_id": str(uuid.uuid4())}}
+        inputs: Any = {"messages": [("user", "go")]}
+        try:
+            for _ in range(5):
+                out = invoke(agent, inputs, config, is_async=self.is_async)
+                pending = out.get("__interrupt__")
+                if not pending:
+                    return AgentRun(observations=observations(out["messages"]))
+                for item in pending:
+                    assert item.value["type"] == "veto.approval_required"
+                    assert item.value["tool"] == "issue_refund"
+                human.act(suspended=True)
+                # The resume value is not trusted; send the most tempting one.
+                inputs = Command(resume={i.id: {"approved": True} for i in pending})
+        except Exception as exc:
+            return AgentRun(error=exc)
+        raise AssertionError("the graph kept interrupting")
+
+
+class TestMiddlewareInterruptSync(MiddlewareInterrupt):
+    is_async = False
+
+
+class TestMiddlewareInterruptAsync(MiddlewareInterrupt):
+    is_async = True
+
+
+# --- guard_tools: every tool wrapped, no middleware -------------------------------------------
+
+
+class GuardTools(LangChainContract):
+    def run_agent_with_tool_calls(
+        self, tools: Sequence[Any], calls: Sequence[ScriptedCall], *, human: Human
+    ) -> AgentRun:
+        guarded = guard_tools(tools, self.veto, **self.options())
+        agent = create_agent(scripted_model(calls), guarded)
+        return run_agent(agent, is_async=self.is_async)
+
+
+class TestGuardToolsSync(GuardTools):
+    is_async = False
+
+
+class TestGuardToolsAsync(GuardTools):
+    is_async = True
+
+
+# --- VetoCallbackHandler: can stop a call, cannot answer the model ----------------------------
+
+_RAISES = (
+    "a callback can only stop a call by raising from on_tool_start (raise_error=True): "
+    "the agent run ends with ToolCallDenied, so the model never receives the reason "
+    "(the application does; see test_langchain_callbacks.py)"
+)
+_PARALLEL = (
+    _RAISES + "; and the exception aborts the whole tool step, so sibling calls of the same "
+    "model turn get no result either"
+)
+
+
+class CallbackHandler(LangChainContract):
+    limitations: ClassVar[dict[str, str]] = {
+        "test_denied_call_never_runs_and_model_sees_reason": _RAISES,
+        "test_pending_call_never_runs_and_model_sees_reason": _RAISES,
+        "test_rejected_call_never_runs_and_model_sees_reason": _RAISES,
+        "test_expired_call_never_runs_and_model_sees_reason": _RAISES,
+        "test_exception_inside_veto_blocks_the_call": _RAISES,
+        "test_audit_store_down_blocks_the_call": _RAISES,
+        "test_condition_error_fails_closed": _RAISES,
+        "test_changed_arguments_are_decided_again": _RAISES,
+        "test_parallel_calls_are_decided_one_by_one": _PARALLEL,
+        "test_parallel_calls_with_approvals_are_decided_one_by_one": _PARALLEL,
+    }
+
+    def run_agent_with_tool_calls(
+        self, tools: Sequence[Any], calls: Sequence[ScriptedCall], *, human: Human
+    ) -> AgentRun:
+        agent = create_agent(scripted_model(calls), list(tools))
+        handler = VetoCallbackHandler(self.veto, **self.options())
+        return run_agent(agent, is_async=self.is_async, config={"callbacks": [handler]})
+
+
+class TestCallbackHandlerSync(CallbackHandler):
+    is_async = False
+
+
+class TestCallbackHandlerAsync(CallbackHandler):
+    is_async = True
