@@ -558,6 +558,12 @@ def demo(policy: str | None, db: str | None) -> None:
 main.add_command(audit_cli, "audit")
 main.add_command(policy_cli, "policy")
 
+# --- serve / users (veto_core.server.cli; the [server] extra is imported only when run) ---
+from .server.cli import serve_command, users_cli  # noqa: E402
+
+main.add_command(serve_command, "serve")
+main.add_command(users_cli, "users")
+
 
 @main.command()
 @click.option(

@@ -1,0 +1,159 @@
+"""The dashboard's view of the approvals service (``veto_core.approvals``).
+
+One place adapts the service's API, so pages and the JSON API never import it
+directly. Every failure is an exception the routes turn into an error status:
+nothing here can approve a request except an explicit :meth:`Approvals.decide`
+by an authenticated, authorized user (fail closed).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from veto_core.audit.log import AuditLog
+
+__all__ = ["Approvals", "ApprovalsUnavailable", "Closed", "NotFound", "Refused"]
+
+
+class ApprovalsUnavailable(Exception):
+    """The approval store cannot be opened or read (HTTP 503)."""
+
+
+class NotFound(Exception):
+    """No such request, or it belongs to a tenant the user cannot see (HTTP 404)."""
+
+
+class Refused(Exception):
+    """The vote is not accepted: not eligible, own call, ... (HTTP 403)."""
+
+
+class Closed(Exception):
+    """The request is no longer pending (HTTP 409)."""
+
+
+class Approvals:
+    """Lazily opened approval service on the server's database URL."""
+
+    def __init__(self, db: str, audit: AuditLog | None = None) -> None:
+        self.db = db
+        self.audit = audit  # shared with the server: votes are recorded in the same log
+        self._service: Any = None
+        self._lock = threading.Lock()
+
+    def service(self) -> Any:
+        if self._service is None:
+            with self._lock:
+                if self._service is None:
+                    try:
+                        from veto_core.approvals import (
+                            ApprovalService,
+                            open_approval_store,
+                            open_approvals,
+                        )
+                    except ImportError as exc:
+                        raise ApprovalsUnavailable(
+                            f"the approvals service is not available in this build: {exc}"
+                        ) from exc
+                    try:
+                        if self.audit is None:
+                            self._service = open_approvals(self.db)
+                        else:
+                            store = open_approval_store(self.db)
+                            self._service = ApprovalService(store, self.audit, db=self.db)
+                    except Exception as exc:
+                        raise ApprovalsUnavailable(
+                            f"cannot open the approval store: {exc}"
+                        ) from exc
+        return self._service
+
+    def close(self) -> None:
+        svc = self._service
+        if svc is not None and hasattr(svc, "close"):
+            svc.close()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def list_requests(self, tenants: list[str], state: str | None = "pending") -> list[Any]:
+        """Requests of ``tenants`` (newest first); ``state=None``: every state."""
+        from veto_core.approvals import ApprovalState
+
+        svc = self.service()
+        out: list[Any] = []
+        try:
+            st = None if state is None else ApprovalState(state)
+        except ValueError as exc:
+            raise NotFound(f"unknown state {state!r}") from exc
+        for t in tenants:
+            try:
+                out.extend(svc.list(tenant=t, state=st))
+            except Exception as exc:
+                raise ApprovalsUnavailable(f"cannot list approval requests: {exc}") from exc
+        out.sort(key=lambda r: r.created_at, reverse=True)
+        return out
+
+    def get(self, request_id: str, tenants: list[str]) -> Any:
+        """The request, if it belongs to one of ``tenants``; else :class:`NotFound`."""
+        from veto_core.approvals import ApprovalNotFound
+
+        svc = self.service()
+        try:
+            req = svc.get(request_id)
+        except ApprovalNotFound as exc:
+            raise NotFound(request_id) from exc
+        except ApprovalsUnavailable:
+            raise
+        except Exception as exc:
+            raise ApprovalsUnavailable(f"cannot read approval request: {exc}") from exc
+        if req is None or req.tenant not in tenants:
+            raise NotFound(request_id)
+        return req
+
+    # -- deciding --------------------------------------------------------------------
+
+    def decide(
+        self,
+        request_id: str,
+        *,
+        username: str,
+        email: str | None,
+        policy_roles: tuple[str, ...],
+        tenant: str,
+        approve: bool,
+        via: str,
+        reason: str | None,
+    ) -> Any:
+        """Cast the user's vote; the service enforces eligibility, quorum, self-approval."""
+        from veto_core.approvals import (
+            ApprovalClosed,
+            ApprovalNotFound,
+            ApprovalRefused,
+            Approver,
+        )
+
+        approver = Approver(id=username, roles=policy_roles, email=email, tenant=tenant)
+        try:
+            return self.service().decide(
+                request_id, approver=approver, approve=approve, via=via, reason=reason or None
+            )
+        except ApprovalNotFound as exc:
+            raise NotFound(request_id) from exc
+        except ApprovalClosed as exc:
+            raise Closed(str(exc)) from exc
+        except ApprovalRefused as exc:
+            raise Refused(str(exc)) from exc
+        except ApprovalsUnavailable:
+            raise
+        except Exception as exc:
+            raise ApprovalsUnavailable(f"the decision was not recorded: {exc}") from exc
+
+
+def request_view(req: Any, now: _dt.datetime | None = None) -> dict[str, Any]:
+    """A request as the API returns it, plus what the page shows (time left)."""
+    d: dict[str, Any] = dict(req.to_dict())
+    now = now or _dt.datetime.now(_dt.UTC)
+    left = (req.expires_at - now).total_seconds()
+    d["seconds_left"] = max(0, int(left))
+    return d
