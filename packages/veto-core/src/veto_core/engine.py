@@ -7,9 +7,10 @@ attribute assignment, so a decision sees either the old or the new policy whole.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter_ns
@@ -24,6 +25,7 @@ from .policy.operators import EvalError, Operator
 from .policy.watch import PolicyWatcher
 
 if TYPE_CHECKING:
+    from .approvals import ApprovalRequest, ApprovalService
     from .audit import AuditLog
 
 __all__ = ["Explanation", "RuleTrace", "Veto"]
@@ -87,6 +89,8 @@ class Veto:
         self.db = db  # audit/approval store URL; None: $VETO_DB or ~/.veto/veto.db
         self._audit: AuditLog | None = None
         self._audit_lock = threading.Lock()
+        self._approvals: ApprovalService | None = None
+        self._approvals_lock = threading.Lock()
         self._stored_revisions: set[str] = set()
         self.tenant = tenant
         self.clock: Callable[[], datetime] = clock or _utcnow
@@ -388,6 +392,9 @@ class Veto:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self._approvals is not None:
+            self._approvals.close()
+            self._approvals = None
         if self._audit is not None:
             self._audit.close()
             self._audit = None
@@ -411,6 +418,8 @@ class Veto:
                     )
                 return target.authorize(call)
         decision = self.decide(call)
+        if decision.effect is _APPROVE:
+            return self._authorize_approval(call, decision)
         from .audit import AuditUnavailable, warn_best_effort
 
         try:
@@ -430,6 +439,141 @@ class Veto:
                 return Authorization(decision=decision, record_id=None)
             return Authorization(decision=_audit_unavailable(decision, exc), record_id=None)
         return Authorization(decision=decision, record_id=record.id)
+
+    # --- approvals (the adapters' contract: DESIGN.md 5 and 9) ------------------------------
+
+    @property
+    def approvals(self) -> ApprovalService:
+        """The approval service on the same ``db`` as the audit trail (opened on first
+        use; raises ``ApprovalUnavailable`` / ``AuditUnavailable``).
+
+        ``decide(id, approver=..., approve=..., via=..., reason=...)``,
+        ``wait(id, timeout) -> ApprovalState``, ``consume(id) -> bool``,
+        ``get(id)``, ``list(tenant=, state=)``, ``find(call)``, ``cancel(id)``.
+        """
+        if self._parent is not None:
+            return self._parent.approvals
+        if self._approvals is None:
+            with self._approvals_lock:
+                if self._approvals is None:
+                    from .approvals import ApprovalService, open_approval_store
+
+                    audit = self.audit
+                    self._approvals = ApprovalService(
+                        open_approval_store(self.db), audit, clock=self.clock, db=self.db,
+                        tenant=self.tenant, env=self.env,
+                    )  # fmt: skip
+        return self._approvals
+
+    def _authorize_approval(self, call: ToolCall, decision: Decision) -> Authorization:
+        """A require_approval decision: create (or find) the request bound to this call,
+        record the decision naming it, announce a new request to its channels.
+
+        Approvals need both stores: if either fails the call is denied (even in
+        ``audit: {mode: best_effort}``: an approval nobody can trace releases nothing).
+        """
+        from .approvals.service import describe_error
+        from .audit import ApprovalInfo
+
+        redact = self._policy.redact
+        try:
+            service = self.approvals
+            request, created = service.open_request(
+                call, decision, tenant=self.tenant, env=self.env, redact=redact
+            )
+        except Exception as exc:
+            error = describe_error(exc)
+            denied = _approval_unavailable(decision, error)
+            record_id = None
+            with contextlib.suppress(Exception):  # a denial is still worth its record
+                record_id = self.audit.record_decision(
+                    call, denied, env=self.env, tenant=self.tenant, redact=redact,
+                    latency_us=decision.eval_ns // 1000,
+                ).id  # fmt: skip
+            return Authorization(decision=denied, record_id=record_id, approval_error=error)
+        try:
+            audit = self.audit
+            self._store_revision(audit)
+            record = audit.record_decision(
+                call, decision, env=self.env, tenant=self.tenant, redact=redact,
+                latency_us=decision.eval_ns // 1000, approval=ApprovalInfo(id=request.id),
+            )  # fmt: skip
+            if created:
+                service.announce(request, call, redact=redact)
+        except Exception as exc:
+            error = describe_error(exc)
+            return Authorization(
+                decision=_audit_unavailable(decision, exc), record_id=None, approval_error=error
+            )
+        return Authorization(decision=decision, record_id=record.id, approval=request)
+
+    def authorize_and_wait(self, call: ToolCall, timeout: float | None = None) -> Authorization:
+        """`authorize`, then, when approval is required, block until the request is
+        decided, expires, or ``timeout`` seconds pass (default: the rule's timeout).
+
+        For blocking frameworks (CrewAI, sync tools, LangChain without a
+        checkpointer). ``run_tool`` is True only for an allowed call, or when the
+        request is APPROVED and this call consumed it now (``released``): a second
+        release of the same request is impossible. When ``timeout`` runs out first
+        the request is expired (nobody waits for it any more). Never raises for a
+        store failure: the call is refused with ``approval_error`` set.
+        """
+        return self.wait_for_approval(self.authorize(call), timeout=timeout)
+
+    def wait_for_approval(self, auth: Authorization, timeout: float | None = None) -> Authorization:
+        """The waiting half of `authorize_and_wait`, for an ``Authorization`` already
+        obtained from `authorize` (e.g. after telling the user the call waits)."""
+        from .approvals import ApprovalState
+        from .approvals.service import describe_error
+
+        request = auth.approval
+        if auth.decision.effect is not _APPROVE or request is None or auth.released:
+            return auth
+        try:
+            service = self.approvals
+            state = service.wait(request.id, timeout)
+            if state is ApprovalState.PENDING:
+                waited = f"{timeout:g}s" if timeout is not None else "the deadline"
+                final = service.expire(
+                    request.id, reason=f"no decision within {waited}; the caller stopped waiting"
+                )
+            else:
+                final = service.get(request.id)
+            released = final.state is ApprovalState.APPROVED and service.consume(request.id)
+            if released:
+                final = service.get(request.id)
+            return replace(auth, approval=final, released=released)
+        except Exception as exc:
+            return replace(auth, released=False, approval_error=describe_error(exc))
+
+    def check_approval(self, call: ToolCall) -> bool:
+        """Non-blocking: True only if the request bound to exactly this call (tenant,
+        run_id, tool_call_id, tool, args) is APPROVED and unconsumed, and it is
+        consumed now; so True at most once per request.
+
+        For frameworks that suspend and resume (LangGraph ``interrupt()``, OpenAI
+        Agents ``RunState``): call `authorize` when the call first appears (it
+        creates the request), and this when the run resumes. The call is decided
+        again first: a policy that now denies it wins over the approval. Any
+        failure is False (fail closed).
+        """
+        from .approvals import ApprovalState
+
+        try:
+            if self.decide(call).effect is _DENY:
+                return False
+            service = self.approvals
+            request = service.find(call, tenant=self.tenant)
+            if request is None or request.state is not ApprovalState.APPROVED:
+                return False
+            return request.consumed_at is None and service.consume(request.id)
+        except Exception:
+            return False
+
+    def find_approval(self, call: ToolCall) -> ApprovalRequest | None:
+        """The request bound to exactly this call, if any (expiry applied; nothing is
+        consumed). Raises ``ApprovalUnavailable`` on a store failure."""
+        return self.approvals.find(call, tenant=self.tenant)
 
     def _refuse(self, reason: str) -> Decision:
         p = self._policy
@@ -504,6 +648,23 @@ def _audit_unavailable(decision: Decision, exc: Exception) -> Decision:
         decision.rule_ids,
         (),
         (f"audit unavailable: {exc} (the call is denied because it cannot be recorded)",),
+        decision.errors,
+        decision.policy_name,
+        decision.policy_revision,
+        decision.eval_ns,
+        None,
+    )
+
+
+def _approval_unavailable(decision: Decision, error: str) -> Decision:
+    return make_decision(
+        Effect.DENY,
+        decision.rule_ids,
+        (),
+        (
+            *decision.reasons,
+            f"approval unavailable: {error} (the call is denied because it cannot be approved)",
+        ),
         decision.errors,
         decision.policy_name,
         decision.policy_revision,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pluggy
 
 if TYPE_CHECKING:
+    from veto_core.approvals.model import ApprovalLinks, ApprovalRequest
     from veto_core.audit.sink import AuditSink, SinkConfig
     from veto_core.model import Principal
 
@@ -24,11 +25,19 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 class ApprovalChannel(Protocol):
-    """Delivers approval requests to approvers (console, dashboard, slack, email, webhook)."""
+    """Delivers approval requests to approvers (console, dashboard, slack, email, webhook).
+
+    ``name`` is what a rule's ``approval.channels`` lists. ``notify`` is called once
+    per new request with a frozen copy of it and the ways to decide it; it should
+    return promptly (the agent's call waits on it) and may raise: a failing channel
+    is logged and recorded, and the other channels are still notified. A channel
+    never decides a request itself; decisions come back through the approval
+    service (CLI, server API, signed Slack/email callbacks).
+    """
 
     name: str
 
-    def notify(self, request: Any, links: Any) -> None: ...
+    def notify(self, request: ApprovalRequest, links: ApprovalLinks) -> None: ...
 
 
 Operator = Callable[[Any], Callable[[Any], bool]]

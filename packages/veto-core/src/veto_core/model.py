@@ -104,6 +104,11 @@ class Decision:
     policy_revision: str
     eval_ns: int
     approval: ApprovalSpec | None = None
+    #: False when the policy is in ``mode: shadow``: recorded, never enforced.
+    enforced: bool = True
+    #: What rules in ``mode: shadow`` would have made of this call, when that differs.
+    shadow_effect: Effect | None = None
+    shadow_rule_ids: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -124,6 +129,11 @@ class Decision:
             "policy_name": self.policy_name,
             "policy_revision": self.policy_revision,
         }
+        if not self.enforced:
+            out["enforced"] = False
+        if self.shadow_effect is not None:
+            out["shadow_effect"] = self.shadow_effect.value
+            out["shadow_rule_ids"] = list(self.shadow_rule_ids)
         if self.approval is not None:
             out["approval"] = {
                 "approvers": list(self.approval.approvers),
@@ -138,15 +148,50 @@ class Decision:
 class Authorization:
     """What adapters act on: the decision, its durable audit record (``record_id`` is
     None only in ``audit: {mode: best_effort}`` when the store failed), and the
-    approval request when the decision requires one. Only ``run_tool`` lets a tool run."""
+    approval request when the decision requires one. Only ``run_tool`` lets a tool run.
+
+    ``released`` is True only on the ``Authorization`` returned by
+    ``Veto.authorize_and_wait`` / ``Veto.wait_for_approval`` when the request was
+    APPROVED and consumed by that very call (so it is True once per request).
+    ``approval_error`` says why the approval path failed (the call does not run).
+    """
 
     decision: Decision
     record_id: str | None
     approval: Any | None = None  # an ApprovalRequest when decision requires approval
+    released: bool = False
+    approval_error: str | None = None
 
     @property
     def run_tool(self) -> bool:
-        return self.decision.effect is Effect.ALLOW
+        if not self.decision.enforced:
+            return True  # policy in mode: shadow: recorded as shadow-*, never blocks
+        effect = self.decision.effect
+        if effect is Effect.ALLOW:
+            return True
+        return effect is Effect.REQUIRE_APPROVAL and self.released and self.approval is not None
+
+    @property
+    def reason(self) -> str:
+        """Why the call runs or not, as one line (the decision's reasons, plus the
+        approval's state when approval was required)."""
+        text = self.decision.reason
+        if self.decision.effect is not Effect.REQUIRE_APPROVAL:
+            return text
+        if self.approval_error:
+            return f"{text}; approval failed (fail closed): {self.approval_error}"
+        if self.approval is None:
+            return text
+        state = str(getattr(self.approval, "state", "pending"))
+        what = f"approval request {getattr(self.approval, 'id', '?')} is {state}"
+        if self.released:
+            return f"{text}; {what}, released to run"
+        final = getattr(self.approval, "final_reason", None)
+        if state == "approved":
+            what += " but was already used (an approval releases one call once)"
+        elif final:
+            what += f": {final}"
+        return f"{text}; {what}"
 
 
 _DECISION_NEW = object.__new__
@@ -163,6 +208,9 @@ def make_decision(
     policy_revision: str,
     eval_ns: int,
     approval: ApprovalSpec | None,
+    enforced: bool = True,
+    shadow_effect: Effect | None = None,
+    shadow_rule_ids: tuple[str, ...] = (),
 ) -> Decision:
     """Build a Decision on the hot path.
 
@@ -183,6 +231,9 @@ def make_decision(
             "policy_revision": policy_revision,
             "eval_ns": eval_ns,
             "approval": approval,
+            "enforced": enforced,
+            "shadow_effect": shadow_effect,
+            "shadow_rule_ids": shadow_rule_ids,
         },
     )
     return d

@@ -8,16 +8,27 @@ third-party entry points (built-ins are always registered).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import pluggy
 
 from veto_core import hookspecs
 
-__all__ = ["BUILTIN_PLUGINS", "ENV_DISABLE_PLUGINS", "get_plugin_manager"]
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "ENV_DISABLE_PLUGINS",
+    "PluginInfo",
+    "describe_plugins",
+    "get_plugin_manager",
+]
 
 ENV_DISABLE_PLUGINS = "VETO_DISABLE_PLUGINS"
 
-BUILTIN_PLUGINS: tuple[str, ...] = ("veto_core.audit.plugin",)
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "veto_core.audit.plugin",
+    "veto_core.approvals.channels.console",
+    "veto_core.approvals.channels.webhook",
+)
 """Dotted module names registered before entry points, in this order."""
 
 
@@ -33,3 +44,40 @@ def get_plugin_manager(*, load_entrypoints: bool | None = None) -> pluggy.Plugin
     if load_entrypoints:
         pm.load_setuptools_entrypoints(hookspecs.PROJECT)
     return pm
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PluginInfo:
+    """One registered plugin, for ``veto plugins``."""
+
+    name: str
+    source: str  # "builtin" or "entry point <dist> <version>"
+    hooks: tuple[str, ...]
+    channels: tuple[str, ...] = ()
+
+
+def describe_plugins(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
+    """What is loaded, in registration order, with where it came from."""
+    pm = pm or get_plugin_manager()
+    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    out: list[PluginInfo] = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        dist = dists.get(id(plugin))
+        if dist is not None:
+            source = f"entry point {dist.project_name} {dist.version}"
+        elif name in BUILTIN_PLUGINS:
+            source = "builtin"
+        else:
+            source = "registered"
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
+        channels: tuple[str, ...] = ()
+        impl = getattr(plugin, "veto_approval_channels", None)
+        if impl is not None:
+            try:
+                channels = tuple(str(getattr(c, "name", "?")) for c in impl() or ())
+            except Exception as exc:
+                channels = (f"<error: {type(exc).__name__}: {exc}>",)
+        out.append(PluginInfo(name=name, source=source, hooks=hooks, channels=channels))
+    return out

@@ -215,6 +215,7 @@ class AuditLog:
         approval: ApprovalInfo | None = None,
         latency_us: int = 0,
         now: _dt.datetime | None = None,
+        args_digest: str | None = None,
     ) -> AuditRecord:
         """Durably record a state change that is not a decision.
 
@@ -223,7 +224,9 @@ class AuditLog:
         ``args_digest`` matches the request's), and ``outcome`` one of e.g.
         ``approval_requested``, ``approval_vote``, ``approved``, ``rejected``,
         ``expired``, ``cancelled``, ``approval_consumed``. Same durability and
-        failure rule as :meth:`record_decision`.
+        failure rule as :meth:`record_decision`. ``args_digest`` overrides the
+        digest of ``args`` when only a redacted copy is at hand (later lifecycle
+        steps pass the request's digest so every step names the same call).
         """
         try:
             return self._record(
@@ -246,6 +249,7 @@ class AuditLog:
                 approval=approval,
                 latency_us=latency_us,
                 now=now,
+                digest=args_digest,
             )
         except AuditUnavailable:
             raise
@@ -274,6 +278,7 @@ class AuditLog:
         approval: ApprovalInfo | None,
         latency_us: int,
         now: _dt.datetime | None,
+        digest: str | None = None,
     ) -> AuditRecord:
         key = self.sink.tenant_key(tenant)
         plain, plain_json = plain_args_json(args)
@@ -305,7 +310,7 @@ class AuditLog:
             tool_call_id=tool_call_id,
             args=stored,
             args_json=stored_json,
-            args_digest=digest_json(key, plain_json),
+            args_digest=digest_json(key, plain_json) if digest is None else digest,
             effect=effect,
             outcome=outcome,
             rule_ids=tuple(rule_ids),

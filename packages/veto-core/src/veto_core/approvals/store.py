@@ -1,0 +1,270 @@
+"""The storage contract of approval requests, and the row mapping SQL stores share.
+
+A store keeps requests and their votes in the same database as the audit trail.
+It knows nothing of quorum or eligibility: the service decides what a change is
+(:class:`Change`) inside :meth:`ApprovalStore.mutate`, which runs it under the
+request's lock and applies it with a compare-and-set on the state the decision
+was made from, so two processes can never both move the same request.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from veto_core.approvals.model import (
+    ApprovalRequest,
+    ApprovalState,
+    ApprovalUnavailable,
+    Vote,
+)
+from veto_core.audit.record import (
+    canonical_json,
+    principal_from_dict,
+    principal_to_dict,
+    ts_from_us,
+    ts_to_us,
+)
+
+__all__ = ["REQUEST_COLUMNS", "ApprovalStore", "Change", "open_approval_store"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Change:
+    """What one locked transaction does to a request (all parts optional)."""
+
+    state: ApprovalState | None = None
+    vote: Vote | None = None
+    decided_at: datetime | None = None
+    consumed_at: datetime | None = None
+    final_reason: str | None = None
+
+
+Mutator = Callable[[ApprovalRequest], Change | None]
+Waiter = Callable[[float], None]
+
+
+class ApprovalStore(abc.ABC):
+    """Durable approval requests. Every method raises :class:`ApprovalUnavailable`
+    on a storage failure."""
+
+    url: str
+
+    @abc.abstractmethod
+    def insert_or_get(self, request: ApprovalRequest) -> tuple[ApprovalRequest, bool]:
+        """Insert ``request`` unless one with the same binding exists (unique
+        constraint); return the stored request and whether it was created."""
+
+    @abc.abstractmethod
+    def get(self, request_id: str) -> ApprovalRequest | None: ...
+
+    @abc.abstractmethod
+    def find(self, binding: str) -> ApprovalRequest | None: ...
+
+    @abc.abstractmethod
+    def resolve(self, prefix: str) -> list[str]:
+        """Ids starting with ``prefix`` (at most 2: enough to tell unique from ambiguous)."""
+
+    @abc.abstractmethod
+    def list(
+        self,
+        *,
+        tenant: str | None = None,
+        states: Sequence[ApprovalState] | None = None,
+        limit: int | None = 100,
+    ) -> list[ApprovalRequest]:
+        """Requests, newest first."""
+
+    @abc.abstractmethod
+    def mutate(self, request_id: str, fn: Mutator) -> tuple[ApprovalRequest, Change | None]:
+        """Lock the request, call ``fn`` on its current value, apply the change it
+        returns (compare-and-set on the state and consumption it saw), commit and
+        wake waiters. Returns the request after the change and the change.
+        Exceptions raised by ``fn`` roll back and propagate."""
+
+    @abc.abstractmethod
+    def watch(self) -> contextlib.AbstractContextManager[Waiter]:
+        """A context whose value, called with ``seconds``, blocks until some request
+        may have changed (or the time is up). Spurious wake-ups are allowed."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+def open_approval_store(url: str | None = None) -> ApprovalStore:
+    """The approval store in the audit database at ``url`` (``None``: ``$VETO_DB``
+    or ``~/.veto/veto.db``): SQLite or PostgreSQL."""
+    from veto_core.audit.log import default_audit_url
+    from veto_core.audit.sink import SinkConfig
+
+    config = SinkConfig.parse(url if url else default_audit_url())
+    try:
+        if config.scheme == "sqlite":
+            from veto_core.approvals.sqlite import SqliteApprovalStore
+
+            return SqliteApprovalStore(config.url)
+        if config.scheme == "postgresql":
+            from veto_core.approvals.postgres import PostgresApprovalStore
+
+            return PostgresApprovalStore(config.url)
+    except ApprovalUnavailable:
+        raise
+    except Exception as exc:
+        raise ApprovalUnavailable(f"cannot open approval store {config.url!r}: {exc}") from exc
+    raise ApprovalUnavailable(
+        f"approvals need a sqlite or postgresql store, not {config.scheme!r} ({config.url})"
+    )
+
+
+# --------------------------------------------------------------------------- row mapping
+
+REQUEST_COLUMNS: tuple[str, ...] = (
+    "id",
+    "binding",
+    "tenant",
+    "run_id",
+    "tool_call_id",
+    "tool",
+    "args_digest",
+    "state",
+    "created_us",
+    "expires_us",
+    "env",
+    "principal",
+    "requester",
+    "args",
+    "approvers",
+    "quorum",
+    "channels",
+    "rule_ids",
+    "reasons",
+    "policy_name",
+    "policy_revision",
+    "decided_us",
+    "consumed_us",
+    "final_reason",
+)
+VOTE_COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "n",
+    "approver",
+    "approve",
+    "via",
+    "at_us",
+    "roles",
+    "reason",
+)
+
+
+def _dumps(value: Any) -> str:
+    return canonical_json(value).decode("utf-8")
+
+
+def _us(ts: datetime | None) -> int | None:
+    return None if ts is None else ts_to_us(ts)
+
+
+def _ts(us: Any) -> datetime | None:
+    return None if us is None else ts_from_us(int(us))
+
+
+def request_row(r: ApprovalRequest) -> tuple[Any, ...]:
+    return (
+        r.id,
+        r.binding,
+        r.tenant,
+        r.run_id,
+        r.tool_call_id,
+        r.tool,
+        r.args_digest,
+        r.state.value,
+        ts_to_us(r.created_at),
+        ts_to_us(r.expires_at),
+        r.env,
+        _dumps(principal_to_dict(r.principal)),
+        r.principal.user,
+        None if r.args is None else _dumps(r.args),
+        _dumps(list(r.approvers)),
+        r.quorum,
+        _dumps(list(r.channels)),
+        _dumps(list(r.rule_ids)),
+        _dumps(list(r.reasons)),
+        r.policy_name,
+        r.policy_revision,
+        _us(r.decided_at),
+        _us(r.consumed_at),
+        r.final_reason,
+    )
+
+
+def vote_row(request_id: str, n: int, v: Vote) -> tuple[Any, ...]:
+    return (
+        request_id,
+        n,
+        v.approver,
+        1 if v.approve else 0,
+        v.via,
+        ts_to_us(v.at),
+        _dumps(list(v.roles)),
+        v.reason,
+    )
+
+
+def request_from_rows(row: Sequence[Any], votes: Sequence[Sequence[Any]]) -> ApprovalRequest:
+    d = dict(zip(REQUEST_COLUMNS, row, strict=True))
+    created, expires = _ts(d["created_us"]), _ts(d["expires_us"])
+    assert created is not None and expires is not None
+    return ApprovalRequest(
+        id=d["id"],
+        tenant=d["tenant"],
+        run_id=d["run_id"],
+        tool_call_id=d["tool_call_id"],
+        tool=d["tool"],
+        args_digest=d["args_digest"],
+        state=ApprovalState(d["state"]),
+        created_at=created,
+        expires_at=expires,
+        env=d["env"],
+        principal=principal_from_dict(json.loads(d["principal"])),
+        args=None if d["args"] is None else json.loads(d["args"]),
+        approvers=tuple(json.loads(d["approvers"])),
+        quorum=int(d["quorum"]),
+        channels=tuple(json.loads(d["channels"])),
+        rule_ids=tuple(json.loads(d["rule_ids"])),
+        reasons=tuple(json.loads(d["reasons"])),
+        policy_name=d["policy_name"],
+        policy_revision=d["policy_revision"],
+        votes=tuple(
+            Vote(
+                approver=v[2],
+                approve=bool(v[3]),
+                via=v[4],
+                at=ts_from_us(int(v[5])),
+                roles=tuple(json.loads(v[6])),
+                reason=v[7],
+            )
+            for v in votes
+        ),
+        decided_at=_ts(d["decided_us"]),
+        consumed_at=_ts(d["consumed_us"]),
+        final_reason=d["final_reason"],
+    )
+
+
+def apply_change(r: ApprovalRequest, c: Change) -> dict[str, Any]:
+    """The column updates a change makes."""
+    out: dict[str, Any] = {}
+    if c.state is not None:
+        out["state"] = c.state.value
+    if c.decided_at is not None:
+        out["decided_us"] = ts_to_us(c.decided_at)
+    if c.consumed_at is not None:
+        out["consumed_us"] = ts_to_us(c.consumed_at)
+    if c.final_reason is not None:
+        out["final_reason"] = c.final_reason
+    return out
