@@ -71,6 +71,11 @@ def _filters(f: F) -> F:
             click.option("--user", default=None),
             click.option("--run", "run_id", default=None, help="Run id."),
             click.option("--text", default=None, help="Substring of a reason (case-insensitive)."),
+            click.option(
+                "--shadow",
+                is_flag=True,
+                help="Only calls that shadow mode would have blocked (outcome shadow-*).",
+            ),
         ]
     ):
         f = opt(f)
@@ -90,6 +95,7 @@ def _query(kw: dict[str, Any], **extra: Any) -> AuditQuery:
         user=kw["user"],
         run_id=kw["run_id"],
         text=kw["text"],
+        shadow=kw["shadow"],
         **extra,
     )
 

@@ -287,6 +287,8 @@ class PostgresSink(AuditSink):
             if val is not None:
                 where.append(f"{col} = %s")
                 params.append(val)
+        if q.shadow:
+            where.append("outcome LIKE 'shadow-%%'")
         if q.agent is not None:
             where.append("(principal::jsonb ->> 'agent') = %s")
             params.append(q.agent)

@@ -122,6 +122,8 @@ class AuditQuery:
     user: str | None = None
     run_id: str | None = None
     text: str | None = None
+    #: Only calls let through although shadow mode would have blocked them (outcome shadow-*).
+    shadow: bool = False
     limit: int | None = None
     offset: int = 0
     newest_first: bool = False
@@ -139,6 +141,8 @@ class AuditQuery:
         if self.outcome is not None and r.outcome != self.outcome:
             return False
         if self.effect is not None and r.effect != self.effect:
+            return False
+        if self.shadow and not r.outcome.startswith("shadow-"):
             return False
         if self.rule_id is not None and self.rule_id not in r.rule_ids:
             return False

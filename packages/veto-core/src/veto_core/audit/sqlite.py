@@ -317,6 +317,8 @@ class SqliteSink(AuditSink):
             if val is not None:
                 where.append(f"{col} = ?")
                 params.append(val)
+        if q.shadow:
+            where.append("outcome LIKE 'shadow-%'")
         if q.agent is not None:
             where.append("json_extract(principal, '$.agent') = ?")
             params.append(q.agent)

@@ -41,6 +41,7 @@ class CompiledRule:
     file: str
     line: int | None
     model: RuleModel
+    shadow: bool  # mode: shadow: evaluated and recorded, never enforced
     reasons: tuple[str, ...]  # (f"{reason} [{id}]",), precomputed for the hot path
 
     @property
@@ -58,6 +59,7 @@ class CompiledPolicy:
         rules: tuple[CompiledRule, ...],
         role_parents: Mapping[str, frozenset[str]],
         operators: Mapping[str, Operator],
+        shadow_as_enforced: bool = False,
     ) -> None:
         model = loaded.model
         self.loaded = loaded
@@ -74,9 +76,25 @@ class CompiledPolicy:
         self.requires_env = any(r.envs is not None for r in self.rules)
         self.requires_tenant = any(r.tenants is not None for r in self.rules)
         self._role_parents = role_parents
+        #: mode: shadow on the policy: decisions are recorded but never enforced.
+        self.enforced = model.mode == "enforce"
+        #: Rules in mode: shadow are left out of the index and decided in `shadow_view`,
+        #: a twin policy that enforces them, so a decision can say what they would change.
+        has_shadow_rules = any(r.shadow for r in self.rules)
+        self.shadow_view: CompiledPolicy | None = None
+        if has_shadow_rules and not shadow_as_enforced:
+            self.shadow_view = CompiledPolicy(
+                loaded=loaded,
+                rules=rules,
+                role_parents=role_parents,
+                operators=operators,
+                shadow_as_enforced=True,
+            )
         exact: dict[str, list[CompiledRule]] = {}
         globs: list[tuple[Any, CompiledRule]] = []
         for rule in self.rules:
+            if rule.shadow and not shadow_as_enforced:
+                continue
             for pattern in rule.tools:
                 if _GLOB_CHARS.isdisjoint(pattern):
                     exact.setdefault(pattern, []).append(rule)
@@ -260,6 +278,7 @@ def compile_policy(
                 file=doc.file,
                 line=doc.locate(base)[0],
                 model=rule,
+                shadow=rule.mode == "shadow",
             )
         )
     if problems:

@@ -253,6 +253,13 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
                 "audit mode 'best_effort' would weaken the base policy's 'required'",
             )
         )
+    if child.mode == "shadow" and bm.mode == "enforce":
+        problems.append(
+            doc.problem(
+                ("mode",),
+                "mode 'shadow' would let every call through that the base policy enforces",
+            )
+        )
     if problems:
         raise PolicyError(problems)
     retention = child.audit.retention_days or bm.audit.retention_days
@@ -261,6 +268,7 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
         name=child.name,
         description=child.description,
         default=child.default,
+        mode=child.mode,
         extends=[],
         lists=lists,
         roles=roles,
@@ -352,7 +360,7 @@ def _load(doc: SourceDoc, stack: tuple[Path, ...]) -> _Merged:
     model = _validate(doc)
     empty = PolicyModel.model_construct(
         version=1, name=model.name, description=None, default="allow", extends=[], lists={}, roles={}, rules=[],
-        redact=[], audit=AuditModel(mode="best_effort"), tests=None,
+        redact=[], audit=AuditModel(mode="best_effort"), tests=None, mode="shadow",
     )  # fmt: skip
     merged = _Merged(
         model=empty, rule_sources=[], list_sources={}, role_sources={}, files=[], rule_ids={}
@@ -422,6 +430,7 @@ def _combine(acc: _Merged, base: _Merged) -> _Merged:
         default=min(a.default, b.default, key=_PERMISSIVENESS.__getitem__)
         if acc.files
         else b.default,
+        mode=b.mode if not acc.files else ("enforce" if "enforce" in (a.mode, b.mode) else "shadow"),
         extends=[],
         lists={**a.lists, **b.lists},
         roles={**a.roles, **b.roles},

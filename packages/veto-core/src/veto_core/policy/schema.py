@@ -182,6 +182,10 @@ class RuleModel(_Strict):
     approval: ApprovalModel | None = None
     reason: str | None = None
     description: str | None = None
+    mode: Literal["enforce", "shadow"] = Field(
+        default="enforce",
+        description="shadow: decided and recorded, but never changes what happens to the call",
+    )
 
     _one = field_validator("tools", mode="before")(classmethod(lambda cls, v: _one_or_many(v)))
 
@@ -207,6 +211,10 @@ class PolicyModel(_Strict):
     name: Annotated[str, Field(min_length=1)]
     description: str | None = None
     default: Literal["allow", "deny", "require_approval"] = "deny"
+    mode: Literal["enforce", "shadow"] = Field(
+        default="enforce",
+        description="shadow: every decision is recorded but every call goes through (roll-out)",
+    )
     extends: list[str] = Field(default_factory=list)
     lists: dict[str, list[ListValue]] = Field(default_factory=dict)
     roles: dict[str, RoleModel] = Field(default_factory=dict)
