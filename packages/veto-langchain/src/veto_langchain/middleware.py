@@ -104,6 +104,8 @@ class VetoMiddleware(AgentMiddleware):
         if self._interrupts(request):
             step = self._before_interrupt(call)
             verdict = step if isinstance(step, _gate.Verdict) else None
+            if verdict is None and not self._can_pause(request):
+                verdict = self._cannot_pause(call)
             if verdict is None:
                 assert isinstance(step, _gate.PendingApproval)
                 interrupt(
@@ -129,6 +131,8 @@ class VetoMiddleware(AgentMiddleware):
         if self._interrupts(request):
             step = await asyncio.to_thread(self._before_interrupt, call)
             verdict = step if isinstance(step, _gate.Verdict) else None
+            if verdict is None and not self._can_pause(request):
+                verdict = self._cannot_pause(call)
             if verdict is None:
                 assert isinstance(step, _gate.PendingApproval)
                 interrupt(
@@ -174,8 +178,20 @@ class VetoMiddleware(AgentMiddleware):
             return False
         if self.approval == "interrupt":
             return True
+        return self._can_pause(request)
+
+    def _can_pause(self, request: Any) -> bool:
         runtime = getattr(request, "runtime", None)
         return has_checkpointer(getattr(runtime, "config", None))
+
+    def _cannot_pause(self, call: ToolCall) -> _gate.Verdict:
+        return _gate.refusal(
+            call,
+            "error",
+            "approval is required and approval='interrupt' was configured, but the graph "
+            "has no checkpointer, so it cannot pause and resume (compile it with a "
+            "checkpointer, or use approval='wait')",
+        )
 
     def _before_interrupt(self, call: ToolCall) -> _Step:
         """First run: decide and record (once). Re-run after a resume: find that record."""
