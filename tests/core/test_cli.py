@@ -36,7 +36,11 @@ def test_demo_plays_the_scripted_session() -> None:
     code, out, _ = run("demo", "--policy", str(POLICIES / "demo.yaml"))
     assert code == 0
     # One row per scripted call, each with its decision and rule.
-    assert "13 calls: 6 allowed, 5 denied, 2 waiting for approval" in out
+    assert (
+        "13 calls: 6 allowed, 5 denied, 2 needed approval "
+        "(1 approved and ran, 1 expired and was denied)" in out
+    )
+    assert "APPROVAL → APPROVED, ran" in out and "APPROVAL → EXPIRED, denied" in out
     for rule in (
         "reads",
         "refunds-small",
@@ -67,9 +71,16 @@ def test_demo_runs_as_a_new_user_would(tmp_path: Path) -> None:
     )  # fmt: skip
     assert query.returncode == 0, query.stderr
     records = [json.loads(line) for line in query.stdout.splitlines()]
-    assert [r["tool"] for r in records] == [tool for _, tool, _ in DEMO_SESSION]
-    assert [r["outcome"] for r in records].count("pending_approval") == 2
+    decisions = [r for r in records if r["outcome"] in ("allowed", "denied", "pending_approval")]
+    assert [r["tool"] for r in decisions] == [tool for _, tool, _ in DEMO_SESSION]
+    assert [r["outcome"] for r in decisions].count("pending_approval") == 2
     assert {r["policy_name"] for r in records} == {"demo-support-agent"}
+    # The approval lifecycle is in the trail too: one approved by a second process, one expired.
+    events = [r["outcome"] for r in records if r not in decisions]
+    assert sorted(events) == sorted(
+        ["approval_requested", "approval_requested", "approval_vote", "approved"]
+        + ["approval_consumed", "expired"]
+    )
     verify = subprocess.run(
         [*veto, "audit", "verify"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )

@@ -14,10 +14,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
+from .approvals.cli import approvals_cli
 from .audit.cli import audit_cli
 from .calls import CallFormatError, call_from_mapping
 from .engine import Explanation, Veto
 from .model import Decision, Effect, ToolCall
+from .plugins_cli import plugins_cmd
 from .policy.errors import PolicyError
 from .policy.lint import lint_policy
 from .policy.schema import policy_json_schema
@@ -556,6 +558,8 @@ def demo(policy: str | None, db: str | None) -> None:
 
 
 main.add_command(audit_cli, "audit")
+main.add_command(approvals_cli, "approvals")
+main.add_command(plugins_cmd, "plugins")
 main.add_command(policy_cli, "policy")
 
 # --- serve / users (veto_core.server.cli; the [server] extra is imported only when run) ---
