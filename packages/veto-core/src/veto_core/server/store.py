@@ -67,8 +67,16 @@ CREATE TABLE IF NOT EXISTS server_secret (id INTEGER PRIMARY KEY, secret TEXT NO
 MIGRATIONS: tuple[str, ...] = (_V1,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+_hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+_dummy: dict[int, str] = {}
+
+
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist (same work either way)."""
+    key = id(_hasher)
+    if key not in _dummy:
+        _dummy[key] = _hasher.hash(secrets.token_hex(16))
+    return _dummy[key]
 
 
 class ServerStoreError(Exception):
@@ -414,7 +422,7 @@ class ServerStore:
         rows = self._db.read(
             "SELECT password_hash, disabled FROM server_users WHERE username = ?", (username,)
         )
-        stored = str(rows[0][0]) if rows else _DUMMY_HASH
+        stored = str(rows[0][0]) if rows else _dummy_hash()
         try:
             _hasher.verify(stored, password)
             ok = bool(rows) and not bool(rows[0][1])
