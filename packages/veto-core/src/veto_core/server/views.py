@@ -149,7 +149,7 @@ def _semantic(a: PolicyRevision, b: PolicyRevision) -> list[str]:
     d = semantic_diff(a, b)
     if d is None:
         return []
-    return [line.strip() for line in d.render().splitlines()[1:]]
+    return [line[2:] for line in d.render().splitlines()[1:]]
 
 
 def semantic_diff(a: PolicyRevision, b: PolicyRevision) -> PolicyDiff | None:
