@@ -1,0 +1,102 @@
+"""Shared policy and calls for the approval tests."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from veto_core import Principal, ToolCall, Veto
+from veto_core.approvals import ApprovalLinks, ApprovalRequest
+
+POLICY = """
+version: 1
+name: approvals-test
+redact: [args.card]
+rules:
+  - id: pay
+    effect: require_approval
+    tools: [pay]
+    approval: {approvers: ["role:finance"], quorum: 1, timeout: %(timeout)s, channels: %(channels)s}
+    reason: Payments need finance
+  - id: wire
+    effect: require_approval
+    tools: [wire]
+    approval: {approvers: ["role:finance", "carol", "dave@example.com"], quorum: 2, timeout: 1h}
+    reason: Wires need two approvers
+  - id: anyone
+    effect: require_approval
+    tools: [restart]
+    approval: {timeout: 1h}
+  - id: reads
+    effect: allow
+    tools: [read]
+"""
+
+REQUESTER = Principal(agent="bot", roles=("support",), user="alice@example.com")
+
+
+def make_veto(
+    db: str,
+    *,
+    timeout: str = "1h",
+    channels: str = "[]",
+    tenant: str = "acme",
+    clock: Any = None,
+) -> Veto:
+    return Veto.from_yaml(
+        POLICY % {"timeout": timeout, "channels": channels},
+        env="prod",
+        tenant=tenant,
+        db=db,
+        clock=clock,
+    )
+
+
+def call(
+    tool: str = "pay",
+    args: Mapping[str, Any] | None = None,
+    *,
+    run_id: str | None = "run-1",
+    tool_call_id: str | None = "call-1",
+    tenant: str | None = None,
+    principal: Principal = REQUESTER,
+) -> ToolCall:
+    return ToolCall(
+        tool=tool,
+        args={"amount": 500, "to": "acct-9"} if args is None else args,
+        principal=principal,
+        run_id=run_id,
+        tool_call_id=tool_call_id,
+        tenant=tenant,
+        framework="test",
+    )
+
+
+class FakeClock:
+    """A settable UTC clock (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._now = _dt.datetime(2025, 1, 1, 12, 0, tzinfo=_dt.UTC)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> _dt.datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += _dt.timedelta(seconds=seconds)
+
+
+class RecordingChannel:
+    def __init__(self, name: str, *, fail: bool = False) -> None:
+        self.name = name
+        self.fail = fail
+        self.seen: list[tuple[ApprovalRequest, ApprovalLinks]] = []
+
+    def notify(self, request: ApprovalRequest, links: ApprovalLinks) -> None:
+        self.seen.append((request, links))
+        if self.fail:
+            raise RuntimeError(f"{self.name} is down")
