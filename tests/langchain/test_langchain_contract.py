@@ -117,7 +117,7 @@ class TestGuardToolsAsync(GuardTools):
 _RAISES = (
     "a callback can only stop a call by raising from on_tool_start (raise_error=True): "
     "the agent run ends with ToolCallDenied, so the model never receives the reason "
-    "(the application does; see test_langchain_callbacks.py)"
+    "(the application does; see test_langchain_tools_callbacks.py)"
 )
 _PARALLEL = (
     _RAISES + "; and the exception aborts the whole tool step, so sibling calls of the same "
