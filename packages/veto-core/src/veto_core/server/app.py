@@ -382,9 +382,14 @@ async def _event_stream(
     """``event: approvals`` whenever the pending requests of ``tenants`` change."""
     settings = ctx.settings
     started = time.monotonic()
-    last: str | None = None
-    last_sent = 0.0
-    yield "retry: 1000\n\n"
+    try:
+        last: str = await run_in_threadpool(_fingerprint, ctx, tenants)
+    except Exception as exc:
+        last = f"error: {exc}"
+    # A first event right away: whatever changed between the page load and this
+    # connection is fetched once (no missed update).
+    yield "retry: 1000\nevent: approvals\ndata: {}\n\n"
+    last_sent = time.monotonic()
     while not ctx.stopping.is_set() and time.monotonic() - started < settings.sse_max_s:
         if await request.is_disconnected():
             break
@@ -394,10 +399,8 @@ async def _event_stream(
             fp = f"error: {exc}"
         now = time.monotonic()
         if fp != last:
-            if last is not None:
-                yield f"event: approvals\ndata: {json.dumps({'at': time.time()})}\n\n"
-                last_sent = now
-            last = fp
+            yield f"event: approvals\ndata: {json.dumps({'at': time.time()})}\n\n"
+            last, last_sent = fp, now
         elif now - last_sent > 15:
             yield ": keep-alive\n\n"
             last_sent = now
