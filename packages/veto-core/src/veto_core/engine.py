@@ -17,16 +17,29 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from .model import ApprovalSpec, Authorization, Decision, Effect, ToolCall, make_decision
-from .policy.compiler import CompiledPolicy, CompiledRule, compile_policy, normalize_tool_name
+from .policy.compiler import (
+    CompiledLimit,
+    CompiledPolicy,
+    CompiledRule,
+    compile_policy,
+    normalize_tool_name,
+)
 from .policy.conditions import EvalContext
 from .policy.errors import PolicyError
-from .policy.loader import LoadedPolicy, load_bundle, load_policy_file, load_policy_text
-from .policy.operators import EvalError, Operator
+from .policy.loader import (
+    LoadedPolicy,
+    canonical_json,
+    load_bundle,
+    load_policy_file,
+    load_policy_text,
+)
+from .policy.operators import EvalError, Operator, to_number
 from .policy.watch import PolicyWatcher
 
 if TYPE_CHECKING:
     from .approvals import ApprovalRequest, ApprovalService
     from .audit import AuditLog
+    from .limits import LimitStore
 
 __all__ = ["Explanation", "RuleTrace", "Veto"]
 
@@ -80,6 +93,7 @@ class Veto:
         parent: Veto | None = None,
         watch: bool = False,
         watch_interval: float = 0.5,
+        limits_url: str | None = None,
     ) -> None:
         self.env = env
         self._bundle = bundle  # a bundle directory: calls of other tenants use their overlay
@@ -90,6 +104,8 @@ class Veto:
         self._audit: AuditLog | None = None
         self._audit_lock = threading.Lock()
         self._approvals: ApprovalService | None = None
+        self._limit_store: LimitStore | None = None
+        self.limits_url = limits_url
         self._approvals_lock = threading.Lock()
         self._stored_revisions: set[str] = set()
         self.tenant = tenant
@@ -114,6 +130,7 @@ class Veto:
         operators: Mapping[str, Operator] | None = None,
         db: str | None = None,
         watch: bool = False,
+        limits_url: str | None = None,
     ) -> Veto:
         """Load and compile a policy file or bundle directory (``base.yaml`` +
         ``tenants/<tenant>.yaml``); raises ``PolicyError`` naming file:line:col.
@@ -126,7 +143,7 @@ class Veto:
         loaded = load_bundle(path, tenant) if bundle else load_policy_file(path)
         return cls(
             loaded, db=db, env=env, tenant=tenant, clock=clock, operators=operators,
-            source=path, bundle=bundle, watch=watch,
+            source=path, bundle=bundle, watch=watch, limits_url=limits_url,
         )  # fmt: skip
 
     @classmethod
@@ -140,10 +157,12 @@ class Veto:
         operators: Mapping[str, Operator] | None = None,
         file: str = "<policy>",
         db: str | None = None,
+        limits_url: str | None = None,
     ) -> Veto:
         return cls(
             load_policy_text(text, file=file),
             db=db,
+            limits_url=limits_url,
             env=env,
             tenant=tenant,
             clock=clock,
@@ -208,7 +227,7 @@ class Veto:
                     )
                     child = Veto(
                         loaded, env=root.env, tenant=tenant, clock=root.clock, operators=root._operators,
-                        source=root._source, db=root.db, bundle=root._bundle, parent=root,
+                        source=root._source, db=root.db, bundle=root._bundle, parent=root, limits_url=root.limits_url,
                     )  # fmt: skip
                     root._tenants[tenant] = child
         return child
@@ -255,7 +274,10 @@ class Veto:
                 tenant = call.tenant or call.principal.tenant or self.tenant
                 if tenant != self.tenant and tenant is not None:
                     return self.for_tenant(tenant).decide(call)
-            return self._decide(p, call, t0)
+            decision = self._decide(p, call, t0)
+            if p.shadow_view is not None or not p.enforced:
+                decision = self._shadowed(p, call, decision)
+            return decision
         except PolicyError as exc:
             return make_decision(
                 _DENY, (), (), (f"no valid policy for this call's tenant (fail closed): {exc}",),
@@ -389,6 +411,9 @@ class Veto:
         return self._audit
 
     def close(self) -> None:
+        if self._limit_store is not None:
+            self._limit_store.close()
+            self._limit_store = None
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
@@ -418,7 +443,12 @@ class Veto:
                     )
                 return target.authorize(call)
         decision = self.decide(call)
-        if decision.effect is _APPROVE:
+        outcome = _shadow_outcome(decision)
+        spent: list[tuple[str, str]] = []
+        p = self._policy
+        if decision.effect is _ALLOW and decision.enforced and p.limits:
+            decision, spent = self._spend_limits(p, call, decision)
+        if decision.effect is _APPROVE and outcome is None:
             return self._authorize_approval(call, decision)
         from .audit import AuditUnavailable, warn_best_effort
 
@@ -432,13 +462,90 @@ class Veto:
                 tenant=self.tenant,
                 redact=self._policy.redact,
                 latency_us=decision.eval_ns // 1000,
+                outcome=outcome,
             )
         except AuditUnavailable as exc:
             if self._policy.audit_mode == "best_effort":
                 warn_best_effort(exc)
                 return Authorization(decision=decision, record_id=None)
+            self._refund(spent)  # the call will not run: give its budget back
             return Authorization(decision=_audit_unavailable(decision, exc), record_id=None)
         return Authorization(decision=decision, record_id=record.id)
+
+    # --- stateful limits (DESIGN.md 2.5) ---------------------------------------------------
+
+    @property
+    def limit_store(self) -> LimitStore:
+        """Counters for `limits:` (``limits_url``, ``$VETO_LIMITS_URL``, else the audit db)."""
+        if self._parent is not None:
+            return self._parent.limit_store
+        if self._limit_store is None:
+            with self._audit_lock:
+                if self._limit_store is None:
+                    from .limits import open_limit_store
+
+                    self._limit_store = open_limit_store(self.limits_url, default=self.db)
+        return self._limit_store
+
+    def _spend_limits(
+        self, p: CompiledPolicy, call: ToolCall, decision: Decision
+    ) -> tuple[Decision, list[tuple[str, str]]]:
+        """Reserve this allowed call's share of every limit on its tool, atomically per
+        limit; the first limit it would exceed decides instead (reservations already made
+        for the call are given back). Any error fails closed with the limit's effect."""
+        from .limits import LimitStoreUnavailable
+
+        limits = p.limits_for(normalize_tool_name(call.tool))
+        if not limits:
+            return decision, []
+        spent: list[tuple[str, str]] = []
+        ctx = EvalContext(
+            call,
+            call.env or self.env,
+            call.tenant or call.principal.tenant or self.tenant,
+            p.effective_roles,
+            self.clock,
+        )
+        now = (call.now or self.clock()).timestamp()
+        for limit in limits:
+            try:
+                parts = [limit.id, *(canonical_json(getter(ctx)) for _, getter in limit.per)]
+                amount = 1.0 if limit.amount is None else float(to_number(limit.amount[1](ctx)))
+                if amount < 0:
+                    raise EvalError(f"{limit.amount[0] if limit.amount else 'amount'} is negative")
+                result = self.limit_store.try_spend(
+                    "|".join(parts), amount, limit.maximum, limit.window_s, now=now
+                )
+            except (EvalError, LimitStoreUnavailable, ValueError) as exc:
+                self._refund(spent)
+                why = exc.messages[0] if isinstance(exc, EvalError) else str(exc)
+                return self._limit_decision(
+                    decision,
+                    limit,
+                    f"{limit.reason} [{limit.id}] (cannot be counted: {why}; failing closed)",
+                ), []
+            if not result.ok:
+                self._refund(spent)
+                text = (
+                    f"{limit.reason} [{limit.id}]: {result.total:g} used of {limit.maximum:g} per {limit.window}, "
+                    f"this call adds {amount:g}"
+                )
+                return self._limit_decision(decision, limit, text), []
+            assert result.token is not None
+            spent.append(("|".join(parts), result.token))
+        return decision, spent
+
+    def _limit_decision(self, decision: Decision, limit: CompiledLimit, reason: str) -> Decision:
+        return make_decision(
+            limit.effect, (*decision.rule_ids, limit.id), (limit.id,), (reason,), decision.errors,
+            decision.policy_name, decision.policy_revision, decision.eval_ns, limit.approval,
+        )  # fmt: skip
+
+    def _refund(self, spent: list[tuple[str, str]]) -> None:
+        for key, token in spent:
+            # The call is blocked either way; a spend left unrefunded only errs on the safe side.
+            with contextlib.suppress(Exception):
+                self.limit_store.refund(key, token)
 
     # --- approvals (the adapters' contract: DESIGN.md 5 and 9) ------------------------------
 
@@ -587,6 +694,19 @@ class Veto:
             audit.store_policy_revision(p.revision, p.name, p.loaded.canonical, source)
             self._stored_revisions.add(p.revision)
 
+    def _shadowed(self, p: CompiledPolicy, call: ToolCall, d: Decision) -> Decision:
+        """Mark a decision of a shadow policy, or say what shadow rules would change."""
+        shadow_effect: Effect | None = None
+        shadow_ids: tuple[str, ...] = ()
+        if p.shadow_view is not None:
+            full = self._decide(p.shadow_view, call, perf_counter_ns())
+            if full.effect is not d.effect:
+                shadow_effect, shadow_ids = full.effect, full.deciding_rule_ids
+        return make_decision(
+            d.effect, d.rule_ids, d.deciding_rule_ids, d.reasons, d.errors, d.policy_name, d.policy_revision,
+            d.eval_ns, d.approval, p.enforced, shadow_effect, shadow_ids,
+        )  # fmt: skip
+
     def explain(self, call: ToolCall) -> Explanation:
         """Every rule of the policy, whether it applied to this call and why."""
         p = self._policy
@@ -640,6 +760,17 @@ class Veto:
             roles=tuple(sorted(roles)),
             rules=tuple(traces),
         )
+
+
+def _shadow_outcome(decision: Decision) -> str | None:
+    """The audit outcome of a call let through although shadow mode would block it:
+    ``shadow-denied`` / ``shadow-require_approval``; None when shadow changes nothing."""
+    would = decision.effect if not decision.enforced else decision.shadow_effect
+    if would is None or would is _ALLOW:
+        return None
+    if decision.enforced and decision.effect is not _ALLOW:
+        return None  # enforced deny/approval: the call is blocked for real
+    return f"shadow-{'denied' if would is _DENY else 'require_approval'}"
 
 
 def _audit_unavailable(decision: Decision, exc: Exception) -> Decision:

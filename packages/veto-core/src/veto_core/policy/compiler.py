@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..model import ApprovalSpec, Effect
-from .conditions import CompiledCondition, ConditionCompiler, Leaf
+from .conditions import CompiledCondition, ConditionCompiler, EvalContext, Leaf
 from .errors import PolicyError, Problem, did_you_mean
 from .loader import LoadedPolicy
 from .operators import BUILTIN_OPERATORS, OperandError, Operator, compile_glob
 from .schema import RuleModel, parse_duration
 
-__all__ = ["CompiledPolicy", "CompiledRule", "compile_policy", "normalize_tool_name"]
+__all__ = [
+    "CompiledLimit",
+    "CompiledPolicy",
+    "CompiledRule",
+    "compile_policy",
+    "normalize_tool_name",
+]
 
 _GLOB_CHARS = frozenset("*?[")
 _CACHE_LIMIT = 65_536
@@ -60,6 +66,7 @@ class CompiledPolicy:
         role_parents: Mapping[str, frozenset[str]],
         operators: Mapping[str, Operator],
         shadow_as_enforced: bool = False,
+        limits: tuple[CompiledLimit, ...] = (),
     ) -> None:
         model = loaded.model
         self.loaded = loaded
@@ -76,6 +83,8 @@ class CompiledPolicy:
         self.requires_env = any(r.envs is not None for r in self.rules)
         self.requires_tenant = any(r.tenants is not None for r in self.rules)
         self._role_parents = role_parents
+        self.limits = limits
+        self._limits_cache: dict[str, tuple[CompiledLimit, ...]] = {}
         #: mode: shadow on the policy: decisions are recorded but never enforced.
         self.enforced = model.mode == "enforce"
         #: Rules in mode: shadow are left out of the index and decided in `shadow_view`,
@@ -116,6 +125,15 @@ class CompiledPolicy:
             self.candidates_cache.clear()
         self.candidates_cache[tool] = result
         return result
+
+    def limits_for(self, tool: str) -> tuple[CompiledLimit, ...]:
+        found = self._limits_cache.get(tool)
+        if found is None:
+            found = tuple(limit for limit in self.limits if limit.matches_tool(tool))
+            if len(self._limits_cache) >= _CACHE_LIMIT:
+                self._limits_cache.clear()
+            self._limits_cache[tool] = found
+        return found
 
     def effective_roles(self, roles: tuple[str, ...]) -> frozenset[str]:
         """A principal's roles plus every role they inherit from (transitively)."""
@@ -196,19 +214,7 @@ def compile_policy(
             return result
 
         compiler = ConditionCompiler(operators=ops, lists=model.lists, problem=problem)
-        tools: list[str] = []
-        for i, pattern in enumerate(rule.tools):
-            pattern = normalize_tool_name(pattern)
-            if not pattern.strip():
-                problems.append(doc.problem((*base, "tools", i), "tool name must not be empty"))
-                continue
-            if not _GLOB_CHARS.isdisjoint(pattern):
-                try:
-                    compile_glob(pattern)
-                except OperandError as exc:
-                    problems.append(doc.problem((*base, "tools", i), str(exc)))
-                    continue
-            tools.append(pattern)
+        tools = _tool_patterns(rule.tools, doc, base, problems)
         when = rule.when
         if when and when.role:
             for i, role in enumerate(when.role):
@@ -281,11 +287,119 @@ def compile_policy(
                 shadow=rule.mode == "shadow",
             )
         )
+    limits = _compile_limits(loaded, ops, {r.id for r in rules}, problems)
     if problems:
         raise PolicyError(problems)
     return CompiledPolicy(
-        loaded=loaded, rules=tuple(rules), role_parents=role_parents, operators=ops
+        loaded=loaded, rules=tuple(rules), role_parents=role_parents, operators=ops, limits=limits
     )
+
+
+def _tool_patterns(
+    patterns: list[str], doc: Any, base: tuple[str | int, ...], problems: list[Problem]
+) -> tuple[str, ...]:
+    """NFC-normalized tool names and checked globs of a rule or limit."""
+    tools: list[str] = []
+    for i, pattern in enumerate(patterns):
+        pattern = normalize_tool_name(pattern)
+        if not pattern.strip():
+            problems.append(doc.problem((*base, "tools", i), "tool name must not be empty"))
+            continue
+        if not _GLOB_CHARS.isdisjoint(pattern):
+            try:
+                compile_glob(pattern)
+            except OperandError as exc:
+                problems.append(doc.problem((*base, "tools", i), str(exc)))
+                continue
+        tools.append(pattern)
+    return tuple(tools)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CompiledLimit:
+    """A stateful limit: `per` and `amount` read the call like condition fields do."""
+
+    id: str
+    tools: tuple[str, ...]
+    per: tuple[tuple[str, Callable[[EvalContext], Any]], ...]
+    amount: tuple[str, Callable[[EvalContext], Any]] | None  # None: count calls
+    window_s: float
+    window: str
+    maximum: float
+    effect: Effect
+    reason: str
+    approval: ApprovalSpec | None
+
+    def matches_tool(self, tool: str) -> bool:
+        return any(
+            t == tool or (not _GLOB_CHARS.isdisjoint(t) and compile_glob(t).search(tool))
+            for t in self.tools
+        )
+
+
+def _compile_limits(
+    loaded: LoadedPolicy, ops: Mapping[str, Operator], rule_ids: set[str], problems: list[Problem]
+) -> tuple[CompiledLimit, ...]:
+    model = loaded.model
+    out: list[CompiledLimit] = []
+    seen: set[str] = set()
+    for limit, source in zip(model.limits, loaded.limit_sources, strict=True):
+        doc = source.doc
+        base: tuple[str | int, ...] = ("limits", source.index)
+
+        def problem(
+            loc: tuple[str | int, ...], message: str, key: bool, _doc: Any = doc
+        ) -> Problem:
+            result: Problem = _doc.problem(loc, message, key=key)
+            return result
+
+        if limit.id in rule_ids or limit.id in seen:
+            problems.append(
+                doc.problem(
+                    (*base, "id"),
+                    f"duplicate id '{limit.id}' (rules and limits share one id space)",
+                )
+            )
+        seen.add(limit.id)
+        paths = ConditionCompiler(operators=ops, lists=model.lists, problem=problem)
+        tools = _tool_patterns(limit.tools, doc, base, problems)
+        per = []
+        for i, path in enumerate(limit.per):
+            getter = paths.path_getter(path, (*base, "per", i))
+            if getter is not None:
+                per.append((path, getter))
+        amount = None
+        if limit.sum is not None:
+            getter = paths.path_getter(limit.sum, (*base, "sum"))
+            if getter is not None:
+                amount = (limit.sum, getter)
+        problems.extend(paths.problems)
+        approval = None
+        if limit.effect == "require_approval":
+            spec = limit.approval
+            approval = ApprovalSpec(
+                approvers=tuple(spec.approvers) if spec else (),
+                quorum=spec.quorum if spec else 1,
+                timeout_s=parse_duration(spec.timeout) if spec else 3600.0,
+                channels=tuple(spec.channels) if spec else (),
+            )
+        elif limit.approval is not None:
+            problems.append(
+                doc.problem(
+                    (*base, "approval"),
+                    "'approval' only applies to a limit whose effect is require_approval",
+                    key=True,
+                )
+            )
+        window = str(limit.window)
+        out.append(
+            CompiledLimit(
+                id=limit.id, tools=tools, per=tuple(per), amount=amount, window_s=parse_duration(limit.window),
+                window=window, maximum=limit.max, effect=Effect(limit.effect),
+                reason=limit.reason or f"limit '{limit.id}' reached", approval=approval,
+            )
+        )  # fmt: skip
+    return tuple(out)
 
 
 def _default_reason(rule: RuleModel) -> str:

@@ -405,6 +405,22 @@ class ConditionCompiler:
             return None
         return lambda ctx: predicate
 
+    def path_getter(self, path: Any, loc: Loc) -> Callable[[EvalContext], Any] | None:
+        """A checked getter for a plain field path (no [*]/[all]) outside conditions,
+        e.g. a limit's `per` and `sum`; it raises EvalError when the value is missing."""
+        getter = self._path(path, loc, in_item=False, allow_quantifiers=False)
+        if getter is None:
+            return None
+        text = str(path)
+
+        def value(ctx: EvalContext) -> Any:
+            try:
+                return getter(ctx)
+            except _Missing:
+                raise EvalError(f"{text} is missing") from None
+
+        return value
+
     def _path(
         self, path: Any, loc: Loc, *, in_item: bool, allow_quantifiers: bool
     ) -> Callable[[EvalContext], Any] | None:

@@ -54,6 +54,7 @@ class LoadedPolicy:
 
     model: PolicyModel
     rule_sources: tuple[RuleSource, ...]
+    limit_sources: tuple[RuleSource, ...]
     list_sources: Mapping[str, SourceDoc]
     role_sources: Mapping[str, SourceDoc]
     root: SourceDoc
@@ -185,6 +186,7 @@ class _Merged:
     model: PolicyModel
     rule_sources: list[RuleSource]
     list_sources: dict[str, SourceDoc]
+    limit_sources: list[RuleSource]
     role_sources: dict[str, SourceDoc]
     files: list[Path]
     rule_ids: dict[str, tuple[SourceDoc, int]]
@@ -273,6 +275,7 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
         lists=lists,
         roles=roles,
         rules=[*bm.rules, *child.rules],
+        limits=[*bm.limits, *child.limits],
         redact=list(dict.fromkeys([*bm.redact, *child.redact])),
         audit=AuditModel(mode=child.audit.mode, retention_days=retention),
         tests=child.tests,
@@ -287,6 +290,10 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
         role_sources=role_sources,
         files=base.files,
         rule_ids=rule_ids,
+        limit_sources=[
+            *base.limit_sources,
+            *(RuleSource(doc=doc, index=i) for i in range(len(child.limits))),
+        ],
     )
 
 
@@ -360,11 +367,12 @@ def _load(doc: SourceDoc, stack: tuple[Path, ...]) -> _Merged:
     model = _validate(doc)
     empty = PolicyModel.model_construct(
         version=1, name=model.name, description=None, default="allow", extends=[], lists={}, roles={}, rules=[],
-        redact=[], audit=AuditModel(mode="best_effort"), tests=None, mode="shadow",
+        redact=[], audit=AuditModel(mode="best_effort"), tests=None, mode="shadow", limits=[],
     )  # fmt: skip
     merged = _Merged(
-        model=empty, rule_sources=[], list_sources={}, role_sources={}, files=[], rule_ids={}
-    )
+        model=empty, rule_sources=[], list_sources={}, role_sources={}, files=[], rule_ids={},
+        limit_sources=[],
+    )  # fmt: skip
     for i, ref in enumerate(model.extends):
         base_dir = doc.path.parent if doc.path else Path.cwd()
         target = (base_dir / ref).resolve()
@@ -430,11 +438,14 @@ def _combine(acc: _Merged, base: _Merged) -> _Merged:
         default=min(a.default, b.default, key=_PERMISSIVENESS.__getitem__)
         if acc.files
         else b.default,
-        mode=b.mode if not acc.files else ("enforce" if "enforce" in (a.mode, b.mode) else "shadow"),
+        mode=b.mode
+        if not acc.files
+        else ("enforce" if "enforce" in (a.mode, b.mode) else "shadow"),
         extends=[],
         lists={**a.lists, **b.lists},
         roles={**a.roles, **b.roles},
         rules=[*a.rules, *b.rules],
+        limits=[*a.limits, *b.limits],
         redact=list(dict.fromkeys([*a.redact, *b.redact])),
         audit=b.audit
         if not acc.files
@@ -450,6 +461,7 @@ def _combine(acc: _Merged, base: _Merged) -> _Merged:
         role_sources={**acc.role_sources, **base.role_sources},
         files=[*acc.files, *base.files],
         rule_ids=rule_ids,
+        limit_sources=[*acc.limit_sources, *base.limit_sources],
     )
 
 
@@ -464,6 +476,7 @@ def _finish(merged: _Merged, root: SourceDoc) -> LoadedPolicy:
     return LoadedPolicy(
         model=merged.model,
         rule_sources=tuple(merged.rule_sources),
+        limit_sources=tuple(merged.limit_sources),
         list_sources=merged.list_sources,
         role_sources=merged.role_sources,
         root=root,

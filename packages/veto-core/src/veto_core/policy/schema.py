@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 __all__ = [
     "CONDITION_OPERATORS",
     "ApprovalModel",
     "AuditModel",
+    "LimitModel",
     "PolicyModel",
     "RoleModel",
     "RuleModel",
@@ -190,6 +191,38 @@ class RuleModel(_Strict):
     _one = field_validator("tools", mode="before")(classmethod(lambda cls, v: _one_or_many(v)))
 
 
+class LimitModel(_Strict):
+    """A stateful limit (DESIGN.md 2.5): a count or a sum over a sliding window, per key."""
+
+    id: Annotated[str, Field(pattern=_ID, description="unique among rules and limits")]
+    tools: StrList = Field(description="exact tool names or anchored globs")
+    per: list[str] = Field(
+        default_factory=list,
+        description="counter key: field paths such as tenant, principal.user, args.account",
+    )
+    window: str | float = Field(description="sliding window, e.g. 1h, 24h, 7d")
+    sum: str | None = Field(default=None, description="field path to add up, e.g. args.amount")
+    count: bool | None = Field(default=None, description="count calls instead of summing a field")
+    max: float = Field(ge=0, description="the most the window may hold")
+    effect: Literal["deny", "require_approval"] = "deny"
+    approval: ApprovalModel | None = None
+    reason: str | None = None
+
+    _one = field_validator("tools", mode="before")(classmethod(lambda cls, v: _one_or_many(v)))
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str | float) -> str | float:
+        parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _sum_or_count(self) -> LimitModel:
+        if (self.sum is None) == (not self.count):
+            raise ValueError("a limit needs exactly one of 'sum: FIELD' or 'count: true'")
+        return self
+
+
 class RoleModel(_Strict):
     inherits: list[str] = Field(default_factory=list)
     description: str | None = None
@@ -219,6 +252,7 @@ class PolicyModel(_Strict):
     lists: dict[str, list[ListValue]] = Field(default_factory=dict)
     roles: dict[str, RoleModel] = Field(default_factory=dict)
     rules: list[RuleModel] = Field(default_factory=list)
+    limits: list[LimitModel] = Field(default_factory=list)
     redact: list[str] = Field(
         default_factory=list, description='argument paths masked before storage: "args.password"'
     )
