@@ -327,3 +327,55 @@ def test_watch_follows_a_bundle_overlay_that_appears(tmp_path: Path) -> None:
         assert veto.decide(ToolCall(tool="fetch")).effect is Effect.DENY
     finally:
         veto.close()
+
+
+def test_hot_reload_under_a_concurrent_decide_loop_never_mixes_policies(tmp_path: Path) -> None:
+    """100 reloads (some of a half-written file) while two threads decide: every
+    decision comes whole from revision A or B, never from a mix or from no policy."""
+    import threading
+
+    texts = {
+        "A": "version: 1\nname: p\nlists: {tools: [x]}\nrules:\n  - {id: r, effect: allow, tools: [x], reason: from A}\n",
+        "B": "version: 1\nname: p\nlists: {tools: [x]}\nrules:\n  - {id: r, effect: deny, tools: [x], reason: from B}\n",
+    }
+    path = tmp_path / "p.yaml"
+    path.write_text(texts["A"])
+    veto = Veto.from_file(
+        path,
+        watch=True,
+    )
+    watcher = veto._watcher
+    assert watcher is not None
+    watcher.stop()  # drive reloads by hand, 100 of them, as fast as they can go
+    revisions = {Veto.from_yaml(t, file=str(path)).policy_revision: k for k, t in texts.items()}
+    seen: list[tuple[str, Effect, tuple[str, ...]]] = []
+    stop = threading.Event()
+
+    def decide_loop() -> None:
+        call = ToolCall(tool="x")
+        while not stop.is_set():
+            d = veto.decide(call)
+            seen.append((d.policy_revision, d.effect, d.reasons))
+
+    threads = [threading.Thread(target=decide_loop) for _ in range(2)]
+    for t in threads:
+        t.start()
+    reloads = 0
+    for i in range(100):
+        text = texts["B" if i % 2 == 0 else "A"]
+        if i % 10 == 5:
+            path.write_text(text[: len(text) // 2])  # a half-written edit: must be refused
+            watcher.check()
+        path.write_text(text)
+        reloads += watcher.check()
+    stop.set()
+    for t in threads:
+        t.join()
+    veto.close()
+    assert reloads >= 90 and watcher.failures == 10
+    assert len(seen) > 100
+    for revision, effect, reasons in seen:
+        which = revisions[revision]  # a KeyError here would be a decision from a third policy
+        assert (effect, reasons) == (
+            (Effect.ALLOW, ("from A [r]",)) if which == "A" else (Effect.DENY, ("from B [r]",))
+        )
