@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from veto_core import Principal, ToolCall, Veto
 from veto_core.approvals import ApprovalLinks, ApprovalRequest
+
+PG_URL = os.environ.get("VETO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 POLICY = """
 version: 1

@@ -21,23 +21,39 @@ HERE = Path(__file__).parent
 LIMIT = {"sqlite": 2.0, "postgresql": 1.0}
 
 
-def _spawn(url: str, rid: str, timeout: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "waiter.py"), url, rid, timeout],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.strip() == "ready", line + proc.stderr.read()  # type: ignore[union-attr]
-    return proc
+class Waiter:
+    """A warm waiter process (started before the request exists)."""
 
+    def __init__(self, url: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "waiter.py"), url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._expect("ready")
 
-def _result(proc: subprocess.Popen[str]) -> dict[str, object]:
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    return dict(json.loads(out.strip().splitlines()[-1]))
+    def _expect(self, word: str) -> None:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != word:
+            self.proc.kill()
+            raise AssertionError(f"waiter said {line!r}: {self.proc.stderr.read()}")
+
+    def wait_for(self, rid: str, timeout: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{rid} {timeout}\n")
+        self.proc.stdin.flush()
+        self._expect("waiting")
+
+    def result(self) -> dict[str, object]:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        line = self.proc.stdout.readline()  # blocks until the waiter's wait() returned
+        out, err = self.proc.communicate(input="", timeout=30)  # closes stdin: it exits
+        assert line.strip(), err
+        assert self.proc.returncode == 0, err
+        return dict(json.loads(line))
 
 
 def _backend(url: str) -> str:
@@ -47,13 +63,14 @@ def _backend(url: str) -> str:
 @pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])
 def test_a_decision_in_one_process_wakes_a_waiter_in_another(db_url: str, approve: bool) -> None:
     veto = make_veto(db_url)
+    waiter = Waiter(db_url)
     rid = veto.authorize(call()).approval.id
-    waiter = _spawn(db_url, rid, "30")
+    waiter.wait_for(rid, "30")
     time.sleep(0.5)  # the waiter is blocked in wait() now
-    assert waiter.poll() is None
+    assert waiter.proc.poll() is None
     veto.approvals.decide(rid, approver=Approver(id="fiona", roles=("finance",)), approve=approve)
     decided_at = time.time()
-    result = _result(waiter)
+    result = waiter.result()
     expected = ApprovalState.APPROVED if approve else ApprovalState.DENIED
     assert result["state"] == expected.value
     latency = float(result["returned_at"]) - decided_at  # type: ignore[arg-type]
@@ -63,11 +80,13 @@ def test_a_decision_in_one_process_wakes_a_waiter_in_another(db_url: str, approv
 
 def test_with_no_decision_the_waiter_returns_expired_at_the_deadline(db_url: str) -> None:
     veto = make_veto(db_url, timeout="2s")
+    waiter = Waiter(db_url)
     auth = veto.authorize(call())
     rid = auth.approval.id
     deadline = auth.approval.expires_at.timestamp()
-    waiter = _spawn(db_url, rid, "none")  # wait(timeout=None): until the request's deadline
-    result = _result(waiter)
+    waiter.wait_for(rid, "none")  # wait(timeout=None): until the request's deadline
+    assert time.time() < deadline - 0.5, "the machine is too slow for this timing test"
+    result = waiter.result()
     assert result["state"] == ApprovalState.EXPIRED.value
     assert abs(float(result["returned_at"]) - deadline) <= 0.5  # type: ignore[arg-type]
     assert veto.approvals.get(rid).state is ApprovalState.EXPIRED

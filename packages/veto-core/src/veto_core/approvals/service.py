@@ -542,7 +542,9 @@ class ApprovalService:
         if req.state.final:
             return req.state
         if timeout is None:
-            timeout = max(0.0, (req.expires_at - self.clock()).total_seconds())
+            # Until the request's own deadline, plus a little so that the last read
+            # observes the expiry (the wall clock decides it, not the monotonic one).
+            timeout = max(0.0, (req.expires_at - self.clock()).total_seconds()) + 0.05
         deadline = start + max(0.0, float(timeout))
         with self.store.watch() as sleep:
             while True:
