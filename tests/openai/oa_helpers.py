@@ -29,13 +29,17 @@ class Call:
 
 
 class ScriptedModel(Model):
-    """Turn 1: emits ``calls`` (all in one model turn). Any later turn (the input holds
-    tool outputs): records what the model saw per call id and answers ``final``.
+    """Emits ``calls`` (all in one model turn), then each batch of ``then`` in a later
+    turn, then answers ``final``; records what the model saw per call id.
 
-    Stateless about turns, so a fresh instance in a resumed process behaves the same."""
+    Stateless about turns (a batch is emitted when its call ids are not in the input
+    yet), so a fresh instance in a resumed process behaves the same."""
 
-    def __init__(self, calls: Sequence[Call], final: str = "done") -> None:
+    def __init__(
+        self, calls: Sequence[Call], final: str = "done", then: Sequence[Sequence[Call]] = ()
+    ) -> None:
         self.calls = list(calls)
+        self.batches = [list(calls), *(list(b) for b in then)]
         self.final = final
         self.turns = 0
         self.seen: dict[str, str] = {}
@@ -60,7 +64,16 @@ class ScriptedModel(Model):
         outputs = [
             i for i in items if isinstance(i, Mapping) and i.get("type") == "function_call_output"
         ]
-        if not outputs:
+        for o in outputs:
+            out = o.get("output")
+            self.seen[str(o.get("call_id"))] = out if isinstance(out, str) else json.dumps(out)
+        emitted = {
+            i.get("call_id")
+            for i in items
+            if isinstance(i, Mapping) and i.get("type") == "function_call"
+        }
+        batch = next((b for b in self.batches if not {c.id for c in b} <= emitted), None)
+        if batch:
             return ModelResponse(
                 output=[
                     ResponseFunctionToolCall(
@@ -70,14 +83,11 @@ class ScriptedModel(Model):
                         name=c.tool,
                         arguments=c.args if isinstance(c.args, str) else json.dumps(c.args),
                     )
-                    for c in self.calls
+                    for c in batch
                 ],
                 usage=Usage(),
                 response_id=None,
             )
-        for o in outputs:
-            out = o.get("output")
-            self.seen[str(o.get("call_id"))] = out if isinstance(out, str) else json.dumps(out)
         return ModelResponse(
             output=[
                 ResponseOutputMessage(
@@ -85,7 +95,9 @@ class ScriptedModel(Model):
                     type="message",
                     role="assistant",
                     status="completed",
-                    content=[ResponseOutputText(type="output_text", text=self.final, annotations=[])],
+                    content=[
+                        ResponseOutputText(type="output_text", text=self.final, annotations=[])
+                    ],
                 )
             ],
             usage=Usage(),

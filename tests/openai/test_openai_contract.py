@@ -8,9 +8,9 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from agents import Agent
 from oa_helpers import Call, ScriptedModel, make_tool, run
 
-from agents import Agent
 from contract import AdapterContract, AgentRun, Counter, Human, ScriptedCall, ToolSpec
 from veto_openai import approvals, guard_agent, run_config
 
@@ -31,7 +31,9 @@ class OpenAIContract(AdapterContract):
             }
         }
 
-    def agent(self, tools: Sequence[Any], calls: Sequence[ScriptedCall]) -> tuple[Any, ScriptedModel]:
+    def agent(
+        self, tools: Sequence[Any], calls: Sequence[ScriptedCall]
+    ) -> tuple[Any, ScriptedModel]:
         model = ScriptedModel([Call(c.id, c.tool, dict(c.args)) for c in calls])
         agent = Agent(name=self.principal.agent or "bot", model=model, tools=list(tools))
         return agent, model
@@ -47,7 +49,9 @@ class NativeResume(OpenAIContract):
         guarded = guard_agent(agent, self.veto)
         cfg = run_config()
         try:
-            result = run(guarded, "go", is_async=self.is_async, run_config=cfg, context=self.context())
+            result = run(
+                guarded, "go", is_async=self.is_async, run_config=cfg, context=self.context()
+            )
             for _ in range(5):
                 if not result.interruptions:
                     return AgentRun(observations=dict(model.seen))
