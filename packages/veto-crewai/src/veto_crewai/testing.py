@@ -38,9 +38,13 @@ class ScriptedLLM(BaseLLM):
 
     model: str = "veto-scripted"
     turns: list[Any] = Field(default_factory=list)
+    #: False: CrewAI drives the model with ReAct text ("Action: ...") instead of native
+    #: function calling; turns are then strings.
+    function_calling: bool = True
     _index: int = PrivateAttr(default=0)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _seen: dict[str, str] = PrivateAttr(default_factory=dict)
+    _last: list[Any] = PrivateAttr(default_factory=list)
 
     def __init__(self, **data: Any) -> None:
         data.setdefault("model", "veto-scripted")
@@ -56,8 +60,14 @@ class ScriptedLLM(BaseLLM):
         with self._lock:
             return dict(self._seen)
 
+    @property
+    def transcript(self) -> list[Any]:
+        """The messages of the last model call (to see what the model was shown)."""
+        with self._lock:
+            return list(self._last)
+
     def supports_function_calling(self) -> bool:
-        return True
+        return self.function_calling
 
     def supports_stop_words(self) -> bool:
         return False
@@ -82,6 +92,7 @@ class ScriptedLLM(BaseLLM):
         response_model: Any = None,
     ) -> Any:
         with self._lock:
+            self._last = list(messages) if isinstance(messages, list) else [messages]
             if isinstance(messages, list):
                 for message in messages:
                     if isinstance(message, dict) and message.get("role") == "tool":
