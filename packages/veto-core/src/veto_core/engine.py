@@ -578,6 +578,11 @@ class Veto:
 
         Approvals need both stores: if either fails the call is denied (even in
         ``audit: {mode: best_effort}``: an approval nobody can trace releases nothing).
+
+        The binding is ``(tenant, run_id, tool_call_id, tool, args_digest)``, one
+        request per binding ever: adapters pass the framework's tool-call id (or
+        generate one per call). Identical calls without ids share one request, so
+        once it released a call the next identical one is refused ("already used").
         """
         from .approvals.service import describe_error
         from .audit import ApprovalInfo
