@@ -17,6 +17,7 @@ from . import __version__
 from .approvals.cli import approvals_cli
 from .audit.cli import audit_cli
 from .calls import CallFormatError, call_from_mapping
+from .channels_cli import channels_cli
 from .engine import Explanation, Veto
 from .model import Decision, Effect, ToolCall
 from .plugins_cli import plugins_cmd
@@ -560,6 +561,7 @@ def demo(policy: str | None, db: str | None) -> None:
 main.add_command(audit_cli, "audit")
 main.add_command(approvals_cli, "approvals")
 main.add_command(plugins_cmd, "plugins")
+main.add_command(channels_cli, "channels")
 main.add_command(policy_cli, "policy")
 
 # --- serve / users (veto_core.server.cli; the [server] extra is imported only when run) ---

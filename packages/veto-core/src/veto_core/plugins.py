@@ -28,6 +28,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "veto_core.audit.plugin",
     "veto_core.approvals.channels.console",
     "veto_core.approvals.channels.webhook",
+    "veto_core.approvals.channels.slack",
+    "veto_core.approvals.channels.email",
 )
 """Dotted module names registered before entry points, in this order."""
 

@@ -40,6 +40,7 @@ from veto_core.audit.export import CSV_COLUMNS, EXPORT_FORMATS, build_evidence_p
 from veto_core.audit.log import AuditLog, open_audit
 from veto_core.audit.record import AuditRecord
 from veto_core.audit.sink import AuditQuery, PolicyRevision
+from veto_core.config import VetoConfig
 from veto_core.server.bridge import (
     ApprovalsUnavailable,
     Closed,
@@ -122,9 +123,15 @@ def create_app(
     *,
     settings: ServerSettings | None = None,
     audit: AuditLog | None = None,
+    config: VetoConfig | None = None,
 ) -> FastAPI:
-    """The dashboard + API on the database at ``db`` ($VETO_DB or ~/.veto/veto.db)."""
+    """The dashboard + API on the database at ``db`` ($VETO_DB or ~/.veto/veto.db).
+
+    ``config``: Slack/email settings and secrets (default: ``veto.toml`` + environment).
+    """
     from veto_core.audit.log import default_audit_url
+    from veto_core.config import load_config
+    from veto_core.server.channels import install_channel_routes
 
     if settings is None:
         settings = ServerSettings(db=db or default_audit_url())
@@ -153,6 +160,7 @@ def create_app(
     _security_headers(app)
     _pages(app, ctx)
     _api(app, ctx)
+    install_channel_routes(app, ctx, config or load_config(), templates)
     return app
 
 
