@@ -175,14 +175,17 @@ class VetoGuard:
         over = VetoContext.from_run_context(run_context)
         base = (over.principal if over and over.principal else None) or self.principal
         agent = agent_name or base.agent
-        roles = tuple(dict.fromkeys((*base.roles, *self._roles_for(agent))))
-        principal = dataclasses.replace(base, agent=agent, roles=roles)
+        extra = self._roles_for(agent) if self.roles is not None else ()
+        roles = tuple(dict.fromkeys((*base.roles, *extra))) if extra else base.roles
+        principal = Principal(
+            agent=agent, roles=roles, tenant=base.tenant, user=base.user, session=base.session
+        )
         run_id = over.run_id if over and over.run_id else None
         if run_id is None:
             run_id = self.run_id(run_context) if callable(self.run_id) else self.run_id
-        policy_context = dict(self.context)
+        policy_context = self.context
         if over and over.context:
-            policy_context.update(over.context)
+            policy_context = {**self.context, **over.context}
         return ToolCall(
             tool=tool,
             args=parsed,
@@ -376,8 +379,9 @@ async def _check(
         )
     except Exception as exc:
         return _gate.error(canonical, exc)
-    key = (canonical, str(ctx.tool_call_id), args_key(call.args))
-    asked = guard._pop_asked(key)
+    asked = bool(guard._asked) and guard._pop_asked(
+        (canonical, str(ctx.tool_call_id), args_key(call.args))
+    )
     status = ctx.get_approval_status(
         ctx.tool_name, ctx.tool_call_id, tool_namespace=ctx.tool_namespace
     )
@@ -409,12 +413,16 @@ def _make_needs_approval(
                 run_context=run_context.context,
                 agent_name=agent_name,
             )
-            key = (canonical, str(call_id), args_key(call.args))
             need = guard.decide_needs_approval(call)
+            if need or guard._asked:
+                key = (canonical, str(call_id), args_key(call.args))
         except Exception:
             need = False  # the guardrail decides again and refuses (fail closed)
         if not need and original is not False:
             need = await evaluate_needs_approval_setting(original, run_context, params, call_id)
+            if need and key is None:
+                with contextlib.suppress(Exception):
+                    key = (canonical, str(call_id), args_key(parse_arguments(params)))
         if key is not None:
             guard._remember(key, need)
         return need

@@ -1,0 +1,129 @@
+"""veto-openai overhead: added µs per tool call.
+
+    uv run python benchmarks/bench_openai.py [--calls 2000]
+
+For an allowed call it times, per call (median, p99):
+- ``core``: what any adapter must pay: ``veto.decide`` (needs_approval's answer) plus
+  ``veto.authorize`` (decision + durable SQLite record, committed before return);
+- ``adapter``: the same work through veto-openai: the ``needs_approval`` callback and
+  the tool input guardrail, exactly as the SDK calls them (building the Veto call from
+  the SDK's ToolContext, parsing the raw JSON arguments, the approval-status lookup);
+- ``adapter - core``: the adapter's own cost (target ≤ 50 µs including the durable
+  record is out of reach while the record alone costs hundreds of µs here; see
+  bench_audit.py; the adapter's own share is what this package controls);
+- ``no-record``: the adapter with a policy in ``audit: {mode: best_effort}`` on an
+  unreachable store is NOT measured: it would measure a failure path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENAI_API_KEY", "bench")
+
+from agents import Agent, ToolGuardrailFunctionOutput, function_tool, set_tracing_disabled
+from agents.run_context import RunContextWrapper
+from agents.tool_context import ToolContext
+from agents.tool_guardrails import ToolInputGuardrailData
+
+from veto_core import Principal, ToolCall, Veto
+from veto_openai import VetoToolGuardrail, guard_agent
+
+set_tracing_disabled(True)
+
+POLICY = """
+version: 1
+name: bench
+rules:
+  - id: reads-allowed
+    effect: allow
+    tools: [read_file]
+    if: {field: args.path, path_within: /data}
+"""
+
+
+@function_tool
+def read_file(path: str) -> str:
+    """Read a file."""
+    return path
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))]
+
+
+async def run(calls: int, db_dir: Path) -> None:
+    veto = Veto.from_yaml(POLICY, env="prod", tenant="acme", db=f"sqlite:///{db_dir / 'v.db'}")
+    agent = guard_agent(Agent(name="bot", tools=[read_file]), veto, principal=Principal(user="u"))
+    tool = agent.tools[0]
+    guardrail = tool.tool_input_guardrails[0]
+    assert isinstance(guardrail, VetoToolGuardrail)
+    needs = tool.needs_approval
+    assert callable(needs)
+    context = {"veto": {"run_id": "bench-run"}}
+    wrapper = RunContextWrapper(context=context)
+    args_json = '{"path": "/data/a"}'
+
+    async def adapter(i: int) -> float:
+        cid = f"call_{i}"
+        t0 = time.perf_counter_ns()
+        assert not await needs(wrapper, {"path": "/data/a"}, cid)
+        tc = ToolContext(
+            context=context, tool_name="read_file", tool_call_id=cid, tool_arguments=args_json
+        )
+        out: ToolGuardrailFunctionOutput = await guardrail.run(
+            ToolInputGuardrailData(context=tc, agent=agent)
+        )
+        t1 = time.perf_counter_ns()
+        assert out.behavior["type"] == "allow", out
+        return (t1 - t0) / 1000
+
+    def core(i: int) -> float:
+        call = ToolCall(
+            tool="read_file", args={"path": "/data/a"}, principal=Principal(agent="bot", user="u"),
+            run_id="bench-run", tool_call_id=f"core_{i}", framework="openai-agents",
+        )  # fmt: skip
+        t0 = time.perf_counter_ns()
+        veto.decide(call)
+        auth = veto.authorize(call)
+        t1 = time.perf_counter_ns()
+        assert auth.run_tool
+        return (t1 - t0) / 1000
+
+    for i in range(100):  # warm up both paths
+        core(-i - 1)
+        await adapter(-i - 1)
+    a: list[float] = []
+    c: list[float] = []
+    for i in range(calls):  # interleaved, so both see the same machine load
+        c.append(core(i))
+        a.append(await adapter(i))
+    diffs = [x - y for x, y in zip(a, c, strict=True)]
+    print(f"calls: {calls} (allowed, SQLite WAL durable record per call)")
+    print(f"{'path':<16}{'median µs':>12}{'p99 µs':>12}{'mean µs':>12}")
+    for name, xs in (("core", c), ("adapter", a)):
+        print(
+            f"{name:<16}{statistics.median(xs):>12.1f}{pct(xs, 0.99):>12.1f}{statistics.mean(xs):>12.1f}"
+        )
+    print(f"{'adapter - core':<16}{statistics.median(a) - statistics.median(c):>12.1f}"
+          f"{'':>12}{statistics.mean(diffs):>12.1f}")  # fmt: skip
+    veto.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=2000)
+    ns = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(ns.calls, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
