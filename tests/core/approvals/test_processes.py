@@ -113,14 +113,20 @@ veto.close()
 
 
 def test_the_same_call_in_several_processes_gets_one_request(db_url: str) -> None:
-    make_veto(db_url).close()  # migrate once, so the race is about the request, not the schema
+    warm = make_veto(db_url)
+    assert warm.approvals  # create the schema once: the race is about the request
+    warm.close()
     code = _CREATE.format(here=str(HERE), url=db_url)
     procs = [
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(4)
     ]
-    ids = {p.communicate(timeout=60)[0].strip() for p in procs}
-    assert all(p.returncode == 0 for p in procs)
+    outputs = [p.communicate(timeout=60) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+    ids = {out.strip() for out, _ in outputs}
     assert len(ids) == 1
     veto = make_veto(db_url)
     assert [r.id for r in veto.approvals.list()] == list(ids)
