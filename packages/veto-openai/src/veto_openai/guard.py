@@ -391,6 +391,8 @@ async def _check(
             return Verdict(run=True, outcome="pending", reason="")  # the SDK pauses now
         return verdict
     if status is True:
+        if guard.approvals == "wait":  # may block for a fresh approval: keep the loop free
+            return await asyncio.to_thread(guard.after_sdk_approval, call)
         return guard.after_sdk_approval(call)
     if guard.approvals == "wait":
         return await asyncio.to_thread(guard.fresh, call)
