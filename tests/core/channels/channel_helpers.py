@@ -182,8 +182,11 @@ class FakeSlack:
             return [c for c in self.calls if c.method == method]
 
     def wait_for(self, method: str, n: int = 1, timeout: float = 10.0) -> list[SlackCall]:
-        return list(wait_until(lambda: len(self.of(method)) >= n and self.of(method), timeout,
-                               f"{n} x {method}"))  # fmt: skip
+        return list(
+            wait_until(
+                lambda: len(self.of(method)) >= n and self.of(method), timeout, f"{n} x {method}"
+            )
+        )
 
     def close(self) -> None:
         self.server.shutdown()
@@ -191,9 +194,13 @@ class FakeSlack:
 
 
 def interaction_body(
-    request_id: str, user: str, action: str = APPROVE_ACTION, *, channel: str = "C0VETO",
+    request_id: str,
+    user: str,
+    action: str = APPROVE_ACTION,
+    *,
+    channel: str = "C0VETO",
     ts: str = "1700000000.000001",
-) -> bytes:  # fmt: skip
+) -> bytes:
     payload = {
         "type": "block_actions",
         "user": {"id": user, "username": user.lower()},
@@ -304,12 +311,17 @@ class World:
     clients: list[TestClient] = field(default_factory=list)
 
     def call(
-        self, tool: str = "issue_refund", amount: float = 250.0, *, user: str = "agent-user",
-    ) -> Any:  # fmt: skip
+        self,
+        tool: str = "issue_refund",
+        amount: float = 250.0,
+        *,
+        user: str = "agent-user",
+    ) -> Any:
         return self.veto.authorize(self.tool_call(tool, amount, user=user))
 
-    def tool_call(self, tool: str = "issue_refund", amount: float = 250.0, *,
-                  user: str = "agent-user") -> ToolCall:  # fmt: skip
+    def tool_call(
+        self, tool: str = "issue_refund", amount: float = 250.0, *, user: str = "agent-user"
+    ) -> ToolCall:
         return ToolCall(
             tool=tool,
             args={"amount": amount, "currency": "EUR", "card_number": "4111111111111111"},
@@ -356,8 +368,10 @@ def make_config(db: str, slack_url: str, smtp_url: str) -> VetoConfig:
 
 def channels_for(config: VetoConfig) -> list[Any]:
     directory = UserDirectory(config.db)
-    return [SlackChannel(config.slack, directory=directory), EmailChannel(config,
-            directory=directory)]  # fmt: skip
+    return [
+        SlackChannel(config.slack, directory=directory),
+        EmailChannel(config, directory=directory),
+    ]
 
 
 def seed_users(db: str) -> None:
@@ -375,10 +389,14 @@ def login(client: TestClient, username: str) -> None:
     assert token, page.text
     r = client.post(
         "/login",
-        data={"username": username, "password": PASSWORD, "csrf_token": token.group(1),
-              "next": "/"},
+        data={
+            "username": username,
+            "password": PASSWORD,
+            "csrf_token": token.group(1),
+            "next": "/",
+        },
         follow_redirects=False,
-    )  # fmt: skip
+    )
     assert r.status_code == 303, r.text
 
 
@@ -402,8 +420,9 @@ def smtp() -> Iterator[SmtpServer]:
 
     inbox = Inbox()
 
-    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
-                      auth_data: Any) -> AuthResult:  # fmt: skip
+    def authenticator(
+        server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         ok = isinstance(auth_data, LoginPassword) and (
             auth_data.login == SMTP_USER.encode() and auth_data.password == SMTP_PASS.encode()
         )
@@ -413,9 +432,13 @@ def smtp() -> Iterator[SmtpServer]:
 
     port = free_port()
     controller = Controller(
-        inbox, hostname="127.0.0.1", port=port, authenticator=authenticator,
-        auth_require_tls=False, auth_required=True,
-    )  # fmt: skip
+        inbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_require_tls=False,
+        auth_required=True,
+    )
     with warnings.catch_warnings():  # AUTH without TLS: fine on 127.0.0.1 in a test
         warnings.simplefilter("ignore", UserWarning)
         controller.start()

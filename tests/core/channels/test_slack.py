@@ -33,11 +33,11 @@ from veto_core.config import SlackConfig
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 
 
-def click(world: World, request_id: str, user: str, action: str = "veto_approve",
-          **kw: Any) -> Any:  # fmt: skip
+def click(world: World, request_id: str, user: str, action: str = "veto_approve", **kw: Any) -> Any:
     body = interaction_body(request_id, user, action)
-    return world.client().post("/slack/interactions", content=body, headers=signed_headers(body,
-                               **kw))  # fmt: skip
+    return world.client().post(
+        "/slack/interactions", content=body, headers=signed_headers(body, **kw)
+    )
 
 
 def texts(call: Any) -> str:
@@ -95,11 +95,14 @@ def test_wrong_signature_refused(world: World) -> None:
     body = interaction_body(req.id, "UALICE")
     headers = signed_headers(body)
     tampered = body.replace(b"UALICE", b"UFIONA")  # signature of another body
-    assert world.client().post("/slack/interactions", content=tampered,
-                               headers=headers).status_code == 401  # fmt: skip
+    assert (
+        world.client().post("/slack/interactions", content=tampered, headers=headers).status_code
+        == 401
+    )
     missing = {"Content-Type": "application/x-www-form-urlencoded"}
-    assert world.client().post("/slack/interactions", content=body,
-                               headers=missing).status_code == 401  # fmt: skip
+    assert (
+        world.client().post("/slack/interactions", content=body, headers=missing).status_code == 401
+    )
     assert world.state(req.id) == "pending"
     assert world.slack.of("users.info") == [] and world.slack.of("chat.update") == []
 
@@ -185,16 +188,18 @@ def test_unknown_request_and_foreign_payloads(world: World) -> None:
 def test_unreachable_slack_leaves_request_pending_and_recorded(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    dead = SlackConfig(bot_token=BOT_TOKEN, channel="C0VETO",
-                       api_url=f"http://127.0.0.1:{free_port()}/api/")  # fmt: skip
+    dead = SlackConfig(
+        bot_token=BOT_TOKEN, channel="C0VETO", api_url=f"http://127.0.0.1:{free_port()}/api/"
+    )
     world.veto.approvals.use_channels([SlackChannel(dead, directory=UserDirectory(world.db))])
     with caplog.at_level(logging.WARNING, logger="veto.approvals"):
         auth = world.call()
     req = auth.approval
     assert req is not None and world.state(req.id) == "pending"
     assert ("approval_notify_failed", "slack") in world.outcomes(req.id)
-    assert any("'slack' failed" in r.getMessage() and req.id in r.getMessage()
-               for r in caplog.records)  # fmt: skip
+    assert any(
+        "'slack' failed" in r.getMessage() and req.id in r.getMessage() for r in caplog.records
+    )
     assert world.veto.approvals.wait(req.id, timeout=0.1) is ApprovalState.PENDING
 
 
@@ -203,8 +208,12 @@ def test_plugin_from_environment_and_cli_test(
 ) -> None:
     (tmp_path / "veto.toml").write_text("")
     monkeypatch.setenv("VETO_CONFIG", str(tmp_path / "veto.toml"))  # env only
-    for k, v in {"VETO_SLACK_BOT_TOKEN": BOT_TOKEN, "VETO_SLACK_API_URL": fake_slack.url,
-                 "VETO_SLACK_CHANNEL": "CENV", "VETO_DB": world.db}.items():  # fmt: skip
+    for k, v in {
+        "VETO_SLACK_BOT_TOKEN": BOT_TOKEN,
+        "VETO_SLACK_API_URL": fake_slack.url,
+        "VETO_SLACK_CHANNEL": "CENV",
+        "VETO_DB": world.db,
+    }.items():
         monkeypatch.setenv(k, v)
     world.veto.approvals.use_channels(None)  # the plugins' channels again
     names = [c.name for c in world.veto.approvals.channels()]

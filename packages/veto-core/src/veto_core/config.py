@@ -72,10 +72,13 @@ class SmtpSettings:
     starttls: bool
     ssl: bool
     timeout_s: float = 10.0
+    ca_file: str | None = None  # trust this CA bundle instead of the system's
 
     @classmethod
     def parse(cls, url: str) -> SmtpSettings:
-        """``smtp://user:pass@host:port?starttls=1`` or ``smtps://...`` (implicit TLS)."""
+        """``smtp://user:pass@host:port?starttls=1`` or ``smtps://...`` (implicit TLS);
+        optional ``timeout=SECONDS`` and ``cafile=PATH`` (a private CA). Certificates
+        and host names are always verified."""
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("smtp", "smtps"):
             raise ConfigError(f"VETO_SMTP_URL must start with smtp:// or smtps://, not {url!r}")
@@ -83,7 +86,10 @@ class SmtpSettings:
             raise ConfigError("VETO_SMTP_URL has no host")
         q = urllib.parse.parse_qs(u.query)
         flag = (q.get("starttls") or ["0"])[-1].strip().lower()
-        timeout = float((q.get("timeout") or ["10"])[-1])
+        try:
+            timeout = float((q.get("timeout") or ["10"])[-1])
+        except ValueError:
+            raise ConfigError("VETO_SMTP_URL: timeout must be a number of seconds") from None
         try:
             port = u.port
         except ValueError as exc:
@@ -97,6 +103,7 @@ class SmtpSettings:
             starttls=flag in ("1", "true", "yes", "on"),
             ssl=ssl,
             timeout_s=timeout,
+            ca_file=(q.get("cafile") or [None])[-1],
         )
 
 

@@ -135,7 +135,7 @@ def read_token(secret: str | bytes, token: str, *, now: _dt.datetime | None = No
 @contextmanager
 def smtp_connection(settings: SmtpSettings) -> Iterator[smtplib.SMTP]:
     """A logged-in SMTP session (STARTTLS / implicit TLS as configured)."""
-    context = ssl.create_default_context()
+    context = ssl.create_default_context(cafile=settings.ca_file)
     smtp: smtplib.SMTP
     if settings.ssl:
         smtp = smtplib.SMTP_SSL(
