@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import json
 import sys
@@ -214,11 +215,11 @@ class _Sequencer:
     """Occurrence counters per run, for derived tool-call ids (bounded: oldest runs go)."""
 
     def __init__(self, max_runs: int = 1024) -> None:
-        self._runs: OrderedDict[str, dict[str, int]] = OrderedDict()
+        self._runs: OrderedDict[str, dict[tuple[str | None, str, str], int]] = OrderedDict()
         self._lock = threading.Lock()
         self._max_runs = max_runs
 
-    def next(self, run_key: str, call_key: str) -> int:
+    def next(self, run_key: str, call_key: tuple[str | None, str, str]) -> int:
         with self._lock:
             counts = self._runs.get(run_key)
             if counts is None:
@@ -243,20 +244,25 @@ def derive_tool_call_id(
     run_id: str | None, agent: str | None, tool: str, args: Mapping[str, Any]
 ) -> str:
     """The derived id (module docstring): stable per (run, agent, tool, args, occurrence)."""
-    key = json.dumps([agent, tool, canonical_args(args)], ensure_ascii=False)
-    n = _SEQUENCER.next(run_id or "", key)
-    material = json.dumps([run_id, agent, tool, canonical_args(args), n], ensure_ascii=False)
+    canonical = canonical_args(args)
+    n = _SEQUENCER.next(run_id or "", (agent, tool, canonical))
+    material = json.dumps([run_id, agent, tool, canonical, n], ensure_ascii=False)
     return "crewai-" + hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
 # --- principal, names, run id -------------------------------------------------------------
 
 
-def canonical_tool_name(settings: Settings, name: str) -> str:
-    """CrewAI's sanitized name (what the model calls, what hooks see), then the mapping."""
+@functools.lru_cache(maxsize=4096)
+def _sanitized(name: str) -> str:
     from crewai.utilities.string_utils import sanitize_tool_name
 
-    sanitized = sanitize_tool_name(unicodedata.normalize("NFC", name))
+    return sanitize_tool_name(unicodedata.normalize("NFC", name))
+
+
+def canonical_tool_name(settings: Settings, name: str) -> str:
+    """CrewAI's sanitized name (what the model calls, what hooks see), then the mapping."""
+    sanitized = _sanitized(name)
     names = settings.tool_names
     if names is None:
         return sanitized

@@ -32,6 +32,7 @@ from veto_core import Principal, Veto
 
 from . import _gate
 from ._calls import CallInput, RoleMap, Settings, ToolNameMap, build_call, call_site
+from .tools import GuardedTool
 
 __all__ = ["VetoHooks", "install", "installed", "scope", "uninstall"]
 
@@ -116,8 +117,6 @@ class VetoHooks:
 
 
 def _guarded_by(tool: Any, veto: Veto) -> bool:
-    from .tools import GuardedTool
-
     return isinstance(tool, GuardedTool) and tool.veto is veto
 
 
