@@ -261,3 +261,24 @@ def test_agent_blocked_on_approval_is_released_by_a_slack_click(world: World) ->
     assert world.veto.approvals.consume(request_id) is False
     assert runs == [1]
     wait_until(lambda: world.slack.of("chat.update"), what="message update")
+
+
+def test_direct_messages_to_eligible_mapped_approvers(world: World) -> None:
+    dm = SlackConfig(
+        bot_token=BOT_TOKEN,
+        api_url=world.slack.url,
+        users={"UFIONA": "fiona", "UDAVE": "dave", "UAGENT": "agent-user", "UGHOST": "nobody"},
+    )
+    world.veto.approvals.use_channels([SlackChannel(dm, directory=UserDirectory(world.db))])
+    req = world.call().approval
+    posts = world.slack.wait_for("chat.postMessage")
+    time.sleep(0.1)
+    assert [p.data["channel"] for p in world.slack.of("chat.postMessage")] == ["UFIONA"]
+    assert posts[0].data["blocks"][-1]["elements"][0]["value"] == req.id
+    # nobody to tell: a recorded failure, the request stays pending
+    world.veto.approvals.use_channels(
+        [SlackChannel(SlackConfig(bot_token=BOT_TOKEN, api_url=world.slack.url))]
+    )
+    other = world.call().approval
+    assert ("approval_notify_failed", "slack") in world.outcomes(other.id)
+    assert world.state(other.id) == "pending"

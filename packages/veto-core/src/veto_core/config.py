@@ -103,7 +103,7 @@ class SmtpSettings:
             starttls=flag in ("1", "true", "yes", "on"),
             ssl=ssl,
             timeout_s=timeout,
-            ca_file=(q.get("cafile") or [None])[-1],
+            ca_file=q["cafile"][-1] if q.get("cafile") else None,
         )
 
 

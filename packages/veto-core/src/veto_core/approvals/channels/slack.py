@@ -79,7 +79,9 @@ def _detail_blocks(request: ApprovalRequest) -> list[dict[str, Any]]:
         f"{esc(', '.join(request.approvers) or 'anyone but the requester')}",
         f"*Expires*\n{_when(request.expires_at)}",
     ]
-    args = pretty_args(request).replace("```", "` ` `")
+    args = esc(pretty_args(request).replace("```", "` ` `"))
+    if len(args) > 2900:  # a section's text holds 3000 characters
+        args = args[:2880] + "\n… (truncated)"
     return [
         {
             "type": "header",
@@ -91,10 +93,10 @@ def _detail_blocks(request: ApprovalRequest) -> list[dict[str, Any]]:
             "text": {
                 "type": "mrkdwn",
                 "text": "*Why*\n"
-                + esc("; ".join(request.reasons) or "the policy requires approval"),
+                + esc("; ".join(request.reasons) or "the policy requires approval")[:2900],
             },
         },
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Arguments*\n```{esc(args)}```"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Arguments*\n```{args}```"}},
         {
             "type": "context",
             "elements": [{"type": "mrkdwn", "text": f"Veto request `{esc(request.id)}`"}],
