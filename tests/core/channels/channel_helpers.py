@@ -119,6 +119,7 @@ class FakeSlack:
 
     def __init__(self, emails: dict[str, str]) -> None:
         self.emails = dict(emails)
+        self.delay_s = 0.0  # slow every answer down (Slack's 3-second budget)
         self.calls: list[SlackCall] = []
         self._lock = threading.Lock()
         self._ts = 0
@@ -133,6 +134,7 @@ class FakeSlack:
                 auth = self.headers.get("Authorization")
                 with fake._lock:
                     fake.calls.append(SlackCall(method, data, auth))
+                time.sleep(fake.delay_s)
                 body = json.dumps(fake.answer(method, data, auth)).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -282,3 +282,38 @@ def test_direct_messages_to_eligible_mapped_approvers(world: World) -> None:
     other = world.call().approval
     assert ("approval_notify_failed", "slack") in world.outcomes(other.id)
     assert world.state(other.id) == "pending"
+
+
+def test_slack_gets_its_ack_before_the_slow_work(world: World) -> None:
+    """A real server: the 200 comes back at once although users.info and chat.update
+    take 2 s each here; the vote lands afterwards."""
+    import httpx
+    import uvicorn
+
+    req = world.call().approval
+    world.slack.delay_s = 2.0
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            world.app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, what="uvicorn")
+    try:
+        body = interaction_body(req.id, "UALICE")
+        start = time.monotonic()
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/slack/interactions",
+            content=body,
+            headers=signed_headers(body),
+            timeout=10,
+        )
+        took = time.monotonic() - start
+        assert r.status_code == 200 and took < 1.5, took
+        wait_until(lambda: world.state(req.id) == "approved", timeout=10, what="the vote")
+        world.slack.wait_for("chat.update", timeout=10)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
