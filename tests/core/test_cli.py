@@ -78,8 +78,14 @@ def test_demo_runs_as_a_new_user_would(tmp_path: Path) -> None:
     # The approval lifecycle is in the trail too: one approved by a second process, one expired.
     events = [r["outcome"] for r in records if r not in decisions]
     assert sorted(events) == sorted(
-        ["approval_requested", "approval_requested", "approval_vote", "approved"]
-        + ["approval_consumed", "expired"]
+        [
+            "approval_requested",
+            "approval_requested",
+            "approval_vote",
+            "approved",
+            "approval_consumed",
+            "expired",
+        ]
     )
     verify = subprocess.run(
         [*veto, "audit", "verify"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -36,20 +37,27 @@ EXAMPLE = REPO / "examples" / "veto-example-channel"
 # --------------------------------------------------------------------------- example plugin
 
 
-@pytest.fixture(scope="module")
-def example_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example package really installed (wheel built by its own build backend)
-    into a private target directory: the project's environment is left alone."""
-    target = tmp_path_factory.mktemp("site")
+def _install(target: Path) -> subprocess.CompletedProcess[str]:
     uv = os.environ.get("UV") or shutil.which("uv")
     assert uv, "uv is needed to install the example plugin package"
-    proc = subprocess.run(
-        [uv, "pip", "install", "--offline", "--no-deps", "--target", str(target), str(EXAMPLE)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
-    )
+    cmd = [uv, "pip", "install", "--offline", "--no-deps", "--target", str(target), str(EXAMPLE)]
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    real_cache = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "uv"
+    if proc.returncode != 0 and real_cache.is_dir():
+        # Other test packages may point HOME (and so uv's cache) at a temp dir: the
+        # build backend (hatchling) is in the user's own cache.
+        env["UV_CACHE_DIR"] = str(real_cache)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def example_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example package really installed (wheel built by its own build backend,
+    offline) into a private target directory: the project's environment is left alone."""
+    target = tmp_path_factory.mktemp("site")
+    proc = _install(target)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (target / "veto_example_channel").is_dir()
     return target

@@ -50,7 +50,7 @@ class Waiter:
     def result(self) -> dict[str, object]:
         assert self.proc.stdout is not None and self.proc.stderr is not None
         line = self.proc.stdout.readline()  # blocks until the waiter's wait() returned
-        out, err = self.proc.communicate(input="", timeout=30)  # closes stdin: it exits
+        _, err = self.proc.communicate(input="", timeout=30)  # closes stdin: it exits
         assert line.strip(), err
         assert self.proc.returncode == 0, err
         return dict(json.loads(line))
