@@ -10,8 +10,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+# Some framework test packages point HOME at a temp dir when they are collected (CrewAI
+# writes under HOME on import). Pin uv's cache to the real one first, so tests that build
+# a package offline (the example channel plugin) still find it.
+os.environ.setdefault("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))
 
 PG_URL = os.environ.get("VETO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -69,7 +69,7 @@ EXPECTED: dict[str, str] = {
     "unknown_role_in_inherits.yaml": "{dir}/unknown_role_in_inherits.yaml:5:29 roles.support-lead.inherits[0]: unknown role 'supprt' (did you mean 'support'?)",
     "unknown_role_in_when.yaml": "{dir}/unknown_role_in_when.yaml:9:19 rules[0].when.role[0]: unknown role 'suport' (did you mean 'support'?)",
     "unknown_rule_key.yaml": "{dir}/unknown_rule_key.yaml:7:5 rules[0].reasn: unknown key 'reasn' (did you mean 'reason'?); expected one of: id, effect, tools, when, if, otherwise, approval, reason, description, mode",
-    "unknown_top_level_key.yaml": "{dir}/unknown_top_level_key.yaml:3:1 rulez: unknown key 'rulez' (did you mean 'rules'?); expected one of: version, name, description, default, mode, extends, lists, roles, rules, redact, audit, tests",
+    "unknown_top_level_key.yaml": "{dir}/unknown_top_level_key.yaml:3:1 rulez: unknown key 'rulez' (did you mean 'rules'?); expected one of: version, name, description, default, mode, extends, lists, roles, rules, limits, redact, audit, tests",
     "unknown_weekday.yaml": "{dir}/unknown_weekday.yaml:7:34 rules[0].if.weekday_in: unknown weekday 'tues' (expected mon, tue, wed, thu, fri, sat, sun)",
     "unquoted_flow_path.yaml": "{dir}/unquoted_flow_path.yaml:7:27: invalid YAML: expected ',' or '}', but got '[' (a path containing '[' must be quoted in flow style: \"args.items[*].sku\")",
     "wrong_version.yaml": "{dir}/wrong_version.yaml:1:10 version: expected 1, got 2",
