@@ -96,21 +96,9 @@ def _root_getter(root: str, sub: str | None) -> Callable[[EvalContext], Any]:
     if root == "tool":
         return _tool_name
     if root == "env":
-
-        def env(ctx: EvalContext) -> Any:
-            if ctx.env is None:
-                raise _MISSING
-            return ctx.env
-
-        return env
+        return _env
     if root == "tenant":
-
-        def tenant(ctx: EvalContext) -> Any:
-            if ctx.tenant is None:
-                raise _MISSING
-            return ctx.tenant
-
-        return tenant
+        return _tenant
     if root == "now":
 
         def now(ctx: EvalContext) -> Any:
@@ -121,7 +109,7 @@ def _root_getter(root: str, sub: str | None) -> Callable[[EvalContext], Any]:
         if sub == "roles":
             return lambda ctx: ctx.roles
         if sub == "tenant":
-            return tenant_of_principal
+            return _tenant  # the call's effective tenant
         assert sub is not None
 
         def principal_field(ctx: EvalContext) -> Any:
@@ -142,7 +130,13 @@ def _tool_name(ctx: EvalContext) -> Any:
     return tool
 
 
-def tenant_of_principal(ctx: EvalContext) -> Any:
+def _env(ctx: EvalContext) -> Any:
+    if ctx.env is None:
+        raise _MISSING
+    return ctx.env
+
+
+def _tenant(ctx: EvalContext) -> Any:
     if ctx.tenant is None:
         raise _MISSING
     return ctx.tenant

@@ -35,6 +35,11 @@ class PolicyError(Exception):
         )
         super().__init__("\n".join(str(p) for p in self.problems))
 
+    @classmethod
+    def of_file(cls, file: str, message: str) -> PolicyError:
+        """A problem with the file as a whole (unreadable, too big, not UTF-8 ...)."""
+        return cls([Problem(file=file, line=None, column=None, path="", message=message)])
+
 
 def format_path(loc: Iterable[str | int]) -> str:
     """('rules', 2, 'if', 'field') -> 'rules[2].if.field'."""

@@ -552,32 +552,18 @@ def load_bundle(directory: str | Path, tenant: str | None) -> LoadedPolicy:
     root = Path(directory)
     base_path = root / "base.yaml"
     if not base_path.is_file():
-        raise PolicyError(
-            [
-                Problem(
-                    file=str(root),
-                    line=None,
-                    column=None,
-                    path="",
-                    message="a policy bundle is a directory with base.yaml (and tenants/<tenant>.yaml overlays); base.yaml not found",
-                )
-            ]
+        raise PolicyError.of_file(
+            str(root),
+            "a policy bundle is a directory with base.yaml (and tenants/<tenant>.yaml overlays); base.yaml not found",
         )
     base_doc = read_yaml_file(base_path, label=os.path.join(str(directory), "base.yaml"))
     merged = _load(base_doc, (base_path.resolve(),))
     if tenant is None:
         return _finish(merged, base_doc)
     if not TENANT_NAME.match(tenant):
-        raise PolicyError(
-            [
-                Problem(
-                    file=str(root),
-                    line=None,
-                    column=None,
-                    path="",
-                    message=f"invalid tenant name {tenant!r} (letters, digits, '_', '-', '.', '@'; at most 128)",
-                )
-            ]
+        raise PolicyError.of_file(
+            str(root),
+            f"invalid tenant name {tenant!r} (letters, digits, '_', '-', '.', '@'; at most 128)",
         )
     overlay_path = root / "tenants" / f"{tenant}.yaml"
     if not overlay_path.is_file():

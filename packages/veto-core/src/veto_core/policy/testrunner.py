@@ -145,16 +145,9 @@ def find_policy_and_tests(
             candidate = target.with_name(stem + suffix)
             if candidate.is_file():
                 return candidate, target
-        raise PolicyError(
-            [
-                Problem(
-                    file=str(target),
-                    line=None,
-                    column=None,
-                    path="",
-                    message=f"cannot tell which policy these tests are for: add 'policy: ./{stem}.yaml' or pass --policy",
-                )
-            ]
+        raise PolicyError.of_file(
+            str(target),
+            f"cannot tell which policy these tests are for: add 'policy: ./{stem}.yaml' or pass --policy",
         )
     doc = read_yaml_file(target)
     tests = doc.data.get("tests") if isinstance(doc.data, dict) else None

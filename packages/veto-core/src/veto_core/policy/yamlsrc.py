@@ -144,16 +144,8 @@ def _walk(
 ) -> None:
     budget[0] -= 1
     if budget[0] < 0:
-        raise PolicyError(
-            [
-                Problem(
-                    file=doc.file,
-                    line=None,
-                    column=None,
-                    path="",
-                    message=f"document has more than {MAX_NODES} nodes (alias bomb?)",
-                )
-            ]
+        raise PolicyError.of_file(
+            doc.file, f"document has more than {MAX_NODES} nodes (alias bomb?)"
         )
     doc.value_marks.setdefault(loc, _mark(node))
     if isinstance(node, yaml.MappingNode):
@@ -194,17 +186,7 @@ def _walk(
 
 def read_yaml_text(text: str, *, file: str, path: Path | None = None) -> SourceDoc:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
-        raise PolicyError(
-            [
-                Problem(
-                    file=file,
-                    line=None,
-                    column=None,
-                    path="",
-                    message=f"file is larger than {MAX_POLICY_BYTES} bytes",
-                )
-            ]
-        )
+        raise PolicyError.of_file(file, f"file is larger than {MAX_POLICY_BYTES} bytes")
     if _FastLoader is not None:
         try:
             return _read(text, file, path, _FastLoader)
@@ -250,9 +232,7 @@ def _read(text: str, file: str, path: Path | None, loader_cls: type[Any]) -> Sou
             [Problem(file=file, line=line, column=col, path="", message=message)]
         ) from None
     except yaml.YAMLError as exc:
-        raise PolicyError(
-            [Problem(file=file, line=None, column=None, path="", message=f"invalid YAML: {exc}")]
-        ) from None
+        raise PolicyError.of_file(file, f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
     return doc
@@ -265,42 +245,14 @@ def read_yaml_file(path: str | Path, *, label: str | None = None) -> SourceDoc:
     try:
         size = p.stat().st_size
         if size > MAX_POLICY_BYTES:
-            raise PolicyError(
-                [
-                    Problem(
-                        file=label,
-                        line=None,
-                        column=None,
-                        path="",
-                        message=f"file is larger than {MAX_POLICY_BYTES} bytes",
-                    )
-                ]
-            )
+            raise PolicyError.of_file(label, f"file is larger than {MAX_POLICY_BYTES} bytes")
         raw = p.read_bytes()
     except OSError as exc:
-        raise PolicyError(
-            [
-                Problem(
-                    file=label,
-                    line=None,
-                    column=None,
-                    path="",
-                    message=f"cannot read file: {exc.strerror or exc}",
-                )
-            ]
-        ) from None
+        raise PolicyError.of_file(label, f"cannot read file: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PolicyError(
-            [
-                Problem(
-                    file=label,
-                    line=None,
-                    column=None,
-                    path="",
-                    message=f"file is not UTF-8 ({exc.reason} at byte {exc.start})",
-                )
-            ]
+        raise PolicyError.of_file(
+            label, f"file is not UTF-8 ({exc.reason} at byte {exc.start})"
         ) from None
     return read_yaml_text(text, file=label, path=p)
