@@ -1,10 +1,7 @@
-"""The real ``OpenAIResponsesModel`` (Responses API client, fake key) against a replayed
-cassette: the HTTP layer is an ``httpx.MockTransport`` serving recorded responses in order,
-so the SDK's own request building and response parsing run, offline. Veto denies one
-call of the turn, allows the other, and the denial reaches the model in the next request.
-
-(vcrpy is not in the workspace lock; this replays the same kind of cassette with httpx,
-which is.)"""
+"""The real ``OpenAIResponsesModel`` (Responses API client, fake key) against a hand-written
+vcrpy cassette (record mode ``none``): the SDK's own request building and response parsing
+run, offline. Veto denies one call of the turn, allows the other, and the denial reaches
+the model in the next request."""
 
 from __future__ import annotations
 
@@ -14,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import vcr
 from agents import Agent, Runner
 from agents.models.openai_responses import OpenAIResponsesModel
 from oa_helpers import make_tool
@@ -23,28 +21,21 @@ from openai import AsyncOpenAI
 from veto_core import Veto
 from veto_openai import guard_agent, run_config
 
-CASSETTE = Path(__file__).resolve().parent / "cassettes" / "responses_refund_delete.json"
+CASSETTE = Path(__file__).resolve().parent / "cassettes" / "responses_delete_read.yaml"
 
 
 def test_responses_api_replay_denies_and_allows(tmp_path: Path) -> None:
-    interactions = json.loads(CASSETTE.read_text())["interactions"]
     requests: list[dict[str, Any]] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    async def keep(request: httpx.Request) -> None:  # what the SDK really sends
         assert request.headers["authorization"] == "Bearer sk-test-fake"
-        n = len(requests)
-        assert n < len(interactions), "more requests than the cassette holds"
-        want = interactions[n]["request"]
-        assert (request.method, request.url.path) == (want["method"], want["path"])
-        requests.append(json.loads(request.content))
-        res = interactions[n]["response"]
-        return httpx.Response(res["status"], json=res["body"])
+        requests.append(json.loads(await request.aread()))
 
     client = AsyncOpenAI(
         api_key="sk-test-fake",
         base_url="https://api.openai.com/v1",
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
         max_retries=0,
+        http_client=httpx.AsyncClient(event_hooks={"request": [keep]}),
     )
     model = OpenAIResponsesModel(model="gpt-4.1", openai_client=client)
     counters = {s.name: Counter() for s in TOOL_SPECS}
@@ -52,7 +43,10 @@ def test_responses_api_replay_denies_and_allows(tmp_path: Path) -> None:
     veto = Veto.from_yaml(POLICY, env="prod", tenant="acme", db=f"sqlite:///{tmp_path / 'v.db'}")
     agent = guard_agent(Agent(name="files-bot", model=model, tools=tools), veto)
 
-    result = asyncio.run(Runner.run(agent, "tidy up /data/a", run_config=run_config()))
+    recorder = vcr.VCR(record_mode="none", match_on=["method", "scheme", "host", "path"])
+    with recorder.use_cassette(str(CASSETTE)) as cassette:
+        result = asyncio.run(Runner.run(agent, "tidy up /data/a", run_config=run_config()))
+        assert cassette.all_played and cassette.play_count == 2
 
     assert result.final_output == "I read the file; deleting is not allowed."
     assert counters["delete_file"].value == 0 and counters["read_file"].value == 1
