@@ -151,6 +151,8 @@ def test_decision_text_appends_missing_rule_ids() -> None:
     assert A.decision_text(_decision(Effect.DENY)) == "too big [r1, r2]"
     assert A.decision_text(_decision(Effect.DENY, ("too big [r1]",))) == "too big [r1] [r2]"
     assert A.decision_text(_decision(Effect.DENY, ())) == "no reason given [r1, r2]"
+    assert A.decision_text(_decision(Effect.DENY), "other [r2]") == "other [r2] [r1]"
+    assert A.decision_text(_decision(Effect.DENY), "") == "no reason given [r1, r2]"
 
 
 def test_allowed_and_approved_run() -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "VetoContext",
     "approval_id",
     "approval_outcome",
+    "approval_text",
     "authorize",
     "authorize_and_wait",
     "decision_text",
@@ -323,10 +324,10 @@ def fail_closed(
         return error_verdict(tool, exc, call=call)
 
 
-def decision_text(decision: Decision) -> str:
-    """The decision's reasons, followed by the deciding rule ids not already named in
-    them as ``[rule-id]``."""
-    reasons = decision.reason or "no reason given"
+def decision_text(decision: Decision, text: str | None = None) -> str:
+    """``text`` (default: the decision's reasons), followed by the deciding rule ids not
+    already named in it as ``[rule-id]``."""
+    reasons = (decision.reason if text is None else text) or "no reason given"
     ids = [r for r in decision.deciding_rule_ids if f"[{r}]" not in reasons]
     if ids:
         reasons += " [" + ", ".join(ids) + "]"
@@ -363,7 +364,9 @@ def approval_outcome(approval: Any) -> str:
 ApprovalExplainer = Callable[[Authorization, str], str]
 
 
-def _explain_approval(auth: Authorization, outcome: str) -> str:
+def approval_text(auth: Authorization, outcome: str) -> str:
+    """The default :data:`ApprovalExplainer`: why the approval path failed (``error``),
+    else the request's state, then the decision's reasons and rule ids."""
     decision = auth.decision
     if auth.approval_error:
         return (
@@ -417,7 +420,7 @@ def from_authorization(
         )
     if decision.effect is Effect.REQUIRE_APPROVAL:
         outcome = "error" if auth.approval_error else approval_outcome(auth.approval)
-        why = (explain_approval or _explain_approval)(auth, outcome)
+        why = (explain_approval or approval_text)(auth, outcome)
         return refusal(call.tool, outcome, why, decision=decision, approval_id=ident, call=call)
     return refusal(call.tool, "denied", decision_text(decision), decision=decision, call=call)
 
