@@ -6,7 +6,10 @@ a run. Only :class:`Verdict` with ``run=True`` lets a tool body execute.
 
 The approval calls go through the adapter contract that ``veto_core`` provides
 on ``Veto`` (``authorize``, ``authorize_and_wait``, ``check_approval``,
-``approvals.get``). This module is the one place that knows their names.
+``approvals.get``). This module is the one place that knows their names. The
+``Verdict`` and the ``Authorization`` → verdict mapping are the ones all adapters
+share (:mod:`veto_core.adapters`); what stays here is LangChain's: the wording of an
+approval that must be decided again, and the ``interrupt()`` pause/resume helpers.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from veto_core import Authorization, Decision, Effect, ToolCall, Veto
+from veto_core import adapters as _shared
+from veto_core.adapters import Verdict, approval_id, decision_text, state_name
 
 __all__ = [
     "PendingApproval",
@@ -24,28 +29,12 @@ __all__ = [
     "authorize_and_wait",
     "check_approval",
     "decide",
+    "decision_text",
     "find_pending",
     "refusal",
 ]
 
 _DEFAULT_TENANT = "default"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Verdict:
-    """The gate's answer for one call.
-
-    ``run`` is the only thing that lets the tool body execute. ``reason`` is the
-    text the model (or the application) sees when it does not run; it names the
-    deciding rule ids. ``outcome`` is one of ``allowed``, ``denied``,
-    ``approved``, ``rejected``, ``expired``, ``pending``, ``error``.
-    """
-
-    run: bool
-    outcome: str
-    reason: str
-    decision: Decision | None = None
-    approval_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,84 +46,32 @@ class PendingApproval:
     approval_id: str | None
 
 
-def _tool_label(call: ToolCall) -> str:
-    return f"tool call '{call.tool}'"
-
-
 def refusal(call: ToolCall, outcome: str, why: str, **kw: Any) -> Verdict:
     """A ``Verdict`` that does not run the tool, with a reason the model can read."""
-    text = f"Veto: {_tool_label(call)} was not run ({outcome}): {why}"
-    return Verdict(run=False, outcome=outcome, reason=text, **kw)
+    return _shared.refusal(call.tool, outcome, why, **kw)
 
 
 def _error(call: ToolCall, exc: BaseException) -> Verdict:
-    return refusal(
-        call,
-        "error",
-        f"the policy check failed, so the call is blocked (fail closed): "
-        f"{type(exc).__name__}: {exc}",
+    return _shared.error_verdict(call.tool, exc)
+
+
+def _explain_approval(auth: Authorization, outcome: str) -> str:
+    """LangChain's wording for a require_approval call that was not released: the
+    request must be decided again (a new call, or a resume after ``interrupt()``)."""
+    if auth.approval_error:
+        return _shared.approval_text(auth, outcome)
+    state = state_name(auth.approval) or "pending"
+    ident = approval_id(auth.approval)
+    what = f"approval request {ident}" if ident else "the approval request"
+    return (
+        f"{what} is {state}, so the call needs a new decision. "
+        f"Approval was required: {decision_text(auth.decision)}"
     )
-
-
-def _decision_text(decision: Decision) -> str:
-    reasons = decision.reason or "no reason given"
-    ids = [r for r in decision.deciding_rule_ids if f"[{r}]" not in reasons]
-    if ids:
-        reasons += " [" + ", ".join(ids) + "]"
-    return reasons
-
-
-def _state_name(approval: Any) -> str | None:
-    state = getattr(approval, "state", None)
-    if state is None:
-        return None
-    value = getattr(state, "value", state)
-    return str(value).lower()
-
-
-def _approval_id(approval: Any) -> str | None:
-    if approval is None:
-        return None
-    ident = getattr(approval, "id", None)
-    return None if ident is None else str(ident)
 
 
 def from_authorization(call: ToolCall, auth: Authorization) -> Verdict:
     """Map an ``Authorization`` (after any waiting) to a ``Verdict``."""
-    decision = auth.decision
-    approval_id = _approval_id(auth.approval)
-    if auth.run_tool:
-        outcome = "approved" if decision.effect is Effect.REQUIRE_APPROVAL else "allowed"
-        return Verdict(
-            run=True, outcome=outcome, reason="", decision=decision, approval_id=approval_id
-        )
-    if decision.effect is Effect.REQUIRE_APPROVAL:
-        error = getattr(auth, "approval_error", None)
-        if error:
-            return refusal(
-                call,
-                "error",
-                f"the approval could not be handled (fail closed): {error}. "
-                f"Approval was required: {_decision_text(decision)}",
-                decision=decision,
-                approval_id=approval_id,
-            )
-        state = _state_name(auth.approval) or "pending"
-        outcome = {"denied": "rejected", "rejected": "rejected", "expired": "expired"}.get(
-            state, state
-        )
-        if outcome == "approved":  # approved but not released (already consumed)
-            outcome = "not released"
-        what = f"approval request {approval_id}" if approval_id else "the approval request"
-        return refusal(
-            call,
-            outcome,
-            f"{what} is {state}, so the call needs a new decision. "
-            f"Approval was required: {_decision_text(decision)}",
-            decision=decision,
-            approval_id=approval_id,
-        )
-    return refusal(call, "denied", _decision_text(decision), decision=decision)
+    return _shared.from_authorization(call, auth, explain_approval=_explain_approval)
 
 
 # --- the calls into veto_core (each fails closed) ------------------------------------------
@@ -154,34 +91,25 @@ def authorize(veto: Veto, call: ToolCall) -> tuple[Verdict, Authorization | None
     Returns the verdict as of now (a require_approval decision is a refusal here:
     the caller waits or interrupts) and the ``Authorization`` when there is one.
     """
-    try:
-        auth = veto.authorize(call)
-    except Exception as exc:
-        return _error(call, exc), None
-    try:
-        return from_authorization(call, auth), auth
-    except Exception as exc:
-        return _error(call, exc), None
+    return _shared.authorize(veto, call, explain_approval=_explain_approval)
 
 
 def authorize_and_wait(veto: Veto, call: ToolCall, timeout: float | None = None) -> Verdict:
     """Decide, record and, when approval is required, block until it is decided or
     times out (``Veto.authorize_and_wait``). Runs only if APPROVED (consumed on release)."""
-    fn = getattr(veto, "authorize_and_wait", None)
+    if getattr(veto, "authorize_and_wait", None) is not None:
+        return _shared.authorize_and_wait(veto, call, timeout, explain_approval=_explain_approval)
     try:
-        if fn is None:
-            verdict, auth = authorize(veto, call)
-            if auth is not None and auth.decision.effect is Effect.REQUIRE_APPROVAL:
-                return refusal(
-                    call,
-                    "error",
-                    "approval is required but this veto-core has no approval service "
-                    "(Veto.authorize_and_wait); failing closed. " + _decision_text(auth.decision),
-                    decision=auth.decision,
-                )
-            return verdict
-        auth = fn(call, timeout=timeout) if timeout is not None else fn(call)
-        return from_authorization(call, auth)
+        verdict, auth = authorize(veto, call)
+        if auth is not None and auth.decision.effect is Effect.REQUIRE_APPROVAL:
+            return refusal(
+                call,
+                "error",
+                "approval is required but this veto-core has no approval service "
+                "(Veto.authorize_and_wait); failing closed. " + decision_text(auth.decision),
+                decision=auth.decision,
+            )
+        return verdict
     except Exception as exc:
         return _error(call, exc)
 
@@ -203,7 +131,7 @@ def approval_state(veto: Veto, approval_id: str | None) -> str | None:
     if approval_id is None:
         return None
     try:
-        return _state_name(veto.approvals.get(approval_id))
+        return state_name(veto.approvals.get(approval_id))
     except Exception:
         return None
 
@@ -231,7 +159,7 @@ def find_pending(veto: Veto, call: ToolCall) -> PendingApproval | None:
     if request is None:
         return None
     return PendingApproval(
-        decision=veto.decide(call), approval=request, approval_id=_approval_id(request)
+        decision=veto.decide(call), approval=request, approval_id=approval_id(request)
     )
 
 

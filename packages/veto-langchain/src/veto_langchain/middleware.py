@@ -234,7 +234,7 @@ class VetoMiddleware(AgentMiddleware):
             outcome,
             f"the graph was resumed but {what} is {state} in the approval store; only an "
             f"APPROVED request releases the call. Approval was required: "
-            f"{_gate._decision_text(pending.decision)}",
+            f"{_gate.decision_text(pending.decision)}",
             decision=pending.decision,
             approval_id=pending.approval_id,
         )
