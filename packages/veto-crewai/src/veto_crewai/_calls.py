@@ -40,6 +40,7 @@ from types import FrameType
 from typing import Any
 
 from veto_core import Principal, ToolCall
+from veto_core.adapters import VetoContext
 
 __all__ = [
     "FRAMEWORK",
@@ -96,16 +97,7 @@ class Settings:
 # --- per-run overrides --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class _Overrides:
-    principal: Principal | None = None
-    env: str | None = None
-    tenant: str | None = None
-    run_id: str | None = None
-    context: Mapping[str, Any] | None = None
-
-
-_OVERRIDES: contextvars.ContextVar[_Overrides | None] = contextvars.ContextVar(
+_OVERRIDES: contextvars.ContextVar[VetoContext | None] = contextvars.ContextVar(
     "veto_crewai_overrides", default=None
 )
 
@@ -131,14 +123,8 @@ def run_context(
     """
     if principal is not None and not isinstance(principal, Principal):
         raise TypeError(f"principal must be a veto_core.Principal, not {principal!r}")
-    outer = _OVERRIDES.get() or _Overrides()
-    merged = _Overrides(
-        principal=principal if principal is not None else outer.principal,
-        env=env if env is not None else outer.env,
-        tenant=tenant if tenant is not None else outer.tenant,
-        run_id=run_id if run_id is not None else outer.run_id,
-        context=context if context is not None else outer.context,
-    )
+    inner = VetoContext(principal=principal, env=env, tenant=tenant, run_id=run_id, context=context)
+    merged = inner.over(_OVERRIDES.get() or VetoContext())
     token = _OVERRIDES.set(merged)
     try:
         yield
@@ -347,7 +333,7 @@ def build_call(settings: Settings, item: CallInput) -> ToolCall:
     if not isinstance(args, Mapping):
         raise TypeError(f"tool arguments must be an object, got {type(args).__name__}")
     args = dict(args)
-    over = _OVERRIDES.get() or _Overrides()
+    over = _OVERRIDES.get() or VetoContext()
     base = over.principal if over.principal is not None else settings.principal
     principal = resolve_principal(settings, base, item.agent)
     tool = canonical_tool_name(settings, name)
