@@ -379,3 +379,23 @@ def test_hot_reload_under_a_concurrent_decide_loop_never_mixes_policies(tmp_path
         assert (effect, reasons) == (
             (Effect.ALLOW, ("from A [r]",)) if which == "A" else (Effect.DENY, ("from B [r]",))
         )
+
+
+def test_explain_and_authorize_use_the_calls_tenant_overlay(tmp_path: Path) -> None:
+    path = bundle(
+        tmp_path / "b",
+        {
+            "acme": "version: 1\nname: acme\nrules:\n  - {id: acme-deny, effect: deny, tools: [fetch]}\n"
+        },
+    )
+    veto = Veto.from_file(path, db=f"sqlite:///{tmp_path / 'v.db'}")
+    call = ToolCall(tool="fetch", args={"host": "x.de"}, tenant="acme")
+    explained = veto.explain(call)
+    assert explained.decision.effect is Effect.DENY
+    assert "acme-deny" in {t.rule_id for t in explained.rules}
+    auth = veto.authorize(call)
+    assert not auth.run_tool and auth.decision.deciding_rule_ids == ("acme-deny",)
+    assert veto.audit.query(tenant="acme")[0].policy_name == "acme"
+    refused = veto.authorize(ToolCall(tool="fetch", tenant="no/such"))
+    assert not refused.run_tool and "invalid tenant name" in refused.decision.reason
+    veto.close()

@@ -209,6 +209,16 @@ class Veto:
             files = (*files, *child.files())  # for_tenant() children reload with their parent
         return tuple(dict.fromkeys(files))
 
+    def _tenant_of(self, call: ToolCall) -> str | None:
+        """The call's tenant: its own, else its principal's, else this instance's."""
+        return call.tenant or call.principal.tenant or self.tenant
+
+    def _tenant_veto(self, call: ToolCall) -> Veto | None:
+        """For a bundle: the Veto of the call's tenant when it is not this one's
+        (raises ``PolicyError`` when that tenant's overlay does not load)."""
+        tenant = self._tenant_of(call)
+        return self.for_tenant(tenant) if tenant is not None and tenant != self.tenant else None
+
     def for_tenant(self, tenant: str) -> Veto:
         """The Veto deciding for ``tenant``: its bundle overlay applied, compiled once,
         sharing this instance's audit and approval stores."""
@@ -270,10 +280,8 @@ class Veto:
         t0 = perf_counter_ns()
         p = self._policy
         try:
-            if self._bundle is not None:
-                tenant = call.tenant or call.principal.tenant or self.tenant
-                if tenant != self.tenant and tenant is not None:
-                    return self.for_tenant(tenant).decide(call)
+            if self._bundle is not None and (other := self._tenant_veto(call)) is not None:
+                return other.decide(call)
             decision = self._decide(p, call, t0)
             if p.shadow_view is not None or not p.enforced:
                 decision = self._shadowed(p, call, decision)
@@ -432,16 +440,13 @@ class Veto:
         ``audit: {mode: best_effort}``, which warns loudly instead.
         """
         if self._bundle is not None:
-            tenant = call.tenant or call.principal.tenant or self.tenant
-            if tenant != self.tenant and tenant is not None:
-                try:
-                    target = self.for_tenant(tenant)
-                except PolicyError as exc:
-                    return Authorization(
-                        decision=self._refuse(f"no valid policy for tenant {tenant!r}: {exc}"),
-                        record_id=None,
-                    )
-                return target.authorize(call)
+            try:
+                other = self._tenant_veto(call)
+            except PolicyError as exc:
+                reason = f"no valid policy for tenant {self._tenant_of(call)!r}: {exc}"
+                return Authorization(decision=self._refuse(reason), record_id=None)
+            if other is not None:
+                return other.authorize(call)
         decision = self.decide(call)
         outcome = _shadow_outcome(decision)
         spent: list[tuple[str, str]] = []
@@ -500,11 +505,7 @@ class Veto:
             return decision, []
         spent: list[tuple[str, str]] = []
         ctx = EvalContext(
-            call,
-            call.env or self.env,
-            call.tenant or call.principal.tenant or self.tenant,
-            p.effective_roles,
-            self.clock,
+            call, call.env or self.env, self._tenant_of(call), p.effective_roles, self.clock
         )
         now = (call.now or self.clock()).timestamp()
         for limit in limits:
@@ -714,12 +715,14 @@ class Veto:
 
     def explain(self, call: ToolCall) -> Explanation:
         """Every rule of the policy, whether it applied to this call and why."""
+        if self._bundle is not None and (other := self._tenant_veto(call)) is not None:
+            return other.explain(call)
         p = self._policy
         decision = self.decide(call)
         tool = normalize_tool_name(call.tool) if isinstance(call.tool, str) else str(call.tool)
         candidates = {r.id for r in p.candidates(tool)}
         env = call.env or self.env
-        tenant = call.tenant or call.principal.tenant or self.tenant
+        tenant = self._tenant_of(call)
         roles = p.effective_roles(call.principal.roles)
         ctx = EvalContext(call, env, tenant, p.effective_roles, self.clock)
         traces: list[RuleTrace] = []
