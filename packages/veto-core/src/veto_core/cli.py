@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Iterator
@@ -179,7 +180,27 @@ def init(directory: str, name: str, force: bool) -> None:
 # --- check / explain -------------------------------------------------------------------
 
 
+_CALL_FLAGS = (
+    "tool",
+    "args_json",
+    "agent",
+    "roles",
+    "user",
+    "env",
+    "tenant",
+    "context_json",
+    "now",
+)
+
+
 def _call_options(fn: Any) -> Any:
+    """The flags that describe one call, handed to the command as ``call_flags``."""
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for name in _CALL_FLAGS}
+        return fn(call_flags=flags, **kwargs)
+
     for option in reversed(
         [
             click.option("--tool", help="Tool name."),
@@ -201,21 +222,14 @@ def _call_options(fn: Any) -> Any:
             click.option("--now", help="ISO-8601 time overriding the clock."),
         ]
     ):
-        fn = option(fn)
-    return fn
+        command = option(command)
+    return command
 
 
-def _call_from_flags(
-    tool: str | None,
-    args_json: str,
-    agent: str | None,
-    roles: tuple[str, ...],
-    user: str | None,
-    env: str | None,
-    tenant: str | None,
-    context_json: str,
-    now: str | None,
-) -> ToolCall:
+def _call_from_flags(flags: dict[str, Any]) -> ToolCall:
+    tool, args_json, agent, roles, user, env, tenant, context_json, now = (
+        flags[k] for k in _CALL_FLAGS
+    )
     if not tool:
         raise click.UsageError("--tool is required (or use --batch)")
     try:
@@ -311,15 +325,7 @@ def run_batch(veto: Veto, source: IO[str], out: IO[str]) -> tuple[int, int]:
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 def check(
     policy: str,
-    tool: str | None,
-    args_json: str,
-    agent: str | None,
-    roles: tuple[str, ...],
-    user: str | None,
-    env: str | None,
-    tenant: str | None,
-    context_json: str,
-    now: str | None,
+    call_flags: dict[str, Any],
     batch: IO[str] | None,
     output: IO[str],
     as_json: bool,
@@ -339,9 +345,7 @@ def check(
         output.flush()
         click.echo(f"{lines} calls, {errors} malformed", err=True)
         raise SystemExit(0)
-    decision = veto.decide(
-        _call_from_flags(tool, args_json, agent, roles, user, env, tenant, context_json, now)
-    )
+    decision = veto.decide(_call_from_flags(call_flags))
     if as_json:
         click.echo(json.dumps(_decision_json(decision), ensure_ascii=False))
     else:
@@ -380,15 +384,7 @@ def _explanation_json(ex: Explanation) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
 def explain(
     policy: str,
-    tool: str | None,
-    args_json: str,
-    agent: str | None,
-    roles: tuple[str, ...],
-    user: str | None,
-    env: str | None,
-    tenant: str | None,
-    context_json: str,
-    now: str | None,
+    call_flags: dict[str, Any],
     as_json: bool,
 ) -> None:
     """Show every rule considered for one call, why it matched or not, and the result.
@@ -396,9 +392,7 @@ def explain(
     Exit codes as for `veto check`.
     """
     veto = _load(policy)
-    ex = veto.explain(
-        _call_from_flags(tool, args_json, agent, roles, user, env, tenant, context_json, now)
-    )
+    ex = veto.explain(_call_from_flags(call_flags))
     if as_json:
         click.echo(json.dumps(_explanation_json(ex), ensure_ascii=False, indent=2))
         raise SystemExit(_EXIT_BY_EFFECT[ex.decision.effect])
