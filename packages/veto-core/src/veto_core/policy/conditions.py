@@ -708,27 +708,18 @@ def _build_leaf(
             accepts_null,
             _wrap(text, op_name),
         )
-    if not dynamic:
-        pred = guarded(predicate_for(None))  # type: ignore[arg-type]
-        chain = _step_chain(text, segments, pred, on_missing=None)
-        wrap_errors = _wrap(text, op_name)
+    wrap_errors = _wrap(text, op_name)
+    # A literal operand compiles its chain once; a {field: ...} operand per evaluation.
+    static_chain = (
+        None
+        if dynamic
+        else _step_chain(text, segments, guarded(predicate_for(None)), on_missing=None)  # type: ignore[arg-type]
+    )
 
-        def leaf(ctx: EvalContext) -> bool:
-            try:
-                return chain(getter(ctx))
-            except _Missing:
-                raise EvalError(f"{text} is missing") from None
-            except EvalError:
-                raise
-            except Exception as exc:  # a plugin predicate that crashed: fail closed
-                raise wrap_errors(exc) from None
-
-        return leaf
-
-    wrap_dynamic_errors = _wrap(text, op_name)
-
-    def dynamic_leaf(ctx: EvalContext) -> bool:
-        chain = _step_chain(text, segments, guarded(predicate_for(ctx)), on_missing=None)
+    def leaf(ctx: EvalContext) -> bool:
+        chain = static_chain or _step_chain(
+            text, segments, guarded(predicate_for(ctx)), on_missing=None
+        )
         try:
             return chain(getter(ctx))
         except _Missing:
@@ -736,9 +727,9 @@ def _build_leaf(
         except EvalError:
             raise
         except Exception as exc:  # a plugin predicate that crashed: fail closed
-            raise wrap_dynamic_errors(exc) from None
+            raise wrap_errors(exc) from None
 
-    return dynamic_leaf
+    return leaf
 
 
 def _fast_leaf(
