@@ -29,10 +29,12 @@ from veto_core.approvals.store import (
     apply_change,
     request_from_rows,
     request_row,
+    schema_too_new,
     vote_row,
 )
 from veto_core.audit.postgres import _split_url
 from veto_core.audit.record import ts_to_us
+from veto_core.storage import migrate_postgres
 
 try:
     import psycopg
@@ -45,7 +47,6 @@ __all__ = ["CHANNEL", "SCHEMA_VERSION", "PostgresApprovalStore"]
 COMPONENT = "approvals"
 CHANNEL = "veto_approvals"
 MAX_SLEEP_S = 1.0  # re-read at least this often even if a notification were lost
-_LOCK_ID = 0x7665746F  # the audit store's migration lock: one migrator at a time
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS approval_requests (
@@ -79,31 +80,7 @@ _INSERT_VOTE = (
 
 
 def migrate(con: Any) -> None:
-    with con.transaction():
-        con.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS veto_schema "
-            "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
-        row = con.execute(
-            "SELECT version FROM veto_schema WHERE component = %s", (COMPONENT,)
-        ).fetchone()
-        current = 0 if row is None else int(row[0])
-        if current > SCHEMA_VERSION:
-            raise ApprovalUnavailable(
-                f"approval schema version {current} is newer than this veto-core supports "
-                f"({SCHEMA_VERSION}); upgrade veto-core to open it"
-            )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            for stmt in MIGRATIONS[version - 1].split(";"):
-                if stmt.strip():
-                    con.execute(stmt)
-        if current < SCHEMA_VERSION:
-            con.execute(
-                "INSERT INTO veto_schema (component, version) VALUES (%s, %s) "
-                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (COMPONENT, SCHEMA_VERSION),
-            )
+    migrate_postgres(con, component=COMPONENT, migrations=MIGRATIONS, too_new=schema_too_new)
 
 
 class PostgresApprovalStore(ApprovalStore):

@@ -30,10 +30,12 @@ from veto_core.approvals.store import (
     apply_change,
     request_from_rows,
     request_row,
+    schema_too_new,
     vote_row,
 )
 from veto_core.audit.record import ts_to_us
 from veto_core.audit.sqlite import sqlite_path
+from veto_core.storage import migrate_sqlite
 
 __all__ = ["POLL_S", "SCHEMA_VERSION", "SqliteApprovalStore"]
 
@@ -98,35 +100,7 @@ _INSERT_VOTE = (
 
 
 def migrate(con: sqlite3.Connection) -> None:
-    con.execute("BEGIN IMMEDIATE")
-    try:
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS veto_schema "
-            "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
-        row = con.execute(
-            "SELECT version FROM veto_schema WHERE component = ?", (COMPONENT,)
-        ).fetchone()
-        current = 0 if row is None else int(row[0])
-        if current > SCHEMA_VERSION:
-            raise ApprovalUnavailable(
-                f"approval schema version {current} is newer than this veto-core supports "
-                f"({SCHEMA_VERSION}); upgrade veto-core to open it"
-            )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            for stmt in MIGRATIONS[version - 1].split(";"):
-                if stmt.strip():
-                    con.execute(stmt)
-        if current < SCHEMA_VERSION:
-            con.execute(
-                "INSERT INTO veto_schema (component, version) VALUES (?, ?) "
-                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (COMPONENT, SCHEMA_VERSION),
-            )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    migrate_sqlite(con, component=COMPONENT, migrations=MIGRATIONS, too_new=schema_too_new)
 
 
 class SqliteApprovalStore(ApprovalStore):

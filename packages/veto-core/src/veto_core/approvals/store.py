@@ -31,7 +31,13 @@ from veto_core.audit.record import (
     ts_to_us,
 )
 
-__all__ = ["REQUEST_COLUMNS", "ApprovalStore", "Change", "open_approval_store"]
+__all__ = [
+    "REQUEST_COLUMNS",
+    "ApprovalStore",
+    "Change",
+    "open_approval_store",
+    "schema_too_new",
+]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -94,6 +100,14 @@ class ApprovalStore(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+def schema_too_new(current: int, supported: int) -> ApprovalUnavailable:
+    """The refusal of a database whose ``approvals`` schema is newer than this code."""
+    return ApprovalUnavailable(
+        f"approval schema version {current} is newer than this veto-core supports "
+        f"({supported}); upgrade veto-core to open it"
+    )
 
 
 def open_approval_store(url: str | None = None) -> ApprovalStore:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["AuditError", "AuditSchemaError", "AuditUnavailable", "CorruptRecord"]
+__all__ = [
+    "AuditError",
+    "AuditSchemaError",
+    "AuditUnavailable",
+    "CorruptRecord",
+    "schema_too_new",
+]
 
 from typing import Any
 
@@ -21,6 +27,14 @@ class AuditUnavailable(AuditError):
 
 class AuditSchemaError(AuditUnavailable):
     """The store's schema is newer than this Veto understands (or is unrecognizable)."""
+
+
+def schema_too_new(current: int, supported: int) -> AuditSchemaError:
+    """The refusal of a SQL store whose ``audit`` schema is newer than this code."""
+    return AuditSchemaError(
+        f"audit database schema version {current} is newer than this veto-core "
+        f"supports ({supported}); upgrade veto-core to open it"
+    )
 
 
 class CorruptRecord(AuditError):

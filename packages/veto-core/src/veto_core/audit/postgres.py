@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from veto_core.audit.errors import AuditSchemaError, AuditUnavailable
+from veto_core.audit.errors import AuditUnavailable, schema_too_new
 from veto_core.audit.pending import PendingRecord
 from veto_core.audit.record import (
     GENESIS_HASH,
@@ -38,6 +38,7 @@ from veto_core.audit.sink import (
     SinkConfig,
     from_row,
 )
+from veto_core.storage import migrate_postgres
 
 try:
     import psycopg
@@ -85,7 +86,6 @@ _INSERT = (
     f"INSERT INTO audit_records ({', '.join(COLUMNS)}) VALUES ({', '.join('%s' for _ in COLUMNS)})"
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit_records"
-_LOCK_ID = 0x7665746F  # "veto": advisory lock guarding migrations
 
 
 def _split_url(url: str) -> tuple[str, str]:
@@ -104,32 +104,10 @@ def _split_url(url: str) -> tuple[str, str]:
 
 
 def migrate(con: Any, *, target: int = SCHEMA_VERSION) -> int:
-    with con.transaction():
-        con.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS veto_schema "
-            "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
-        row = con.execute(
-            "SELECT version FROM veto_schema WHERE component = %s", (COMPONENT,)
-        ).fetchone()
-        current = 0 if row is None else int(row[0])
-        if current > SCHEMA_VERSION:
-            raise AuditSchemaError(
-                f"audit database schema version {current} is newer than this veto-core "
-                f"supports ({SCHEMA_VERSION}); upgrade veto-core to open it"
-            )
-        for version in range(current + 1, target + 1):
-            for stmt in MIGRATIONS[version - 1].split(";"):
-                if stmt.strip():
-                    con.execute(stmt)
-        if target > current:
-            con.execute(
-                "INSERT INTO veto_schema (component, version) VALUES (%s, %s) "
-                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (COMPONENT, target),
-            )
-        return current
+    """Bring the schema to ``target``; refuse a newer database. Returns the old version."""
+    return migrate_postgres(
+        con, component=COMPONENT, migrations=MIGRATIONS, too_new=schema_too_new, target=target
+    )
 
 
 class PostgresSink(AuditSink):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from veto_core.audit.errors import AuditSchemaError, AuditUnavailable
+from veto_core.audit.errors import AuditUnavailable, schema_too_new
 from veto_core.audit.pending import PendingRecord
 from veto_core.audit.record import (
     GENESIS_HASH,
@@ -42,6 +42,7 @@ from veto_core.audit.sink import (
     SinkConfig,
     from_row,
 )
+from veto_core.storage import migrate_sqlite
 
 __all__ = ["SCHEMA_VERSION", "SqliteSink", "sqlite_path"]
 
@@ -121,35 +122,9 @@ def sqlite_path(url: str) -> Path:
 
 def migrate(con: sqlite3.Connection, *, target: int = SCHEMA_VERSION) -> int:
     """Bring the schema to ``target``; refuse a newer database. Returns the old version."""
-    con.execute("BEGIN IMMEDIATE")
-    try:
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS veto_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
-        row = con.execute(
-            "SELECT version FROM veto_schema WHERE component = ?", (COMPONENT,)
-        ).fetchone()
-        current = 0 if row is None else int(row[0])
-        if current > SCHEMA_VERSION:
-            raise AuditSchemaError(
-                f"audit database schema version {current} is newer than this veto-core "
-                f"supports ({SCHEMA_VERSION}); upgrade veto-core to open it"
-            )
-        for version in range(current + 1, target + 1):
-            for stmt in MIGRATIONS[version - 1].split(";"):
-                if stmt.strip():
-                    con.execute(stmt)
-        if target > current:
-            con.execute(
-                "INSERT INTO veto_schema (component, version) VALUES (?, ?) "
-                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (COMPONENT, target),
-            )
-        con.execute("COMMIT")
-        return current
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    return migrate_sqlite(
+        con, component=COMPONENT, migrations=MIGRATIONS, too_new=schema_too_new, target=target
+    )
 
 
 class SqliteSink(AuditSink):

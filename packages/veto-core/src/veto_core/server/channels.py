@@ -75,31 +75,12 @@ class ChannelState:
         self._migrate()
 
     def _migrate(self) -> None:
-        def work(ex: Callable[..., list[Any]]) -> None:
-            if self._db.scheme == "postgresql":
-                ex("SELECT pg_advisory_xact_lock(?)", (0x7665746F,))
-            ex(
-                "CREATE TABLE IF NOT EXISTS veto_schema "
-                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        def too_new(current: int, supported: int) -> ServerStoreError:
+            return ServerStoreError(
+                f"channel tables schema version {current} is newer than this veto-core"
             )
-            rows = ex("SELECT version FROM veto_schema WHERE component = ?", (COMPONENT,))
-            current = int(rows[0][0]) if rows else 0
-            if current > len(MIGRATIONS):
-                raise ServerStoreError(
-                    f"channel tables schema version {current} is newer than this veto-core"
-                )
-            for version in range(current + 1, len(MIGRATIONS) + 1):
-                for stmt in MIGRATIONS[version - 1].split(";"):
-                    if stmt.strip():
-                        ex(stmt)
-            if current < len(MIGRATIONS):
-                ex(
-                    "INSERT INTO veto_schema (component, version) VALUES (?, ?) "
-                    "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                    (COMPONENT, len(MIGRATIONS)),
-                )
 
-        self._db.tx(work)
+        self._db.migrate(component=COMPONENT, migrations=MIGRATIONS, too_new=too_new)
 
     def first_sighting(self, key: str) -> bool:
         """True the first time ``key`` is seen (atomically); False for a replay."""

@@ -27,6 +27,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from veto_core.audit.sink import SinkConfig
+from veto_core.storage import POSTGRES, SQLITE, upgrade_schema
 
 __all__ = [
     "ROLES",
@@ -232,6 +233,21 @@ class _Db:
     def read(self, q: str, params: Sequence[Any] = ()) -> list[Any]:
         return list(self.tx(lambda ex: ex(q, params)))
 
+    def migrate(
+        self,
+        *,
+        component: str,
+        migrations: Sequence[str],
+        too_new: Callable[[int, int], Exception],
+    ) -> None:
+        """Upgrade ``component``'s tables (:func:`veto_core.storage.upgrade_schema`)."""
+        dialect = SQLITE if self.scheme == "sqlite" else POSTGRES
+        self.tx(
+            lambda ex: upgrade_schema(
+                ex, dialect=dialect, component=component, migrations=migrations, too_new=too_new
+            )
+        )
+
     def close(self) -> None:
         with self._lock, contextlib.suppress(Exception):
             self._con.close()
@@ -254,32 +270,13 @@ class ServerStore:
         self._db.close()
 
     def _migrate(self) -> None:
-        def work(ex: Callable[..., list[Any]]) -> None:
-            if self._db.scheme == "postgresql":
-                ex("SELECT pg_advisory_xact_lock(?)", (0x7665746F,))
-            ex(
-                "CREATE TABLE IF NOT EXISTS veto_schema "
-                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        def too_new(current: int, supported: int) -> ServerStoreError:
+            return ServerStoreError(
+                f"server database schema version {current} is newer than this veto-core "
+                f"supports ({supported}); upgrade veto-core"
             )
-            rows = ex("SELECT version FROM veto_schema WHERE component = ?", (COMPONENT,))
-            current = int(rows[0][0]) if rows else 0
-            if current > SCHEMA_VERSION:
-                raise ServerStoreError(
-                    f"server database schema version {current} is newer than this veto-core "
-                    f"supports ({SCHEMA_VERSION}); upgrade veto-core"
-                )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                for stmt in MIGRATIONS[version - 1].split(";"):
-                    if stmt.strip():
-                        ex(stmt)
-            if current < SCHEMA_VERSION:
-                ex(
-                    "INSERT INTO veto_schema (component, version) VALUES (?, ?) "
-                    "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                    (COMPONENT, SCHEMA_VERSION),
-                )
 
-        self._db.tx(work)
+        self._db.migrate(component=COMPONENT, migrations=MIGRATIONS, too_new=too_new)
 
     # -- secret key ------------------------------------------------------------------
 

@@ -1,0 +1,203 @@
+"""What Veto's SQLite and PostgreSQL stores share: the SQL dialect and schema versions.
+
+Every store (audit trail, approvals, the server's users and channel tables) keeps
+its schema version in one ``veto_schema`` table, one row per component, and runs
+the same logic when it opens a database: upgrade an older schema step by step,
+refuse a newer one (fail closed: never write to a layout this code does not know).
+Only the transaction around it differs: SQLite takes the write lock with
+``BEGIN IMMEDIATE``; PostgreSQL takes a transaction-scoped advisory lock, shared by
+all components, so concurrent openers migrate one at a time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "POSTGRES",
+    "SCHEMA_LOCK_ID",
+    "SQLITE",
+    "Dialect",
+    "Execute",
+    "migrate_postgres",
+    "migrate_sqlite",
+    "upgrade_schema",
+]
+
+SCHEMA_LOCK_ID = 0x7665746F  # "veto": the advisory lock guarding migrations (PostgreSQL)
+
+Execute = Callable[..., list[Any]]
+"""``execute(sql, params=())`` in an open transaction; returns the rows (``[]`` if none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """The SQL that differs between SQLite (``sqlite3``) and PostgreSQL (psycopg 3)."""
+
+    name: str
+    placeholder: str  # "?" or "%s"
+    percent: str  # a literal % in SQL text: psycopg needs "%%" once there are parameters
+    like_escape: str  # ESCAPE clause for LIKE (PostgreSQL's default escape is "\")
+    null_safe_eq: str  # "a <op> b" is true when both are NULL
+
+    @property
+    def postgres(self) -> bool:
+        return self.name == "postgresql"
+
+    def params(self, n: int) -> str:
+        """``?, ?, ?`` / ``%s, %s, %s``."""
+        return ", ".join(self.placeholder for _ in range(n))
+
+    def json_text(self, column: str, key: str) -> str:
+        """The text value of top-level ``key`` in the JSON object stored in ``column``."""
+        if self.postgres:
+            return f"({column}::jsonb ->> '{key}')"
+        return f"json_extract({column}, '$.{key}')"
+
+    def json_array_has(self, column: str) -> str:
+        """True if the JSON array of strings in ``column`` contains the parameter."""
+        if self.postgres:
+            return f"{column}::jsonb ? {self.placeholder}"
+        return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value = {self.placeholder})"
+
+    def json_array_any_contains(self, column: str) -> str:
+        """True if any string of the JSON array in ``column`` contains the parameter
+        (case-insensitive for ASCII)."""
+        p = self.placeholder
+        if self.postgres:
+            return (
+                f"EXISTS (SELECT 1 FROM jsonb_array_elements_text({column}::jsonb) r "
+                f"WHERE strpos(lower(r), lower({p})) > 0)"
+            )
+        return (
+            f"EXISTS (SELECT 1 FROM json_each({column}) WHERE instr(lower(value), lower({p})) > 0)"
+        )
+
+    def in_values(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column`` is one of ``values``: the clause and its parameters."""
+        if self.postgres:
+            return f"{column} = ANY({self.placeholder})", [list(values)]
+        return f"{column} IN ({self.params(len(values))})", list(values)
+
+    def limit_offset(self, limit: int | None, offset: int = 0) -> tuple[str, list[Any]]:
+        """`` LIMIT .. OFFSET ..`` (``limit=None``: all rows) and its parameters."""
+        if self.postgres:
+            sql, params = "", []
+            if limit is not None:
+                sql, params = f" LIMIT {self.placeholder}", [limit]
+            if offset:
+                sql += f" OFFSET {self.placeholder}"
+                params.append(offset)
+            return sql, params
+        if limit is None and not offset:
+            return "", []
+        # SQLite has no OFFSET without LIMIT; LIMIT -1 means no limit.
+        return " LIMIT ? OFFSET ?", [-1 if limit is None else limit, offset]
+
+
+SQLITE = Dialect(
+    name="sqlite", placeholder="?", percent="%", like_escape=" ESCAPE '\\'", null_safe_eq="IS"
+)
+POSTGRES = Dialect(
+    name="postgresql",
+    placeholder="%s",
+    percent="%%",
+    like_escape="",
+    null_safe_eq="IS NOT DISTINCT FROM",
+)
+
+
+def upgrade_schema(
+    execute: Execute,
+    *,
+    dialect: Dialect,
+    component: str,
+    migrations: Sequence[str],
+    too_new: Callable[[int, int], Exception],
+    target: int | None = None,
+) -> int:
+    """Bring ``component``'s schema to ``target`` (default: the newest) inside the
+    caller's transaction; raise ``too_new(current, supported)`` if the database is
+    newer than ``migrations`` (``supported`` versions). Returns the version found."""
+    supported = len(migrations)
+    target = supported if target is None else target
+    p = dialect.placeholder
+    if dialect.postgres:
+        execute(f"SELECT pg_advisory_xact_lock({p})", (SCHEMA_LOCK_ID,))
+    execute(
+        "CREATE TABLE IF NOT EXISTS veto_schema "
+        "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+    )
+    rows = execute(f"SELECT version FROM veto_schema WHERE component = {p}", (component,))
+    current = int(rows[0][0]) if rows else 0
+    if current > supported:
+        raise too_new(current, supported)
+    for version in range(current + 1, target + 1):
+        for stmt in migrations[version - 1].split(";"):
+            if stmt.strip():
+                execute(stmt)
+    if target > current:
+        execute(
+            f"INSERT INTO veto_schema (component, version) VALUES ({p}, {p}) "
+            "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+            (component, target),
+        )
+    return current
+
+
+def _executor(con: Any) -> Execute:
+    def execute(sql: str, params: Sequence[Any] | None = None) -> list[Any]:
+        # No parameters: run the text as is (psycopg then reads no placeholders in it).
+        cur = con.execute(sql) if params is None else con.execute(sql, params)
+        return list(cur.fetchall()) if cur.description is not None else []
+
+    return execute
+
+
+def migrate_sqlite(
+    con: sqlite3.Connection,
+    *,
+    component: str,
+    migrations: Sequence[str],
+    too_new: Callable[[int, int], Exception],
+    target: int | None = None,
+) -> int:
+    """:func:`upgrade_schema` under SQLite's write lock (``con`` in autocommit mode)."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        current = upgrade_schema(
+            _executor(con),
+            dialect=SQLITE,
+            component=component,
+            migrations=migrations,
+            too_new=too_new,
+            target=target,
+        )
+        con.execute("COMMIT")
+        return current
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def migrate_postgres(
+    con: Any,
+    *,
+    component: str,
+    migrations: Sequence[str],
+    too_new: Callable[[int, int], Exception],
+    target: int | None = None,
+) -> int:
+    """:func:`upgrade_schema` in one transaction on a psycopg autocommit connection."""
+    with con.transaction():
+        return upgrade_schema(
+            _executor(con),
+            dialect=POSTGRES,
+            component=component,
+            migrations=migrations,
+            too_new=too_new,
+            target=target,
+        )
