@@ -26,19 +26,23 @@ from veto_core.audit.record import (
     AuditRecord,
     SealedRecord,
     canonical_json,
-    ts_from_us,
     ts_to_us,
 )
 from veto_core.audit.sink import (
     COLUMNS,
+    SELECT_RECORDS,
     AuditQuery,
     AuditSink,
     Checkpoint,
     PolicyRevision,
     SinkConfig,
+    checkpoint_from_row,
+    checkpoint_row,
     from_row,
+    policy_revision_from_row,
+    query_sql,
 )
-from veto_core.storage import migrate_postgres
+from veto_core.storage import POSTGRES, migrate_postgres
 
 try:
     import psycopg
@@ -85,7 +89,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _INSERT = (
     f"INSERT INTO audit_records ({', '.join(COLUMNS)}) VALUES ({', '.join('%s' for _ in COLUMNS)})"
 )
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit_records"
 
 
 def _split_url(url: str) -> tuple[str, str]:
@@ -231,7 +234,7 @@ class PostgresSink(AuditSink):
             con.close()
 
     def iter_chain(self, tenant: str) -> Iterator[SealedRecord]:
-        yield from self._stream(f"{_SELECT} WHERE tenant = %s ORDER BY seq", (tenant,))
+        yield from self._stream(f"{SELECT_RECORDS} WHERE tenant = %s ORDER BY seq", (tenant,))
 
     def chain_head(self, tenant: str) -> tuple[int, str] | None:
         rows = self._read("SELECT seq, hash FROM audit_chain_heads WHERE tenant = %s", (tenant,))
@@ -245,55 +248,7 @@ class PostgresSink(AuditSink):
         return [str(r[0]) for r in rows]
 
     def query(self, q: AuditQuery) -> Iterator[AuditRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        if q.tenant is not None:
-            where.append("tenant = %s")
-            params.append(q.tenant)
-        if q.since is not None:
-            where.append("ts_us >= %s")
-            params.append(ts_to_us(q.since))
-        if q.until is not None:
-            where.append("ts_us < %s")
-            params.append(ts_to_us(q.until))
-        for col, val in (
-            ("tool", q.tool),
-            ("outcome", q.outcome),
-            ("effect", q.effect),
-            ("run_id", q.run_id),
-        ):
-            if val is not None:
-                where.append(f"{col} = %s")
-                params.append(val)
-        if q.shadow:
-            where.append("outcome LIKE 'shadow-%%'")
-        if q.agent is not None:
-            where.append("(principal::jsonb ->> 'agent') = %s")
-            params.append(q.agent)
-        if q.user is not None:
-            where.append("(principal::jsonb ->> 'user') = %s")
-            params.append(q.user)
-        if q.rule_id is not None:
-            where.append("rule_ids::jsonb ? %s")
-            params.append(q.rule_id)
-        if q.text is not None:
-            where.append(
-                "EXISTS (SELECT 1 FROM jsonb_array_elements_text(reasons::jsonb) r "
-                "WHERE strpos(lower(r), lower(%s)) > 0)"
-            )
-            params.append(q.text)
-        query = _SELECT
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        order = "DESC" if q.newest_first else "ASC"
-        query += f" ORDER BY ts_us {order}, tenant {order}, seq {order}"
-        if q.limit is not None:
-            query += " LIMIT %s"
-            params.append(q.limit)
-        if q.offset:
-            query += " OFFSET %s"
-            params.append(q.offset)
-        for s in self._stream(query, params):
+        for s in self._stream(*query_sql(q, POSTGRES)):
             yield s.record
 
     def checkpoints(self, tenant: str) -> list[Checkpoint]:
@@ -302,19 +257,7 @@ class PostgresSink(AuditSink):
             "FROM audit_checkpoints WHERE tenant = %s ORDER BY seq, kind",
             (tenant,),
         )
-        return [
-            Checkpoint(
-                tenant=r[0],
-                kind=r[1],
-                seq=int(r[2]),
-                hash=r[3],
-                created_at=ts_from_us(int(r[4])),
-                info=json.loads(r[5]),
-                public_key=r[6],
-                signature=r[7],
-            )
-            for r in rows
-        ]
+        return [checkpoint_from_row(r) for r in rows]
 
     @staticmethod
     def _insert_cp(c: Any, cp: Checkpoint) -> None:
@@ -324,16 +267,7 @@ class PostgresSink(AuditSink):
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, kind, seq) DO UPDATE "
             "SET hash = excluded.hash, created_us = excluded.created_us, info = excluded.info, "
             "public_key = excluded.public_key, signature = excluded.signature",
-            (
-                cp.tenant,
-                cp.kind,
-                cp.seq,
-                cp.hash,
-                ts_to_us(cp.created_at),
-                canonical_json(dict(cp.info)).decode(),
-                cp.public_key,
-                cp.signature,
-            ),
+            checkpoint_row(cp),
         )
 
     def add_checkpoint(self, cp: Checkpoint) -> None:
@@ -410,16 +344,7 @@ class PostgresSink(AuditSink):
             "SELECT revision, name, content, source, first_seen_us FROM audit_policy_revisions "
             "ORDER BY first_seen_us, revision"
         )
-        return [
-            PolicyRevision(
-                revision=r[0],
-                name=r[1],
-                content=r[2],
-                source=r[3],
-                first_seen=ts_from_us(int(r[4])),
-            )
-            for r in rows
-        ]
+        return [policy_revision_from_row(r) for r in rows]
 
     def close(self) -> None:
         with self._admin_lock:

@@ -26,6 +26,7 @@ from veto_core.audit.record import (
 
 if TYPE_CHECKING:
     from veto_core.audit.pending import PendingRecord
+    from veto_core.storage import Dialect
 
 __all__ = [
     "AuditQuery",
@@ -263,6 +264,90 @@ COLUMNS: tuple[str, ...] = (
     "user_digest",
     "args_mac",
 )
+
+
+def checkpoint_row(cp: Checkpoint) -> tuple[Any, ...]:
+    """``(tenant, kind, seq, hash, created_us, info, public_key, signature)``."""
+    return (
+        cp.tenant,
+        cp.kind,
+        cp.seq,
+        cp.hash,
+        ts_to_us(cp.created_at),
+        _dumps(dict(cp.info)),
+        cp.public_key,
+        cp.signature,
+    )
+
+
+def checkpoint_from_row(r: Sequence[Any]) -> Checkpoint:
+    import json
+
+    return Checkpoint(
+        tenant=r[0],
+        kind=r[1],
+        seq=int(r[2]),
+        hash=r[3],
+        created_at=ts_from_us(int(r[4])),
+        info=json.loads(r[5]),
+        public_key=r[6],
+        signature=r[7],
+    )
+
+
+def policy_revision_from_row(r: Sequence[Any]) -> PolicyRevision:
+    """From ``(revision, name, content, source, first_seen_us)``."""
+    return PolicyRevision(
+        revision=r[0], name=r[1], content=r[2], source=r[3], first_seen=ts_from_us(int(r[4]))
+    )
+
+
+SELECT_RECORDS = f"SELECT {', '.join(COLUMNS)} FROM audit_records"
+
+
+def query_sql(q: AuditQuery, dialect: Dialect) -> tuple[str, list[Any]]:
+    """The ``SELECT`` for ``q`` in ``dialect`` (filters, order, paging) and its
+    parameters: the SQL form of :meth:`AuditQuery.matches`, for every SQL sink."""
+    p = dialect.placeholder
+    where: list[str] = []
+    params: list[Any] = []
+
+    def add(clause: str, value: Any) -> None:
+        where.append(clause)
+        params.append(value)
+
+    if q.tenant is not None:
+        add(f"tenant = {p}", q.tenant)
+    if q.since is not None:
+        add(f"ts_us >= {p}", ts_to_us(q.since))
+    if q.until is not None:
+        add(f"ts_us < {p}", ts_to_us(q.until))
+    for col, val in (
+        ("tool", q.tool),
+        ("outcome", q.outcome),
+        ("effect", q.effect),
+        ("run_id", q.run_id),
+    ):
+        if val is not None:
+            add(f"{col} = {p}", val)
+    if q.shadow:
+        where.append(f"outcome LIKE 'shadow-{dialect.percent}'")
+    if q.agent is not None:
+        add(f"{dialect.json_text('principal', 'agent')} = {p}", q.agent)
+    if q.user is not None:
+        add(f"{dialect.json_text('principal', 'user')} = {p}", q.user)
+    if q.rule_id is not None:
+        add(dialect.json_array_has("rule_ids"), q.rule_id)
+    if q.text is not None:
+        # lower() folds ASCII only; matches() is the exact (casefold) check.
+        add(dialect.json_array_any_contains("reasons"), q.text)
+    sql = SELECT_RECORDS
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    order = "DESC" if q.newest_first else "ASC"
+    sql += f" ORDER BY ts_us {order}, tenant {order}, seq {order}"
+    page, page_params = dialect.limit_offset(q.limit, q.offset)
+    return sql + page, params + page_params
 
 
 def _dumps(value: Any) -> str:

@@ -30,19 +30,23 @@ from veto_core.audit.record import (
     AuditRecord,
     SealedRecord,
     canonical_json,
-    ts_from_us,
     ts_to_us,
 )
 from veto_core.audit.sink import (
     COLUMNS,
+    SELECT_RECORDS,
     AuditQuery,
     AuditSink,
     Checkpoint,
     PolicyRevision,
     SinkConfig,
+    checkpoint_from_row,
+    checkpoint_row,
     from_row,
+    policy_revision_from_row,
+    query_sql,
 )
-from veto_core.storage import migrate_sqlite
+from veto_core.storage import SQLITE, migrate_sqlite
 
 __all__ = ["SCHEMA_VERSION", "SqliteSink", "sqlite_path"]
 
@@ -104,7 +108,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _INSERT = (
     f"INSERT INTO audit_records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit_records"
 
 
 def sqlite_path(url: str) -> Path:
@@ -240,7 +243,7 @@ class SqliteSink(AuditSink):
             raise AuditUnavailable(f"audit record not committed to {self.path}: {exc}") from exc
 
     def iter_chain(self, tenant: str) -> Iterator[SealedRecord]:
-        yield from self._stream(f"{_SELECT} WHERE tenant = ? ORDER BY seq", (tenant,))
+        yield from self._stream(f"{SELECT_RECORDS} WHERE tenant = ? ORDER BY seq", (tenant,))
 
     def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[SealedRecord]:
         try:
@@ -272,52 +275,7 @@ class SqliteSink(AuditSink):
         return [str(r[0]) for r in rows]
 
     def query(self, q: AuditQuery) -> Iterator[AuditRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        if q.tenant is not None:
-            where.append("tenant = ?")
-            params.append(q.tenant)
-        if q.since is not None:
-            where.append("ts_us >= ?")
-            params.append(ts_to_us(q.since))
-        if q.until is not None:
-            where.append("ts_us < ?")
-            params.append(ts_to_us(q.until))
-        for col, val in (
-            ("tool", q.tool),
-            ("outcome", q.outcome),
-            ("effect", q.effect),
-            ("run_id", q.run_id),
-        ):
-            if val is not None:
-                where.append(f"{col} = ?")
-                params.append(val)
-        if q.shadow:
-            where.append("outcome LIKE 'shadow-%'")
-        if q.agent is not None:
-            where.append("json_extract(principal, '$.agent') = ?")
-            params.append(q.agent)
-        if q.user is not None:
-            where.append("json_extract(principal, '$.user') = ?")
-            params.append(q.user)
-        if q.rule_id is not None:
-            where.append("EXISTS (SELECT 1 FROM json_each(rule_ids) WHERE value = ?)")
-            params.append(q.rule_id)
-        if q.text is not None:
-            # instr over lower() for ASCII; matches() below is the exact (casefold) check.
-            where.append(
-                "EXISTS (SELECT 1 FROM json_each(reasons) WHERE instr(lower(value), lower(?)) > 0)"
-            )
-            params.append(q.text)
-        sql = _SELECT
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        order = "DESC" if q.newest_first else "ASC"
-        sql += f" ORDER BY ts_us {order}, tenant {order}, seq {order}"
-        if q.limit is not None or q.offset:
-            sql += " LIMIT ? OFFSET ?"
-            params.extend([-1 if q.limit is None else q.limit, q.offset])
-        for s in self._stream(sql, params):
+        for s in self._stream(*query_sql(q, SQLITE)):
             yield s.record
 
     def checkpoints(self, tenant: str) -> list[Checkpoint]:
@@ -326,35 +284,14 @@ class SqliteSink(AuditSink):
             "FROM audit_checkpoints WHERE tenant = ? ORDER BY seq, kind",
             (tenant,),
         )
-        return [
-            Checkpoint(
-                tenant=r[0],
-                kind=r[1],
-                seq=int(r[2]),
-                hash=r[3],
-                created_at=ts_from_us(int(r[4])),
-                info=json.loads(r[5]),
-                public_key=r[6],
-                signature=r[7],
-            )
-            for r in rows
-        ]
+        return [checkpoint_from_row(r) for r in rows]
 
     def _insert_cp(self, c: sqlite3.Connection, cp: Checkpoint) -> None:
         c.execute(
             "INSERT OR REPLACE INTO audit_checkpoints "
             "(tenant, kind, seq, hash, created_us, info, public_key, signature) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                cp.tenant,
-                cp.kind,
-                cp.seq,
-                cp.hash,
-                ts_to_us(cp.created_at),
-                canonical_json(dict(cp.info)).decode(),
-                cp.public_key,
-                cp.signature,
-            ),
+            checkpoint_row(cp),
         )
 
     def add_checkpoint(self, cp: Checkpoint) -> None:
@@ -442,16 +379,7 @@ class SqliteSink(AuditSink):
             "SELECT revision, name, content, source, first_seen_us FROM audit_policy_revisions "
             "ORDER BY first_seen_us, revision"
         )
-        return [
-            PolicyRevision(
-                revision=r[0],
-                name=r[1],
-                content=r[2],
-                source=r[3],
-                first_seen=ts_from_us(int(r[4])),
-            )
-            for r in rows
-        ]
+        return [policy_revision_from_row(r) for r in rows]
 
     def close(self) -> None:
         with self._admin_lock:
