@@ -11,31 +11,13 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from veto_core.approvals.model import (
-    ApprovalNotFound,
-    ApprovalRequest,
-    ApprovalState,
-    ApprovalUnavailable,
-)
-from veto_core.approvals.store import (
-    REQUEST_COLUMNS,
-    VOTE_COLUMNS,
-    ApprovalStore,
-    Change,
-    Mutator,
-    Waiter,
-    apply_change,
-    request_from_rows,
-    request_row,
-    schema_too_new,
-    vote_row,
-)
-from veto_core.audit.record import ts_to_us
+from veto_core.approvals.model import ApprovalUnavailable
+from veto_core.approvals.store import SqlApprovalStore, Waiter, schema_too_new
 from veto_core.audit.sqlite import sqlite_path
-from veto_core.storage import migrate_sqlite
+from veto_core.storage import SQLITE, migrate_sqlite
 
 __all__ = ["POLL_S", "SCHEMA_VERSION", "SqliteApprovalStore"]
 
@@ -87,23 +69,14 @@ CREATE TABLE IF NOT EXISTS approval_votes (
 MIGRATIONS: tuple[str, ...] = (_V1,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_SELECT = f"SELECT {', '.join(REQUEST_COLUMNS)} FROM approval_requests"
-_VOTES = f"SELECT {', '.join(VOTE_COLUMNS)} FROM approval_votes WHERE request_id = ? ORDER BY n"
-_INSERT = (
-    f"INSERT INTO approval_requests ({', '.join(REQUEST_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)}) ON CONFLICT (binding) DO NOTHING"
-)
-_INSERT_VOTE = (
-    f"INSERT INTO approval_votes ({', '.join(VOTE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in VOTE_COLUMNS)})"
-)
-
 
 def migrate(con: sqlite3.Connection) -> None:
     migrate_sqlite(con, component=COMPONENT, migrations=MIGRATIONS, too_new=schema_too_new)
 
 
-class SqliteApprovalStore(ApprovalStore):
+class SqliteApprovalStore(SqlApprovalStore):
+    dialect = SQLITE
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = sqlite_path(url)
@@ -144,103 +117,6 @@ class SqliteApprovalStore(ApprovalStore):
                 raise
 
         return self._run(work)
-
-    @staticmethod
-    def _load(c: sqlite3.Connection, where: str, param: str) -> ApprovalRequest | None:
-        row = c.execute(f"{_SELECT} WHERE {where} = ?", (param,)).fetchone()
-        if row is None:
-            return None
-        return request_from_rows(row, c.execute(_VOTES, (row[0],)).fetchall())
-
-    # -- ApprovalStore -------------------------------------------------------------
-
-    def insert_or_get(self, request: ApprovalRequest) -> tuple[ApprovalRequest, bool]:
-        def work(c: sqlite3.Connection) -> tuple[ApprovalRequest, bool]:
-            created = c.execute(_INSERT, request_row(request)).rowcount == 1
-            stored = self._load(c, "binding", request.binding)
-            if stored is None:  # pragma: no cover - the row was just inserted or existed
-                raise ApprovalUnavailable("approval request vanished after insert")
-            return stored, created
-
-        out: tuple[ApprovalRequest, bool] = self._tx(work)
-        return out
-
-    def get(self, request_id: str) -> ApprovalRequest | None:
-        out: ApprovalRequest | None = self._run(lambda c: self._load(c, "id", request_id))
-        return out
-
-    def find(self, binding: str) -> ApprovalRequest | None:
-        out: ApprovalRequest | None = self._run(lambda c: self._load(c, "binding", binding))
-        return out
-
-    def resolve(self, prefix: str) -> list[str]:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self._run(
-            lambda c: c.execute(
-                "SELECT id FROM approval_requests WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
-                (escaped + "%",),
-            ).fetchall()
-        )
-        return [str(r[0]) for r in rows]
-
-    def list(
-        self,
-        *,
-        tenant: str | None = None,
-        states: Sequence[ApprovalState] | None = None,
-        limit: int | None = 100,
-    ) -> list[ApprovalRequest]:
-        where: list[str] = []
-        params: list[Any] = []
-        if tenant is not None:
-            where.append("tenant = ?")
-            params.append(tenant)
-        if states is not None:
-            where.append(f"state IN ({', '.join('?' for _ in states)})")
-            params.extend(s.value for s in states)
-        sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_us DESC, id DESC LIMIT ?"
-        params.append(-1 if limit is None else limit)
-
-        def work(c: sqlite3.Connection) -> list[ApprovalRequest]:
-            return [
-                request_from_rows(r, c.execute(_VOTES, (r[0],)).fetchall())
-                for r in c.execute(sql, params).fetchall()
-            ]
-
-        out: list[ApprovalRequest] = self._run(work)
-        return out
-
-    def mutate(self, request_id: str, fn: Mutator) -> tuple[ApprovalRequest, Change | None]:
-        def work(c: sqlite3.Connection) -> tuple[ApprovalRequest, Change | None]:
-            current = self._load(c, "id", request_id)
-            if current is None:
-                raise ApprovalNotFound(f"no approval request {request_id!r}")
-            change = fn(current)
-            if change is None:
-                return current, None
-            sets = apply_change(current, change)
-            if sets:
-                n = c.execute(
-                    f"UPDATE approval_requests SET {', '.join(f'{k} = ?' for k in sets)} "
-                    "WHERE id = ? AND state = ? AND consumed_us IS ?",
-                    (
-                        *sets.values(),
-                        request_id,
-                        current.state.value,
-                        None if current.consumed_at is None else ts_to_us(current.consumed_at),
-                    ),
-                ).rowcount
-                if n != 1:  # pragma: no cover - the write lock makes this impossible
-                    raise ApprovalUnavailable(f"approval request {request_id} changed concurrently")
-            if change.vote is not None:
-                c.execute(_INSERT_VOTE, vote_row(request_id, len(current.votes) + 1, change.vote))
-            after = self._load(c, "id", request_id)
-            assert after is not None
-            return after, change
-
-        out: tuple[ApprovalRequest, Change | None] = self._tx(work)
-        return out
 
     @contextlib.contextmanager
     def watch(self) -> Iterator[Waiter]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from veto_core.approvals.model import (
+    ApprovalNotFound,
     ApprovalRequest,
     ApprovalState,
     ApprovalUnavailable,
@@ -30,11 +32,13 @@ from veto_core.audit.record import (
     ts_from_us,
     ts_to_us,
 )
+from veto_core.storage import Dialect
 
 __all__ = [
     "REQUEST_COLUMNS",
     "ApprovalStore",
     "Change",
+    "SqlApprovalStore",
     "open_approval_store",
     "schema_too_new",
 ]
@@ -282,3 +286,172 @@ def apply_change(r: ApprovalRequest, c: Change) -> dict[str, Any]:
     if c.final_reason is not None:
         out["final_reason"] = c.final_reason
     return out
+
+
+# --------------------------------------------------------------------------- SQL stores
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    select: str
+    votes: str
+    insert: str
+    insert_vote: str
+
+
+@functools.cache
+def _statements(d: Dialect) -> _Statements:
+    return _Statements(
+        select=f"SELECT {', '.join(REQUEST_COLUMNS)} FROM approval_requests",
+        votes=(
+            f"SELECT {', '.join(VOTE_COLUMNS)} FROM approval_votes "
+            f"WHERE request_id = {d.placeholder} ORDER BY n"
+        ),
+        insert=(
+            f"INSERT INTO approval_requests ({', '.join(REQUEST_COLUMNS)}) "
+            f"VALUES ({d.params(len(REQUEST_COLUMNS))}) ON CONFLICT (binding) DO NOTHING"
+        ),
+        insert_vote=(
+            f"INSERT INTO approval_votes ({', '.join(VOTE_COLUMNS)}) "
+            f"VALUES ({d.params(len(VOTE_COLUMNS))})"
+        ),
+    )
+
+
+class SqlApprovalStore(ApprovalStore):
+    """The queries of the SQLite and PostgreSQL stores, written once per dialect.
+
+    A subclass supplies the connection handling, and with it the locking:
+    :meth:`_tx` runs a write transaction that serializes changes to a request
+    (SQLite: the database write lock; PostgreSQL: the row lock ``_row_lock`` that
+    :meth:`mutate` takes on the request), and :meth:`_changed` wakes waiters.
+    """
+
+    dialect: Dialect
+    _row_lock = ""  # appended to the SELECT that reads the request mutate() changes
+
+    @abc.abstractmethod
+    def _run(self, fn: Callable[[Any], Any]) -> Any:
+        """``fn(connection)`` outside a transaction; storage errors → ApprovalUnavailable."""
+
+    @abc.abstractmethod
+    def _tx(self, fn: Callable[[Any], Any]) -> Any:
+        """``fn(connection)`` in one write transaction; storage errors → ApprovalUnavailable."""
+
+    def _changed(self, c: Any, request_id: str) -> None:
+        """Called inside mutate()'s transaction after a change was written."""
+
+    def _load(
+        self, c: Any, where: str, param: str, *, lock: bool = False
+    ) -> ApprovalRequest | None:
+        st = _statements(self.dialect)
+        row = c.execute(
+            f"{st.select} WHERE {where} = {self.dialect.placeholder}"
+            f"{self._row_lock if lock else ''}",
+            (param,),
+        ).fetchone()
+        if row is None:
+            return None
+        return request_from_rows(row, c.execute(st.votes, (row[0],)).fetchall())
+
+    def insert_or_get(self, request: ApprovalRequest) -> tuple[ApprovalRequest, bool]:
+        def work(c: Any) -> tuple[ApprovalRequest, bool]:
+            created = (
+                c.execute(_statements(self.dialect).insert, request_row(request)).rowcount == 1
+            )
+            stored = self._load(c, "binding", request.binding)
+            if stored is None:  # pragma: no cover - the row was just inserted or existed
+                raise ApprovalUnavailable("approval request vanished after insert")
+            return stored, created
+
+        out: tuple[ApprovalRequest, bool] = self._tx(work)
+        return out
+
+    def get(self, request_id: str) -> ApprovalRequest | None:
+        out: ApprovalRequest | None = self._run(lambda c: self._load(c, "id", request_id))
+        return out
+
+    def find(self, binding: str) -> ApprovalRequest | None:
+        out: ApprovalRequest | None = self._run(lambda c: self._load(c, "binding", binding))
+        return out
+
+    def resolve(self, prefix: str) -> list[str]:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        d = self.dialect
+        rows = self._run(
+            lambda c: c.execute(
+                f"SELECT id FROM approval_requests WHERE id LIKE {d.placeholder}{d.like_escape} "
+                "LIMIT 2",
+                (escaped + "%",),
+            ).fetchall()
+        )
+        return [str(r[0]) for r in rows]
+
+    def list(
+        self,
+        *,
+        tenant: str | None = None,
+        states: Sequence[ApprovalState] | None = None,
+        limit: int | None = 100,
+    ) -> list[ApprovalRequest]:
+        d, st = self.dialect, _statements(self.dialect)
+        where: list[str] = []
+        params: list[Any] = []
+        if tenant is not None:
+            where.append(f"tenant = {d.placeholder}")
+            params.append(tenant)
+        if states is not None:
+            clause, values = d.in_values("state", [s.value for s in states])
+            where.append(clause)
+            params.extend(values)
+        query = st.select + (" WHERE " + " AND ".join(where) if where else "")
+        page, page_params = d.limit_offset(limit)
+        query += " ORDER BY created_us DESC, id DESC" + page
+        params.extend(page_params)
+
+        def work(c: Any) -> list[ApprovalRequest]:
+            return [
+                request_from_rows(r, c.execute(st.votes, (r[0],)).fetchall())
+                for r in c.execute(query, params).fetchall()
+            ]
+
+        out: list[ApprovalRequest] = self._run(work)
+        return out
+
+    def mutate(self, request_id: str, fn: Mutator) -> tuple[ApprovalRequest, Change | None]:
+        d = self.dialect
+        p = d.placeholder
+
+        def work(c: Any) -> tuple[ApprovalRequest, Change | None]:
+            current = self._load(c, "id", request_id, lock=True)
+            if current is None:
+                raise ApprovalNotFound(f"no approval request {request_id!r}")
+            change = fn(current)
+            if change is None:
+                return current, None
+            sets = apply_change(current, change)
+            if sets:
+                n = c.execute(
+                    f"UPDATE approval_requests SET {', '.join(f'{k} = {p}' for k in sets)} "
+                    f"WHERE id = {p} AND state = {p} AND consumed_us {d.null_safe_eq} {p}",
+                    (
+                        *sets.values(),
+                        request_id,
+                        current.state.value,
+                        None if current.consumed_at is None else ts_to_us(current.consumed_at),
+                    ),
+                ).rowcount
+                if n != 1:  # pragma: no cover - the transaction's lock makes this impossible
+                    raise ApprovalUnavailable(f"approval request {request_id} changed concurrently")
+            if change.vote is not None:
+                c.execute(
+                    _statements(d).insert_vote,
+                    vote_row(request_id, len(current.votes) + 1, change.vote),
+                )
+            self._changed(c, request_id)
+            after = self._load(c, "id", request_id)
+            assert after is not None
+            return after, change
+
+        out: tuple[ApprovalRequest, Change | None] = self._tx(work)
+        return out
