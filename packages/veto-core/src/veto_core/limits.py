@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .audit.sink import SinkConfig
+from .storage import SCHEMA_LOCK_ID
 
 __all__ = [
     "ENV_LIMITS_URL",
@@ -207,6 +208,9 @@ class PostgresLimitStore(LimitStore):
         self._table = sql.Identifier(schema, "veto_limit_events")
         con = self._connection()
         with con.transaction():
+            # Concurrent CREATE ... IF NOT EXISTS can still collide in PostgreSQL's catalog
+            # (two workers starting at once): serialize the DDL like the other stores do.
+            con.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_ID,))
             con.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             con.execute(
                 sql.SQL(
