@@ -497,6 +497,21 @@ class ApprovalService:
         text = reason or (f"cancelled by {by}" if by else "cancelled")
         return self._finish(request_id, ApprovalState.CANCELLED, text, via=by)
 
+    def erase_user(self, user: str, *, tenant: str | None = None) -> int:
+        """GDPR erasure: cancel ``user``'s pending requests (their calls never run), then
+        remove the arguments and the user id the store kept for every request they made.
+        Returns how many requests were erased."""
+        for request in self.list(tenant=tenant, state=ApprovalState.PENDING, limit=None):
+            if request.requester == user:
+                self.cancel(
+                    request.id, by="erasure", reason="cancelled: the requester's data was erased"
+                )
+        erase = getattr(self.store, "erase_user", None)
+        if erase is None:
+            raise ApprovalUnavailable("this approval store cannot erase personal data")
+        count: int = erase(user, tenant=tenant)
+        return count
+
     def expire(self, request_id: str, *, reason: str) -> ApprovalRequest:
         """PENDING → EXPIRED now (the caller stopped waiting). A decided request is
         returned unchanged: an approval that won the race stays approved."""

@@ -89,6 +89,8 @@ class SqliteApprovalStore(SqlApprovalStore):
             self._con.execute("PRAGMA busy_timeout=30000")
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=FULL")
+            # Erasure overwrites a requester's arguments: zero the freed bytes, don't leave them.
+            self._con.execute("PRAGMA secure_delete=ON")
             migrate(self._con)
         except ApprovalUnavailable:
             raise

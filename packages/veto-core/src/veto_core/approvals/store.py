@@ -418,6 +418,30 @@ class SqlApprovalStore(ApprovalStore):
         out: list[ApprovalRequest] = self._run(work)
         return out
 
+    def erase_user(self, user: str, *, tenant: str | None = None) -> int:
+        """GDPR erasure of a requester: null the arguments shown to approvers and drop the
+        user id from the stored principal of every request ``user`` made. The binding
+        keeps only the keyed ``args_digest``, so no call can be released by this."""
+        d = self.dialect
+        p = d.placeholder
+        where = f"requester = {p}" + (f" AND tenant = {p}" if tenant is not None else "")
+        params: tuple[Any, ...] = (user,) if tenant is None else (user, tenant)
+
+        def work(c: Any) -> int:
+            rows = c.execute(
+                f"SELECT id, principal FROM approval_requests WHERE {where}", params
+            ).fetchall()
+            for request_id, principal in rows:
+                kept = {k: v for k, v in json.loads(principal).items() if k != "user"}
+                c.execute(
+                    f"UPDATE approval_requests SET args = NULL, requester = NULL, principal = {p} WHERE id = {p}",
+                    (_dumps(kept), request_id),
+                )
+            return len(rows)
+
+        out: int = self._tx(work)
+        return out
+
     def mutate(self, request_id: str, fn: Mutator) -> tuple[ApprovalRequest, Change | None]:
         d = self.dialect
         p = d.placeholder

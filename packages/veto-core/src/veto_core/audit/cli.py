@@ -19,9 +19,9 @@ import click
 
 from veto_core.audit.errors import AuditError
 from veto_core.audit.export import EXPORT_FORMATS, build_evidence_pack, export_records
-from veto_core.audit.log import AuditLog, open_audit
+from veto_core.audit.log import AuditLog, default_audit_url, open_audit
 from veto_core.audit.record import ts_to_iso
-from veto_core.audit.sink import AuditQuery
+from veto_core.audit.sink import AuditQuery, SinkConfig
 
 __all__ = ["audit_cli", "parse_since"]
 
@@ -255,19 +255,44 @@ def evidence_cmd(
 @click.option("--tenant", default=None, help="Only this tenant (default: all).")
 @click.option("--json", "as_json", is_flag=True)
 def erase_cmd(db: str | None, user: str, tenant: str | None, as_json: bool) -> None:
-    """Remove a user's personal data (args, user id); the chain stays verifiable."""
+    """Remove a user's personal data (args, user id) from the audit trail and from the
+    approval requests they made (pending ones are cancelled); the chain stays verifiable."""
+    # Approvals first: the audit erasure then folds and truncates the shared WAL.
+    approvals = _erase_approvals(db, user, tenant)
     with _open(db) as log:
         results = log.erase_user(user, tenant=tenant)
     if as_json:
-        click.echo(json.dumps([{"tenant": r.tenant, "records": r.records,
-                                "erasure_record_id": r.erasure_record_id} for r in results]))  # fmt: skip
+        click.echo(json.dumps({"audit": [{"tenant": r.tenant, "records": r.records,
+                                          "erasure_record_id": r.erasure_record_id} for r in results],
+                               "approval_requests": approvals}))  # fmt: skip
         return
     if not results:
-        click.echo("no records of that user")
+        click.echo("no audit records of that user")
     for r in results:
         click.echo(
             f"tenant {r.tenant}: erased {r.records} records (erasure record {r.erasure_record_id})"
         )
+    if approvals is not None:
+        click.echo(f"approval requests: erased {approvals}")
+
+
+def _erase_approvals(db: str | None, user: str, tenant: str | None) -> int | None:
+    """Erase the user from the approval store on the same database (None: the store kind
+    has no approvals, e.g. JSONL)."""
+    from veto_core.approvals import ApprovalUnavailable, open_approvals
+
+    if SinkConfig.parse(db or default_audit_url()).scheme not in ("sqlite", "postgresql"):
+        return None
+    try:
+        service = open_approvals(db)
+    except ApprovalUnavailable as exc:
+        raise click.ClickException(f"approval store: {exc}") from None
+    try:
+        return service.erase_user(user, tenant=tenant)
+    except ApprovalUnavailable as exc:
+        raise click.ClickException(f"approval store: {exc}") from None
+    finally:
+        service.close()
 
 
 @audit_cli.command("purge")
