@@ -15,9 +15,10 @@ SUBJECT = Principal(agent="bot", roles=("support",), user="erin@example.com")
 OTHER = Principal(agent="bot", roles=("support",), user="frank@example.com")
 
 
-def test_erase_cancels_pending_requests_and_removes_their_personal_data(tmp_path: Path) -> None:
-    db_file = tmp_path / "veto.db"
-    url = f"sqlite:///{db_file}"
+def test_erase_cancels_pending_requests_and_removes_their_personal_data(
+    db_url: str, tmp_path: Path
+) -> None:
+    url = db_url
     veto = make_veto(url)
     secret = {"amount": 500, "to": "ERIN-PRIVATE-IBAN-0042"}
     pending = veto.authorize(call(args=secret, principal=SUBJECT, tool_call_id="c1")).approval
@@ -48,6 +49,8 @@ def test_erase_cancels_pending_requests_and_removes_their_personal_data(tmp_path
     assert untouched.args == {"amount": 1, "to": "FRANK-IBAN"} and untouched.requester == OTHER.user
     assert veto.audit.verify().ok
     veto.close()
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("veto.db"))
-    assert b"ERIN-PRIVATE-IBAN-0042" not in raw
-    assert b"FRANK-IBAN" in raw
+    if url.startswith("sqlite:///"):
+        files = Path(url.removeprefix("sqlite:///")).parent.glob("veto.db*")
+        raw = b"".join(p.read_bytes() for p in files)
+        assert b"ERIN-PRIVATE-IBAN-0042" not in raw
+        assert b"FRANK-IBAN" in raw
