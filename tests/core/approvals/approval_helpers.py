@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any
 
 from veto_core import Principal, ToolCall, Veto
-from veto_core.approvals import ApprovalLinks, ApprovalRequest
 
 PG_URL = os.environ.get("VETO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -75,31 +72,3 @@ def call(
         tenant=tenant,
         framework="test",
     )
-
-
-class FakeClock:
-    """A settable UTC clock (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._now = _dt.datetime(2025, 1, 1, 12, 0, tzinfo=_dt.UTC)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> _dt.datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += _dt.timedelta(seconds=seconds)
-
-
-class RecordingChannel:
-    def __init__(self, name: str, *, fail: bool = False) -> None:
-        self.name = name
-        self.fail = fail
-        self.seen: list[tuple[ApprovalRequest, ApprovalLinks]] = []
-
-    def notify(self, request: ApprovalRequest, links: ApprovalLinks) -> None:
-        self.seen.append((request, links))
-        if self.fail:
-            raise RuntimeError(f"{self.name} is down")

@@ -4,7 +4,7 @@ expiry, cancel, restart, audit records, channels, fail closed."""
 from __future__ import annotations
 
 import pytest
-from approval_helpers import REQUESTER, FakeClock, RecordingChannel, call, make_veto
+from approval_helpers import REQUESTER, call, make_veto
 
 from veto_core import Effect, Principal
 from veto_core.approvals import (
@@ -16,6 +16,7 @@ from veto_core.approvals import (
     SelfApproval,
     open_approvals,
 )
+from veto_core.testing import FakeClock, RecordingChannel
 
 FIN = Approver(id="fiona", roles=("finance",))
 FIN2 = Approver(id="frank", roles=("finance",))
