@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from veto_core.model import Decision, Effect, Principal, ToolCall
+
+POLICY_TEXT = "version: 1\nname: support-agent\n"
+POLICY_REVISION = hashlib.sha256(POLICY_TEXT.encode()).hexdigest()
+"""What records name as their policy; a stored text must hash to its revision."""
 
 
 def decision(
@@ -21,7 +26,7 @@ def decision(
         reasons=reasons,
         errors=errors,
         policy_name="support-agent",
-        policy_revision="a" * 64,
+        policy_revision=POLICY_REVISION,
         eval_ns=1234,
     )
 

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from audit_helpers import call, decision
+from audit_helpers import POLICY_REVISION, POLICY_TEXT, call, decision
 from click.testing import CliRunner
 
 from veto_core.audit import ApprovalInfo, open_audit
@@ -24,9 +24,7 @@ NOW = dt.datetime.now(dt.UTC)
 @pytest.fixture
 def populated(db_path: Path) -> Path:
     log = open_audit(str(db_path))
-    log.store_policy_revision(
-        "a" * 64, "support-agent", "version: 1\nname: support-agent\n", "p.yaml"
-    )
+    log.store_policy_revision(POLICY_REVISION, "support-agent", POLICY_TEXT, "p.yaml")
     log.record_decision(call(args={"to": "=cmd|' /C calc'!A0"}), decision(), env="prod",
                         now=NOW - dt.timedelta(days=10))  # fmt: skip
     log.record_decision(call(tool="issue_refund", user="u2"), decision(Effect.DENY, rules=("no",),
@@ -73,8 +71,8 @@ def test_verify_ok_then_broken(populated: Path) -> None:
     con.close()
     code, out = run("verify", "--db", str(populated))
     assert code == 1 and "BROKEN" in out and "record seq 2" in out
-    code, out = run("verify", "--db", str(populated), "--json")
-    assert json.loads(out)["tenants"][0]["broken"]["seq"] == 2
+    res = CliRunner().invoke(audit_cli, ["verify", "--db", str(populated), "--json"])
+    assert json.loads(res.stdout)["tenants"][0]["broken"]["seq"] == 2
 
 
 def test_export_formats(populated: Path, tmp_path: Path) -> None:
@@ -106,11 +104,11 @@ def test_evidence_pack(populated: Path, tmp_path: Path) -> None:
         names = set(z.namelist())
         assert {"README.md", "records.jsonl", "verification.json", "verification.txt",
                 "policies/index.json", "approvals_summary.json", "manifest.json",
-                "checkpoints.json", f"policies/{'a' * 64}.txt"} <= names  # fmt: skip
+                "checkpoints.json", f"policies/{POLICY_REVISION}.txt"} <= names  # fmt: skip
         assert len(z.read("records.jsonl").splitlines()) == 4
         assert json.loads(z.read("verification.json"))["ok"] is True
         idx = json.loads(z.read("policies/index.json"))
-        assert idx[0]["revision"] == "a" * 64 and idx[0]["records"] == 3
+        assert idx[0]["revision"] == POLICY_REVISION and idx[0]["records"] == 3
         appr = json.loads(z.read("approvals_summary.json"))
         assert appr["requests"] == 1 and appr["by_final_outcome"] == {"approved": 1}
         import hashlib

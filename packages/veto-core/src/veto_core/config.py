@@ -15,6 +15,14 @@ missing file is an error). Every key is optional::
     api_url = "https://slack.com/api/"          # VETO_SLACK_API_URL (tests: a local fake)
     users = { U0123ABC = "alice" }              # Slack user id -> Veto user (else by email)
 
+    [audit]
+    signing_key = "/etc/veto/audit-signing.key" # VETO_AUDIT_SIGNING_KEY (path, or base64 seed)
+    public_key = "9f2c..."                      # VETO_AUDIT_PUBLIC_KEY: pinned for verify
+                                                # (a list pins several keys, for rotation)
+    witness = ["file:///mnt/other/witness.jsonl", "https://witness.example.com/veto"]
+                                                # VETO_AUDIT_WITNESS (comma-separated)
+    checkpoint_every = 1000                     # sign + publish heads every N records
+
     [email]
     smtp_url = "smtp://user:pass@host:587?starttls=1"   # VETO_SMTP_URL (smtps:// for TLS)
     from = "veto@example.com"                   # VETO_SMTP_FROM
@@ -33,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "AuditConfig",
     "ConfigError",
     "EmailConfig",
     "SlackConfig",
@@ -120,12 +129,23 @@ class EmailConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AuditConfig:
+    """Where checkpoints are signed and published, and what verify trusts (DESIGN.md 4)."""
+
+    signing_key: str | None = None
+    public_keys: tuple[str, ...] = ()
+    witnesses: tuple[str, ...] = ()
+    checkpoint_every: int = 1000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class VetoConfig:
     db: str | None = None
     secret_key: str | None = None
     dashboard_url: str | None = None
     slack: SlackConfig = field(default_factory=SlackConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     source: Path | None = None  # the veto.toml it was read from, if any
 
 
@@ -175,6 +195,7 @@ def load_config(
             raise ConfigError(f"cannot read {source}: {exc}") from exc
     slack = _table(data, "slack")
     email = _table(data, "email")
+    audit = _audit_config(_table(data, "audit"), env)
 
     def pick(name: str, value: str | None) -> str | None:
         return env.get(name) or value
@@ -205,5 +226,43 @@ def load_config(
             sender=pick("VETO_SMTP_FROM", _str(email, "from", "email.")),
             token_ttl_s=ttl,
         ),
+        audit=audit,
         source=source,
+    )
+
+
+def _str_list(data: Mapping[str, Any], key: str, env_value: str | None) -> tuple[str, ...]:
+    """A string or list of strings (``audit.KEY``); the environment's comma list wins."""
+    if env_value:
+        return tuple(v.strip() for v in env_value.split(",") if v.strip())
+    value = data.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"veto.toml: audit.{key} must be a string or a list of strings")
+
+
+def _audit_config(data: Mapping[str, Any], env: Mapping[str, str]) -> AuditConfig:
+    keys = _str_list(data, "public_key", env.get("VETO_AUDIT_PUBLIC_KEY"))
+    for k in keys:
+        try:
+            raw = bytes.fromhex(k)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(
+                f"veto.toml: audit.public_key {k!r} must be 64 hex characters "
+                "(an Ed25519 public key, as `veto audit checkpoint` prints it)"
+            )
+    every = data.get("checkpoint_every", 1000)
+    if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
+        raise ConfigError("veto.toml: audit.checkpoint_every must be a positive number of records")
+    return AuditConfig(
+        signing_key=env.get("VETO_AUDIT_SIGNING_KEY") or _str(data, "signing_key", "audit."),
+        public_keys=tuple(k.lower() for k in keys),
+        witnesses=_str_list(data, "witness", env.get("VETO_AUDIT_WITNESS")),
+        checkpoint_every=every,
     )

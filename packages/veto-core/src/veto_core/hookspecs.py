@@ -15,6 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     from veto_core.approvals.model import ApprovalLinks, ApprovalRequest
     from veto_core.audit.sink import AuditSink, SinkConfig
+    from veto_core.audit.witness import AuditWitness, WitnessConfig
     from veto_core.model import Principal
 
 __all__ = ["PROJECT", "ApprovalChannel", "Operator", "hookimpl", "hookspec"]
@@ -52,6 +53,12 @@ def veto_approval_channels() -> list[ApprovalChannel]:  # type: ignore[empty-bod
 @hookspec
 def veto_audit_sinks(config: SinkConfig) -> list[AuditSink]:  # type: ignore[empty-body]
     """A sink for the configured URL scheme, or ``[]`` if the scheme is not this plugin's."""
+
+
+@hookspec
+def veto_audit_witness(config: WitnessConfig) -> list[AuditWitness]:  # type: ignore[empty-body]
+    """A witness for the configured URL (``[audit] witness``), or ``[]`` if not this
+    plugin's scheme: it keeps signed chain heads where the store's writers cannot reach."""
 
 
 @hookspec

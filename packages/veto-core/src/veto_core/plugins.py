@@ -26,6 +26,7 @@ ENV_DISABLE_PLUGINS = "VETO_DISABLE_PLUGINS"
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "veto_core.audit.plugin",
+    "veto_core.audit.witness",
     "veto_core.approvals.channels.console",
     "veto_core.approvals.channels.webhook",
     "veto_core.approvals.channels.slack",

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from veto_core.audit.errors import AuditError
+from veto_core.audit.errors import AuditError, AuditStoreMissing
 from veto_core.audit.export import EXPORT_FORMATS, build_evidence_pack, export_records
 from veto_core.audit.log import AuditLog, default_audit_url, open_audit
 from veto_core.audit.record import ts_to_iso
@@ -100,11 +100,23 @@ def _query(kw: dict[str, Any], **extra: Any) -> AuditQuery:
     )
 
 
-def _open(db: str | None) -> AuditLog:
+class StoreError(click.ClickException):
+    """A store that is missing, unreadable or unwritable: exit 2 (verification failures exit 1)."""
+
+    exit_code = 2
+
+
+def _open(db: str | None, *, create: bool = False) -> AuditLog:
+    """Open the store; the read-only commands never create one that is missing."""
     try:
-        return open_audit(db)
+        log = open_audit(db, create=create)
+    except AuditStoreMissing as exc:
+        raise StoreError(f"{exc} (nothing was created; check --db / $VETO_DB)") from exc
     except AuditError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise StoreError(str(exc)) from exc
+    for notice in log.notices:
+        click.secho(f"veto: {notice}", err=True, fg="yellow")
+    return log
 
 
 class _AuditGroup(click.Group):
@@ -112,7 +124,7 @@ class _AuditGroup(click.Group):
         try:
             return super().invoke(ctx)
         except AuditError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise StoreError(str(exc)) from exc
 
 
 @click.group("audit", cls=_AuditGroup)
@@ -193,12 +205,39 @@ def export_cmd(db: str | None, fmt: str, out: str, **kw: Any) -> None:
 @audit_cli.command("verify")
 @_db_option
 @click.option("--tenant", default=None, help="Only this tenant's chain.")
-@click.option("--public-key", default=None, help="Pin the Ed25519 checkpoint key (hex).")
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    help="Pin the Ed25519 checkpoint key (hex; repeat for several). "
+    "Default: [audit] public_key in veto.toml, else the local signing key.",
+)
+@click.option(
+    "--witness",
+    "witness_urls",
+    multiple=True,
+    help="Also check heads held by this witness (file:///path or http(s)://...; repeatable). "
+    "Default: [audit] witness in veto.toml.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def verify_cmd(db: str | None, tenant: str | None, public_key: str | None, as_json: bool) -> None:
-    """Check every hash chain; name the first broken record. Exit 1 if broken."""
+def verify_cmd(
+    db: str | None,
+    tenant: str | None,
+    public_keys: tuple[str, ...],
+    witness_urls: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Check every hash chain, checkpoint, witness, tenant and policy text; name the
+    first broken record. Exit 1 if anything is broken, 2 if the store is missing."""
+    from veto_core.audit.witness import open_witnesses
+
     with _open(db) as log:
-        report = log.verify(tenant, public_key=public_key)
+        witnesses = open_witnesses(witness_urls) if witness_urls else None
+        if witnesses is not None:
+            witnesses = (*log.witnesses, *witnesses)
+        report = log.verify(tenant, public_key=public_keys or None, witnesses=witnesses)
+    for w in report.warnings:
+        click.secho(f"WARNING: {w}", err=True, fg="red", bold=True)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:
@@ -213,7 +252,9 @@ def verify_cmd(db: str | None, tenant: str | None, public_key: str | None, as_js
                 click.echo(f"       first broken: {t.broken}")
                 if len(t.problems) > 1:
                     click.echo(f"       ({len(t.problems) - 1} more problems; --json lists them)")
-        if not report.tenants:
+        for p in report.problems:
+            click.echo(f"BROKEN {p.reason}")
+        if not report.tenants and not report.problems:
             click.echo("no records")
     sys.exit(0 if report.ok else 1)
 

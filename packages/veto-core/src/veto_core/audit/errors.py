@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "AuditError",
     "AuditSchemaError",
+    "AuditStoreMissing",
     "AuditUnavailable",
     "CorruptRecord",
     "schema_too_new",
@@ -23,6 +24,10 @@ class AuditUnavailable(AuditError):
     Callers on the decision path must treat this as a deny with reason
     ``audit unavailable``: a tool never runs without its durable record.
     """
+
+
+class AuditStoreMissing(AuditUnavailable):
+    """Asked to inspect a store that does not exist (nothing was created)."""
 
 
 class AuditSchemaError(AuditUnavailable):

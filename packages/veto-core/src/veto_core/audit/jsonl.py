@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from veto_core.audit.errors import AuditSchemaError, AuditUnavailable
+from veto_core.audit.errors import AuditSchemaError, AuditStoreMissing, AuditUnavailable
 from veto_core.audit.pending import PendingRecord
 from veto_core.audit.record import (
     GENESIS_HASH,
@@ -69,6 +69,8 @@ class JsonlSink(AuditSink):
         self._seed: bytes | None = None
         self._offset = 0
         self._ino: int | None = None
+        if not config.create and not self.path.is_file():
+            raise AuditStoreMissing(f"no audit file at {self.path}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lockfd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -291,7 +293,7 @@ class JsonlSink(AuditSink):
 
     def tenants(self) -> list[str]:
         with self._locked(shared=True):
-            return sorted(set(self._heads) | {c.tenant for c in self._cps})
+            return sorted((set(self._heads) | {c.tenant for c in self._cps}) - {""})
 
     def query(self, q: AuditQuery) -> Iterator[AuditRecord]:
         # Order is append order (time order unless records were written with a past ``now``).
@@ -375,18 +377,17 @@ class JsonlSink(AuditSink):
 
         return int(self._guard(work))
 
-    def signing_seed(self) -> bytes:
-        def work() -> bytes:
-            with self._locked():
-                if self._seed is None:
-                    seed = base64.b64encode(secrets.token_bytes(32)).decode()
-                    self._write_lines([{"type": "signing_key", "seed": seed}])
-                assert self._seed is not None
-                return self._seed
+    def legacy_signing_seed(self) -> bytes | None:
+        with self._locked(shared=True):
+            return self._seed
 
-        out = self._guard(work)
-        assert isinstance(out, bytes)
-        return out
+    def drop_legacy_signing_seed(self) -> None:
+        def work() -> None:
+            with self._locked():
+                self._rewrite(lambda o: None if o.get("type") == "signing_key" else o)
+                self._seed = None
+
+        self._guard(work)
 
     def store_policy_revision(self, rev: PolicyRevision) -> None:
         def work() -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+import logging
 import os
+import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -32,9 +35,26 @@ from veto_core.audit.record import (
     ts_to_us,
     user_digest,
 )
-from veto_core.audit.signing import load_signer, public_key_hex, sign
+from veto_core.audit.signing import (
+    KEY_FILE_NAME,
+    Signer,
+    default_key_path,
+    load_signer,
+    public_key_hex,
+    sign,
+    write_key_file,
+)
 from veto_core.audit.sink import AuditQuery, AuditSink, Checkpoint, PolicyRevision, SinkConfig
-from veto_core.audit.verify import ERASE_TOOL, PURGE_TOOL, VerifyReport, verify_chain
+from veto_core.audit.verify import (
+    ERASE_TOOL,
+    PURGE_TOOL,
+    REGISTRY_TENANT,
+    VerifyReport,
+    verify_chain,
+    verify_store,
+)
+from veto_core.audit.witness import AuditWitness, open_witnesses
+from veto_core.config import AuditConfig
 from veto_core.model import Decision, Effect, Principal, ToolCall
 
 __all__ = [
@@ -48,6 +68,8 @@ __all__ = [
 ]
 
 ENV_DB = "VETO_DB"
+
+_log = logging.getLogger("veto.audit")
 
 _OUTCOMES = {
     Effect.ALLOW: "allowed",
@@ -69,28 +91,47 @@ def default_audit_url() -> str:
     return str(Path.home() / ".veto" / "veto.db")
 
 
-def open_audit(url: str | None = None) -> AuditLog:
+def open_audit(
+    url: str | None = None, *, create: bool = True, config: AuditConfig | None = None
+) -> AuditLog:
     """Open the audit trail at ``url`` (``None``: ``$VETO_DB`` or ``~/.veto/veto.db``).
 
     Accepts ``sqlite:///relative.db``, ``sqlite:////absolute.db``, a plain path,
     ``postgresql://user@host:5432/db[?schema=name]``, ``jsonl:///path``; other
     schemes are answered by plugins (``veto_audit_sinks``). Raises
-    :class:`AuditUnavailable` if no sink answers or the store cannot be opened.
+    :class:`AuditUnavailable` if no sink answers or the store cannot be opened,
+    :class:`~veto_core.audit.errors.AuditStoreMissing` if ``create=False`` and
+    there is no store. ``config`` (default: ``veto.toml`` ``[audit]`` and the
+    environment) says where checkpoints are signed and published.
     """
     from veto_core.plugins import get_plugin_manager
 
-    config = SinkConfig.parse(url if url else default_audit_url())
+    if config is None:
+        from veto_core.config import ConfigError, load_config
+
+        try:
+            config = load_config().audit
+        except ConfigError as exc:
+            raise AuditUnavailable(f"audit settings: {exc}") from exc
+    sink_config = SinkConfig.parse(url if url else default_audit_url(), create=create)
     try:
-        answers = get_plugin_manager().hook.veto_audit_sinks(config=config)
+        answers = get_plugin_manager().hook.veto_audit_sinks(config=sink_config)
     except AuditUnavailable:
         raise
     except Exception as exc:
-        raise AuditUnavailable(f"cannot open audit sink {config.url!r}: {exc}") from exc
+        raise AuditUnavailable(f"cannot open audit sink {sink_config.url!r}: {exc}") from exc
     sinks = [s for answer in answers for s in answer]
     if not sinks:
-        raise AuditUnavailable(f"no audit sink for URL scheme {config.scheme!r} ({config.url})")
+        raise AuditUnavailable(
+            f"no audit sink for URL scheme {sink_config.scheme!r} ({sink_config.url})"
+        )
     # pluggy calls later-registered plugins first: a third-party sink overrides a built-in.
-    return AuditLog(sinks[0])
+    try:
+        witnesses = open_witnesses(config.witnesses)
+    except BaseException:
+        sinks[0].close()
+        raise
+    return AuditLog(sinks[0], config=config, witnesses=witnesses)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -116,10 +157,28 @@ def _now() -> _dt.datetime:
 class AuditLog:
     """The audit trail over one sink. Thread-safe; one instance per process and store."""
 
-    def __init__(self, sink: AuditSink) -> None:
+    def __init__(
+        self,
+        sink: AuditSink,
+        *,
+        config: AuditConfig | None = None,
+        signer: Signer | None = None,
+        witnesses: tuple[AuditWitness, ...] = (),
+    ) -> None:
         self.sink = sink
+        self.config = config or AuditConfig()
+        self.witnesses = witnesses
+        self.notices: list[str] = []
+        """What opening the store changed that an operator must hear (key migration)."""
+        self._signer = signer
         self._committer: GroupCommitter[PendingRecord, SealedRecord] = GroupCommitter(sink.append)
         self._principals: dict[tuple[str, Principal], tuple[str, str, str | None]] = {}
+        # Automatic checkpoints: the last seq this log appended / signed, per tenant.
+        self._appended: dict[str, int] = {}
+        self._sealed: dict[str, int] = {}
+        self._sealing = threading.Lock()
+        self._retry: set[str] = set()
+        self._migrate_legacy_seed()
 
     @property
     def url(self) -> str:
@@ -134,7 +193,61 @@ class AuditLog:
         self.close()
 
     def close(self) -> None:
-        self.sink.close()
+        """Sign (and publish) the head of every chain this log extended, then close.
+
+        A clean shutdown thereby seals its tail: deleting any record written
+        before it is caught by ``verify``.
+        """
+        try:
+            dirty = [
+                t
+                for t, seq in self._appended.items()
+                if seq > self._sealed.get(t, 0) or t in self._retry
+            ]
+            if dirty:
+                self._auto_checkpoint(dirty)
+        finally:
+            self.sink.close()
+
+    def _migrate_legacy_seed(self) -> None:
+        """Move a signing seed older versions kept in the store to a key file outside it."""
+        try:
+            seed = self.sink.legacy_signing_seed()
+        except AuditError as exc:
+            self.notices.append(f"could not check the store for a stored signing key: {exc}")
+            return
+        if seed is None:
+            return
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        legacy_pub = public_key_hex(Ed25519PrivateKey.from_private_bytes(seed))
+        configured = self.config.signing_key or os.environ.get("VETO_AUDIT_SIGNING_KEY")
+        target = (
+            Path(configured).expanduser()
+            if configured and ("/" in configured or configured.endswith((".key", ".pem")))
+            else default_key_path(SinkConfig.parse(self.sink.url))
+        )
+        try:
+            if not write_key_file(target, seed):
+                current = load_signer(str(target), SinkConfig.parse(self.sink.url), create=False)
+                if current is None or current.public_key_hex() != legacy_pub:
+                    target = target.with_name(f"{KEY_FILE_NAME}.legacy-{legacy_pub[:12]}")
+                    write_key_file(target, seed)
+            self.sink.drop_legacy_signing_seed()
+        except AuditError as exc:
+            msg = (
+                f"SECURITY: this audit store still holds its checkpoint signing key "
+                f"(public key {legacy_pub}); moving it to {target} failed: {exc}"
+            )
+        else:
+            msg = (
+                f"moved the checkpoint signing key (public key {legacy_pub}) out of the audit "
+                f"store to {target}: a key stored with the records let whoever could write "
+                "them re-sign a rewritten chain. Pin the public key in veto.toml "
+                "([audit] public_key) and keep the key file out of the database's reach."
+            )
+        self.notices.append(msg)
+        _log.warning("%s", msg)
 
     # -- writing -----------------------------------------------------------------
 
@@ -323,7 +436,13 @@ class AuditLog:
             user_digest=frags[2],
             args_mac=mac_json(key, stored_json),
         )
-        return self._committer.submit(pending).record
+        sealed = self._committer.submit(pending).record
+        # Cheap bookkeeping; signing happens once per ``checkpoint_every`` records.
+        if sealed.seq > self._appended.get(tenant, 0):
+            self._appended[tenant] = sealed.seq
+        if sealed.seq - self._sealed.get(tenant, 0) >= self.config.checkpoint_every:
+            self._auto_checkpoint([tenant])
+        return sealed
 
     # -- reading -----------------------------------------------------------------
 
@@ -342,8 +461,34 @@ class AuditLog:
     def tenants(self) -> list[str]:
         return self.sink.tenants()
 
-    def verify(self, tenant: str | None = None, *, public_key: str | None = None) -> VerifyReport:
-        """Verify every tenant's chain (or one); ``public_key`` pins the checkpoint signer."""
+    def verify(
+        self,
+        tenant: str | None = None,
+        *,
+        public_key: str | Collection[str] | None = None,
+        witnesses: tuple[AuditWitness, ...] | None = None,
+    ) -> VerifyReport:
+        """Verify every tenant's chain (or one), the tenant registry and the policy texts.
+
+        Signatures are checked against ``public_key`` (one hex key or several),
+        else ``[audit] public_key``, else the local signing key if one exists;
+        with none of them the report carries a warning: a forger's own key would
+        pass. Heads held by ``witnesses`` (default: the configured ones) must
+        still be in the chain.
+        """
+        pinned, warnings_ = self._pinned(public_key)
+        wits = self.witnesses if witnesses is None else witnesses
+        witnessed: list[Checkpoint] = []
+        for w in wits:
+            got = w.read()
+            if not got:
+                warnings_.append(f"witness {w.url} holds no checkpoints yet")
+            witnessed.extend(got)
+        if not wits:
+            warnings_.append(
+                "no witness configured ([audit] witness): deleting the newest records "
+                "together with every checkpoint after them cannot be detected"
+            )
         names = [tenant] if tenant is not None else self.sink.tenants()
         results = []
         for t in names:
@@ -355,21 +500,66 @@ class AuditLog:
                         key=self.sink.tenant_key(t),
                         head=self.sink.chain_head(t),
                         checkpoints=self.sink.checkpoints(t),
-                        public_key=public_key,
+                        public_key=pinned,
+                        witnessed=[cp for cp in witnessed if cp.tenant == t],
                     )
                 )
             except AuditError:
                 raise
             except Exception as exc:
                 raise AuditUnavailable(f"cannot verify tenant {t!r}: {exc!r}") from exc
-        return VerifyReport(ok=all(r.ok for r in results), tenants=tuple(results))
+        try:
+            return verify_store(
+                results,
+                tenant=tenant,
+                present=set(self.sink.tenants()),
+                registries=self.sink.checkpoints(REGISTRY_TENANT),
+                checkpoints=[cp for t in names for cp in self.sink.checkpoints(t)],
+                witnessed=witnessed,
+                policies=self.sink.policy_revisions(),
+                pinned=pinned,
+                warnings=tuple(warnings_),
+            )
+        except AuditError:
+            raise
+        except Exception as exc:
+            raise AuditUnavailable(f"cannot verify the audit store: {exc!r}") from exc
+
+    def _pinned(self, public_key: str | Collection[str] | None) -> tuple[frozenset[str], list[str]]:
+        if isinstance(public_key, str):
+            public_key = (public_key,)
+        keys = frozenset(k.lower() for k in (public_key or ()) or self.config.public_keys)
+        if keys:
+            return keys, []
+        local = self._signer or load_signer(
+            self.config.signing_key, SinkConfig.parse(self.sink.url), create=False
+        )
+        if local is not None:
+            return frozenset({local.public_key_hex()}), [
+                f"no public key pinned: signatures checked against the local signing key "
+                f"{local.public_key_hex()}; pin it ([audit] public_key or --public-key) "
+                "to verify on another machine"
+            ]
+        return frozenset(), [
+            "NO PUBLIC KEY PINNED and no local signing key: checkpoint signatures are "
+            "checked only against the keys they name themselves, so anyone who can "
+            "write the store can forge them. Pin the key: --public-key or [audit] public_key."
+        ]
 
     # -- checkpoints, retention, erasure -------------------------------------------
+
+    def signer(self) -> Signer:
+        """The checkpoint signing key (created on first use; never in the store)."""
+        if self._signer is None:
+            signer = load_signer(self.config.signing_key, SinkConfig.parse(self.sink.url))
+            assert signer is not None
+            self._signer = signer
+        return self._signer
 
     def _signed(
         self, *, tenant: str, kind: str, seq: int, hash_: str, info: Mapping[str, Any]
     ) -> Checkpoint:
-        key = load_signer(self.sink)
+        signer = self.signer()
         unsigned = Checkpoint(
             tenant=tenant,
             kind=kind,
@@ -377,7 +567,7 @@ class AuditLog:
             hash=hash_,
             created_at=_now(),
             info=dict(info),
-            public_key=public_key_hex(key),
+            public_key=signer.public_key_hex(),
             signature="",
         )
         return Checkpoint(
@@ -388,24 +578,84 @@ class AuditLog:
             created_at=unsigned.created_at,
             info=dict(info),
             public_key=unsigned.public_key,
-            signature=sign(key, unsigned.payload()),
+            signature=sign(signer, unsigned.payload()),
         )
 
     def public_key(self) -> str:
         """Hex of the Ed25519 public key checkpoints are signed with (pin it for verify)."""
-        return public_key_hex(load_signer(self.sink))
+        return self.signer().public_key_hex()
+
+    def _publish(self, cps: list[Checkpoint]) -> None:
+        errors = []
+        for w in self.witnesses:
+            for cp in cps:
+                try:
+                    w.publish(cp)
+                except Exception as exc:
+                    errors.append(f"{w.url}: {exc}")
+                    break
+        if errors:
+            raise AuditUnavailable("checkpoint not published to witness " + "; ".join(errors))
+
+    def _registry(self) -> int:
+        """Sign a new tenant registry if the store's tenants changed; its version."""
+        regs = [c for c in self.sink.checkpoints(REGISTRY_TENANT) if c.kind == "registry"]
+        newest = max(regs, key=lambda c: c.seq) if regs else None
+        tenants = sorted(self.sink.tenants())
+        if newest is not None and sorted(newest.info.get("tenants", ())) == tenants:
+            return newest.seq
+        version = (newest.seq if newest else 0) + 1
+        digest = hashlib.sha256(json.dumps(tenants).encode("utf-8")).hexdigest()
+        reg = self._signed(
+            tenant=REGISTRY_TENANT,
+            kind="registry",
+            seq=version,
+            hash_=digest,
+            info={"tenants": tenants},
+        )
+        self.sink.add_checkpoint(reg)
+        self._publish([reg])
+        return version
 
     def checkpoint(self, tenant: str | None = None) -> list[Checkpoint]:
-        """Sign the current head of each tenant's chain (or one tenant's)."""
+        """Sign the current head of each tenant's chain (or one tenant's), and the
+        tenant registry; store them and publish them to every witness."""
+        with self._sealing:
+            return self._checkpoint([tenant] if tenant is not None else self.sink.tenants())
+
+    def _checkpoint(self, tenants: list[str]) -> list[Checkpoint]:
+        version = self._registry()
         out = []
-        for t in [tenant] if tenant is not None else self.sink.tenants():
+        for t in tenants:
             head = self.sink.chain_head(t)
             if head is None:
                 continue
-            cp = self._signed(tenant=t, kind="checkpoint", seq=head[0], hash_=head[1], info={})
+            cp = self._signed(
+                tenant=t, kind="checkpoint", seq=head[0], hash_=head[1], info={"registry": version}
+            )
             self.sink.add_checkpoint(cp)
+            self._sealed[t] = max(self._sealed.get(t, 0), head[0])
             out.append(cp)
+        self._publish(out)
         return out
+
+    def _auto_checkpoint(self, tenants: list[str]) -> None:
+        """Best effort, never blocking a caller whose record is already durable."""
+        if not self._sealing.acquire(blocking=False):
+            return  # another thread is signing right now
+        try:
+            self._checkpoint(tenants)
+        except Exception as exc:
+            # Back off for another ``checkpoint_every`` records (a down witness must not
+            # cost every call a failed attempt); close() tries once more.
+            for t in tenants:
+                self._sealed[t] = max(self._sealed.get(t, 0), self._appended.get(t, 0))
+                self._retry.add(t)
+            _log.warning("automatic audit checkpoint failed: %s", exc)
+        else:
+            self._retry.difference_update(tenants)
+        finally:
+            self._sealing.release()
 
     def purge(
         self, tenant: str, retention_days: int, *, now: _dt.datetime | None = None
@@ -441,6 +691,7 @@ class AuditLog:
             },
         )
         deleted = self.sink.purge_through(tenant, through[0], tomb)
+        self._publish([tomb])
         self.record_event(
             tenant=tenant,
             tool=PURGE_TOOL,

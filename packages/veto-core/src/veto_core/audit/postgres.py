@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from veto_core.audit.errors import AuditUnavailable, schema_too_new
+from veto_core.audit.errors import AuditStoreMissing, AuditUnavailable, schema_too_new
 from veto_core.audit.pending import PendingRecord
 from veto_core.audit.record import (
     GENESIS_HASH,
@@ -128,9 +128,22 @@ class PostgresSink(AuditSink):
         try:
             boot = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
             try:
-                boot.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-                )
+                if not config.create:
+                    found = boot.execute(
+                        "SELECT 1 FROM information_schema.tables "
+                        "WHERE table_schema = %s AND table_name = 'audit_records'",
+                        (self.schema,),
+                    ).fetchone()
+                    if found is None:
+                        raise AuditStoreMissing(
+                            f"no audit store in PostgreSQL schema {self.schema!r}"
+                        )
+                else:
+                    boot.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                            sql.Identifier(self.schema)
+                        )
+                    )
             finally:
                 boot.close()
             self._writer = self._connect()
@@ -243,7 +256,7 @@ class PostgresSink(AuditSink):
     def tenants(self) -> list[str]:
         rows = self._read(
             "SELECT tenant FROM audit_chain_heads UNION SELECT DISTINCT tenant FROM audit_records "
-            "UNION SELECT tenant FROM audit_checkpoints ORDER BY 1"
+            "UNION SELECT tenant FROM audit_checkpoints WHERE tenant <> '' ORDER BY 1"
         )
         return [str(r[0]) for r in rows]
 
@@ -317,17 +330,12 @@ class PostgresSink(AuditSink):
             self._admin.execute("VACUUM audit_records")
         return n
 
-    def signing_seed(self) -> bytes:
-        def get_or_create(c: Any) -> bytes:
-            c.execute(
-                "INSERT INTO audit_signing_key (id, seed) VALUES (1, %s) ON CONFLICT (id) DO NOTHING",
-                (secrets.token_bytes(32),),
-            )
-            return bytes(c.execute("SELECT seed FROM audit_signing_key WHERE id = 1").fetchone()[0])
+    def legacy_signing_seed(self) -> bytes | None:
+        rows = self._read("SELECT seed FROM audit_signing_key WHERE id = 1")
+        return bytes(rows[0][0]) if rows else None
 
-        seed = self._tx(get_or_create)
-        assert isinstance(seed, bytes)
-        return seed
+    def drop_legacy_signing_seed(self) -> None:
+        self._tx(lambda c: c.execute("DELETE FROM audit_signing_key"))
 
     def store_policy_revision(self, rev: PolicyRevision) -> None:
         self._tx(

@@ -1,18 +1,32 @@
-"""Ed25519 signed checkpoints and tombstones.
+"""Ed25519 signed checkpoints, tombstones and tenant registries (DESIGN.md 4).
 
-The signing key comes from ``$VETO_AUDIT_SIGNING_KEY`` (base64 of a 32-byte seed,
-or the path of a PEM private key) when set, otherwise from the store itself.
-A key kept outside the database, with its public key pinned at verification
-(``veto audit verify --public-key``), is what makes checkpoints evidence
-against someone who can write to the database.
+The signing key is never stored in the audited database: someone who can write
+the database must not be able to re-sign a rewritten chain. It comes from, in
+order:
+
+1. ``$VETO_AUDIT_SIGNING_KEY`` or ``veto.toml`` ``[audit] signing_key``: the path
+   of a key file (PEM, PKCS#8), or base64 of a 32-byte seed;
+2. a key file next to a file store (``<db dir>/audit-signing.key``), or
+   ``~/.veto/audit-signing.key`` for server stores, created 0600 on first use;
+3. any object with ``public_key_hex()`` and ``sign(message)`` passed to
+   ``AuditLog(signer=...)``: a KMS or HSM holds the key and Veto never sees it.
+
+Verification checks every signature against *pinned* public keys (``veto.toml``
+``[audit] public_key``, ``--public-key``); a checkpoint signed by any other key
+is forged, however valid its signature.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
+import secrets
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -20,34 +34,45 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from veto_core.audit.errors import AuditUnavailable
 from veto_core.audit.record import canonical_json
-from veto_core.audit.sink import AuditSink, Checkpoint
+from veto_core.audit.sink import Checkpoint, SinkConfig
 
-__all__ = ["ENV_SIGNING_KEY", "load_signer", "public_key_hex", "sign", "verify_signature"]
+__all__ = [
+    "ENV_SIGNING_KEY",
+    "KEY_FILE_NAME",
+    "KeyFileSigner",
+    "Signer",
+    "default_key_path",
+    "load_signer",
+    "public_key_hex",
+    "verify_signature",
+    "write_key_file",
+]
 
 ENV_SIGNING_KEY = "VETO_AUDIT_SIGNING_KEY"
+KEY_FILE_NAME = "audit-signing.key"
 
 
-def load_signer(sink: AuditSink) -> Ed25519PrivateKey:
-    configured = os.environ.get(ENV_SIGNING_KEY)
-    if configured:
-        return _parse_private(configured)
-    return Ed25519PrivateKey.from_private_bytes(sink.signing_seed())
+@runtime_checkable
+class Signer(Protocol):
+    """What signs checkpoints: a local key, or a KMS-style plugin object."""
+
+    def public_key_hex(self) -> str: ...
+
+    def sign(self, message: bytes) -> bytes: ...
 
 
-def _parse_private(value: str) -> Ed25519PrivateKey:
-    path = Path(value).expanduser()
-    try:
-        if path.is_file():
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            if not isinstance(key, Ed25519PrivateKey):
-                raise AuditUnavailable(f"{ENV_SIGNING_KEY}: {path} is not an Ed25519 private key")
-            return key
-        seed = base64.b64decode(value, validate=True)
-        return Ed25519PrivateKey.from_private_bytes(seed)
-    except (ValueError, binascii.Error, OSError) as exc:
-        raise AuditUnavailable(
-            f"{ENV_SIGNING_KEY} must be base64 of a 32-byte Ed25519 seed or a PEM file path: {exc}"
-        ) from exc
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KeyFileSigner:
+    """An Ed25519 key held in this process; ``source`` says where it came from."""
+
+    key: Ed25519PrivateKey
+    source: str
+
+    def public_key_hex(self) -> str:
+        return public_key_hex(self.key)
+
+    def sign(self, message: bytes) -> bytes:
+        return self.key.sign(message)
 
 
 def public_key_hex(key: Ed25519PrivateKey) -> str:
@@ -58,17 +83,101 @@ def public_key_hex(key: Ed25519PrivateKey) -> str:
     )
 
 
-def sign(key: Ed25519PrivateKey, payload: dict[str, object]) -> str:
-    return key.sign(canonical_json(payload)).hex()
+def default_key_path(config: SinkConfig) -> Path:
+    """Next to a file store's database; ``~/.veto/`` for server stores."""
+    if config.scheme in ("sqlite", "jsonl"):
+        from veto_core.audit.jsonl import jsonl_path
+        from veto_core.audit.sqlite import sqlite_path
+
+        path = sqlite_path(config.url) if config.scheme == "sqlite" else jsonl_path(config.url)
+        return path.expanduser().absolute().parent / KEY_FILE_NAME
+    return Path.home() / ".veto" / KEY_FILE_NAME
 
 
-def verify_signature(cp: Checkpoint, pinned_public_key: str | None = None) -> str | None:
-    """``None`` if the checkpoint's signature is valid, else why not."""
-    pub_hex = pinned_public_key or cp.public_key
-    if pinned_public_key is not None and cp.public_key != pinned_public_key:
-        return f"signed by key {cp.public_key[:16]}…, not the pinned key"
+def _looks_like_seed(value: str) -> bytes | None:
     try:
-        pub = Ed25519PublicKey.from_public_bytes(bytes.fromhex(pub_hex))
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def load_signer(
+    configured: str | None, sink: SinkConfig, *, create: bool = True
+) -> KeyFileSigner | None:
+    """The signing key named by ``configured`` (or the default key file).
+
+    ``create=False`` (verification) never writes a key: ``None`` if there is none.
+    """
+    configured = configured or os.environ.get(ENV_SIGNING_KEY) or None
+    if configured is not None:
+        seed = _looks_like_seed(configured)
+        if seed is not None and not Path(configured).exists():
+            return KeyFileSigner(
+                key=Ed25519PrivateKey.from_private_bytes(seed), source=ENV_SIGNING_KEY
+            )
+        path = Path(configured).expanduser()
+    else:
+        path = default_key_path(sink)
+    if not path.exists():
+        if not create:
+            return None
+        write_key_file(path, secrets.token_bytes(32))
+    return KeyFileSigner(key=_read_key_file(path), source=str(path))
+
+
+def _read_key_file(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError, OSError) as exc:
+        raise AuditUnavailable(f"audit signing key {path}: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise AuditUnavailable(f"audit signing key {path} is not an Ed25519 private key")
+    return key
+
+
+def write_key_file(path: Path, seed: bytes) -> bool:
+    """Create ``path`` (0600) holding ``seed``; False if it already exists.
+
+    Written to a temporary file and hard-linked into place, so concurrent
+    processes never read a half-written key and exactly one of them wins.
+    """
+    pem = Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    except OSError as exc:
+        raise AuditUnavailable(f"cannot create audit signing key {path}: {exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def sign(signer: Signer, payload: dict[str, object]) -> str:
+    return signer.sign(canonical_json(payload)).hex()
+
+
+def verify_signature(cp: Checkpoint, pinned: Collection[str] = ()) -> str | None:
+    """``None`` if the checkpoint's signature is valid (by a pinned key, if any), else why not."""
+    if pinned and cp.public_key.lower() not in pinned:
+        return f"signed by key {cp.public_key[:16]}…, not a pinned key (forged)"
+    try:
+        pub = Ed25519PublicKey.from_public_bytes(bytes.fromhex(cp.public_key))
         pub.verify(bytes.fromhex(cp.signature), canonical_json(cp.payload()))
     except (ValueError, InvalidSignature):
         return "invalid signature"

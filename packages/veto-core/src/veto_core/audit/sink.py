@@ -44,17 +44,20 @@ class SinkConfig:
     url: str
     scheme: str
     options: Mapping[str, str] = field(default_factory=dict)
+    create: bool = True
+    """False: open an existing store only (``AuditStoreMissing`` otherwise); verify and
+    the other read commands never create the store they were asked to inspect."""
 
     @classmethod
-    def parse(cls, url: str) -> SinkConfig:
+    def parse(cls, url: str, *, create: bool = True) -> SinkConfig:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme in ("", "file") or (len(scheme) == 1 and url[1:2] == ":"):
             # A plain path (or a Windows drive letter): SQLite.
-            return cls(url=url, scheme="sqlite", options={})
+            return cls(url=url, scheme="sqlite", options={}, create=create)
         if scheme == "postgres":
             scheme = "postgresql"
-        return cls(url=url, scheme=scheme, options=dict(parse_qsl(parts.query)))
+        return cls(url=url, scheme=scheme, options=dict(parse_qsl(parts.query)), create=create)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -218,9 +221,18 @@ class AuditSink(abc.ABC):
         must not survive in the store's files.
         """
 
-    @abc.abstractmethod
-    def signing_seed(self) -> bytes:
-        """The store's own Ed25519 seed (created on first use)."""
+    def legacy_signing_seed(self) -> bytes | None:
+        """A checkpoint signing seed that older versions kept in the store itself.
+
+        ``AuditLog`` moves it to a key file outside the store and then calls
+        :meth:`drop_legacy_signing_seed`: a key kept next to the records lets
+        whoever can write them re-sign a rewritten chain.
+        """
+        return None
+
+    def drop_legacy_signing_seed(self) -> None:
+        """Delete the seed :meth:`legacy_signing_seed` returned (durably)."""
+        return None
 
     @abc.abstractmethod
     def store_policy_revision(self, rev: PolicyRevision) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from veto_core.audit.errors import AuditUnavailable, schema_too_new
+from veto_core.audit.errors import AuditStoreMissing, AuditUnavailable, schema_too_new
 from veto_core.audit.pending import PendingRecord
 from veto_core.audit.record import (
     GENESIS_HASH,
@@ -138,8 +138,11 @@ class SqliteSink(AuditSink):
         self.path = sqlite_path(config.url)
         self._keys: dict[str, bytes] = {}
         self._admin_lock = threading.RLock()
+        if not config.create and not self.path.is_file():
+            raise AuditStoreMissing(f"no audit database at {self.path}")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if config.create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
             mode = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
@@ -270,7 +273,7 @@ class SqliteSink(AuditSink):
     def tenants(self) -> list[str]:
         rows = self._read(
             "SELECT tenant FROM audit_chain_heads UNION SELECT DISTINCT tenant FROM audit_records "
-            "UNION SELECT tenant FROM audit_checkpoints ORDER BY 1"
+            "UNION SELECT tenant FROM audit_checkpoints WHERE tenant <> '' ORDER BY 1"
         )
         return [str(r[0]) for r in rows]
 
@@ -353,17 +356,13 @@ class SqliteSink(AuditSink):
                 "(a reader holds it); run the command again when the database is idle"
             )
 
-    def signing_seed(self) -> bytes:
-        def get_or_create(c: sqlite3.Connection) -> bytes:
-            c.execute(
-                "INSERT OR IGNORE INTO audit_signing_key (id, seed) VALUES (1, ?)",
-                (secrets.token_bytes(32),),
-            )
-            return bytes(c.execute("SELECT seed FROM audit_signing_key WHERE id = 1").fetchone()[0])
+    def legacy_signing_seed(self) -> bytes | None:
+        rows = self._read("SELECT seed FROM audit_signing_key WHERE id = 1")
+        return bytes(rows[0][0]) if rows else None
 
-        seed = self._tx(get_or_create)
-        assert isinstance(seed, bytes)
-        return seed
+    def drop_legacy_signing_seed(self) -> None:
+        self._tx(lambda c: c.execute("DELETE FROM audit_signing_key"))
+        self._checkpoint_wal()  # secure_delete is on: no copy left in free pages or the WAL
 
     def store_policy_revision(self, rev: PolicyRevision) -> None:
         self._tx(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 from veto_core.audit.errors import CorruptRecord
@@ -15,9 +16,19 @@ from veto_core.audit.record import (
     user_digest,
 )
 from veto_core.audit.signing import verify_signature
-from veto_core.audit.sink import Checkpoint
+from veto_core.audit.sink import Checkpoint, PolicyRevision
 
-__all__ = ["BrokenLink", "TenantVerification", "VerifyReport", "verify_chain"]
+__all__ = [
+    "REGISTRY_TENANT",
+    "BrokenLink",
+    "TenantVerification",
+    "VerifyReport",
+    "verify_chain",
+    "verify_store",
+]
+
+REGISTRY_TENANT = ""
+"""Where the signed tenant registry is kept among the checkpoints (no tenant is named "")."""
 
 MAX_PROBLEMS = 1000
 ERASE_TOOL = "veto.audit.erase"
@@ -73,16 +84,27 @@ class TenantVerification:
 class VerifyReport:
     ok: bool
     tenants: tuple[TenantVerification, ...]
+    problems: tuple[BrokenLink, ...] = ()
+    """Store-wide problems: forged or rolled-back tenant registry, edited policy texts."""
+    warnings: tuple[str, ...] = ()
+    """What this verification could not rule out (no pinned key, no witness)."""
+    pinned_keys: tuple[str, ...] = ()
 
     @property
     def first_broken(self) -> BrokenLink | None:
         for t in self.tenants:
             if t.broken is not None:
                 return t.broken
-        return None
+        return self.problems[0] if self.problems else None
 
     def to_dict(self) -> dict[str, object]:
-        return {"ok": self.ok, "tenants": [t.to_dict() for t in self.tenants]}
+        return {
+            "ok": self.ok,
+            "tenants": [t.to_dict() for t in self.tenants],
+            "problems": [str(p) for p in self.problems],
+            "warnings": list(self.warnings),
+            "pinned_keys": list(self.pinned_keys),
+        }
 
 
 def verify_chain(
@@ -92,7 +114,8 @@ def verify_chain(
     key: bytes,
     head: tuple[int, str] | None,
     checkpoints: list[Checkpoint],
-    public_key: str | None = None,
+    public_key: str | Collection[str] | None = None,
+    witnessed: Sequence[Checkpoint] = (),
 ) -> TenantVerification:
     """Check every link of one tenant's chain.
 
@@ -101,8 +124,10 @@ def verify_chain(
     to its stored ``hash``; have stored ``args`` matching ``args_mac`` and a user
     id matching ``user_digest``. Erased records must be covered by a later
     erasure record for the same data subject. The last record must match the
-    recorded chain head, and every signed checkpoint must match its record.
+    recorded chain head, and every signed checkpoint must match its record,
+    as must every head a witness saw (signed by a pinned key).
     """
+    pinned = (public_key,) if isinstance(public_key, str) else tuple(public_key or ())
     count = 0
     first: int | None = None
     last: int | None = None
@@ -127,9 +152,16 @@ def verify_chain(
 
     # Signatures first: a forged tombstone must not move the anchor.
     for cp in checkpoints:
-        bad = verify_signature(cp, public_key)
+        bad = verify_signature(cp, pinned)
         if bad is not None:
             note(cp.seq, None, f"{cp.kind} at seq {cp.seq}: {bad}")
+    seen: dict[int, Checkpoint] = {}  # witnessed heads by seq
+    for cp in witnessed:
+        bad = verify_signature(cp, pinned)
+        if bad is not None:
+            note(cp.seq, None, f"witnessed {cp.kind} at seq {cp.seq}: {bad}")
+        elif cp.kind == "checkpoint":
+            seen[cp.seq] = cp
     if found:
         return result(0)
     tombstones = [cp for cp in checkpoints if cp.kind == "tombstone"]
@@ -178,6 +210,11 @@ def verify_chain(
             signed = at_seq.pop(r.seq, None)
             if signed is not None and signed.hash != r.hash:
                 problems.append(f"does not match the signed checkpoint at seq {signed.seq}")
+            w = seen.pop(r.seq, None)
+            if w is not None and w.hash != r.hash:
+                problems.append(
+                    f"differs from the head a witness saw at seq {w.seq} (chain rewritten)"
+                )
             if problems:
                 note(r.seq, r.id, "; ".join(problems))
             elif r.tool == ERASE_TOOL and r.outcome == "erased" and r.args is not None:
@@ -205,6 +242,18 @@ def verify_chain(
             f"signed checkpoint at seq {cp_seq} names a record that is missing "
             "(records deleted from the end)",
         )
+    for seq in list(seen):
+        if seq <= anchor_seq:
+            del seen[seq]  # purged since; the tombstone (signature checked) covers it
+    if seen:
+        w_seq = max(seen)
+        note(
+            w_seq,
+            None,
+            f"a witness saw the chain at seq {w_seq} but the store ends at seq "
+            f"{last if last is not None else anchor_seq} (records deleted from the end, "
+            "head rewound)",
+        )
     if head is not None:
         if last is None:
             if head[0] != anchor_seq:
@@ -219,3 +268,95 @@ def verify_chain(
     elif last is not None:
         note(last, None, "records exist but the store has no chain head")
     return result(anchor_seq)
+
+
+def _problem(tenant: str, reason: str, seq: int | None = None) -> BrokenLink:
+    return BrokenLink(tenant=tenant, seq=seq, record_id=None, reason=reason)
+
+
+def verify_store(
+    results: list[TenantVerification],
+    *,
+    tenant: str | None,
+    present: set[str],
+    registries: list[Checkpoint],
+    checkpoints: list[Checkpoint],
+    witnessed: list[Checkpoint],
+    policies: list[PolicyRevision],
+    pinned: Collection[str],
+    warnings: tuple[str, ...],
+) -> VerifyReport:
+    """The checks above single chains: vanished tenants, the signed tenant registry
+    (not deleted, not rolled back), and stored policy texts against their revision."""
+    problems: list[BrokenLink] = []
+    regs: list[Checkpoint] = []
+    for reg in (r for r in registries if r.kind == "registry"):
+        bad = verify_signature(reg, pinned)
+        if bad is not None:
+            problems.append(_problem(tenant or "*", f"tenant registry v{reg.seq}: {bad}"))
+        else:
+            regs.append(reg)
+    newest = max((r.seq for r in regs), default=0)
+    # Every checkpoint names the registry version current when it was signed, and a
+    # witness holds every registry: the newest one must still be in the store.
+    required = max(
+        [int(cp.info.get("registry", 0)) for cp in checkpoints if cp.kind == "checkpoint"]
+        + [r.seq for r in witnessed if r.kind == "registry" and not verify_signature(r, pinned)],
+        default=0,
+    )
+    if required > newest:
+        problems.append(
+            _problem(
+                tenant or "*",
+                f"signed tenant registry v{required} is missing (the store's newest is "
+                f"v{newest}): registry deleted or rolled back",
+            )
+        )
+    expected: set[str] = set()
+    for r in regs:
+        expected.update(str(t) for t in r.info.get("tenants", ()))
+    for cp in witnessed:
+        if not verify_signature(cp, pinned):
+            expected.update(str(t) for t in cp.info.get("tenants", ()))
+            if cp.kind != "registry":
+                expected.add(cp.tenant)
+    if tenant is not None:
+        expected &= {tenant}
+    out = list(results)
+    for t in sorted(expected - present - {REGISTRY_TENANT}):
+        link = _problem(
+            t,
+            "tenant is in the signed tenant registry or a witness, but its records, "
+            "chain head and checkpoints are gone (tenant removed)",
+        )
+        out.append(
+            TenantVerification(
+                tenant=t,
+                ok=False,
+                records=0,
+                first_seq=None,
+                last_seq=None,
+                anchor_seq=0,
+                checkpoints=0,
+                broken=link,
+                problems=(link,),
+            )
+        )
+    for p in policies:
+        actual = hashlib.sha256(p.content.encode("utf-8")).hexdigest()
+        if not hmac.compare_digest(actual, p.revision):
+            problems.append(
+                _problem(
+                    tenant or "*",
+                    f"stored text of policy revision {p.revision[:12]} ({p.name}) does not "
+                    f"hash to its revision (edited policy text; it hashes to {actual[:12]})",
+                )
+            )
+    ok = all(r.ok for r in out) and not problems
+    return VerifyReport(
+        ok=ok,
+        tenants=tuple(out),
+        problems=tuple(problems),
+        warnings=warnings,
+        pinned_keys=tuple(sorted(pinned)),
+    )
