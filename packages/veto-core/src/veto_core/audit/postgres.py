@@ -160,22 +160,44 @@ class PostgresSink(AuditSink):
         con.execute("SET synchronous_commit TO on")
         return con
 
+    def _live(self, name: str) -> Any:
+        """The connection ``name``, reconnected if the server dropped it (a restart):
+        the calls made while it is down fail (deny), the first one after it succeeds."""
+        con = getattr(self, name)
+        if con.closed or con.broken:
+            with contextlib.suppress(Exception):
+                con.close()
+            con = self._connect()
+            setattr(self, name, con)
+        return con
+
     def _tx(self, fn: Callable[[Any], Any]) -> Any:
+        """``fn`` in a transaction; every use is idempotent (insert-if-absent, upsert,
+        delete-through), so a connection dropped while idle is retried once."""
         with self._admin_lock:
-            try:
-                with self._admin.transaction():
-                    return fn(self._admin)
-            except AuditUnavailable:
-                raise
-            except psycopg.Error as exc:
-                raise AuditUnavailable(f"PostgreSQL audit store: {exc}") from exc
+            for attempt in (1, 2):
+                try:
+                    admin = self._live("_admin")
+                    with admin.transaction():
+                        return fn(admin)
+                except AuditUnavailable:
+                    raise
+                except psycopg.Error as exc:
+                    if attempt == 1 and self._admin.broken:
+                        continue
+                    raise AuditUnavailable(f"PostgreSQL audit store: {exc}") from exc
+            raise AssertionError("unreachable")
 
     def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._admin_lock:
-            try:
-                return list(self._admin.execute(query, params).fetchall())
-            except psycopg.Error as exc:
-                raise AuditUnavailable(f"PostgreSQL audit store: {exc}") from exc
+            for attempt in (1, 2):
+                try:
+                    return list(self._live("_admin").execute(query, params).fetchall())
+                except psycopg.Error as exc:
+                    if attempt == 1 and self._admin.broken:
+                        continue  # dropped while idle: reads are safe to repeat
+                    raise AuditUnavailable(f"PostgreSQL audit store: {exc}") from exc
+            raise AssertionError("unreachable")
 
     def tenant_key(self, tenant: str) -> bytes:
         key = self._keys.get(tenant)
@@ -199,8 +221,25 @@ class PostgresSink(AuditSink):
         return key
 
     def append(self, batch: Sequence[PendingRecord]) -> list[SealedRecord]:
-        con = self._writer  # group-commit leader only
+        for attempt in (1, 2):
+            started: list[bool] = []
+            try:
+                return self._append(batch, started)
+            except psycopg.OperationalError as exc:
+                # A connection the server dropped while it sat idle (a restart) fails on
+                # its first statement, before anything could commit: retry once on a
+                # fresh one. Failures after that are never retried (no double record).
+                if attempt == 2 or started:
+                    raise AuditUnavailable(
+                        f"audit record not committed to PostgreSQL: {exc}"
+                    ) from exc
+            except AuditUnavailable:
+                raise
+        raise AssertionError("unreachable")
+
+    def _append(self, batch: Sequence[PendingRecord], started: list[bool]) -> list[SealedRecord]:
         try:
+            con = self._live("_writer")  # group-commit leader only
             with con.transaction():
                 heads: dict[str, tuple[int, str]] = {}
                 for t in sorted({p.tenant for p in batch}):
@@ -209,6 +248,7 @@ class PostgresSink(AuditSink):
                         "ON CONFLICT (tenant) DO NOTHING",
                         (t, GENESIS_HASH),
                     )
+                    started.append(True)
                     row = con.execute(
                         "SELECT seq, hash FROM audit_chain_heads WHERE tenant = %s FOR UPDATE",
                         (t,),
@@ -227,6 +267,10 @@ class PostgresSink(AuditSink):
                         [(s, h, t) for t, (s, h) in heads.items()],
                     )
             return out
+        except psycopg.OperationalError as exc:
+            if not started and (self._writer.closed or self._writer.broken):
+                raise  # append() retries on a fresh connection
+            raise AuditUnavailable(f"audit record not committed to PostgreSQL: {exc}") from exc
         except psycopg.Error as exc:
             raise AuditUnavailable(f"audit record not committed to PostgreSQL: {exc}") from exc
 
