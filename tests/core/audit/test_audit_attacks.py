@@ -510,3 +510,20 @@ def test_witness_hook_answers_for_the_builtin_schemes() -> None:
     got = pm.hook.veto_audit_witness(config=WitnessConfig.parse("https://w.example/x"))
     assert [type(w) for a in got for w in a] == [WebhookWitness]
     assert all(a == [] for a in pm.hook.veto_audit_witness(config=WitnessConfig.parse("ftp://x")))
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[audit]\npublic_key = "abc"\n', "must be 64 hex characters"),
+        ("[audit]\npublic_key = 5\n", "string or a list of strings"),
+        ("[audit]\ncheckpoint_every = 0\n", "positive number of records"),
+        ('[audit]\nwitness = ["gopher://x"]\n', "no audit witness for URL scheme 'gopher'"),
+    ],
+)
+def test_malformed_audit_settings_fail_closed(tmp_path: Path, toml: str, message: str) -> None:
+    from veto_core.audit import AuditUnavailable
+
+    Path("veto.toml").write_text(toml)
+    with pytest.raises(AuditUnavailable, match=message):
+        open_audit(str(tmp_path / "veto.db"))
