@@ -527,3 +527,53 @@ def test_malformed_audit_settings_fail_closed(tmp_path: Path, toml: str, message
     Path("veto.toml").write_text(toml)
     with pytest.raises(AuditUnavailable, match=message):
         open_audit(str(tmp_path / "veto.db"))
+
+
+def test_legitimate_purge_and_erasure_still_verify_against_the_witness(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime as dt
+
+    monkeypatch.setenv("VETO_AUDIT_WITNESS", f"file://{tmp_path / 'w' / 'witness.jsonl'}")
+    populate(store.url, tenants=("acme", "beta"))
+    log = open_audit(store.url)
+    res = log.purge("acme", 0, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    assert res.deleted == 6
+    assert log.erase_user("u1", tenant="beta")
+    log.close()
+    code, out, err = verify(store.url)
+    assert code == 0, (out, err)
+
+
+class _KmsSigner:
+    """Stands in for a KMS client: signs on request, never hands out the key."""
+
+    calls = 0
+
+    def __init__(self) -> None:
+        self._key = Ed25519PrivateKey.from_private_bytes(b"k" * 32)
+
+    def public_key_hex(self) -> str:
+        return public_key_hex(self._key)
+
+    def sign(self, message: bytes) -> bytes:
+        type(self).calls += 1
+        return self._key.sign(message)
+
+
+def kms_signer() -> _KmsSigner:
+    return _KmsSigner()
+
+
+def test_a_kms_style_signer_plugin_signs_and_no_key_file_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VETO_AUDIT_SIGNER", f"{__name__}:kms_signer")
+    db = tmp_path / "veto.db"
+    populate(str(db))
+    assert _KmsSigner.calls > 0
+    assert not (tmp_path / "audit-signing.key").exists()
+    code, out, err = verify(str(db), "--public-key", _KmsSigner().public_key_hex())
+    assert code == 0, (out, err)
+    code, out, _ = verify(str(db), "--public-key", "cd" * 32)
+    assert code == 1 and "not a pinned key" in out

@@ -17,6 +17,8 @@ missing file is an error). Every key is optional::
 
     [audit]
     signing_key = "/etc/veto/audit-signing.key" # VETO_AUDIT_SIGNING_KEY (path, or base64 seed)
+    signer = "mycompany.kms:veto_signer"        # VETO_AUDIT_SIGNER: a callable returning an
+                                                # object with public_key_hex() and sign(bytes)
     public_key = "9f2c..."                      # VETO_AUDIT_PUBLIC_KEY: pinned for verify
                                                 # (a list pins several keys, for rotation)
     witness = ["file:///mnt/other/witness.jsonl", "https://witness.example.com/veto"]
@@ -133,6 +135,8 @@ class AuditConfig:
     """Where checkpoints are signed and published, and what verify trusts (DESIGN.md 4)."""
 
     signing_key: str | None = None
+    signer: str | None = None
+    """``module:callable`` returning a signer object (KMS/HSM): the key never enters Veto."""
     public_keys: tuple[str, ...] = ()
     witnesses: tuple[str, ...] = ()
     checkpoint_every: int = 1000
@@ -262,6 +266,7 @@ def _audit_config(data: Mapping[str, Any], env: Mapping[str, str]) -> AuditConfi
         raise ConfigError("veto.toml: audit.checkpoint_every must be a positive number of records")
     return AuditConfig(
         signing_key=env.get("VETO_AUDIT_SIGNING_KEY") or _str(data, "signing_key", "audit."),
+        signer=env.get("VETO_AUDIT_SIGNER") or _str(data, "signer", "audit."),
         public_keys=tuple(k.lower() for k in keys),
         witnesses=_str_list(data, "witness", env.get("VETO_AUDIT_WITNESS")),
         checkpoint_every=every,

@@ -40,6 +40,7 @@ from veto_core.audit.signing import (
     Signer,
     default_key_path,
     load_signer,
+    load_signer_plugin,
     public_key_hex,
     sign,
     write_key_file,
@@ -531,8 +532,10 @@ class AuditLog:
         keys = frozenset(k.lower() for k in (public_key or ()) or self.config.public_keys)
         if keys:
             return keys, []
-        local = self._signer or load_signer(
-            self.config.signing_key, SinkConfig.parse(self.sink.url), create=False
+        local = self._signer or (
+            load_signer_plugin(self.config.signer)
+            if self.config.signer
+            else load_signer(self.config.signing_key, SinkConfig.parse(self.sink.url), create=False)
         )
         if local is not None:
             return frozenset({local.public_key_hex()}), [
@@ -551,9 +554,12 @@ class AuditLog:
     def signer(self) -> Signer:
         """The checkpoint signing key (created on first use; never in the store)."""
         if self._signer is None:
-            signer = load_signer(self.config.signing_key, SinkConfig.parse(self.sink.url))
-            assert signer is not None
-            self._signer = signer
+            if self.config.signer:
+                self._signer = load_signer_plugin(self.config.signer)
+            else:
+                signer = load_signer(self.config.signing_key, SinkConfig.parse(self.sink.url))
+                assert signer is not None
+                self._signer = signer
         return self._signer
 
     def _signed(

@@ -43,6 +43,7 @@ __all__ = [
     "Signer",
     "default_key_path",
     "load_signer",
+    "load_signer_plugin",
     "public_key_hex",
     "verify_signature",
     "write_key_file",
@@ -124,6 +125,24 @@ def load_signer(
             return None
         write_key_file(path, secrets.token_bytes(32))
     return KeyFileSigner(key=_read_key_file(path), source=str(path))
+
+
+def load_signer_plugin(spec: str) -> Signer:
+    """``module:callable`` (``[audit] signer``): a KMS/HSM-backed signer object."""
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+        signer = factory()
+    except Exception as exc:
+        raise AuditUnavailable(f"audit signer {spec!r} could not be loaded: {exc!r}") from exc
+    if not isinstance(signer, Signer):
+        raise AuditUnavailable(
+            f"audit signer {spec!r} returned {type(signer).__name__}, which lacks "
+            "public_key_hex() and sign(message)"
+        )
+    return signer
 
 
 def _read_key_file(path: Path) -> Ed25519PrivateKey:
