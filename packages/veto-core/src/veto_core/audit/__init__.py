@@ -7,7 +7,13 @@
 True
 """
 
-from veto_core.audit.errors import AuditError, AuditSchemaError, AuditUnavailable, CorruptRecord
+from veto_core.audit.errors import (
+    AuditError,
+    AuditSchemaError,
+    AuditStoreMissing,
+    AuditUnavailable,
+    CorruptRecord,
+)
 from veto_core.audit.log import (
     ENV_DB,
     AuditLog,
@@ -29,8 +35,10 @@ from veto_core.audit.record import (
     new_uuid7,
     redact_args,
 )
+from veto_core.audit.signing import Signer
 from veto_core.audit.sink import AuditQuery, AuditSink, Checkpoint, PolicyRevision, SinkConfig
 from veto_core.audit.verify import BrokenLink, TenantVerification, VerifyReport
+from veto_core.audit.witness import AuditWitness, WitnessConfig
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -45,16 +53,20 @@ __all__ = [
     "AuditRecord",
     "AuditSchemaError",
     "AuditSink",
+    "AuditStoreMissing",
     "AuditUnavailable",
+    "AuditWitness",
     "BrokenLink",
     "Checkpoint",
     "CorruptRecord",
     "EraseResult",
     "PolicyRevision",
     "PurgeResult",
+    "Signer",
     "SinkConfig",
     "TenantVerification",
     "VerifyReport",
+    "WitnessConfig",
     "canonical_json",
     "default_audit_url",
     "new_uuid7",
