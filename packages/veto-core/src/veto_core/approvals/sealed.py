@@ -13,14 +13,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING, Any
 
 from veto_core.audit.record import canonical_json
+
+if TYPE_CHECKING:  # imported when used: `veto approvals list` must start fast (DESIGN 8)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["open_args", "seal_args"]
 
@@ -29,6 +27,10 @@ _INFO = b"veto approval args v1"
 
 
 def _aead(tenant_key: bytes) -> AESGCM:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(tenant_key)
     return AESGCM(key)
 
@@ -44,6 +46,8 @@ def open_args(tenant_key: bytes, request_id: str, sealed: str) -> Any:
     """The arguments sealed for ``request_id``; ``ValueError`` if tampered with."""
     if not sealed.startswith(_PREFIX):
         raise ValueError("unknown sealed-arguments format")
+    from cryptography.exceptions import InvalidTag
+
     raw = base64.b64decode(sealed[len(_PREFIX) :])
     try:
         plain = _aead(tenant_key).decrypt(raw[:12], raw[12:], request_id.encode("utf-8"))
