@@ -83,7 +83,7 @@ def test_quorum_progress_and_cancel(sqlite_url: str) -> None:
     code, out, _ = run("approvals", "approve", rid, "--as", "carol", "--db", sqlite_url, "--admin")
     assert code == 0 and "1/2 approvals; still pending" in out  # same approver again
     rid2 = veto.authorize(call(tool_call_id="c2")).approval.id
-    code, out, _ = run("approvals", "cancel", rid2, "--as", "ops", "--db", sqlite_url)
+    code, out, _ = run("approvals", "cancel", rid2, "--as", "ops", "--db", sqlite_url, "--admin")
     assert code == 0 and "CANCELLED" in out
     code, out, _ = run("approvals", "list", "--state", "all", "--json", "--db", sqlite_url)
     assert {json.loads(line)["state"] for line in out.splitlines()} == {"pending", "cancelled"}

@@ -245,3 +245,21 @@ def test_a_second_operator_key_is_not_accepted_until_added(
     code, _, err = run("approvals", "approve", rid, "--as", "dana", "--role", "finance",
                        "--admin", "--db", sqlite_url)  # fmt: skip
     assert code == 0, err
+
+
+def test_cancel_needs_a_credential_too(sqlite_url: str) -> None:
+    tokens = users(sqlite_url)
+    rid = pending(sqlite_url)
+    code, _, err = run("approvals", "cancel", rid, "--as", "ops", "--db", sqlite_url)
+    assert code == 2 and "needs a credential" in err
+    code, _, err = run("approvals", "cancel", rid, "--token", tokens["victor"], "--db", sqlite_url)
+    assert code == 2 and "no approver role" in err  # a viewer cannot cancel
+    assert state(sqlite_url, rid) == (ApprovalState.PENDING, [])
+    code, out, err = run("approvals", "cancel", rid, "--as", "ops", "--admin", "--db", sqlite_url)
+    assert code == 0 and "CANCELLED" in out, err
+    veto = make_veto(sqlite_url)
+    try:
+        reason = veto.approvals.get(rid).final_reason or ""
+    finally:
+        veto.close()
+    assert reason.startswith("cancelled by ops (operator ") and "admin key" in reason

@@ -578,15 +578,28 @@ def deny_cmd(
 
 @approvals_cli.command("cancel")
 @click.argument("request_id")
-@click.option("--as", "user", default=None, metavar="USER")
+@click.option(
+    "--as", "user", default=None, metavar="USER", help="Who cancels (default: $VETO_USER)."
+)
 @click.option("--reason", default=None)
+@_cred_options
 @_db_option
-def cancel_cmd(request_id: str, user: str | None, reason: str | None, db: str | None) -> None:
-    """Cancel a pending request (an operator action, e.g. the run was abandoned)."""
-    who = user or os.environ.get(ENV_USER)
+def cancel_cmd(
+    request_id: str, user: str | None, reason: str | None, token: str | None, password: bool,
+    admin: bool, db: str | None,
+) -> None:  # fmt: skip
+    """Cancel a pending request (e.g. the run was abandoned), with a credential as for
+    approve: an approver of the request's tenant, or an operator (--admin)."""
+    if _remote(None) is not None:
+        raise _usage("cancel works on the database, not through veto serve: unset $VETO_URL")
+    cred = _Cred(user=user, roles=(), email=None, token=token or os.environ.get(ENV_TOKEN),
+                 password=password, admin=admin)  # fmt: skip
     service = _open(db)
     try:
-        req = service.cancel(service.resolve(request_id), by=who, reason=reason)
+        current = service.get(service.resolve(request_id))
+        acting = authenticate(cred, current, db)
+        by = acting.approver.id + (f" (operator {acting.operator})" if acting.operator else "")
+        req = service.cancel(current.id, by=by, reason=reason)
     except ApprovalError as exc:
         raise _fail(exc) from None
     finally:
