@@ -263,3 +263,12 @@ def test_cancel_needs_a_credential_too(sqlite_url: str) -> None:
     finally:
         veto.close()
     assert reason.startswith("cancelled by ops (operator ") and "admin key" in reason
+
+
+def test_no_password_on_stdin_is_a_refusal(sqlite_url: str) -> None:
+    users(sqlite_url)
+    rid = pending(sqlite_url)
+    code, _, err = run("approvals", "approve", rid, "--as", "fiona", "--password",
+                       "--db", sqlite_url, stdin="")  # fmt: skip
+    assert code == 2 and "no password given" in err
+    assert state(sqlite_url, rid) == (ApprovalState.PENDING, [])

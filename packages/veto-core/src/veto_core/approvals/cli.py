@@ -147,6 +147,8 @@ def _server_store(db: str | None) -> Iterator[ServerStore]:
         raise _usage(str(exc)) from None
     try:
         yield store
+    except ServerStoreError as exc:  # the credential cannot be checked: refuse (fail closed)
+        raise _usage(f"cannot check the credential: {exc}") from None
     finally:
         store.close()
 
@@ -218,7 +220,10 @@ def authenticate(cred: _Cred, req: ApprovalRequest, db: str | None) -> Acting:
             fkey = f"user:{who.casefold()}"
             if store.recent_failures(fkey, 15 * 60) >= 5:
                 raise _refuse(f"too many wrong passwords for {who}; try again in 15 minutes")
-            password = click.prompt(f"Dashboard password of {who}", hide_input=True, err=True)
+            try:
+                password = click.prompt(f"Dashboard password of {who}", hide_input=True, err=True)
+            except click.Abort:
+                raise _refuse("no password given") from None
             account = store.authenticate(who, str(password))
             if account is None:
                 store.record_failure(fkey)
