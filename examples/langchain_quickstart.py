@@ -94,7 +94,7 @@ def main(db_dir: Path) -> None:
     print(f"PAUSED   {request['tool']}({request['args']}) needs {request['approvers']}: "
           f"{request['reasons'][0]}")  # fmt: skip
 
-    # A person approves in the store (CLI: `veto approvals approve ID --as alice`).
+    # A person approves in the store (CLI: `veto approvals approve ID --as alice --password`).
     veto.approvals.decide(request["request_id"], approver="alice", approve=True, via="console")
     out = agent.invoke(Command(resume="approved"), config)
 

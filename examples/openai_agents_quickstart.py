@@ -104,7 +104,7 @@ def main(db_dir: Path) -> None:
     veto.close()
 
     # Later (another process, after a restart): a person approves in the store
-    # (CLI: `veto approvals approve ID --as alice`), and the run resumes.
+    # (CLI: `veto approvals approve ID --as alice --password`), and the run resumes.
     veto = Veto.from_yaml(POLICY, env="dev", tenant="acme", db=db)
     veto.approvals.decide(request_id, approver="alice", approve=True, via="console")
     agent, model = build(veto)

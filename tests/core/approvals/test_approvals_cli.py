@@ -19,9 +19,13 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
 
 
 @pytest.fixture(autouse=True)
-def _no_acting_user(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_acting_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("VETO_USER", raising=False)
     monkeypatch.delenv("VETO_ROLES", raising=False)
+    monkeypatch.delenv("VETO_TOKEN", raising=False)
+    monkeypatch.delenv("VETO_URL", raising=False)
+    # The operator's admin key (--admin) lives in this test's own home directory.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 def test_list_show_approve(db_url: str) -> None:
@@ -36,11 +40,11 @@ def test_list_show_approve(db_url: str) -> None:
     code, out, _ = run("approvals", "show", rid[:13], "--db", db_url)  # a unique prefix
     assert code == 0 and rid in out and "PENDING" in out and "Payments need finance" in out
 
-    code, out, err = run("approvals", "approve", rid, "--as", "fiona", "--db", db_url)
+    code, out, err = run("approvals", "approve", rid, "--as", "fiona", "--admin", "--db", db_url)
     assert code == 1 and "refused" in err and "role:finance" in err
     code, out, err = run(
         "approvals", "approve", rid, "--as", "fiona", "--role", "finance", "--db", db_url,
-        "--reason", "ok",
+        "--reason", "ok", "--admin",
     )  # fmt: skip
     assert code == 0, err
     assert "APPROVED" in out
@@ -48,7 +52,7 @@ def test_list_show_approve(db_url: str) -> None:
     code, out, _ = run("approvals", "show", rid, "--db", db_url)
     assert "fiona" in out and "approve" in out and "console" in out
     code, _, err = run(
-        "approvals", "deny", rid, "--as", "frank", "--role", "finance", "--db", db_url
+        "approvals", "deny", rid, "--as", "frank", "--role", "finance", "--db", db_url, "--admin"
     )
     assert code == 1 and "no longer be decided" in err
     veto.close()
@@ -57,13 +61,15 @@ def test_list_show_approve(db_url: str) -> None:
 def test_acting_user_from_the_environment_and_self_approval_refused(sqlite_url: str) -> None:
     veto = make_veto(sqlite_url)
     rid = veto.authorize(call()).approval.id
-    code, _, err = run("approvals", "approve", rid, "--db", sqlite_url)
+    code, _, err = run("approvals", "approve", rid, "--db", sqlite_url, "--admin")
     assert code == 2 and "--as USER" in err
     env = {"VETO_USER": "alice@example.com", "VETO_ROLES": "finance,support"}
-    code, _, err = run("approvals", "approve", rid, "--db", sqlite_url, env=env)
+    code, _, err = run("approvals", "approve", rid, "--db", sqlite_url, "--admin", env=env)
     assert code == 1 and "cannot approve it" in err
     env = {"VETO_USER": "frank", "VETO_ROLES": "finance"}
-    code, out, _ = run("approvals", "deny", rid, "--reason", "no", "--db", sqlite_url, env=env)
+    code, out, _ = run(
+        "approvals", "deny", rid, "--reason", "no", "--db", sqlite_url, "--admin", env=env
+    )
     assert code == 0 and "DENIED" in out
     assert veto.approvals.get(rid).final_reason == "no"
     veto.close()
@@ -72,12 +78,12 @@ def test_acting_user_from_the_environment_and_self_approval_refused(sqlite_url: 
 def test_quorum_progress_and_cancel(sqlite_url: str) -> None:
     veto = make_veto(sqlite_url)
     rid = veto.authorize(call("wire")).approval.id
-    code, out, _ = run("approvals", "approve", rid, "--as", "carol", "--db", sqlite_url)
+    code, out, _ = run("approvals", "approve", rid, "--as", "carol", "--db", sqlite_url, "--admin")
     assert code == 0 and "1/2 approvals; still pending" in out
-    code, out, _ = run("approvals", "approve", rid, "--as", "carol", "--db", sqlite_url)
+    code, out, _ = run("approvals", "approve", rid, "--as", "carol", "--db", sqlite_url, "--admin")
     assert code == 0 and "1/2 approvals; still pending" in out  # same approver again
     rid2 = veto.authorize(call(tool_call_id="c2")).approval.id
-    code, out, _ = run("approvals", "cancel", rid2, "--as", "ops", "--db", sqlite_url)
+    code, out, _ = run("approvals", "cancel", rid2, "--as", "ops", "--db", sqlite_url, "--admin")
     assert code == 0 and "CANCELLED" in out
     code, out, _ = run("approvals", "list", "--state", "all", "--json", "--db", sqlite_url)
     assert {json.loads(line)["state"] for line in out.splitlines()} == {"pending", "cancelled"}

@@ -7,6 +7,7 @@ unless ``VETO_SKIP_CHROMIUM=1``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import socket
@@ -194,11 +195,13 @@ class LiveServer:
     world: World
 
 
-@pytest.fixture
-def live_server(world: World) -> Iterator[LiveServer]:
+@contextlib.contextmanager
+def serve(world: World, **settings: Any) -> Iterator[LiveServer]:
+    """A real uvicorn server on 127.0.0.1 (a free port) in a background thread."""
     import uvicorn
 
-    app = create_app(settings=ServerSettings(db=world.db, sse_poll_s=0.25, sse_max_s=30.0))
+    options: dict[str, Any] = {"sse_poll_s": 0.25, "sse_max_s": 30.0, **settings}
+    app = create_app(settings=ServerSettings(db=world.db, **options))
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
@@ -211,8 +214,16 @@ def live_server(world: World) -> Iterator[LiveServer]:
         assert time.monotonic() < deadline, "uvicorn did not start"
         assert thread.is_alive(), "uvicorn exited"
         time.sleep(0.05)
-    yield LiveServer(url=f"http://127.0.0.1:{port}", app=app, world=world)
-    app.state.ctx.stopping.set()  # ends open event streams
-    server.should_exit = True
-    thread.join(timeout=10)
-    app.state.ctx.close()
+    try:
+        yield LiveServer(url=f"http://127.0.0.1:{port}", app=app, world=world)
+    finally:
+        app.state.ctx.stopping.set()  # ends open event streams
+        server.should_exit = True
+        thread.join(timeout=10)
+        app.state.ctx.close()
+
+
+@pytest.fixture
+def live_server(world: World) -> Iterator[LiveServer]:
+    with serve(world) as server:
+        yield server

@@ -200,9 +200,10 @@ def _store_round_trip(store: ServerStore) -> None:
     assert got is not None and got.csrf == s.csrf
     store.delete_session(s.token)
     assert store.get_session(s.token, idle_timeout_s=60) is None
-    tok, secret = store.create_token("ann", "ci")
+    tok, secret = store.create_token("ann", "ci", tenant="t2")
     user = store.token_user(secret)
     assert user is not None and user.username == "ann"
+    assert user.roles == {"t2": "viewer"} and tok.tenant == "t2"  # bound to its tenant
     store.record_failure("user:ann")
     assert store.recent_failures("user:ann", 60) == 1
     store.clear_failures("user:ann")
@@ -265,7 +266,9 @@ def test_users_cli(db: str) -> None:
     r = runner.invoke(main, ["users", "list", "--db", db])
     assert "zoe\tacme:approver [finance], beta:admin" in r.output
     r = runner.invoke(main, ["users", "token", "zoe", "--db", db])
-    assert r.output.startswith("veto_")
+    assert r.exit_code == 1 and "2 tenants" in r.output  # a token acts in one tenant
+    r = runner.invoke(main, ["users", "token", "zoe", "--tenant", "beta", "--db", db])
+    assert r.stdout.startswith("veto_") and "in beta (shown once)" in r.stderr
     r = runner.invoke(
         main, ["users", "add", "x", "--role", "viewer", "--tenant", "a", "--password-stdin",
                "--db", db], input="short\n",

@@ -144,13 +144,26 @@ def _play_approval(
     start = time.monotonic()
     if scenario == "approve":
         cmd = [
-            sys.executable, "-m", "veto_core.cli", "approvals", "approve", request.id,
-            "--as", who, "--role", role, "--db", veto.audit.url, "--reason", "customer verified",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "veto_core.cli",
+            "approvals",
+            "approve",
+            request.id,
+            "--as",
+            who,
+            "--role",
+            role,
+            "--admin",
+            "--db",
+            veto.audit.url,
+            "--reason",
+            "customer verified",
+        ]  # fmt: skip  (--admin: the operator's key vouches for the finance lead, DESIGN 2.8)
         approver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         console.print(
             f"[yellow]#{row} waits for approval[/] {request.id[:13]}…; a second process runs "
-            f"[bold]veto approvals approve {request.id[:13]}… --as {who} --role {role}[/]"
+            f"[bold]veto approvals approve {request.id[:13]}… --as {who} --role {role} --admin[/]"
         )
         final = veto.wait_for_approval(auth, timeout=20.0)
         try:

@@ -131,6 +131,9 @@ class Vote:
     at: datetime
     roles: tuple[str, ...] = ()
     reason: str | None = None
+    # Set when an operator holding the local admin key voted in the approver's name
+    # (DESIGN.md 2.8): the record names both.
+    operator: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +143,7 @@ class Vote:
             "at": self.at.isoformat(),
             "roles": list(self.roles),
             "reason": self.reason,
+            "operator": self.operator,
         }
 
 

@@ -46,7 +46,15 @@ CREATE TABLE IF NOT EXISTS approval_votes (
     roles TEXT NOT NULL, reason TEXT, PRIMARY KEY (request_id, n))
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# args_sealed: the unredacted arguments of a pending request, AES-GCM under the tenant's
+# key, shown only to its eligible approvers and nulled when it ends. operator: who voted
+# with the local admin key in the approver's name (DESIGN.md 2.8).
+_V2 = """
+ALTER TABLE approval_requests ADD COLUMN IF NOT EXISTS args_sealed TEXT;
+ALTER TABLE approval_votes ADD COLUMN IF NOT EXISTS operator TEXT
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -41,9 +41,16 @@ from veto_core.approvals.model import (
     Vote,
     binding_key,
 )
+from veto_core.approvals.sealed import open_args, seal_args
 from veto_core.approvals.store import ApprovalStore, Change
 from veto_core.audit.errors import AuditUnavailable
-from veto_core.audit.record import DEFAULT_TENANT, ApprovalInfo, new_uuid7, redact_args
+from veto_core.audit.record import (
+    DEFAULT_TENANT,
+    ApprovalInfo,
+    new_uuid7,
+    plain_args_json,
+    redact_args,
+)
 from veto_core.model import ApprovalSpec, Decision, ToolCall
 
 if TYPE_CHECKING:
@@ -176,14 +183,20 @@ class ApprovalService:
         """
         t = self.tenant_of(call, tenant)
         spec = decision.approval or ApprovalSpec()
+        request_id = new_uuid7()
         try:
             digest = self.audit.args_digest(t, call.args)
             shown = redact_args(call.args, tuple(redact))
+            plain = plain_args_json(call.args)[0]
+            # What redaction hid is kept for the approvers, encrypted (see sealed.py).
+            sealed = (
+                None if shown == plain else seal_args(self.audit.tenant_key(t), request_id, plain)
+            )
         except Exception as exc:
             raise ApprovalUnavailable(f"cannot bind the call to a request: {exc}") from exc
         now = self.clock()
         candidate = ApprovalRequest(
-            id=new_uuid7(),
+            id=request_id,
             tenant=t,
             run_id=call.run_id,
             tool_call_id=call.tool_call_id,
@@ -203,7 +216,7 @@ class ApprovalService:
             policy_name=decision.policy_name,
             policy_revision=decision.policy_revision,
         )
-        stored, created = self.store.insert_or_get(candidate)
+        stored, created = self.store.insert_or_get(candidate, sealed_args=sealed)
         if not created:
             stored = self._observe(stored)
         return stored, created
@@ -271,8 +284,8 @@ class ApprovalService:
         db = f" --db {shlex.quote(self.db)}" if self.db else ""
         rid = request.id
         return ApprovalLinks(
-            approve_command=f"veto approvals approve {rid} --as YOU{db}",
-            deny_command=f"veto approvals deny {rid} --as YOU --reason TEXT{db}",
+            approve_command=f"veto approvals approve {rid} --as YOU --password{db}",
+            deny_command=f"veto approvals deny {rid} --as YOU --password --reason TEXT{db}",
             show_command=f"veto approvals show {rid}{db}",
         )
 
@@ -407,6 +420,22 @@ class ApprovalService:
             f"{', '.join(request.approvers)} (roles held: {held})"
         )
 
+    def approver_args(self, request_id: str, approver: Approver | str) -> object:
+        """The unredacted arguments of a pending request, for an approver who may approve
+        it; ``None`` once the request ended (they were erased). Raises like
+        :meth:`check_eligible` for anyone else, requester included."""
+        req = self.get(request_id)
+        if req.state.final:
+            return None
+        self.check_eligible(req, Approver.of(approver), approve=True)
+        sealed = self.store.sealed_args(req.id)
+        if sealed is None:
+            return None if req.args is None else dict(req.args)  # nothing was redacted
+        try:
+            return open_args(self.audit.tenant_key(req.tenant), req.id, sealed)
+        except Exception as exc:
+            raise ApprovalUnavailable(f"cannot read the request's arguments: {exc}") from exc
+
     def decide(
         self,
         request_id: str,
@@ -415,6 +444,7 @@ class ApprovalService:
         approve: bool,
         via: str = "console",
         reason: str | None = None,
+        operator: str | None = None,
     ) -> ApprovalRequest:
         """Cast one vote; returns the request after it.
 
@@ -448,7 +478,13 @@ class ApprovalService:
             if approve and me in {a.casefold() for a in cur.approved_by}:
                 return None  # the same approver twice is still one approval
             vote = Vote(
-                approver=who.id, approve=approve, via=via, at=now, roles=who.roles, reason=reason
+                approver=who.id,
+                approve=approve,
+                via=via,
+                at=now,
+                roles=who.roles,
+                reason=reason,
+                operator=operator,
             )
             if not approve:
                 return Change(
@@ -474,6 +510,7 @@ class ApprovalService:
             "approval_vote",
             reasons=(
                 f"{v.approver} voted to {'approve' if v.approve else 'deny'} via {v.via}"
+                + (f" (cast by operator {v.operator})" if v.operator else "")
                 + (f": {v.reason}" if v.reason else ""),
             ),
             info=ApprovalInfo(id=after.id, approvers=(v.approver,), channel=v.via, decided_at=v.at),

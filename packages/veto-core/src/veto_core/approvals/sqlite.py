@@ -66,7 +66,15 @@ CREATE TABLE IF NOT EXISTS approval_votes (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# args_sealed: the unredacted arguments of a pending request, AES-GCM under the tenant's
+# key, shown only to its eligible approvers and nulled when it ends. operator: who voted
+# with the local admin key in the approver's name (DESIGN.md 2.8).
+_V2 = """
+ALTER TABLE approval_requests ADD COLUMN args_sealed TEXT;
+ALTER TABLE approval_votes ADD COLUMN operator TEXT
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -66,9 +66,16 @@ class ApprovalStore(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    def insert_or_get(self, request: ApprovalRequest) -> tuple[ApprovalRequest, bool]:
+    def insert_or_get(
+        self, request: ApprovalRequest, *, sealed_args: str | None = None
+    ) -> tuple[ApprovalRequest, bool]:
         """Insert ``request`` unless one with the same binding exists (unique
-        constraint); return the stored request and whether it was created."""
+        constraint); return the stored request and whether it was created.
+        ``sealed_args``: the encrypted unredacted arguments, kept while it is pending."""
+
+    def sealed_args(self, request_id: str) -> str | None:
+        """The encrypted unredacted arguments of a pending request (None once it ended)."""
+        raise ApprovalUnavailable("this approval store keeps no arguments for approvers")
 
     @abc.abstractmethod
     def get(self, request_id: str) -> ApprovalRequest | None: ...
@@ -176,6 +183,7 @@ VOTE_COLUMNS: tuple[str, ...] = (
     "at_us",
     "roles",
     "reason",
+    "operator",
 )
 
 
@@ -230,6 +238,7 @@ def vote_row(request_id: str, n: int, v: Vote) -> tuple[Any, ...]:
         ts_to_us(v.at),
         _dumps(list(v.roles)),
         v.reason,
+        v.operator,
     )
 
 
@@ -265,6 +274,7 @@ def request_from_rows(row: Sequence[Any], votes: Sequence[Sequence[Any]]) -> App
                 at=ts_from_us(int(v[5])),
                 roles=tuple(json.loads(v[6])),
                 reason=v[7],
+                operator=v[8],
             )
             for v in votes
         ),
@@ -354,11 +364,20 @@ class SqlApprovalStore(ApprovalStore):
             return None
         return request_from_rows(row, c.execute(st.votes, (row[0],)).fetchall())
 
-    def insert_or_get(self, request: ApprovalRequest) -> tuple[ApprovalRequest, bool]:
+    def insert_or_get(
+        self, request: ApprovalRequest, *, sealed_args: str | None = None
+    ) -> tuple[ApprovalRequest, bool]:
+        p = self.dialect.placeholder
+
         def work(c: Any) -> tuple[ApprovalRequest, bool]:
             created = (
                 c.execute(_statements(self.dialect).insert, request_row(request)).rowcount == 1
             )
+            if created and sealed_args is not None:
+                c.execute(
+                    f"UPDATE approval_requests SET args_sealed = {p} WHERE id = {p}",
+                    (sealed_args, request.id),
+                )
             stored = self._load(c, "binding", request.binding)
             if stored is None:  # pragma: no cover - the row was just inserted or existed
                 raise ApprovalUnavailable("approval request vanished after insert")
@@ -366,6 +385,17 @@ class SqlApprovalStore(ApprovalStore):
 
         out: tuple[ApprovalRequest, bool] = self._tx(work)
         return out
+
+    def sealed_args(self, request_id: str) -> str | None:
+        p = self.dialect.placeholder
+        row = self._run(
+            lambda c: c.execute(
+                f"SELECT args_sealed, state FROM approval_requests WHERE id = {p}", (request_id,)
+            ).fetchone()
+        )
+        if row is None or row[0] is None or row[1] != ApprovalState.PENDING.value:
+            return None
+        return str(row[0])
 
     def get(self, request_id: str) -> ApprovalRequest | None:
         out: ApprovalRequest | None = self._run(lambda c: self._load(c, "id", request_id))
@@ -434,7 +464,8 @@ class SqlApprovalStore(ApprovalStore):
             for request_id, principal in rows:
                 kept = {k: v for k, v in json.loads(principal).items() if k != "user"}
                 c.execute(
-                    f"UPDATE approval_requests SET args = NULL, requester = NULL, principal = {p} WHERE id = {p}",
+                    "UPDATE approval_requests SET args = NULL, args_sealed = NULL, "
+                    f"requester = NULL, principal = {p} WHERE id = {p}",
                     (_dumps(kept), request_id),
                 )
             return len(rows)
@@ -454,6 +485,9 @@ class SqlApprovalStore(ApprovalStore):
             if change is None:
                 return current, None
             sets = apply_change(current, change)
+            if (change.state is not None and change.state.final) or change.consumed_at is not None:
+                # The request ended: the arguments kept for its approvers go (item 3, #16).
+                sets["args_sealed"] = None
             if sets:
                 n = c.execute(
                     f"UPDATE approval_requests SET {', '.join(f'{k} = {p}' for k in sets)} "

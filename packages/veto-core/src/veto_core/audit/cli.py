@@ -2,6 +2,8 @@
 
 Mounted on the main command by ``main.add_command(audit_cli, "audit")``. Every
 subcommand takes ``--db`` (default ``$VETO_DB`` or ``~/.veto/veto.db``).
+With ``$VETO_URL`` set, ``query`` and ``export`` ask ``veto serve`` (API token in
+``$VETO_TOKEN``) instead of opening the database: the server's tenants and roles apply.
 Exit codes: 0 ok, 1 verification failed, 2 usage or store error.
 """
 
@@ -106,6 +108,45 @@ class StoreError(click.ClickException):
     exit_code = 2
 
 
+def _remote_params(kw: dict[str, Any]) -> dict[str, Any]:
+    """The API's query parameters for the CLI's filters (times as ISO-8601)."""
+    since, until = parse_since(kw["since"]), parse_since(kw["until"])
+    return {
+        "tenant": kw["tenant"], "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None, "tool": kw["tool"],
+        "outcome": kw["outcome"], "effect": kw["effect"], "rule": kw["rule_id"],
+        "agent": kw["agent"], "user": kw["user"], "run": kw["run_id"], "text": kw["text"],
+        "shadow": "true" if kw["shadow"] else None,
+    }  # fmt: skip
+
+
+def _remote() -> Any:
+    """A client of ``veto serve`` when ``$VETO_URL`` is set, else None."""
+    from veto_core.remote import RemoteError, remote_from_env
+
+    try:
+        return remote_from_env()
+    except RemoteError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _remote_records(remote: Any, params: dict[str, Any], limit: int, offset: int) -> list[Any]:
+    from veto_core.audit.record import AuditRecord
+    from veto_core.remote import RemoteError
+
+    out: list[AuditRecord] = []
+    try:
+        while len(out) < limit:
+            page = remote.audit({**params, "limit": min(1000, limit - len(out)), "offset": offset})
+            out.extend(AuditRecord.from_dict(d) for d in page["records"])
+            if page.get("next_offset") is None:
+                break
+            offset = int(page["next_offset"])
+    except RemoteError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return out
+
+
 def _open(db: str | None, *, create: bool = False) -> AuditLog:
     """Open the store; the read-only commands never create one that is missing."""
     try:
@@ -143,44 +184,55 @@ def query_cmd(
     db: str | None, limit: int, offset: int, oldest_first: bool, as_json: bool, **kw: Any
 ) -> None:
     """Search records by tenant, time, tool, outcome, rule, agent, user, run, text."""
+    remote = _remote()
+    if remote is not None:
+        with remote:
+            params = {**_remote_params(kw), "order": "oldest" if oldest_first else "newest"}
+            records = _remote_records(remote, params, limit, offset)
+        _print_records(records, remote.url, limit, offset, as_json)
+        return
     with _open(db) as log:
         q = _query(kw, limit=limit, offset=offset, newest_first=not oldest_first)
         records = list(log.iter_records(q))
-        if as_json:
-            for r in records:
-                click.echo(json.dumps(r.to_dict(), ensure_ascii=False, sort_keys=True))
-            return
-        from rich.console import Console
-        from rich.table import Table
+        _print_records(records, log.url, limit, offset, as_json)
 
-        table = Table(title=f"audit records ({log.url})", show_lines=False)
-        for col in (
-            "time (UTC)",
-            "tenant",
-            "seq",
-            "agent",
-            "user",
-            "tool",
-            "outcome",
-            "rules",
-            "reasons",
-        ):
-            table.add_column(col, overflow="fold")
+
+def _print_records(records: list[Any], where: str, limit: int, offset: int, as_json: bool) -> None:
+    if as_json:
         for r in records:
-            table.add_row(
-                ts_to_iso(r.ts)[:19].replace("T", " "),
-                r.tenant,
-                str(r.seq),
-                r.principal.agent or "",
-                r.principal.user or "",
-                r.tool,
-                r.outcome,
-                ", ".join(r.rule_ids),
-                "; ".join(r.reasons),
-            )
-        Console(width=max(120, Console().width)).print(table)
-        more = f" (more: --offset {offset + limit})" if len(records) == limit else ""
-        click.echo(f"{len(records)} records{more}")
+            click.echo(json.dumps(r.to_dict(), ensure_ascii=False, sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"audit records ({where})", show_lines=False)
+    for col in (
+        "time (UTC)",
+        "tenant",
+        "seq",
+        "agent",
+        "user",
+        "tool",
+        "outcome",
+        "rules",
+        "reasons",
+    ):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        table.add_row(
+            ts_to_iso(r.ts)[:19].replace("T", " "),
+            r.tenant,
+            str(r.seq),
+            r.principal.agent or "",
+            r.principal.user or "",
+            r.tool,
+            r.outcome,
+            ", ".join(r.rule_ids),
+            "; ".join(r.reasons),
+        )
+    Console(width=max(120, Console().width)).print(table)
+    more = f" (more: --offset {offset + limit})" if len(records) == limit else ""
+    click.echo(f"{len(records)} records{more}")
 
 
 @audit_cli.command("export")
@@ -192,6 +244,25 @@ def query_cmd(
 @click.option("--out", "out", default="-", help="Output file (default: stdout).")
 def export_cmd(db: str | None, fmt: str, out: str, **kw: Any) -> None:
     """Stream records as JSONL, CSV or OCSF API Activity (class 6003) events."""
+    remote = _remote()
+    if remote is not None:
+        from veto_core.remote import RemoteError
+
+        with remote:
+            try:
+                chunks = remote.export({**_remote_params(kw), "fmt": fmt})
+                if out == "-":
+                    for chunk in chunks:
+                        sys.stdout.write(chunk)
+                    sys.stdout.flush()
+                else:
+                    with open(out, "w", encoding="utf-8", newline="") as fh:
+                        for chunk in chunks:
+                            fh.write(chunk)
+                    click.echo(f"exported to {out} from {remote.url}", err=True)
+            except RemoteError as exc:
+                raise click.ClickException(str(exc)) from exc
+        return
     with _open(db) as log:
         records = log.iter_records(_query(kw))
         if out == "-":

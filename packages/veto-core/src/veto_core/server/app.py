@@ -102,6 +102,9 @@ class UserIn(BaseModel):
 
 class TokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
+    tenant: str | None = Field(
+        default=None, description="The tenant the token acts in (default: the caller's only one)"
+    )
 
 
 class Problem(BaseModel):
@@ -282,10 +285,18 @@ def _revision(ctx: ServerContext, tenant: str, revision: str) -> PolicyRevision:
 
 
 def _audit_page(
-    ctx: ServerContext, tenant: str, params: dict[str, Any], limit: int, offset: int
+    ctx: ServerContext,
+    tenant: str,
+    params: dict[str, Any],
+    limit: int,
+    offset: int,
+    *,
+    newest_first: bool = True,
 ) -> tuple[list[AuditRecord], bool]:
     try:
-        q = query_from_params(tenant, params, limit=limit + 1, offset=offset)
+        q = query_from_params(
+            tenant, params, limit=limit + 1, offset=offset, newest_first=newest_first
+        )
     except FilterError as exc:
         raise HTTPException(400, str(exc)) from None
     rows = list(ctx.audit.iter_records(q))
@@ -370,6 +381,22 @@ def _decide(
         raise HTTPException(409, str(exc)) from None
     except Refused as exc:
         raise HTTPException(403, str(exc)) from None
+
+
+def _view(ctx: ServerContext, ident: Identity, req: Any) -> dict[str, Any]:
+    """A request as ``ident`` may see it: ``approver_args`` holds the values redaction
+    hides, only for an approver eligible to approve it while it is pending."""
+    view = request_view(req)
+    view["approver_args"] = None
+    if not req.state.final and role_at_least(ident.user.role(req.tenant), "approver"):
+        view["approver_args"] = ctx.approvals.approver_args(
+            req.id,
+            username=ident.username,
+            email=ident.user.email,
+            policy_roles=ident.user.approver_roles(req.tenant),
+            tenant=req.tenant,
+        )
+    return view
 
 
 def _get_request(ctx: ServerContext, ident: Identity, request_id: str) -> Any:
@@ -540,7 +567,7 @@ def _pages(app: FastAPI, ctx: ServerContext) -> None:
     ) -> dict[str, Any]:
         base = _base(request, ctx, ident, tenant, "approvals")
         try:
-            reqs = [request_view(r) for r in ctx.approvals.list_requests([tenant], "pending")]
+            reqs = [_view(ctx, ident, r) for r in ctx.approvals.list_requests([tenant], "pending")]
             unavailable = None
         except ApprovalsUnavailable as exc:
             reqs, unavailable = [], str(exc)
@@ -550,6 +577,7 @@ def _pages(app: FastAPI, ctx: ServerContext) -> None:
             error=error,
             can_decide=role_at_least(ident.user.role(tenant), "approver"),
             username=ident.username,
+            refresh_s=f"{ctx.settings.list_refresh_s:g}",
         )
         return base
 
@@ -798,12 +826,14 @@ def _api(app: FastAPI, ctx: ServerContext) -> None:
         ident = ident_of(request)
         tenants = [ctx.tenant(ident, tenant)] if tenant else ctx.readable_tenants(ident)
         reqs = ctx.approvals.list_requests(tenants, None if state == "all" else state)
-        return {"requests": [request_view(r) for r in reqs]}
+        return {"requests": [_view(ctx, ident, r) for r in reqs]}
 
     @app.get("/api/approvals/{request_id}", tags=["approvals"], responses=_ERRORS)
     def api_approval(request: Request, request_id: str) -> dict[str, Any]:
+        """One request. `args` is redacted as in the audit trail; `approver_args` has the
+        real values for an approver eligible to approve it while it is pending (else null)."""
         ident = ident_of(request)
-        return request_view(_get_request(ctx, ident, request_id))
+        return _view(ctx, ident, _get_request(ctx, ident, request_id))
 
     @app.post(
         "/api/approvals/{request_id}/approve",
@@ -857,6 +887,8 @@ def _api(app: FastAPI, ctx: ServerContext) -> None:
         user: str | None = None,
         run: str | None = None,
         text: str | None = None,
+        shadow: bool = Query(False, description="Only calls shadow mode would have blocked"),
+        order: Literal["newest", "oldest"] = "newest",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> dict[str, Any]:
@@ -865,8 +897,8 @@ def _api(app: FastAPI, ctx: ServerContext) -> None:
         t = ctx.tenant(ident, tenant)
         params = {"since": since, "until": until, "tool": tool, "outcome": outcome,
                   "effect": effect, "rule": rule, "agent": agent, "user": user, "run": run,
-                  "text": text}  # fmt: skip
-        rows, more = _audit_page(ctx, t, params, limit, offset)
+                  "text": text, "shadow": shadow}  # fmt: skip
+        rows, more = _audit_page(ctx, t, params, limit, offset, newest_first=order == "newest")
         return {
             "tenant": t,
             "records": [r.to_dict() for r in rows],
@@ -912,13 +944,14 @@ def _api(app: FastAPI, ctx: ServerContext) -> None:
         user: str | None = None,
         run: str | None = None,
         text: str | None = None,
+        shadow: bool = False,
     ) -> Response:
         """Stream the records (the same bytes as `veto audit export`)."""
         ident = ident_of(request)
         t = ctx.tenant(ident, tenant)
         params = {"since": since, "until": until, "tool": tool, "outcome": outcome,
                   "effect": effect, "rule": rule, "agent": agent, "user": user, "run": run,
-                  "text": text}  # fmt: skip
+                  "text": text, "shadow": shadow}  # fmt: skip
         return _export(ctx, t, params, fmt)
 
     @app.get(
@@ -1061,7 +1094,8 @@ def _api(app: FastAPI, ctx: ServerContext) -> None:
         ident = ident_of(request)
         return {
             "tokens": [
-                {"id": t.id, "name": t.name, "created_at": t.created_at.isoformat(),
+                {"id": t.id, "name": t.name, "tenant": t.tenant,
+                 "created_at": t.created_at.isoformat(),
                  "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None}
                 for t in ctx.store.list_tokens(ident.username)
             ]
@@ -1071,8 +1105,14 @@ def _api(app: FastAPI, ctx: ServerContext) -> None:
     def api_new_token(request: Request, body: TokenIn) -> dict[str, Any]:
         """A new API token for the caller; the secret is shown only in this response."""
         ident = write_ident(request)
-        tok, secret = ctx.store.create_token(ident.username, body.name)
-        return {"id": tok.id, "name": tok.name, "token": secret}
+        tenant = ctx.tenant(ident, body.tenant) if body.tenant or ident.via == "token" else None
+        try:
+            tok, secret = ctx.store.create_token(ident.username, body.name, tenant=tenant)
+        except ServerStoreError as exc:
+            if "database" in str(exc):
+                raise
+            raise HTTPException(400, str(exc)) from None
+        return {"id": tok.id, "name": tok.name, "tenant": tok.tenant, "token": secret}
 
     @app.delete("/api/tokens/{token_id}", tags=["auth"], status_code=204, responses=_ERRORS)
     def api_revoke_token(request: Request, token_id: str) -> Response:

@@ -149,6 +149,27 @@ class Approvals:
         except Exception as exc:
             raise ApprovalsUnavailable(f"the decision was not recorded: {exc}") from exc
 
+    def approver_args(
+        self,
+        request_id: str,
+        *,
+        username: str,
+        email: str | None,
+        policy_roles: tuple[str, ...],
+        tenant: str,
+    ) -> Any:
+        """The unredacted arguments if this user may approve the pending request, else
+        None (not eligible, the requester, or the request ended and they were erased)."""
+        from veto_core.approvals import ApprovalRefused, Approver
+
+        approver = Approver(id=username, roles=policy_roles, email=email, tenant=tenant)
+        try:
+            return self.service().approver_args(request_id, approver)
+        except ApprovalRefused:
+            return None
+        except Exception as exc:
+            raise ApprovalsUnavailable(f"cannot read the request's arguments: {exc}") from exc
+
 
 def request_view(req: Any, now: _dt.datetime | None = None) -> dict[str, Any]:
     """A request as the API returns it, plus what the page shows (time left)."""

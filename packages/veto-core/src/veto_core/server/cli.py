@@ -202,17 +202,100 @@ def users_passwd(username: str, password_stdin: bool, db: str | None) -> None:
 
 @users_cli.command("token")
 @click.argument("username")
+@click.option(
+    "--tenant",
+    default=None,
+    help="The tenant the token acts in (default: the user's only tenant).",
+)
 @click.option("--name", default="cli", show_default=True, help="What the token is for.")
 @_db_option
-def users_token(username: str, name: str, db: str | None) -> None:
-    """Create an API token for USERNAME and print it (shown once; stored hashed)."""
+def users_token(username: str, tenant: str | None, name: str, db: str | None) -> None:
+    """Create an API token of USERNAME in one tenant and print it: shown once, stored
+    hashed, revocable (`veto users revoke-token`). It carries the user's role and
+    approver roles in that tenant: `VETO_TOKEN=... veto approvals approve ID`, or
+    `Authorization: Bearer ...` against `veto serve`."""
     from veto_core.server.store import ServerStoreError
 
     store = _store(db)
     try:
-        _tok, secret = store.create_token(username, name)
-        click.echo(secret)
+        tok, secret = store.create_token(username, name, tenant=tenant)
     except ServerStoreError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+    click.echo(f"token {tok.id} of {username} in {tok.tenant} (shown once):", err=True)
+    click.echo(secret)
+
+
+@users_cli.command("tokens")
+@click.argument("username")
+@_db_option
+def users_tokens(username: str, db: str | None) -> None:
+    """List USERNAME's API tokens (never their secrets)."""
+    store = _store(db)
+    try:
+        for t in store.list_tokens(username):
+            used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
+            click.echo(
+                f"{t.id}\t{t.tenant or '(all tenants)'}\t{t.name}\t"
+                f"created {t.created_at.isoformat(timespec='seconds')}\tlast used {used}"
+            )
+    finally:
+        store.close()
+
+
+@users_cli.command("revoke-token")
+@click.argument("username")
+@click.argument("token_id")
+@_db_option
+def users_revoke_token(username: str, token_id: str, db: str | None) -> None:
+    """Revoke USERNAME's token TOKEN_ID (the id `veto users tokens` lists)."""
+    store = _store(db)
+    try:
+        if not store.revoke_token(username, token_id):
+            raise click.ClickException(f"{username} has no token {token_id!r}")
+    finally:
+        store.close()
+    click.echo(f"revoked token {token_id} of {username}")
+
+
+@users_cli.command("admin-key")
+@click.option(
+    "--add",
+    "add",
+    default=None,
+    metavar="FINGERPRINT",
+    help="Accept another operator's admin key (needs your own accepted key).",
+)
+@_db_option
+def users_admin_key(add: str | None, db: str | None) -> None:
+    """Your local admin key (~/.veto/admin.key, created on first use) and the operator
+    keys this database accepts. The first key presented to a database is accepted;
+    others only once an accepted operator adds them."""
+    from veto_core.credentials import CredentialError, load_admin_key
+
+    try:
+        key = load_admin_key()
+    except CredentialError as exc:
+        raise click.ClickException(str(exc)) from exc
+    store = _store(db)
+    try:
+        if not store.admit_admin_key(key.fingerprint, key.operator):
+            if add:
+                raise click.ClickException(
+                    f"this database does not accept your admin key ({key.fingerprint}), "
+                    "so you cannot add others"
+                )
+            click.echo(f"your admin key {key.fingerprint} ({key.path}): NOT accepted here")
+        elif add:
+            fp = add.strip().lower()
+            if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
+                raise click.ClickException("a fingerprint is 64 hex digits")
+            store.add_admin_key(fp, f"added by {key.operator}")
+            click.echo(f"accepted admin key {fp}")
+        else:
+            click.echo(f"your admin key {key.fingerprint} ({key.path}): accepted")
+        for fp, label in store.admin_keys():
+            click.echo(f"{fp}\t{label}")
     finally:
         store.close()

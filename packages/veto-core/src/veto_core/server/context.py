@@ -56,6 +56,7 @@ class ServerSettings:
     login_window_s: int = 15 * 60
     sse_poll_s: float = 0.5
     sse_max_s: float = 300.0  # the browser's EventSource reconnects after this
+    list_refresh_s: float = 15.0  # the approvals list also refreshes this often
     verify_cache_s: float = 60.0
 
 

@@ -23,8 +23,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+try:  # the [server] extra; without it, API tokens and admin keys still work (CLI votes)
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+    _VERIFY_FAILED: tuple[type[Exception], ...] = (
+        VerifyMismatchError,
+        VerificationError,
+        InvalidHashError,
+    )
+except ImportError:  # pragma: no cover - only without the extra
+    PasswordHasher = None  # type: ignore[assignment,misc]
+    _VERIFY_FAILED = ()
 
 from veto_core.audit.sink import SinkConfig
 from veto_core.storage import POSTGRES, SQLITE, upgrade_schema
@@ -39,6 +49,7 @@ __all__ = [
     "User",
     "open_server_store",
     "role_at_least",
+    "scoped",
     "valid_username",
 ]
 
@@ -65,10 +76,30 @@ CREATE INDEX IF NOT EXISTS server_login_failures_key ON server_login_failures (k
 CREATE TABLE IF NOT EXISTS server_secret (id INTEGER PRIMARY KEY, secret TEXT NOT NULL)
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# API tokens belong to one tenant (NULL: a token made before tenants were recorded, which
+# acts in every tenant of its user); admin keys are the local operator keys (DESIGN.md 2.8)
+# this database accepts, by fingerprint.
+_V2 = """
+ALTER TABLE server_api_tokens ADD COLUMN tenant TEXT;
+CREATE TABLE IF NOT EXISTS server_admin_keys (
+    fingerprint TEXT PRIMARY KEY, label TEXT NOT NULL, created_us BIGINT NOT NULL)
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+# argon2id, RFC 9106 low-memory profile (None without the [server] extra)
+_hasher: Any = PasswordHasher() if PasswordHasher is not None else None
+
+
+def _passwords() -> Any:
+    if _hasher is None:
+        raise ServerStoreError(
+            "passwords need the server extra (argon2): pip install 'veto-core[server]'"
+        )
+    return _hasher
+
+
 _dummy: dict[int, str] = {}
 
 
@@ -76,7 +107,7 @@ def _dummy_hash() -> str:
     """A hash to verify against when the user does not exist (same work either way)."""
     key = id(_hasher)
     if key not in _dummy:
-        _dummy[key] = _hasher.hash(secrets.token_hex(16))
+        _dummy[key] = _passwords().hash(secrets.token_hex(16))
     return _dummy[key]
 
 
@@ -153,6 +184,20 @@ class ApiToken:
     name: str
     created_at: _dt.datetime
     last_used_at: _dt.datetime | None
+    tenant: str | None = None  # None: a token made before tokens were bound to a tenant
+
+
+def scoped(user: User, tenant: str | None) -> User:
+    """``user`` as seen through a token bound to ``tenant``: that tenant's role only."""
+    if tenant is None:
+        return user
+    return User(
+        username=user.username,
+        roles={t: r for t, r in user.roles.items() if t == tenant},
+        policy_roles={t: r for t, r in user.policy_roles.items() if t == tenant},
+        email=user.email,
+        disabled=user.disabled,
+    )
 
 
 def _ts(us: int | None) -> _dt.datetime | None:
@@ -313,7 +358,7 @@ class ServerStore:
             raise ServerStoreError("tenant must not be empty")
         if len(password) < 8:
             raise ServerStoreError("password must have at least 8 characters")
-        hashed = _hasher.hash(password)
+        hashed = _passwords().hash(password)
 
         def work(ex: Callable[..., list[Any]]) -> None:
             if ex("SELECT 1 FROM server_users WHERE username = ?", (username,)):
@@ -353,7 +398,7 @@ class ServerStore:
     def set_password(self, username: str, password: str) -> None:
         if len(password) < 8:
             raise ServerStoreError("password must have at least 8 characters")
-        hashed = _hasher.hash(password)
+        hashed = _passwords().hash(password)
 
         def work(ex: Callable[..., list[Any]]) -> None:
             if not ex("SELECT 1 FROM server_users WHERE username = ?", (username,)):
@@ -421,18 +466,18 @@ class ServerStore:
         )
         stored = str(rows[0][0]) if rows else _dummy_hash()
         try:
-            _hasher.verify(stored, password)
+            _passwords().verify(stored, password)
             ok = bool(rows) and not bool(rows[0][1])
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
+        except _VERIFY_FAILED:
             ok = False
         if not ok:
             return None
-        if _hasher.check_needs_rehash(stored):
+        if _passwords().check_needs_rehash(stored):
             with contextlib.suppress(ServerStoreError):
                 self._db.tx(
                     lambda ex: ex(
                         "UPDATE server_users SET password_hash = ? WHERE username = ?",
-                        (_hasher.hash(password), username),
+                        (_passwords().hash(password), username),
                     )
                 )
         return self.get_user(username)
@@ -497,33 +542,60 @@ class ServerStore:
 
     # -- API tokens ------------------------------------------------------------------
 
-    def create_token(self, username: str, name: str) -> tuple[ApiToken, str]:
-        """A new API token for ``username``; the secret is returned once, stored hashed."""
+    def create_token(
+        self, username: str, name: str, *, tenant: str | None = None
+    ) -> tuple[ApiToken, str]:
+        """A new API token of ``username`` in ``tenant``; the secret is returned once and
+        stored only as a digest. ``tenant=None``: the user's only tenant (an error if
+        they have several or none)."""
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         tid = secrets.token_hex(8)
         now = _now_us()
+        chosen: list[str] = []
 
         def work(ex: Callable[..., list[Any]]) -> None:
             if not ex("SELECT 1 FROM server_users WHERE username = ?", (username,)):
                 raise ServerStoreError(f"no user {username!r}")
+            tenants = [
+                str(r[0])
+                for r in ex("SELECT tenant FROM server_roles WHERE username = ?", (username,))
+            ]
+            if tenant is None:
+                if len(tenants) != 1:
+                    raise ServerStoreError(
+                        f"user {username!r} has a role in {len(tenants)} tenants "
+                        f"({', '.join(sorted(tenants)) or 'none'}); say which one the token is for"
+                    )
+                chosen.append(tenants[0])
+            elif tenant not in tenants:
+                raise ServerStoreError(f"user {username!r} has no role in tenant {tenant!r}")
+            else:
+                chosen.append(tenant)
             ex(
-                "INSERT INTO server_api_tokens (id, token_hash, username, name, created_us) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (tid, _digest(secret), username, name, now),
+                "INSERT INTO server_api_tokens (id, token_hash, username, name, created_us, tenant) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (tid, _digest(secret), username, name, now, chosen[0]),
             )
 
         self._db.tx(work)
         created = _ts(now)
         assert created is not None
         return ApiToken(
-            id=tid, username=username, name=name, created_at=created, last_used_at=None
+            id=tid,
+            username=username,
+            name=name,
+            created_at=created,
+            last_used_at=None,
+            tenant=chosen[0],
         ), secret
 
     def token_user(self, secret: str) -> User | None:
+        """The user a token acts as, limited to the token's tenant; None if the token is
+        unknown, revoked, or its user was removed or disabled."""
         if not secret.startswith(TOKEN_PREFIX):
             return None
         rows = self._db.read(
-            "SELECT username, id, last_used_us FROM server_api_tokens WHERE token_hash = ?",
+            "SELECT username, id, last_used_us, tenant FROM server_api_tokens WHERE token_hash = ?",
             (_digest(secret),),
         )
         if not rows:
@@ -536,16 +608,18 @@ class ServerStore:
                 )
             )
         user = self.get_user(str(rows[0][0]))
-        return None if user is None or user.disabled else user
+        if user is None or user.disabled:
+            return None
+        return scoped(user, None if rows[0][3] is None else str(rows[0][3]))
 
     def list_tokens(self, username: str) -> list[ApiToken]:
         rows = self._db.read(
-            "SELECT id, name, created_us, last_used_us FROM server_api_tokens "
+            "SELECT id, name, created_us, last_used_us, tenant FROM server_api_tokens "
             "WHERE username = ? ORDER BY created_us",
             (username,),
         )
         out = []
-        for tid, name, created, used in rows:
+        for tid, name, created, used, tenant in rows:
             created_at = _ts(int(created))
             assert created_at is not None
             out.append(
@@ -555,6 +629,7 @@ class ServerStore:
                     name=str(name),
                     created_at=created_at,
                     last_used_at=_ts(None if used is None else int(used)),
+                    tenant=None if tenant is None else str(tenant),
                 )
             )
         return out
@@ -571,6 +646,40 @@ class ServerStore:
             return found
 
         return bool(self._db.tx(work))
+
+    # -- local admin keys (DESIGN.md 2.8) ---------------------------------------------
+
+    def admit_admin_key(self, fingerprint: str, label: str) -> bool:
+        """Whether this database accepts the admin key with ``fingerprint``. The first
+        key ever presented is registered (trust on first use: whoever set the database
+        up); after that only registered keys are accepted."""
+
+        def work(ex: Callable[..., list[Any]]) -> bool:
+            if ex("SELECT 1 FROM server_admin_keys WHERE fingerprint = ?", (fingerprint,)):
+                return True
+            if ex("SELECT 1 FROM server_admin_keys"):
+                return False
+            ex(
+                "INSERT INTO server_admin_keys (fingerprint, label, created_us) VALUES (?, ?, ?)",
+                (fingerprint, label, _now_us()),
+            )
+            return True
+
+        return bool(self._db.tx(work))
+
+    def add_admin_key(self, fingerprint: str, label: str) -> None:
+        """Accept another operator's admin key (the caller has checked its own)."""
+        self._db.tx(
+            lambda ex: ex(
+                "INSERT INTO server_admin_keys (fingerprint, label, created_us) VALUES (?, ?, ?) "
+                "ON CONFLICT (fingerprint) DO NOTHING",
+                (fingerprint, label, _now_us()),
+            )
+        )
+
+    def admin_keys(self) -> list[tuple[str, str]]:
+        rows = self._db.read("SELECT fingerprint, label FROM server_admin_keys ORDER BY created_us")
+        return [(str(f), str(lbl)) for f, lbl in rows]
 
     # -- login throttling --------------------------------------------------------------
 

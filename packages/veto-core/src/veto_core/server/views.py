@@ -93,6 +93,7 @@ def query_from_params(
         user=_opt(params, "user"),
         run_id=_opt(params, "run"),
         text=_opt(params, "text"),
+        shadow=str(params.get("shadow") or "").lower() in ("1", "true", "yes"),
         limit=limit,
         offset=offset,
         newest_first=newest_first,
