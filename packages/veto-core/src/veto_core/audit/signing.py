@@ -13,14 +13,17 @@ import base64
 import binascii
 import os
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from veto_core.audit.errors import AuditUnavailable
 from veto_core.audit.record import canonical_json
 from veto_core.audit.sink import AuditSink, Checkpoint
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# cryptography is imported when a key is used, not with the audit trail: commands
+# that only read (`veto approvals list`) start without it (DESIGN.md 8).
 
 __all__ = ["ENV_SIGNING_KEY", "load_signer", "public_key_hex", "sign", "verify_signature"]
 
@@ -28,6 +31,8 @@ ENV_SIGNING_KEY = "VETO_AUDIT_SIGNING_KEY"
 
 
 def load_signer(sink: AuditSink) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     configured = os.environ.get(ENV_SIGNING_KEY)
     if configured:
         return _parse_private(configured)
@@ -35,6 +40,9 @@ def load_signer(sink: AuditSink) -> Ed25519PrivateKey:
 
 
 def _parse_private(value: str) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     path = Path(value).expanduser()
     try:
         if path.is_file():
@@ -51,6 +59,8 @@ def _parse_private(value: str) -> Ed25519PrivateKey:
 
 
 def public_key_hex(key: Ed25519PrivateKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     return (
         key.public_key()
         .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -64,6 +74,9 @@ def sign(key: Ed25519PrivateKey, payload: dict[str, object]) -> str:
 
 def verify_signature(cp: Checkpoint, pinned_public_key: str | None = None) -> str | None:
     """``None`` if the checkpoint's signature is valid, else why not."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     pub_hex = pinned_public_key or cp.public_key
     if pinned_public_key is not None and cp.public_key != pinned_public_key:
         return f"signed by key {cp.public_key[:16]}…, not the pinned key"
