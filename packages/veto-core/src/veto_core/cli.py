@@ -84,6 +84,22 @@ class _LazyGroup(click.Group):
             return _LAZY[cmd_name][1]
         return self.commands[cmd_name].get_short_help_str(limit=300)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """One exit-code convention for every command (DESIGN.md 8): an error is 2.
+        click's own ClickException exits 1, which `veto` reserves for "deny / check
+        failed"; a Veto error that escapes a command is an error too, never a crash."""
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if exc.exit_code == 1:
+                exc.exit_code = 2  # type: ignore[misc]  # click declares it a ClassVar
+            raise
+        except Exception as exc:
+            if not type(exc).__module__.startswith("veto_core."):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(2) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [
             (name, self.command_summary(name))

@@ -6,8 +6,14 @@ The acting user comes from ``--as`` (or ``$VETO_USER``), with roles from ``--rol
 (repeatable, or ``$VETO_ROLES`` comma-separated). The console trusts the operator
 who runs it: authenticated approvers use the server (``veto serve``).
 
-Exit codes: 0 done, 1 refused (not eligible, own call, no longer pending, not
-found), 2 usage or store error.
+Exit codes (DESIGN.md 8): 0 done, 2 anything else: a usage error (unknown or
+ambiguous id, no acting user), a vote or cancel the request refuses (not eligible,
+own call, no longer pending), a store error. Exit 1 means "deny / check failed"
+elsewhere in `veto` and is not used here.
+
+A request is named by its full id, or by any unique prefix or suffix of it (6+
+characters): ids are UUIDv7, so requests made close together share their first
+characters, and the last ones (random) are the short form to use.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ from rich.table import Table
 
 from veto_core.approvals.model import (
     ApprovalError,
-    ApprovalNotFound,
     ApprovalRefused,
     ApprovalRequest,
     ApprovalState,
@@ -75,7 +80,7 @@ def _open(db: str | None) -> ApprovalService:
 
 def _fail(exc: ApprovalError) -> SystemExit:
     click.echo(f"refused: {exc}" if isinstance(exc, ApprovalRefused) else f"error: {exc}", err=True)
-    return SystemExit(1 if isinstance(exc, ApprovalRefused | ApprovalNotFound) else 2)
+    return SystemExit(2)
 
 
 def _acting(user: str | None, roles: tuple[str, ...], email: str | None) -> Approver:
@@ -126,8 +131,9 @@ def list_cmd(tenant: str | None, state: str, limit: int, as_json: bool, db: str 
         console.print(f"no {'' if state == 'all' else state + ' '}approval requests")
         return
     table = Table()
+    # Ids are never folded across lines: they are copied into `approve`.
+    table.add_column("id", no_wrap=True, min_width=36)
     for col in (
-        "id",
         "state",
         "tenant",
         "tool",
@@ -152,7 +158,7 @@ def list_cmd(tenant: str | None, state: str, limit: int, as_json: bool, db: str 
 @click.option("--json", "as_json", is_flag=True)
 @_db_option
 def show_cmd(request_id: str, as_json: bool, db: str | None) -> None:
-    """One request with its votes (ID may be a unique prefix)."""
+    """One request with its votes (ID may be a unique prefix or suffix)."""
     service = _open(db)
     try:
         req = service.get(service.resolve(request_id))
@@ -258,7 +264,7 @@ def approve_cmd(
     request_id: str, reason: str | None, user: str | None, roles: tuple[str, ...],
     email: str | None, via: str, as_json: bool, db: str | None,
 ) -> None:  # fmt: skip
-    """Vote to approve request ID (a unique prefix is enough)."""
+    """Vote to approve request ID (a unique prefix or suffix is enough)."""
     _decide(request_id, approve=True, user=user, roles=roles, email=email, reason=reason,
             via=via, as_json=as_json, db=db)  # fmt: skip
 
@@ -293,4 +299,4 @@ def cancel_cmd(request_id: str, user: str | None, reason: str | None, db: str | 
         service.close()
     click.echo(f"{req.id} is {req.state.value.upper()}")
     if req.state is not ApprovalState.CANCELLED:
-        raise SystemExit(1)
+        raise SystemExit(2)  # refused: it was no longer pending
