@@ -712,15 +712,20 @@ def replay(
     from .audit import AuditError, open_audit
     from .audit.cli import parse_since
     from .replay import replay as run_replay
+    from .replay import warmup_window
 
     policy = _require_policy(policy)
     veto = _load(policy)
+    start = parse_since(since)
     try:
         with open_audit(db) as audit:
+            # Calls within the limits' window before --since count towards them.
             records = audit.iter_records(
-                since=parse_since(since), tenant=tenant, newest_first=False
+                since=start - warmup_window(veto) if start else None,
+                tenant=tenant,
+                newest_first=False,
             )
-            report = run_replay(records, veto)
+            report = run_replay(records, veto, report_since=start)
     except AuditError as exc:
         click.echo(f"audit store: {exc}", err=True)
         raise SystemExit(2) from None
