@@ -187,10 +187,20 @@ def lint(policy: str | None, as_json: bool) -> None:
 
     Exit codes: 0 no warnings, 1 warnings found, 2 the policy does not load.
     """
+    from .engine import Veto
+    from .policy.errors import PolicyError
     from .policy.lint import lint_policy
 
     policy = _require_policy(policy)
-    veto = _load(policy)
+    try:
+        veto = Veto.from_file(policy)
+    except PolicyError as exc:
+        from .policy.collect import collect_load_problems
+
+        # Every round of load errors at once (schema, duplicate ids, references).
+        for problem in collect_load_problems(policy) or exc.problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(2) from None
     findings = lint_policy(veto.policy)
     if as_json:
         for f in findings:
