@@ -35,6 +35,8 @@ HEAVY = (
     "jsonschema",
     "opentelemetry",
     "smtplib",
+    "veto_core.server",
+    "veto_core.approvals.channels",  # opening a store needs the sinks, not the channels
 )
 #: Only commands that read a policy need the policy language's machinery.
 POLICY_ONLY = ("pydantic", "yaml", "re2", "idna")
@@ -45,7 +47,7 @@ _PROBE = """
 import atexit, json, sys
 def _dump():
     with open(sys.argv[1], "w") as fh:
-        json.dump(sorted({m.split(".")[0] for m in sys.modules}), fh)
+        json.dump(sorted(sys.modules), fh)
 atexit.register(_dump)
 from veto_core.cli import main
 main(sys.argv[2:], prog_name="veto")
@@ -84,7 +86,8 @@ def test_common_commands_do_not_import_heavy_modules(
     db = str(tmp_path / "veto.db")
     loaded = _modules(tmp_path, *(a.replace("{db}", db) for a in args))
     assert "veto_core" in loaded and "click" in loaded  # the probe really ran the command
-    assert sorted(loaded & set(forbidden)) == []
+    heavy = sorted(m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden))
+    assert heavy == []
 
 
 def test_lazily_listed_commands_show_their_real_help() -> None:

@@ -81,7 +81,9 @@ def open_audit(url: str | None = None) -> AuditLog:
 
     config = SinkConfig.parse(url if url else default_audit_url())
     try:
-        answers = get_plugin_manager().hook.veto_audit_sinks(config=config)
+        # Only the sink plugins: importing every channel would slow every `veto` command.
+        pm = get_plugin_manager(builtins=("veto_core.audit.plugin",))
+        answers = pm.hook.veto_audit_sinks(config=config)
     except AuditUnavailable:
         raise
     except Exception as exc:
