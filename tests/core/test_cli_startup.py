@@ -72,9 +72,9 @@ def _modules(tmp_path: Path, *args: str) -> set[str]:
     [
         (("--help",), HEAVY + POLICY_ONLY + STORE_ONLY + ("rich",)),
         (("--version",), HEAVY + POLICY_ONLY + STORE_ONLY + ("rich",)),
-        (("check", str(POLICY), "--tool", "read_file", "--json"), HEAVY),
-        (("check", "-p", str(POLICY), "--tool", "read_file"), HEAVY),
-        (("lint", str(POLICY)), HEAVY),
+        (("check", str(POLICY), "--tool", "read_file", "--json"), (*HEAVY, "rich")),
+        (("check", "-p", str(POLICY), "--tool", "read_file"), (*HEAVY, "rich")),
+        (("lint", str(POLICY)), (*HEAVY, "rich")),
         (("approvals", "list", "--db", "{db}"), HEAVY + POLICY_ONLY),
         (("approvals", "list", "--db", "{db}", "--json"), HEAVY + POLICY_ONLY),
         (("approvals", "--help"), HEAVY + POLICY_ONLY + ("pluggy",)),

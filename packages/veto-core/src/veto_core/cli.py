@@ -483,16 +483,14 @@ def check(
     if as_json:
         click.echo(json.dumps(_decision_json(decision), ensure_ascii=False))
     else:
-        from rich.markup import escape
-
-        console = _console()
-        console.print(
-            f"[bold {_EFFECT_STYLE[decision.effect.value]}]{decision.effect.value}[/]  {', '.join(decision.deciding_rule_ids) or '(default)'}"
-        )
+        # click.style, not rich: `veto check` is the command scripts call in loops.
+        effect = decision.effect.value
+        rules = ", ".join(decision.deciding_rule_ids) or "(default)"
+        click.echo(f"{click.style(effect, fg=_EFFECT_STYLE[effect], bold=True)}  {rules}")
         for reason in decision.reasons:
-            console.print(f"  reason: {escape(reason)}")
+            click.echo(f"  reason: {reason}")
         for error in decision.errors:
-            console.print(f"  [red]error[/]: {escape(error)}")
+            click.echo(f"  {click.style('error', fg='red')}: {error}")
     raise SystemExit(_EXIT_BY_EFFECT[decision.effect.value])
 
 
