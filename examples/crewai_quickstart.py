@@ -15,7 +15,7 @@ os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
 
-import tempfile
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -130,5 +130,11 @@ def main(db_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    with tempfile.TemporaryDirectory() as tmp:
-        main(Path(tmp))
+    # The example's own store, kept after it exits so the commands it prints work
+    # (`veto approvals list --db ...`, `veto audit query --db ...`); each run starts it
+    # afresh, because the scripted run and tool-call ids repeat from run to run.
+    store = Path.home() / ".veto" / "examples" / "crewai_quickstart"
+    shutil.rmtree(store, ignore_errors=True)
+    store.mkdir(parents=True)
+    main(store)
+    print(f"INSPECT  veto audit query --db sqlite:///{store / 'veto.db'}")

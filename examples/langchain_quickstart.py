@@ -8,7 +8,7 @@ The chat model is scripted (no API key, no network); swap in any real chat model
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 from pathlib import Path
 
 from langchain.agents import create_agent
@@ -110,5 +110,11 @@ def main(db_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    with tempfile.TemporaryDirectory() as tmp:
-        main(Path(tmp))
+    # The example's own store, kept after it exits so the commands it prints work
+    # (`veto approvals list --db ...`, `veto audit query --db ...`); each run starts it
+    # afresh, because the scripted run and tool-call ids repeat from run to run.
+    store = Path.home() / ".veto" / "examples" / "langchain_quickstart"
+    shutil.rmtree(store, ignore_errors=True)
+    store.mkdir(parents=True)
+    main(store)
+    print(f"INSPECT  veto audit query --db sqlite:///{store / 'veto.db'}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("OPENAI_API_KEY", "offline-example")  # the scripted model never uses it
@@ -120,5 +120,11 @@ def main(db_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    with tempfile.TemporaryDirectory() as tmp:
-        main(Path(tmp))
+    # The example's own store, kept after it exits so the commands it prints work
+    # (`veto approvals list --db ...`, `veto audit query --db ...`); each run starts it
+    # afresh, because the scripted run and tool-call ids repeat from run to run.
+    store = Path.home() / ".veto" / "examples" / "openai_agents_quickstart"
+    shutil.rmtree(store, ignore_errors=True)
+    store.mkdir(parents=True)
+    main(store)
+    print(f"INSPECT  veto audit query --db sqlite:///{store / 'veto.db'}")

@@ -38,7 +38,7 @@ def test_demo_plays_the_scripted_session() -> None:
     # One row per scripted call, each with its decision and rule.
     assert (
         "13 calls: 6 allowed, 5 denied, 2 needed approval "
-        "(1 approved and ran, 1 expired and was denied)" in out
+        "(1 approved and ran; did not run: 1 expired)" in out
     )
     assert "APPROVAL → APPROVED, ran" in out and "APPROVAL → EXPIRED, denied" in out
     for rule in (

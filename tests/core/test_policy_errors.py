@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from veto_core import PolicyError, Veto
+from veto_core.policy.operators import BUILTIN_OPERATORS
 
 HERE = Path(__file__).resolve().parent
 MALFORMED = HERE / "malformed"
@@ -64,7 +65,7 @@ EXPECTED: dict[str, str] = {
     "unknown_condition_key.yaml": "{dir}/unknown_condition_key.yaml:8:7 rules[0].if.every: unknown condition key 'every'",
     "unknown_field_root.yaml": "{dir}/unknown_field_root.yaml:7:17 rules[0].if.field: unknown field root 'arguments' in 'arguments.amount' (expected one of args, context, principal, tool, env, tenant, now, item) (did you mean 'args'?)",
     "unknown_list.yaml": "{dir}/unknown_list.yaml:9:56 rules[0].if.not.email_domain_in.list: unknown list 'company_domain' (did you mean 'company_domains'?)",
-    "unknown_operator.yaml": "{dir}/unknown_operator.yaml:8:9 rules[0].if.field: unknown operator 'greter_than' (did you mean 'greater_than'?)",
+    "unknown_operator.yaml": "{dir}/unknown_operator.yaml:8:9 rules[0].if.field: unknown operator 'greter_than' (did you mean 'greater_than'?); the operators are: {operators}",
     "unknown_principal_field.yaml": "{dir}/unknown_principal_field.yaml:7:17 rules[0].if.field: unknown principal field 'usr' (expected one of agent, roles, tenant, user, session) (did you mean 'user'?)",
     "unknown_role_in_inherits.yaml": "{dir}/unknown_role_in_inherits.yaml:5:29 roles.support-lead.inherits[0]: unknown role 'supprt' (did you mean 'support'?)",
     "unknown_role_in_when.yaml": "{dir}/unknown_role_in_when.yaml:9:19 rules[0].when.role[0]: unknown role 'suport' (did you mean 'support'?)",
@@ -94,7 +95,10 @@ def test_every_corpus_file_has_an_expected_message() -> None:
 def test_malformed_policy_fails_with_exact_message(name: str, corpus_dir: str) -> None:
     with pytest.raises(PolicyError) as info:
         Veto.from_file(f"{corpus_dir}/{name}")
-    assert str(info.value) == EXPECTED[name].replace("{dir}", corpus_dir)
+    operators = ", ".join(sorted(BUILTIN_OPERATORS))
+    assert str(info.value) == EXPECTED[name].replace("{dir}", corpus_dir).replace(
+        "{operators}", operators
+    )
     for problem in info.value.problems:
         assert problem.file.startswith(corpus_dir + "/")
         assert problem.message

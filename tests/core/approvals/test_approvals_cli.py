@@ -41,7 +41,7 @@ def test_list_show_approve(db_url: str) -> None:
     assert code == 0 and rid in out and "PENDING" in out and "Payments need finance" in out
 
     code, out, err = run("approvals", "approve", rid, "--as", "fiona", "--admin", "--db", db_url)
-    assert code == 1 and "refused" in err and "role:finance" in err
+    assert code == 2 and "refused" in err and "role:finance" in err
     code, out, err = run(
         "approvals", "approve", rid, "--as", "fiona", "--role", "finance", "--db", db_url,
         "--reason", "ok", "--admin",
@@ -54,7 +54,7 @@ def test_list_show_approve(db_url: str) -> None:
     code, _, err = run(
         "approvals", "deny", rid, "--as", "frank", "--role", "finance", "--db", db_url, "--admin"
     )
-    assert code == 1 and "no longer be decided" in err
+    assert code == 2 and "no longer be decided" in err
     veto.close()
 
 
@@ -65,7 +65,7 @@ def test_acting_user_from_the_environment_and_self_approval_refused(sqlite_url: 
     assert code == 2 and "--as USER" in err
     env = {"VETO_USER": "alice@example.com", "VETO_ROLES": "finance,support"}
     code, _, err = run("approvals", "approve", rid, "--db", sqlite_url, "--admin", env=env)
-    assert code == 1 and "cannot approve it" in err
+    assert code == 2 and "cannot approve it" in err
     env = {"VETO_USER": "frank", "VETO_ROLES": "finance"}
     code, out, _ = run(
         "approvals", "deny", rid, "--reason", "no", "--db", sqlite_url, "--admin", env=env
@@ -93,6 +93,6 @@ def test_quorum_progress_and_cancel(sqlite_url: str) -> None:
 def test_unknown_request_and_bad_store(sqlite_url: str, tmp_path: Path) -> None:
     make_veto(sqlite_url).close()
     code, _, err = run("approvals", "show", "nope", "--db", sqlite_url)
-    assert code == 1 and "no approval request" in err
+    assert code == 2 and "no approval request" in err
     code, _, err = run("approvals", "list", "--db", f"jsonl:///{tmp_path}/x.jsonl")
     assert code == 2 and "sqlite or postgresql" in err

@@ -217,7 +217,7 @@ def test_cli_test_email(
     (msg,) = smtp.inbox.wait_for(1)
     assert msg["To"] == "ops@acme.test"
     result = CliRunner().invoke(main, ["channels", "test", "email", "--config", str(conf)])
-    assert result.exit_code == 1 and "--to" in result.output
+    assert result.exit_code == 2 and "--to" in result.output  # a usage error
 
 
 def test_agent_blocked_on_approval_is_released_by_an_email_link(world: World) -> None:

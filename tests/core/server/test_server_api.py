@@ -273,7 +273,7 @@ def test_users_cli(db: str) -> None:
         main, ["users", "add", "x", "--role", "viewer", "--tenant", "a", "--password-stdin",
                "--db", db], input="short\n",
     )  # fmt: skip
-    assert r.exit_code == 1 and "at least 8" in r.output
+    assert r.exit_code == 2 and "at least 8" in r.output  # a usage error (DESIGN.md 8)
     r = runner.invoke(main, ["users", "remove", "zoe", "--db", db])
     assert r.exit_code == 0
     r = runner.invoke(main, ["serve", "--help"])

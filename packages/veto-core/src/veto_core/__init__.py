@@ -1,10 +1,17 @@
 """Veto: decide, before an AI agent's tool call runs, whether it may (allow / deny /
-require approval), and record why. See DESIGN.md section 9 for the stable API."""
+require approval), and record why. See DESIGN.md section 9 for the stable API.
 
-from .engine import Explanation, RuleTrace, Veto
-from .model import ApprovalSpec, Authorization, Decision, Effect, Principal, ToolCall
-from .policy.errors import PolicyError, Problem
-from .policy.operators import EvalError, OperandError, Operator, Predicate
+Names are imported on first use (``_lazy``) so that the ``veto`` command starts fast."""
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .engine import Explanation, RuleTrace, Veto
+    from .model import ApprovalSpec, Authorization, Decision, Effect, Principal, ToolCall
+    from .policy.errors import PolicyError, Problem
+    from .policy.operators import EvalError, OperandError, Operator, Predicate
 
 __all__ = [
     "ApprovalSpec",
@@ -25,3 +32,18 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+__getattr__, __dir__ = lazy_exports(
+    globals(),
+    {
+        **dict.fromkeys(("Explanation", "RuleTrace", "Veto"), ".engine"),
+        **dict.fromkeys(
+            ("ApprovalSpec", "Authorization", "Decision", "Effect", "Principal", "ToolCall"),
+            ".model",
+        ),
+        **dict.fromkeys(("PolicyError", "Problem"), ".policy.errors"),
+        **dict.fromkeys(
+            ("EvalError", "OperandError", "Operator", "Predicate"), ".policy.operators"
+        ),
+    },
+)

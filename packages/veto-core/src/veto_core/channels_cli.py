@@ -20,7 +20,8 @@ def channels_cli() -> None:
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
               help="veto.toml to read (default: $VETO_CONFIG, ./veto.toml, ~/.veto/veto.toml).")  # fmt: skip
 def test_cmd(channel: str, to: str | None, config_file: str | None) -> None:
-    """Send a test message; exit 1 with the reason if it cannot be sent."""
+    """Send a test message; exit 1 with the reason if it cannot be sent, 2 if the
+    channel is not configured."""
     try:
         config = load_config(config_file)
         if channel == "slack":
@@ -39,6 +40,9 @@ def test_cmd(channel: str, to: str | None, config_file: str | None) -> None:
                 raise ConfigError("--to ADDRESS is required for email")
             EmailChannel(config).send_test(to)
             click.echo(f"email: test message sent to {to}")
+    except ConfigError as exc:  # not configured: a usage error (DESIGN.md 8)
+        click.echo(f"{channel}: {exc}", err=True)
+        raise SystemExit(2) from None
     except Exception as exc:
         click.echo(f"{channel}: test failed: {type(exc).__name__}: {exc}", err=True)
         raise SystemExit(1) from None

@@ -3,38 +3,117 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from . import __version__
-from .approvals.cli import approvals_cli
-from .audit.cli import audit_cli
-from .calls import CallFormatError, call_from_mapping
-from .channels_cli import channels_cli
-from .engine import Explanation, Veto
-from .model import Decision, Effect, ToolCall
-from .plugins_cli import plugins_cmd
-from .policy.errors import PolicyError
-from .policy.lint import lint_policy
-from .policy.schema import policy_json_schema
-from .policy.testrunner import find_policy_and_tests, load_policy_tests, run_policy_tests
-from .policy_cli import policy_cli
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .engine import Explanation, Veto
+    from .model import Decision, ToolCall
+
+# Heavy modules (pydantic, rich, the audit store, the server extra...) are imported
+# inside the commands that need them: `veto --help`, `check`, `lint` and
+# `approvals list` start in well under 0.2 s (DESIGN.md 8, benchmarks/bench_startup.py).
 
 __all__ = ["main"]
 
-_EFFECT_STYLE = {Effect.ALLOW: "green", Effect.DENY: "red", Effect.REQUIRE_APPROVAL: "yellow"}
-_EXIT_BY_EFFECT = {Effect.ALLOW: 0, Effect.DENY: 1, Effect.REQUIRE_APPROVAL: 3}
+_EXIT_BY_EFFECT = {"allow": 0, "deny": 1, "require_approval": 3}
+_EFFECT_STYLE = {"allow": "green", "deny": "red", "require_approval": "yellow"}
+
+#: Subcommands living in other modules: name -> ("module:attribute", short help).
+#: The short help is what `veto --help` shows without importing the module
+#: (tests/core/test_cli_startup.py checks it matches the command's own).
+_LAZY: dict[str, tuple[str, str]] = {
+    "approvals": (
+        "veto_core.approvals.cli:approvals_cli",
+        "Approval requests: list, show, approve, deny, cancel.",
+    ),
+    "audit": (
+        "veto_core.audit.cli:audit_cli",
+        "Query, export and verify the tamper-evident audit trail.",
+    ),
+    "channels": (
+        "veto_core.channels_cli:channels_cli",
+        "Approval channels (Slack, email): check their settings.",
+    ),
+    "plugins": (
+        "veto_core.plugins_cli:plugins_cmd",
+        "List loaded plugins: built-ins and ``veto`` entry points, with the hooks each...",
+    ),
+    "policy": (
+        "veto_core.policy_cli:policy_cli",
+        "Policy revisions: every revision that decided a call is kept in the store.",
+    ),
+    "serve": (
+        "veto_core.server.cli:serve_command",
+        "Run the dashboard and JSON API (approvals, audit, policies, explain).",
+    ),
+    "users": (
+        "veto_core.server.cli:users_cli",
+        "Dashboard users: roles viewer / approver / admin per tenant, API tokens.",
+    ),
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose subcommands from other modules are imported only when run."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in _LAZY:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = _LAZY[cmd_name][0].partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        self.commands[cmd_name] = command
+        return command
+
+    def command_summary(self, cmd_name: str) -> str:
+        if cmd_name in _LAZY and cmd_name not in self.commands:
+            return _LAZY[cmd_name][1]
+        return self.commands[cmd_name].get_short_help_str(limit=300)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """One exit-code convention for every command (DESIGN.md 8): an error is 2.
+        click's own ClickException exits 1, which `veto` reserves for "deny / check
+        failed"; a Veto error that escapes a command is an error too, never a crash."""
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if exc.exit_code == 1:
+                exc.exit_code = 2  # type: ignore[misc]  # click declares it a ClassVar
+            raise
+        except Exception as exc:
+            if not type(exc).__module__.startswith("veto_core."):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(2) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [
+            (name, self.command_summary(name))
+            for name in self.list_commands(ctx)
+            if not (name in self.commands and self.commands[name].hidden)
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     console = Console(highlight=False, soft_wrap=False)
     if not console.is_terminal:
         # Piped output (CI logs, `| less`) gets a readable width instead of rich's 80.
@@ -44,6 +123,9 @@ def _console() -> Console:
 
 def _load(path: str, env: str | None = None, tenant: str | None = None) -> Veto:
     """Load a policy or exit 2 with the loader's file:line:col messages."""
+    from .engine import Veto
+    from .policy.errors import PolicyError
+
     try:
         return Veto.from_file(path, env=env, tenant=tenant)
     except PolicyError as exc:
@@ -51,13 +133,46 @@ def _load(path: str, env: str | None = None, tenant: str | None = None) -> Veto:
         raise SystemExit(2) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _policy_argument(fn: Any) -> Any:
+    """The policy as the first positional argument or as ``-p/--policy`` (DESIGN.md 8);
+    the command receives it as ``policy`` (None when neither was given)."""
+
+    @functools.wraps(fn)
+    def command(*, policy_arg: str | None, policy_opt: str | None, **kwargs: Any) -> Any:
+        if policy_arg and policy_opt and policy_arg != policy_opt:
+            raise click.UsageError(
+                f"two policies given: {policy_arg} and -p {policy_opt}; pass one"
+            )
+        return fn(policy=policy_arg or policy_opt, **kwargs)
+
+    command = click.option(
+        "--policy", "-p", "policy_opt", type=click.Path(), help="Policy file or bundle."
+    )(command)
+    return click.argument("policy_arg", metavar="POLICY", required=False, type=click.Path())(
+        command
+    )
+
+
+def _require_policy(policy: str | None) -> str:
+    if not policy:
+        raise click.UsageError("missing the policy: veto COMMAND POLICY ... (or -p POLICY)")
+    return policy
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="veto")
 def main() -> None:
     """Veto: decide whether an AI agent's tool call may run (allow / deny /
     require_approval), from one YAML policy.
 
-    Exit codes shared by every command: 0 success, 2 a policy or usage error.
+    The policy is the first argument of every command that reads one (-p POLICY works
+    too). Exit codes shared by every command: 0 ok / allow, 1 deny or a check failed
+    (lint warnings, failing tests, a broken chain, a replay that changes decisions),
+    2 usage or policy error (bad flag, missing file, unknown or ambiguous id, a vote
+    the approval refuses), 3 require_approval.
     """
 
 
@@ -65,14 +180,27 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("policy", type=click.Path(dir_okay=False))
+@_policy_argument
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per finding.")
-def lint(policy: str, as_json: bool) -> None:
+def lint(policy: str | None, as_json: bool) -> None:
     """Check POLICY: load errors (file:line:col) and suspicious rules.
 
     Exit codes: 0 no warnings, 1 warnings found, 2 the policy does not load.
     """
-    veto = _load(policy)
+    from .engine import Veto
+    from .policy.errors import PolicyError
+    from .policy.lint import lint_policy
+
+    policy = _require_policy(policy)
+    try:
+        veto = Veto.from_file(policy)
+    except PolicyError as exc:
+        from .policy.collect import collect_load_problems
+
+        # Every round of load errors at once (schema, duplicate ids, references).
+        for problem in collect_load_problems(policy) or exc.problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(2) from None
     findings = lint_policy(veto.policy)
     if as_json:
         for f in findings:
@@ -101,6 +229,8 @@ def lint(policy: str, as_json: bool) -> None:
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of the policy file (for editors and CI validation)."""
+    from .policy.schema import policy_json_schema
+
     click.echo(json.dumps(policy_json_schema(), indent=2))
 
 
@@ -227,6 +357,8 @@ def _call_options(fn: Any) -> Any:
 
 
 def _call_from_flags(flags: dict[str, Any]) -> ToolCall:
+    from .calls import CallFormatError, call_from_mapping
+
     tool, args_json, agent, roles, user, env, tenant, context_json, now = (
         flags[k] for k in _CALL_FLAGS
     )
@@ -270,6 +402,8 @@ def run_batch(veto: Veto, source: IO[str], out: IO[str]) -> tuple[int, int]:
     """One decision line per input line, in order; a malformed line gets {"error": ...}.
     Returns (lines, errors)."""
     lines = errors = 0
+    from .calls import CallFormatError, call_from_mapping
+
     dumps = json.dumps
     write = out.write
     decide = veto.decide
@@ -308,7 +442,7 @@ def run_batch(veto: Veto, source: IO[str], out: IO[str]) -> tuple[int, int]:
 
 
 @main.command()
-@click.option("--policy", "-p", "policy", required=True, type=click.Path(), help="Policy file.")
+@_policy_argument
 @_call_options
 @click.option(
     "--batch",
@@ -324,7 +458,7 @@ def run_batch(veto: Veto, source: IO[str], out: IO[str]) -> tuple[int, int]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 def check(
-    policy: str,
+    policy: str | None,
     call_flags: dict[str, Any],
     batch: IO[str] | None,
     output: IO[str],
@@ -339,7 +473,7 @@ def check(
     Exit codes (single call): 0 allow, 1 deny, 3 require_approval, 2 policy/usage error.
     Batch: 0 when every line was processed (malformed lines included), 2 policy error.
     """
-    veto = _load(policy, env=None, tenant=None)
+    veto = _load(_require_policy(policy), env=None, tenant=None)
     if batch is not None:
         lines, errors = run_batch(veto, batch, output)
         output.flush()
@@ -349,15 +483,15 @@ def check(
     if as_json:
         click.echo(json.dumps(_decision_json(decision), ensure_ascii=False))
     else:
-        console = _console()
-        console.print(
-            f"[bold {_EFFECT_STYLE[decision.effect]}]{decision.effect.value}[/]  {', '.join(decision.deciding_rule_ids) or '(default)'}"
-        )
+        # click.style, not rich: `veto check` is the command scripts call in loops.
+        effect = decision.effect.value
+        rules = ", ".join(decision.deciding_rule_ids) or "(default)"
+        click.echo(f"{click.style(effect, fg=_EFFECT_STYLE[effect], bold=True)}  {rules}")
         for reason in decision.reasons:
-            console.print(f"  reason: {escape(reason)}")
+            click.echo(f"  reason: {reason}")
         for error in decision.errors:
-            console.print(f"  [red]error[/]: {escape(error)}")
-    raise SystemExit(_EXIT_BY_EFFECT[decision.effect])
+            click.echo(f"  {click.style('error', fg='red')}: {error}")
+    raise SystemExit(_EXIT_BY_EFFECT[decision.effect.value])
 
 
 def _explanation_json(ex: Explanation) -> dict[str, Any]:
@@ -379,11 +513,11 @@ def _explanation_json(ex: Explanation) -> dict[str, Any]:
 
 
 @main.command()
-@click.option("--policy", "-p", "policy", required=True, type=click.Path(), help="Policy file.")
+@_policy_argument
 @_call_options
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
 def explain(
-    policy: str,
+    policy: str | None,
     call_flags: dict[str, Any],
     as_json: bool,
 ) -> None:
@@ -391,11 +525,14 @@ def explain(
 
     Exit codes as for `veto check`.
     """
-    veto = _load(policy)
+    veto = _load(_require_policy(policy))
     ex = veto.explain(_call_from_flags(call_flags))
     if as_json:
         click.echo(json.dumps(_explanation_json(ex), ensure_ascii=False, indent=2))
-        raise SystemExit(_EXIT_BY_EFFECT[ex.decision.effect])
+        raise SystemExit(_EXIT_BY_EFFECT[ex.decision.effect.value])
+    from rich.markup import escape
+    from rich.table import Table
+
     console = _console()
     console.print(
         f"call: [bold]{ex.tool}[/]  env={ex.env}  tenant={ex.tenant}  roles={list(ex.roles)}"
@@ -426,18 +563,18 @@ def explain(
     console.print(table)
     d = ex.decision
     console.print(
-        f"decision: [bold {_EFFECT_STYLE[d.effect]}]{d.effect.value}[/]  deciding: {', '.join(d.deciding_rule_ids) or '(default)'}"
+        f"decision: [bold {_EFFECT_STYLE[d.effect.value]}]{d.effect.value}[/]  deciding: {', '.join(d.deciding_rule_ids) or '(default)'}"
     )
     for reason in d.reasons:
         console.print(f"  reason: {escape(reason)}")
-    raise SystemExit(_EXIT_BY_EFFECT[d.effect])
+    raise SystemExit(_EXIT_BY_EFFECT[d.effect.value])
 
 
 # --- test ------------------------------------------------------------------------------
 
 
 @main.command("test")
-@click.argument("target", type=click.Path(dir_okay=False))
+@click.argument("target", required=False, type=click.Path(dir_okay=False))
 @click.option(
     "--policy",
     "-p",
@@ -452,12 +589,24 @@ def explain(
     default=0.0,
     help="Fail (exit 1) below this rule coverage %.",
 )
-def test_command(target: str, policy: str | None, as_json: bool, min_coverage: float) -> None:
-    """Run policy tests: TARGET is a NAME.tests.yaml file (or a policy with `tests:`).
+def test_command(
+    target: str | None, policy: str | None, as_json: bool, min_coverage: float
+) -> None:
+    """Run policy tests: TARGET is a NAME.tests.yaml file (or a policy with `tests:`,
+    given as TARGET or as -p POLICY).
 
     Prints a table and the rule coverage (rules no test exercised).
     Exit codes: 0 all pass, 1 a test failed (or coverage below --min-coverage), 2 a policy or tests-file error.
     """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .policy.errors import PolicyError
+    from .policy.testrunner import find_policy_and_tests, load_policy_tests, run_policy_tests
+
+    if target is None:
+        # `veto test -p policy.yaml`: the policy names its tests file.
+        target, policy = _require_policy(policy), None
     try:
         policy_path, tests_path = find_policy_and_tests(target, policy)
         cases, _ = load_policy_tests(tests_path)
@@ -525,13 +674,7 @@ def _demo_policy_path() -> Path:
 
 
 @main.command()
-@click.option(
-    "--policy",
-    "-p",
-    "policy",
-    type=click.Path(dir_okay=False),
-    help="Policy to play (default: policies/demo.yaml).",
-)
+@_policy_argument
 @click.option(
     "--db",
     default=None,
@@ -543,6 +686,7 @@ def demo(policy: str | None, db: str | None) -> None:
     decision in the audit trail, and show each decision with its rule and reason."""
     from .demo import run_demo
 
+    # POLICY (or -p) defaults to policies/demo.yaml.
     path = Path(policy) if policy else _demo_policy_path()
     veto = _load(str(path), env="prod", tenant="acme")
     veto.db = db
@@ -552,28 +696,8 @@ def demo(policy: str | None, db: str | None) -> None:
         veto.close()
 
 
-main.add_command(audit_cli, "audit")
-main.add_command(approvals_cli, "approvals")
-main.add_command(plugins_cmd, "plugins")
-main.add_command(channels_cli, "channels")
-main.add_command(policy_cli, "policy")
-
-# --- serve / users (veto_core.server.cli; the [server] extra is imported only when run) ---
-from .server.cli import serve_command, users_cli  # noqa: E402
-
-main.add_command(serve_command, "serve")
-main.add_command(users_cli, "users")
-
-
 @main.command()
-@click.option(
-    "--policy",
-    "-p",
-    "policy",
-    required=True,
-    type=click.Path(exists=True),
-    help="The new policy (file or bundle).",
-)
+@_policy_argument
 @click.option(
     "--since",
     default="7d",
@@ -585,22 +709,31 @@ main.add_command(users_cli, "users")
     "--db", default=None, metavar="URL", help="Audit store (default: $VETO_DB or ~/.veto/veto.db)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report (for CI).")
-def replay(policy: str, since: str, tenant: str | None, db: str | None, as_json: bool) -> None:
+def replay(
+    policy: str | None, since: str, tenant: str | None, db: str | None, as_json: bool
+) -> None:
     """Re-decide recorded calls under a new policy and report every decision that would change.
 
+    POLICY is the new policy (file or bundle).
     Exit codes: 0 nothing would change, 1 some decisions would change, 2 usage, policy or store error.
     """
     from .audit import AuditError, open_audit
     from .audit.cli import parse_since
     from .replay import replay as run_replay
+    from .replay import warmup_window
 
+    policy = _require_policy(policy)
     veto = _load(policy)
+    start = parse_since(since)
     try:
         with open_audit(db) as audit:
+            # Calls within the limits' window before --since count towards them.
             records = audit.iter_records(
-                since=parse_since(since), tenant=tenant, newest_first=False
+                since=start - warmup_window(veto) if start else None,
+                tenant=tenant,
+                newest_first=False,
             )
-            report = run_replay(records, veto)
+            report = run_replay(records, veto, report_since=start)
     except AuditError as exc:
         click.echo(f"audit store: {exc}", err=True)
         raise SystemExit(2) from None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +71,26 @@ def demo_calls(run_id: str = "demo-run") -> list[ToolCall]:
     ]
 
 
-def run_demo(veto: Veto, policy_path: Path, console: Console) -> list[Decision]:
+def _short(request_id: str) -> str:
+    """The end of a UUIDv7 is its random part: what `veto approvals` accepts as a short id."""
+    return request_id[-12:]
+
+
+def new_run_id() -> str:
+    """A fresh run per demo: requests are bound to (run, tool call), so reusing ids
+    would find the previous demo's decided requests instead of asking again."""
+    return f"demo-{secrets.token_hex(6)}"
+
+
+def run_demo(
+    veto: Veto, policy_path: Path, console: Console, *, run_id: str | None = None
+) -> list[Decision]:
+    run_id = run_id or new_run_id()
     console.print(
         f"[bold]Veto demo[/]: policy [cyan]{policy_path}[/] ({veto.policy_name}, revision {veto.policy_revision[:12]})"
     )
     console.print(
-        f"agent [bold]{AGENT.agent}[/] roles={list(AGENT.roles)} user={AGENT.user} env={veto.env} tenant={veto.tenant}\n"
+        f"agent [bold]{AGENT.agent}[/] roles={list(AGENT.roles)} user={AGENT.user} env={veto.env} tenant={veto.tenant} run={run_id}\n"
     )
     table = Table(show_lines=False)
     table.add_column("#", justify="right")
@@ -84,9 +100,8 @@ def run_demo(veto: Veto, policy_path: Path, console: Console) -> list[Decision]:
     table.add_column("rule", no_wrap=True)
     table.add_column("reason")
     decisions: list[Decision] = []
-    outcomes: dict[str, int] = {}
     for i, ((intent, _, _), call) in enumerate(
-        zip(DEMO_SESSION, demo_calls(), strict=True), start=1
+        zip(DEMO_SESSION, demo_calls(run_id), strict=True), start=1
     ):
         auth = veto.authorize(call)  # decided and durably recorded
         decision = auth.decision
@@ -95,7 +110,6 @@ def run_demo(veto: Veto, policy_path: Path, console: Console) -> list[Decision]:
         if decision.effect is Effect.REQUIRE_APPROVAL:
             auth = _play_approval(veto, auth, DEMO_APPROVALS.get(i, "expire"), i, console)
             state = auth.approval.state.value if auth.approval is not None else "error"
-            outcomes[state] = outcomes.get(state, 0) + 1
             label += " → " + (
                 "[bold green]APPROVED, ran[/]"
                 if auth.run_tool
@@ -110,19 +124,13 @@ def run_demo(veto: Veto, policy_path: Path, console: Console) -> list[Decision]:
             ", ".join(decision.deciding_rule_ids) or "(default)", reason,
         )  # fmt: skip
     console.print(table)
-    counts = {e: sum(d.effect is e for d in decisions) for e in Effect}
-    approved, expired = outcomes.get("approved", 0), outcomes.get("expired", 0)
-    console.print(
-        f"{len(decisions)} calls: [green]{counts[Effect.ALLOW]} allowed[/], [red]{counts[Effect.DENY]} denied[/], "
-        f"[yellow]{counts[Effect.REQUIRE_APPROVAL]} needed approval[/] "
-        f"({approved} approved and ran, {expired} expired and {'was' if expired == 1 else 'were'} denied)."
-    )
+    console.print(_summary(veto, run_id))
     db_flag = f" --db {veto.db}" if veto.db else ""
     console.print(
         f"Every decision is recorded in the audit trail at [cyan]{escape(veto.audit.url)}[/]."
     )
     console.print(
-        f"Query it: [bold]veto audit query --since 1h{escape(db_flag)}[/]   "
+        f"Query it: [bold]veto audit query --run {run_id}{escape(db_flag)}[/]   "
         f"verify it: [bold]veto audit verify{escape(db_flag)}[/]"
     )
     console.print(f"Approvals: [bold]veto approvals list --state all{escape(db_flag)}[/]")
@@ -130,6 +138,23 @@ def run_demo(veto: Veto, policy_path: Path, console: Console) -> list[Decision]:
         "Try: [bold]veto explain -p policies/demo.yaml --tool issue_refund --args '{\"amount\": 450}' --role support[/]"
     )
     return decisions
+
+
+def _summary(veto: Veto, run_id: str) -> str:
+    """The session's summary, counted from this run's own audit records (not from
+    what the script meant to happen): it can only say what was recorded."""
+    outcomes = Counter(
+        r.outcome for r in veto.audit.iter_records(run_id=run_id, tenant=veto.tenant)
+    )
+    allowed, denied = outcomes["allowed"], outcomes["denied"]
+    asked = outcomes["pending_approval"]
+    ran = outcomes["approval_consumed"]  # an approved call is released exactly once
+    ended = {o: outcomes[o] for o in ("expired", "rejected", "cancelled") if outcomes[o]}
+    not_run = ", ".join(f"{n} {o}" for o, n in ended.items()) or "none"
+    return (
+        f"{allowed + denied + asked} calls: [green]{allowed} allowed[/], [red]{denied} denied[/], "
+        f"[yellow]{asked} needed approval[/] ({ran} approved and ran; did not run: {not_run})."
+    )
 
 
 def _play_approval(
@@ -162,8 +187,8 @@ def _play_approval(
         ]  # fmt: skip  (--admin: the operator's key vouches for the finance lead, DESIGN 2.8)
         approver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         console.print(
-            f"[yellow]#{row} waits for approval[/] {request.id[:13]}…; a second process runs "
-            f"[bold]veto approvals approve {request.id[:13]}… --as {who} --role {role} --admin[/]"
+            f"[yellow]#{row} waits for approval[/] {request.id}; a second process runs "
+            f"[bold]veto approvals approve {_short(request.id)} --as {who} --role {role} --admin[/]"
         )
         final = veto.wait_for_approval(auth, timeout=20.0)
         try:
@@ -172,7 +197,7 @@ def _play_approval(
             approver.kill()
     else:
         console.print(
-            f"[yellow]#{row} waits for approval[/] {request.id[:13]}…; nobody answers within "
+            f"[yellow]#{row} waits for approval[/] {request.id}; nobody answers within "
             f"{EXPIRE_AFTER_S:g} s"
         )
         final = veto.wait_for_approval(auth, timeout=EXPIRE_AFTER_S)

@@ -492,8 +492,24 @@ class Veto:
                     self._limit_store = open_limit_store(self.limits_url, default=self.db)
         return self._limit_store
 
+    def decide_counted(self, call: ToolCall, counters: LimitStore) -> Decision:
+        """`decide`, then the stateful limits spent in ``counters`` as `authorize` would
+        spend them, recording nothing: how `veto replay` re-decides a recorded call."""
+        if self._bundle is not None:
+            try:
+                other = self._tenant_veto(call)
+            except PolicyError:
+                return self.decide(call)  # decides it as a deny, with the reason
+            if other is not None:
+                return other.decide_counted(call, counters)
+        decision = self.decide(call)
+        p = self._policy
+        if decision.effect is _ALLOW and decision.enforced and p.limits:
+            decision, _ = self._spend_limits(p, call, decision, counters)
+        return decision
+
     def _spend_limits(
-        self, p: CompiledPolicy, call: ToolCall, decision: Decision
+        self, p: CompiledPolicy, call: ToolCall, decision: Decision, store: LimitStore | None = None
     ) -> tuple[Decision, list[tuple[str, str]]]:
         """Reserve this allowed call's share of every limit on its tool, atomically per
         limit; the first limit it would exceed decides instead (reservations already made
@@ -514,11 +530,11 @@ class Veto:
                 amount = 1.0 if limit.amount is None else float(to_number(limit.amount[1](ctx)))
                 if amount < 0:
                     raise EvalError(f"{limit.amount[0] if limit.amount else 'amount'} is negative")
-                result = self.limit_store.try_spend(
+                result = (store or self.limit_store).try_spend(
                     "|".join(parts), amount, limit.maximum, limit.window_s, now=now
                 )
             except (EvalError, LimitStoreUnavailable, ValueError) as exc:
-                self._refund(spent)
+                self._refund(spent, store)
                 why = exc.messages[0] if isinstance(exc, EvalError) else str(exc)
                 return self._limit_decision(
                     decision,
@@ -526,7 +542,7 @@ class Veto:
                     f"{limit.reason} [{limit.id}] (cannot be counted: {why}; failing closed)",
                 ), []
             if not result.ok:
-                self._refund(spent)
+                self._refund(spent, store)
                 text = (
                     f"{limit.reason} [{limit.id}]: {result.total:g} used of {limit.maximum:g} per {limit.window}, "
                     f"this call adds {amount:g}"
@@ -542,11 +558,11 @@ class Veto:
             decision.policy_name, decision.policy_revision, decision.eval_ns, limit.approval,
         )  # fmt: skip
 
-    def _refund(self, spent: list[tuple[str, str]]) -> None:
+    def _refund(self, spent: list[tuple[str, str]], store: LimitStore | None = None) -> None:
         for key, token in spent:
             # The call is blocked either way; a spend left unrefunded only errs on the safe side.
             with contextlib.suppress(Exception):
-                self.limit_store.refund(key, token)
+                (store or self.limit_store).refund(key, token)
 
     # --- approvals (the adapters' contract: DESIGN.md 5 and 9) ------------------------------
 

@@ -8,6 +8,7 @@ third-party entry points (built-ins are always registered).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pluggy
@@ -35,12 +36,16 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 """Dotted module names registered before entry points, in this order."""
 
 
-def get_plugin_manager(*, load_entrypoints: bool | None = None) -> pluggy.PluginManager:
+def get_plugin_manager(
+    *, load_entrypoints: bool | None = None, builtins: Sequence[str] = BUILTIN_PLUGINS
+) -> pluggy.PluginManager:
+    """``builtins`` narrows the built-in plugins registered (e.g. opening a store needs
+    only the audit sinks, not the approval channels); entry points load as usual."""
     import importlib
 
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    for name in BUILTIN_PLUGINS:
+    for name in builtins:
         pm.register(importlib.import_module(name), name=name)
     if load_entrypoints is None:
         load_entrypoints = not os.environ.get(ENV_DISABLE_PLUGINS)

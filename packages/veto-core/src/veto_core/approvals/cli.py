@@ -13,8 +13,14 @@ with a credential also reveals the redacted arguments to an eligible approver.
 With ``$VETO_URL`` set, ``list``/``show``/``approve``/``deny`` talk to ``veto serve``
 with the API token instead of opening the database.
 
-Exit codes: 0 done, 1 refused (not eligible, own call, no longer pending, not
-found), 2 usage, credential or store error.
+Exit codes (DESIGN.md 8): 0 done, 2 anything else: a usage error (unknown or
+ambiguous id, no acting user), a vote or cancel the request refuses (not eligible,
+own call, no longer pending), a missing or wrong credential, a store error. Exit 1 means "deny / check failed"
+elsewhere in `veto` and is not used here.
+
+A request is named by its full id, or by any unique prefix or suffix of it (6+
+characters): ids are UUIDv7, so requests made close together share their first
+characters, and the last ones (random) are the short form to use.
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ from rich.table import Table
 
 from veto_core.approvals.model import (
     ApprovalError,
-    ApprovalNotFound,
     ApprovalRefused,
     ApprovalRequest,
     ApprovalState,
@@ -89,7 +94,7 @@ def _open(db: str | None) -> ApprovalService:
 
 def _fail(exc: ApprovalError) -> SystemExit:
     click.echo(f"refused: {exc}" if isinstance(exc, ApprovalRefused) else f"error: {exc}", err=True)
-    return SystemExit(1 if isinstance(exc, ApprovalRefused | ApprovalNotFound) else 2)
+    return SystemExit(2)
 
 
 def _votes(req: ApprovalRequest) -> str:
@@ -274,7 +279,7 @@ def _remote_fail(exc: Exception) -> SystemExit:
     status = getattr(exc, "status", None)
     if status in (403, 404, 409):
         click.echo(f"refused: {exc}", err=True)
-        return SystemExit(1)
+        return SystemExit(2)
     click.echo(f"error: {exc}", err=True)
     return SystemExit(2)
 
@@ -324,8 +329,9 @@ def list_cmd(tenant: str | None, state: str, limit: int, as_json: bool, db: str 
         console.print(f"no {'' if state == 'all' else state + ' '}approval requests")
         return
     table = Table()
+    # Ids are never folded across lines: they are copied into `approve`.
+    table.add_column("id", no_wrap=True, min_width=36)
     for col in (
-        "id",
         "state",
         "tenant",
         "tool",
@@ -359,7 +365,7 @@ def show_cmd(
     request_id: str, as_json: bool, user: str | None, roles: tuple[str, ...], email: str | None,
     token: str | None, password: bool, admin: bool, db: str | None,
 ) -> None:  # fmt: skip
-    """One request with its votes (ID may be a unique prefix).
+    """One request with its votes (ID may be a unique prefix or suffix).
 
     With a credential (--token / $VETO_TOKEN, --password, --admin) an eligible approver
     of a pending request also sees the arguments the audit trail keeps redacted.
@@ -560,7 +566,7 @@ def approve_cmd(
     email: str | None, token: str | None, password: bool, admin: bool, via: str, as_json: bool,
     db: str | None,
 ) -> None:  # fmt: skip
-    """Vote to approve request ID (a unique prefix is enough) with your credential."""
+    """Vote to approve request ID (a unique prefix or suffix is enough) with your credential."""
     cred = _Cred(user=user, roles=roles, email=email, token=token or os.environ.get(ENV_TOKEN),
                  password=password, admin=admin)  # fmt: skip
     _decide(request_id, approve=True, cred=cred, reason=reason, via=via, as_json=as_json, db=db)
@@ -611,4 +617,4 @@ def cancel_cmd(
         service.close()
     click.echo(f"{req.id} is {req.state.value.upper()}")
     if req.state is not ApprovalState.CANCELLED:
-        raise SystemExit(1)
+        raise SystemExit(2)  # refused: it was no longer pending

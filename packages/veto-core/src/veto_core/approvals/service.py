@@ -343,17 +343,28 @@ class ApprovalService:
         req = self.store.find(self.binding_for(call, tenant=tenant))
         return None if req is None else self._observe(req)
 
-    def resolve(self, id_or_prefix: str) -> str:
-        """A full request id from an id or a unique prefix (at least 6 characters)."""
-        if self.store.get(id_or_prefix) is not None:
-            return id_or_prefix
-        if len(id_or_prefix) >= 6:
-            ids = self.store.resolve(id_or_prefix)
+    def resolve(self, id_or_fragment: str) -> str:
+        """A full request id from an id or a unique prefix or suffix (at least 6
+        characters). Ids are UUIDv7: requests made close together share a prefix, so
+        the suffix (random bits) is the reliable short form."""
+        if self.store.get(id_or_fragment) is not None:
+            return id_or_fragment
+        fragment = id_or_fragment.strip().lower()
+        if len(fragment) >= 6:
+            shown = 10
+            ids = self.store.resolve(fragment, limit=shown + 1)
             if len(ids) == 1:
                 return ids[0]
             if len(ids) > 1:
-                raise ApprovalNotFound(f"{id_or_prefix!r} matches several requests; give more")
-        raise ApprovalNotFound(f"no approval request {id_or_prefix!r}")
+                more = " and more" if len(ids) > shown else ""
+                raise ApprovalNotFound(
+                    f"{id_or_fragment!r} is ambiguous: it matches {', '.join(ids[:shown])}{more}; "
+                    "give more characters (the end of an id is the unique part)"
+                )
+        raise ApprovalNotFound(
+            f"no approval request {id_or_fragment!r} (give a full id, or 6+ characters of "
+            "its start or end)"
+        )
 
     def list(
         self,

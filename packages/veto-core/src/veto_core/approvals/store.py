@@ -84,8 +84,8 @@ class ApprovalStore(abc.ABC):
     def find(self, binding: str) -> ApprovalRequest | None: ...
 
     @abc.abstractmethod
-    def resolve(self, prefix: str) -> list[str]:
-        """Ids starting with ``prefix`` (at most 2: enough to tell unique from ambiguous)."""
+    def resolve(self, fragment: str, limit: int = 10) -> list[str]:
+        """Ids starting or ending with ``fragment`` (at most ``limit``), sorted."""
 
     @abc.abstractmethod
     def list(
@@ -405,14 +405,14 @@ class SqlApprovalStore(ApprovalStore):
         out: ApprovalRequest | None = self._run(lambda c: self._load(c, "binding", binding))
         return out
 
-    def resolve(self, prefix: str) -> list[str]:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    def resolve(self, fragment: str, limit: int = 10) -> list[str]:
+        escaped = fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         d = self.dialect
+        like = f"id LIKE {d.placeholder}{d.like_escape}"
         rows = self._run(
             lambda c: c.execute(
-                f"SELECT id FROM approval_requests WHERE id LIKE {d.placeholder}{d.like_escape} "
-                "LIMIT 2",
-                (escaped + "%",),
+                f"SELECT id FROM approval_requests WHERE {like} OR {like} ORDER BY id LIMIT {int(limit)}",
+                (escaped + "%", "%" + escaped),
             ).fetchall()
         )
         return [str(r[0]) for r in rows]

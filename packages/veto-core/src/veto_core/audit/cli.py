@@ -242,7 +242,15 @@ def _print_records(records: list[Any], where: str, limit: int, offset: int, as_j
     "--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="jsonl", show_default=True
 )
 @click.option("--out", "out", default="-", help="Output file (default: stdout).")
-def export_cmd(db: str | None, fmt: str, out: str, **kw: Any) -> None:
+@click.option(
+    "--limit", default=None, type=click.IntRange(min=0), help="At most this many records."
+)
+@click.option(
+    "--newest-first", is_flag=True, help="Newest first (default: oldest first, as recorded)."
+)
+def export_cmd(
+    db: str | None, fmt: str, out: str, limit: int | None, newest_first: bool, **kw: Any
+) -> None:
     """Stream records as JSONL, CSV or OCSF API Activity (class 6003) events."""
     remote = _remote()
     if remote is not None:
@@ -264,7 +272,7 @@ def export_cmd(db: str | None, fmt: str, out: str, **kw: Any) -> None:
                 raise click.ClickException(str(exc)) from exc
         return
     with _open(db) as log:
-        records = log.iter_records(_query(kw))
+        records = log.iter_records(_query(kw, limit=limit, newest_first=newest_first))
         if out == "-":
             n = export_records(records, fmt, sys.stdout)
         else:

@@ -116,7 +116,9 @@ def open_audit(
             raise AuditUnavailable(f"audit settings: {exc}") from exc
     sink_config = SinkConfig.parse(url if url else default_audit_url(), create=create)
     try:
-        answers = get_plugin_manager().hook.veto_audit_sinks(config=sink_config)
+        # Only the sink plugins: importing every channel would slow every `veto` command.
+        pm = get_plugin_manager(builtins=("veto_core.audit.plugin",))
+        answers = pm.hook.veto_audit_sinks(config=sink_config)
     except AuditUnavailable:
         raise
     except Exception as exc:

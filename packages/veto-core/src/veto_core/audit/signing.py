@@ -26,15 +26,17 @@ import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from veto_core.audit.errors import AuditUnavailable
 from veto_core.audit.record import canonical_json
 from veto_core.audit.sink import Checkpoint, SinkConfig
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# cryptography is imported when a key is used, not with the audit trail: commands
+# that only read (`veto approvals list`) start without it (DESIGN.md 8).
 
 __all__ = [
     "ENV_SIGNING_KEY",
@@ -77,6 +79,8 @@ class KeyFileSigner:
 
 
 def public_key_hex(key: Ed25519PrivateKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     return (
         key.public_key()
         .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -110,6 +114,8 @@ def load_signer(
 
     ``create=False`` (verification) never writes a key: ``None`` if there is none.
     """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     configured = configured or os.environ.get(ENV_SIGNING_KEY) or None
     if configured is not None:
         seed = _looks_like_seed(configured)
@@ -146,6 +152,9 @@ def load_signer_plugin(spec: str) -> Signer:
 
 
 def _read_key_file(path: Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError, OSError) as exc:
@@ -161,6 +170,9 @@ def write_key_file(path: Path, seed: bytes) -> bool:
     Written to a temporary file and hard-linked into place, so concurrent
     processes never read a half-written key and exactly one of them wins.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     pem = Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -193,6 +205,9 @@ def sign(signer: Signer, payload: dict[str, object]) -> str:
 
 def verify_signature(cp: Checkpoint, pinned: Collection[str] = ()) -> str | None:
     """``None`` if the checkpoint's signature is valid (by a pinned key, if any), else why not."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     if pinned and cp.public_key.lower() not in pinned:
         return f"signed by key {cp.public_key[:16]}…, not a pinned key (forged)"
     try:

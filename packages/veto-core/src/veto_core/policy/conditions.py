@@ -37,6 +37,26 @@ PRINCIPAL_FIELDS = ("agent", "roles", "tenant", "user", "session")
 _PATH_SEGMENT = re2.compile(r"\.([^.\[\]]+)|\[(\*|all|\d+)\]")
 
 
+#: Operators people write from other languages, and the name Veto uses for each.
+_SYMBOLS = {
+    "<": "less_than",
+    "<=": "less_or_equal",
+    ">": "greater_than",
+    ">=": "greater_or_equal",
+    "=": "equals",
+    "==": "equals",
+    "!=": "not_equals",
+    "eq": "equals",
+    "ne": "not_equals",
+    "lt": "less_than",
+    "le": "less_or_equal",
+    "lte": "less_or_equal",
+    "gt": "greater_than",
+    "ge": "greater_or_equal",
+    "gte": "greater_or_equal",
+}
+
+
 class EvalContext:
     """What a condition sees for one call. Expensive parts (roles, clock) are lazy.
 
@@ -330,8 +350,14 @@ class ConditionCompiler:
     def _unknown_operator(self, loc: Loc, bad: str) -> Fn:
         # The message names the leaf by its `field`, the position is the bad key's.
         line_loc = (*loc, bad)
+        hint = (
+            f" (did you mean '{_SYMBOLS[bad]}'?)"
+            if _SYMBOLS.get(bad) in self.operators
+            else did_you_mean(bad, self.operators)
+        )
+        names = ", ".join(sorted(self.operators))
         problem = self._problem(
-            line_loc, f"unknown operator '{bad}'{did_you_mean(bad, self.operators)}", True
+            line_loc, f"unknown operator '{bad}'{hint}; the operators are: {names}", True
         )
         self.problems.append(
             Problem(

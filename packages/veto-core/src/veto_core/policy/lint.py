@@ -53,13 +53,46 @@ def _tools_cover(outer: CompiledRule, inner: CompiledRule) -> bool:
     return True
 
 
-def _covers(outer: CompiledRule, inner: CompiledRule) -> bool:
+def _roles_cover(policy: CompiledPolicy, outer: CompiledRule, inner: CompiledRule) -> bool:
+    """True when every principal ``inner``'s role scope matches also matches ``outer``'s:
+    a rule scoped to ``support`` applies to ``support-lead`` if that role inherits it."""
+    if outer.roles is None:
+        return True
+    if inner.roles is None:
+        return False
+    return all(policy.effective_roles((role,)) & outer.roles for role in inner.roles)
+
+
+def _covers(policy: CompiledPolicy, outer: CompiledRule, inner: CompiledRule) -> bool:
     return (
         _tools_cover(outer, inner)
         and _scope_covers(outer.envs, inner.envs)
         and _scope_covers(outer.tenants, inner.tenants)
-        and _scope_covers(outer.roles, inner.roles)
+        and _roles_cover(policy, outer, inner)
         and _scope_covers(outer.agents, inner.agents)
+    )
+
+
+def _never_allows_alone(gate: CompiledRule) -> str | None:
+    """Why an allow rule that ``gate`` covers can never allow on its own, or None.
+
+    ``gate`` always applies to the calls it covers when it is unconditional, or when it
+    has ``otherwise:`` (its condition false or in error, it still matches with that
+    effect): then an allow it covers only ever allows where ``gate`` itself allows."""
+    if gate.shadow:
+        return None
+    if gate.condition is None and gate.effect is Effect.REQUIRE_APPROVAL:
+        return f"require_approval rule '{gate.id}' always applies to the same calls"
+    if gate.otherwise is None:
+        return None
+    if gate.effect is Effect.ALLOW:
+        return (
+            f"rule '{gate.id}' applies to every call it applies to and, whenever its own "
+            f"condition does not allow, says {gate.otherwise.value} (otherwise:)"
+        )
+    return (
+        f"rule '{gate.id}' applies to every call it applies to and always says "
+        f"{gate.effect.value} or {gate.otherwise.value} (otherwise:)"
     )
 
 
@@ -98,7 +131,11 @@ def lint_policy(policy: CompiledPolicy) -> list[LintFinding]:
     root = policy.loaded.root.file
 
     def add(
-        severity: Literal["warning", "info"], code: str, rule: CompiledRule | None, message: str
+        severity: Literal["warning", "info"],
+        code: str,
+        rule: CompiledRule | None,
+        message: str,
+        line: int | None = None,
     ) -> None:
         findings.append(
             LintFinding(
@@ -106,19 +143,24 @@ def lint_policy(policy: CompiledPolicy) -> list[LintFinding]:
                 code=code,
                 rule_id=rule.id if rule else None,
                 file=rule.file if rule else root,
-                line=rule.line if rule else None,
+                line=rule.line if rule else line,
                 message=message,
             )
         )
 
-    denies = [r for r in policy.rules if r.effect is Effect.DENY and _unconditional(r)]
-    approvals = [
-        r for r in policy.rules if r.effect is Effect.REQUIRE_APPROVAL and _unconditional(r)
+    denies = [
+        r
+        for r in policy.rules
+        if not r.shadow
+        and (
+            (r.effect is Effect.DENY and _unconditional(r))
+            or (r.effect is Effect.DENY and r.otherwise is Effect.DENY)
+        )
     ]
     for rule in policy.rules:
         if rule.effect is Effect.DENY:
             continue
-        blocker = next((d for d in denies if d.id != rule.id and _covers(d, rule)), None)
+        blocker = next((d for d in denies if d.id != rule.id and _covers(policy, d, rule)), None)
         if blocker is not None:
             add(
                 "warning",
@@ -128,14 +170,16 @@ def lint_policy(policy: CompiledPolicy) -> list[LintFinding]:
             )
             continue
         if rule.effect is Effect.ALLOW:
-            gate = next((a for a in approvals if _covers(a, rule)), None)
-            if gate is not None:
-                add(
-                    "warning",
-                    "shadowed-allow",
-                    rule,
-                    f"allow rule '{rule.id}' never allows on its own: require_approval rule '{gate.id}' always applies to the same calls",
-                )
+            for gate in policy.rules:
+                why = _never_allows_alone(gate) if gate.id != rule.id else None
+                if why is not None and _covers(policy, gate, rule):
+                    add(
+                        "warning",
+                        "shadowed-allow",
+                        rule,
+                        f"allow rule '{rule.id}' never allows on its own: {why}",
+                    )
+                    break
     seen: dict[str, CompiledRule] = {}
     for rule in policy.rules:
         key = _fingerprint(rule)
@@ -153,6 +197,18 @@ def lint_policy(policy: CompiledPolicy) -> list[LintFinding]:
         _list_refs(rule.model.if_, used)
     for name in sorted(set(policy.loaded.model.lists) - used):
         add("info", "unused-list", None, f"list '{name}' is never referenced")
+    tests = policy.loaded.model.tests
+    root_doc = policy.loaded.root
+    if tests is not None and root_doc.path is not None:
+        target = root_doc.path.parent / tests
+        if not target.is_file():
+            add(
+                "warning",
+                "missing-tests",
+                None,
+                f"tests: file '{tests}' does not exist (looked for {target}); `veto test` cannot run",
+                line=root_doc.locate(("tests",))[0],
+            )
     if policy.default is Effect.ALLOW:
         add(
             "warning",

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .collect import defer, salvage
 from .errors import PolicyError, Problem, did_you_mean, format_path
 from .schema import (
     ApprovalModel,
@@ -178,7 +179,11 @@ def _validate(doc: SourceDoc) -> PolicyModel:
     try:
         return PolicyModel.model_validate(doc.data)
     except ValidationError as exc:
-        raise PolicyError(validation_problems(doc, exc)) from None
+        problems = validation_problems(doc, exc)
+        salvaged = salvage(doc, exc, problems)  # `veto lint` goes on to the later phases
+        if salvaged is None:
+            raise PolicyError(problems) from None
+        return salvaged
 
 
 @dataclass
@@ -263,7 +268,7 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
             )
         )
     if problems:
-        raise PolicyError(problems)
+        defer(problems)
     retention = child.audit.retention_days or bm.audit.retention_days
     model = PolicyModel.model_construct(
         version=child.version,
@@ -429,7 +434,7 @@ def _combine(acc: _Merged, base: _Merged) -> _Merged:
                 )
             )
     if problems:
-        raise PolicyError(problems)
+        defer(problems)
     a, b = acc.model, base.model
     model = PolicyModel.model_construct(
         version=1,
@@ -574,7 +579,7 @@ def load_bundle(directory: str | Path, tenant: str | None) -> LoadedPolicy:
     model = _validate(doc)
     problems = _overlay_problems(model, doc)
     if problems:
-        raise PolicyError(problems)
+        defer(problems)
     merged = _merge(merged, model, doc)
     merged.files.append(overlay_path.resolve())
     return _finish(merged, doc)

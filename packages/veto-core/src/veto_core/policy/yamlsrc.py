@@ -224,6 +224,8 @@ def _read(text: str, file: str, path: Path | None, loader_cls: type[Any]) -> Sou
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         message = f"invalid YAML: {exc.problem or exc.context}"
+        if "'\\t'" in message:
+            message = "invalid YAML: tabs are not allowed in YAML indentation; indent with spaces"
         if "'['" in str(exc) or "'*'" in str(exc):
             message += (
                 " (a path containing '[' must be quoted in flow style: \"args.items[*].sku\")"

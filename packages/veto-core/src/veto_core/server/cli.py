@@ -104,7 +104,8 @@ def _password(from_stdin: bool) -> str:
     "--approver-role",
     "policy_roles",
     multiple=True,
-    help='Policy role held as an approver (matches approvers: ["role:NAME"]); repeatable.',
+    help='Policy role held as an approver (matches approvers: ["role:NAME"]); repeatable; '
+    "added to the roles the user already holds.",
 )
 @click.option("--email", default=None, help="Matches approvers given as e-mail addresses.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
@@ -134,8 +135,13 @@ def users_add(
             )
             click.echo(f"created {username}: {role} in {tenant}")
         else:
-            store.set_role(username, tenant=tenant, role=role, policy_roles=policy_roles)
-            click.echo(f"{username}: {role} in {tenant}")
+            # --approver-role adds to the roles the user already holds in the tenant.
+            user = store.get_user(username)
+            held = user.approver_roles(tenant) if user is not None else ()
+            merged = tuple(dict.fromkeys([*held, *policy_roles]))
+            store.set_role(username, tenant=tenant, role=role, policy_roles=merged)
+            roles = f" (approver roles: {', '.join(merged)})" if merged else ""
+            click.echo(f"{username}: {role} in {tenant}{roles}")
     except ServerStoreError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

@@ -28,18 +28,22 @@ import html
 import json
 import logging
 import secrets
-import smtplib
-import ssl
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import make_msgid
+from typing import TYPE_CHECKING
 
 from veto_core.approvals.channels.common import UserDirectory, pretty_args, summary_lines
 from veto_core.approvals.model import ApprovalLinks, ApprovalRequest
 from veto_core.config import ConfigError, EmailConfig, SmtpSettings, VetoConfig, load_config
 from veto_core.hookspecs import ApprovalChannel, hookimpl
+
+if TYPE_CHECKING:
+    import smtplib
+    from email.message import EmailMessage
+
+# smtplib, ssl and email.message are imported when mail is sent: every process that
+# opens the store registers this plugin, and `veto` must start fast (DESIGN.md 8).
 
 __all__ = [
     "EmailChannel",
@@ -135,6 +139,9 @@ def read_token(secret: str | bytes, token: str, *, now: _dt.datetime | None = No
 @contextmanager
 def smtp_connection(settings: SmtpSettings) -> Iterator[smtplib.SMTP]:
     """A logged-in SMTP session (STARTTLS / implicit TLS as configured)."""
+    import smtplib
+    import ssl
+
     context = ssl.create_default_context(cafile=settings.ca_file)
     smtp: smtplib.SMTP
     if settings.ssl:
@@ -161,6 +168,9 @@ def smtp_connection(settings: SmtpSettings) -> Iterator[smtplib.SMTP]:
 def build_message(
     request: ApprovalRequest, *, sender: str, to: str, name: str, link: str
 ) -> EmailMessage:
+    from email.message import EmailMessage
+    from email.utils import make_msgid
+
     rows = summary_lines(request)
     args = pretty_args(request)
     msg = EmailMessage()
@@ -275,6 +285,8 @@ class EmailChannel:
 
     def send_test(self, to: str) -> None:
         """``veto channels test email --to ADDR``."""
+        from email.message import EmailMessage
+
         msg = EmailMessage()
         msg["Subject"] = "[Veto] test message"
         msg["From"] = self._sender()

@@ -20,7 +20,6 @@ import hmac
 import json
 import os
 import time
-import urllib.request
 from typing import Any
 
 from veto_core.approvals.model import ApprovalLinks, ApprovalRequest
@@ -88,6 +87,8 @@ class WebhookChannel:
             raise RuntimeError(f"{ENV_SECRET} is not set; refusing to send an unsigned webhook")
         body = json.dumps(self.payload(request, links), sort_keys=True).encode("utf-8")
         ts = str(int(time.time()))
+        import urllib.request  # on use: keeps `veto` start-up fast
+
         req = urllib.request.Request(
             self.url,
             data=body,

@@ -1,0 +1,74 @@
+"""Start-up benchmark: wall time of `veto` commands, each a fresh process (DESIGN.md 8:
+`--help`, `check`, `lint` and `approvals list` start in under 0.2 s).
+
+    uv run python benchmarks/bench_startup.py [--runs 10]
+
+Runs each command through the installed entry point's Python (the same
+interpreter as ``veto``, without ``uv run``'s own start-up), reports the median
+and the best wall time, the best CPU time (user + system: what the process itself
+costs, close to the wall time on an idle machine), and ``python -c pass`` as the
+floor. On a shared, busy machine the wall medians include waiting for a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+POLICY = REPO / "policies" / "demo.yaml"
+TARGET_S = 0.2
+
+
+def _time(argv: list[str], env: dict[str, str], runs: int) -> tuple[list[float], list[float]]:
+    """-> (wall times, CPU times: user + system of the child)."""
+    walls, cpus = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return walls, cpus
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10)
+    opts = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="veto-bench-") as home:
+        env = {**os.environ, "HOME": home, "VETO_DB": str(Path(home) / "veto.db")}
+        veto = [sys.executable, "-m", "veto_core.cli"]
+        commands = {
+            "python -c pass (floor)": [sys.executable, "-c", "pass"],
+            "import veto_core": [sys.executable, "-c", "import veto_core"],
+            "veto --help": [*veto, "--help"],
+            "veto check": [*veto, "check", str(POLICY), "--tool", "read_file", "--json"],
+            "veto lint": [*veto, "lint", str(POLICY)],
+            "veto approvals list": [*veto, "approvals", "list"],
+        }
+        subprocess.run([*veto, "approvals", "list"], env=env, capture_output=True)  # create db
+        print(
+            f"{'command':<26}{'wall median':>12}{'wall best':>11}{'CPU best':>10}   target < {TARGET_S} s"
+        )
+        slow = []
+        for name, argv in commands.items():
+            walls, cpus = _time(argv, env, opts.runs)
+            best, median, cpu = min(walls), statistics.median(walls), min(cpus)
+            flag = "" if "veto " not in name or best < TARGET_S else "  SLOW"
+            if flag:
+                slow.append(name)
+            print(f"{name:<26}{median:>11.3f}s{best:>10.3f}s{cpu:>9.3f}s{flag}")
+    return 1 if slow else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""`veto` starts fast (DESIGN.md 8): the common commands do not import heavy modules.
+
+An import-set test instead of a timing test: which modules a command loads is
+deterministic, while wall time on a shared CI machine is not. The times are
+measured by ``benchmarks/bench_startup.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY = REPO / "policies" / "demo.yaml"
+
+#: Never needed to print help, decide a call, lint a policy or list approvals.
+HEAVY = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "jinja2",
+    "httpx",
+    "psycopg",
+    "redis",
+    "slack_sdk",
+    "cryptography",
+    "bcrypt",
+    "mcp",
+    "jsonschema",
+    "opentelemetry",
+    "smtplib",
+    "veto_core.server",
+    "veto_core.approvals.channels",  # opening a store needs the sinks, not the channels
+)
+#: Only commands that read a policy need the policy language's machinery.
+POLICY_ONLY = ("pydantic", "yaml", "re2", "idna")
+#: Only commands that open a store need the plugin system (stores are plugins).
+STORE_ONLY = ("pluggy", "sqlite3")
+
+_PROBE = """
+import atexit, json, sys
+def _dump():
+    with open(sys.argv[1], "w") as fh:
+        json.dump(sorted(sys.modules), fh)
+atexit.register(_dump)
+from veto_core.cli import main
+main(sys.argv[2:], prog_name="veto")
+"""
+
+
+def _modules(tmp_path: Path, *args: str) -> set[str]:
+    out = tmp_path / "modules.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode in (0, 1, 3), proc.stderr
+    return set(json.loads(out.read_text()))
+
+
+@pytest.mark.parametrize(
+    ("args", "forbidden"),
+    [
+        (("--help",), HEAVY + POLICY_ONLY + STORE_ONLY + ("rich",)),
+        (("--version",), HEAVY + POLICY_ONLY + STORE_ONLY + ("rich",)),
+        (("check", str(POLICY), "--tool", "read_file", "--json"), (*HEAVY, "rich")),
+        (("check", "-p", str(POLICY), "--tool", "read_file"), (*HEAVY, "rich")),
+        (("lint", str(POLICY)), (*HEAVY, "rich")),
+        (("approvals", "list", "--db", "{db}"), HEAVY + POLICY_ONLY),
+        (("approvals", "list", "--db", "{db}", "--json"), HEAVY + POLICY_ONLY),
+        (("approvals", "--help"), HEAVY + POLICY_ONLY + ("pluggy",)),
+    ],
+)
+def test_common_commands_do_not_import_heavy_modules(
+    tmp_path: Path, args: tuple[str, ...], forbidden: tuple[str, ...]
+) -> None:
+    db = str(tmp_path / "veto.db")
+    loaded = _modules(tmp_path, *(a.replace("{db}", db) for a in args))
+    assert "veto_core" in loaded and "click" in loaded  # the probe really ran the command
+    heavy = sorted(m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden))
+    assert heavy == []
+
+
+def test_lazily_listed_commands_show_their_real_help() -> None:
+    """`veto --help` lists subcommands without importing them: the summary it shows
+    must be the one the command itself declares."""
+    from veto_core.cli import main
+
+    ctx = click.Context(main, info_name="veto")
+    for name in main.list_commands(ctx):
+        command = main.get_command(ctx, name)
+        assert command is not None, name
+        assert main.command_summary(name) == command.get_short_help_str(limit=300), name
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for name in ("approvals", "audit", "serve", "users", "policy", "check", "lint", "replay"):
+        assert name in result.stdout
+
+
+def test_public_api_still_imports_eagerly_by_name() -> None:
+    """Lazy package exports keep `from veto_core import X` and `dir()` working."""
+    import veto_core
+    import veto_core.approvals
+    import veto_core.audit
+    import veto_core.policy
+
+    for package in (veto_core, veto_core.audit, veto_core.approvals, veto_core.policy):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, (package.__name__, name)
+            assert name in dir(package)
+        with pytest.raises(AttributeError):
+            package.no_such_name  # noqa: B018
