@@ -102,15 +102,16 @@ CASES: list[tuple[str, int]] = [
     ("approvals list --state bogus --db {db}", 2),
     ("approvals show {rid} --db {db}", 0),
     ("approvals show 0123456789ab --db {db}", 2),
-    ("approvals approve 0123456789ab --as fiona --role finance --db {db}", 2),
-    ("approvals approve {rid} --as fiona --db {db}", 2),  # not eligible: refused
-    ("approvals approve {rid} --as alice --role finance --db {db}", 2),  # own call
-    ("approvals approve {rid} --db {db}", 2),  # who?
-    ("approvals deny 0123456789ab --as fiona --role finance --db {db}", 2),
-    ("approvals cancel 0123456789ab --as ops --db {db}", 2),
-    ("approvals cancel {rid} --as ops --db {db}", 0),
-    ("approvals cancel {rid} --as ops --db {db}", 0),  # already cancelled: idempotent
-    ("approvals deny {rid} --as fiona --role finance --db {db}", 2),  # no longer pending
+    ("approvals approve 0123456789ab --as fiona --role finance --admin --db {db}", 2),
+    ("approvals approve {rid} --as fiona --admin --db {db}", 2),  # not eligible: refused
+    ("approvals approve {rid} --as fiona --role finance --db {db}", 2),  # no credential
+    ("approvals approve {rid} --as alice --role finance --admin --db {db}", 2),  # own call
+    ("approvals approve {rid} --admin --db {db}", 2),  # who?
+    ("approvals deny 0123456789ab --as fiona --role finance --admin --db {db}", 2),
+    ("approvals cancel 0123456789ab --as ops --admin --db {db}", 2),
+    ("approvals cancel {rid} --as ops --admin --db {db}", 0),
+    ("approvals cancel {rid} --as ops --admin --db {db}", 0),  # already cancelled: idempotent
+    ("approvals deny {rid} --as fiona --role finance --admin --db {db}", 2),  # no longer pending
     # policy revisions
     ("policy history --db {db}", 0),
     ("policy history --db nosuch://x", 2),
@@ -126,6 +127,10 @@ CASES: list[tuple[str, int]] = [
     ("users remove nobody --db {db}", 2),
     ("users passwd nobody --password-stdin --db {db}", 2),
     ("users token nobody --db {db}", 2),
+    ("users tokens nobody --db {db}", 2),
+    ("users revoke-token nobody tok --db {db}", 2),
+    ("users admin-key --db {db}", 0),
+    ("users admin-key --add nonsense --db {db}", 2),
     ("users add shorty --password-stdin --db {db}", 2),  # password too short
     # plugins / channels
     ("plugins", 0),

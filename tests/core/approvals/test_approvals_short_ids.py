@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+
+import pytest
 
 from approval_helpers import call, make_veto
 from click.testing import CliRunner
@@ -18,7 +21,10 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_a_unique_suffix_names_a_request_and_a_shared_prefix_is_ambiguous(db_url: str) -> None:
+def test_a_unique_suffix_names_a_request_and_a_shared_prefix_is_ambiguous(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the operator's admin key (--admin)
     veto = make_veto(db_url)
     ids = [
         veto.authorize(call(tool_call_id=f"c{i}", args={"amount": 500 + i})).approval.id
@@ -34,15 +40,16 @@ def test_a_unique_suffix_names_a_request_and_a_shared_prefix_is_ambiguous(db_url
     assert code == 0, err
     assert ids[1] in out
     code, out, err = run(
-        "approvals", "approve", ids[1][-12:], "--as", "fiona", "--role", "finance", "--db", db_url
+        "approvals", "approve", ids[1][-12:], "--as", "fiona", "--role", "finance", "--admin",
+        "--db", db_url,
     )  # fmt: skip
     assert code == 0, err
     assert veto.approvals.get(ids[1]).state is ApprovalState.APPROVED
     code, out, err = run("approvals", "deny", ids[2][-8:].upper(), "--as", "f", "--role", "finance",
-                         "--db", db_url)  # fmt: skip
+                         "--admin", "--db", db_url)  # fmt: skip
     assert code == 0, err
     assert veto.approvals.get(ids[2]).state is ApprovalState.DENIED
-    code, out, err = run("approvals", "cancel", ids[0][-8:], "--as", "ops", "--db", db_url)
+    code, out, err = run("approvals", "cancel", ids[0][-8:], "--as", "ops", "--admin", "--db", db_url)
     assert code == 0, err
     assert veto.approvals.get(ids[0]).state is ApprovalState.CANCELLED
     # Too short, or matching nothing: a usage error naming the accepted forms.

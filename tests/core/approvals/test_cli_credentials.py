@@ -107,7 +107,7 @@ def test_api_token_of_the_approver(db_url: str) -> None:
     code, _, err = run("approvals", "approve", rid, "--token", tokens["gary"], "--db", db_url)
     assert code == 2 and "no approver role in tenant 'acme'" in err
     code, _, err = run("approvals", "approve", rid, "--token", tokens["dave"], "--db", db_url)
-    assert code == 1 and "role:finance" in err  # authenticated, but not eligible
+    assert code == 2 and "role:finance" in err  # authenticated, but not eligible
     # Roles come from the account, never from flags next to a token:
     code, _, err = run("approvals", "approve", rid, "--token", tokens["dave"], "--role", "finance",
                        "--db", db_url)  # fmt: skip

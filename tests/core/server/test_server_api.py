@@ -266,7 +266,7 @@ def test_users_cli(db: str) -> None:
     r = runner.invoke(main, ["users", "list", "--db", db])
     assert "zoe\tacme:approver [finance], beta:admin" in r.output
     r = runner.invoke(main, ["users", "token", "zoe", "--db", db])
-    assert r.exit_code == 1 and "2 tenants" in r.output  # a token acts in one tenant
+    assert r.exit_code == 2 and "2 tenants" in r.output  # a token acts in one tenant
     r = runner.invoke(main, ["users", "token", "zoe", "--tenant", "beta", "--db", db])
     assert r.stdout.startswith("veto_") and "in beta (shown once)" in r.stderr
     r = runner.invoke(

@@ -144,9 +144,9 @@ def test_cli_talks_to_veto_serve_with_an_api_token(world: World, veto_serve: str
     code, _, err = cli(url, fiona, "approvals", "approve", req.id, "--role", "finance")
     assert code == 2 and "do not apply" in err
     code, _, err = cli(url, dave, "approvals", "approve", req.id)
-    assert code == 1 and "role:finance" in err  # the server refuses (403)
+    assert code == 2 and "role:finance" in err  # the server refuses (403)
     code, _, err = cli(url, gary, "approvals", "approve", req.id)
-    assert code == 1  # another tenant's request does not exist for gary
+    assert code == 2  # another tenant's request does not exist for gary
     assert world.acme.approvals.get(req.id).state is ApprovalState.PENDING
 
     code, out, err = cli(url, fiona, "approvals", "approve", req.id[:20], "--reason", "checked")

@@ -240,6 +240,8 @@ def users_tokens(username: str, db: str | None) -> None:
     """List USERNAME's API tokens (never their secrets)."""
     store = _store(db)
     try:
+        if store.get_user(username) is None:
+            raise click.UsageError(f"no user {username!r}")
         for t in store.list_tokens(username):
             used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
             click.echo(
