@@ -90,6 +90,7 @@ HostedPolicy = Literal["decide", "keep", "drop"]
 
 _NeedsApproval = bool | Callable[[RunContextWrapper[Any], dict[str, Any], str], Awaitable[bool]]
 _Invoker = Callable[[ToolContext[Any], str], Awaitable[Any]]
+_COPIES_MAX = 4096
 
 
 class VetoGuard:
@@ -153,7 +154,7 @@ class VetoGuard:
         self.tool_names = tool_names or ToolNames()
         self.hosted_tools: HostedPolicy = hosted_tools
         # Guarded copies made at run time, per original object (kept alive with it), so
-        # each turn reuses one copy: {id(original): (original, copy)}.
+        # each turn reuses one copy: {(id(original), agent, nested): (original, copy)}.
         self._copies: dict[tuple[int, str | None, bool], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
@@ -235,14 +236,14 @@ class VetoGuard:
         opens its request (``can_pause``: the call may pause for it); refuses a call
         whose request is already closed. Allowed calls are recorded by the body gate."""
         try:
+            decision = self.veto.decide(call)
+            if decision.effect is Effect.ALLOW or not decision.enforced:
+                return None  # recorded by the body gate (no store read on the hot path)
             request = _find(self.veto, call)
             if request is not None:  # decided and recorded before (a re-run of this call)
                 if _open(request):
                     return None
-                return _gate.not_released(call, self.veto.decide(call), request)
-            decision = self.veto.decide(call)
-            if decision.effect is Effect.ALLOW or not decision.enforced:
-                return None
+                return _gate.not_released(call, decision, request)
             if decision.effect is Effect.REQUIRE_APPROVAL and not can_pause:
                 return None  # the body gate waits for it, or refuses it
         except Exception as exc:
@@ -260,7 +261,13 @@ class VetoGuard:
     def at_body(self, call: ToolCall, *, sdk_approved: bool, nested: bool) -> Verdict:
         """The body gate, right before the tool body: runs only if allowed now (and
         recorded), or the call's Veto request is APPROVED and consumed now."""
-        request = _find(self.veto, call)
+        try:
+            allowed = self.veto.decide(call).effect is Effect.ALLOW
+        except Exception:
+            allowed = False  # recorded below, failing closed with the reason
+        # An allowed call has nothing to release: decide and record it (one store write);
+        # only a call that is not allowed now may have an approval to consume.
+        request = None if allowed else _find(self.veto, call)
         if request is None:
             return self.fresh(call, sdk_approved=sdk_approved, nested=nested)
         try:
@@ -344,6 +351,8 @@ class VetoGuard:
                 return hit[1]
         made = make()
         with self._lock:
+            if len(self._copies) >= _COPIES_MAX:  # tools made per call: don't grow forever
+                self._copies.clear()
             self._copies[key] = (original, made)
         return made
 
