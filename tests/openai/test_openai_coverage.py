@@ -46,6 +46,13 @@ rules:
     tools: [issue_refund]
     approval: {approvers: [alice], timeout: 60}
     reason: Refunds need approval
+  - id: github-read
+    effect: allow
+    tools: [mcp__github__get_issue]
+  - id: github-no-delete
+    effect: deny
+    tools: [mcp__github__delete_repo]
+    reason: Nobody deletes repositories
   - id: search-for-researchers
     effect: allow
     tools: [web_search]
@@ -236,6 +243,61 @@ def test_agent_as_tool_inner_approval_waits_in_wait_mode(veto: Veto, tools: Tool
     assert tools.runs("issue_refund") == 1
 
 
+def test_agent_as_tool_inner_mcp_tools_are_decided_by_canonical_name(veto: Veto) -> None:
+    from agents.mcp import MCPServer
+    from mcp.types import CallToolResult, GetPromptResult, ListPromptsResult, TextContent
+    from mcp.types import Tool as MCPTool
+
+    ran: list[str] = []
+
+    class FakeServer(MCPServer):
+        @property
+        def name(self) -> str:
+            return "github"
+
+        async def connect(self) -> None:
+            return None
+
+        async def cleanup(self) -> None:
+            return None
+
+        async def list_tools(self, run_context: Any = None, agent: Any = None) -> list[MCPTool]:
+            schema = {"type": "object", "properties": {"repo": {"type": "string"}}}
+            return [
+                MCPTool(name="get_issue", description="read", inputSchema=schema),
+                MCPTool(name="delete_repo", description="delete", inputSchema=schema),
+            ]
+
+        async def call_tool(
+            self, tool_name: str, arguments: Any, meta: Any = None
+        ) -> CallToolResult:
+            ran.append(tool_name)
+            return CallToolResult(content=[TextContent(type="text", text=f"{tool_name} ok")])
+
+        async def list_prompts(self) -> ListPromptsResult:
+            return ListPromptsResult(prompts=[])
+
+        async def get_prompt(self, name: str, arguments: Any = None) -> GetPromptResult:
+            raise NotImplementedError
+
+    inner_model = ScriptedModel(
+        [Call("m1", "get_issue", {"repo": "a"}), Call("m2", "delete_repo", {"repo": "a"})]
+    )
+    inner = Agent(name="inner", model=inner_model, mcp_servers=[FakeServer()])
+    outer = Agent(
+        name="outer",
+        model=ScriptedModel([Call("o1", "ask_inner", {"input": "please"})]),
+        tools=[inner.as_tool(tool_name="ask_inner", tool_description="Ask the inner agent")],
+    )
+    run(guard_agent(outer, veto))
+    assert ran == ["get_issue"]
+    assert "Nobody deletes repositories" in inner_model.seen["m2"]
+    assert [(r.tool, r.outcome) for r in decisions(veto, "m1") + decisions(veto, "m2")] == [
+        ("mcp__github__get_issue", "allowed"),
+        ("mcp__github__delete_repo", "denied"),
+    ]
+
+
 # --- handoffs ----------------------------------------------------------------------------------
 
 
@@ -309,3 +371,24 @@ def test_int_for_float_reaches_the_tool_as_the_same_number(veto: Veto, tools: To
     assert tools.received["scale"] == [500.0]
     (record,) = decisions(veto, "c1")
     assert record.args == {"factor": 500}
+
+
+# --- the body gate in raise mode -------------------------------------------------------------------
+
+
+def test_sdk_only_approval_in_raise_mode_ends_the_run(veto: Veto, tools: Tools) -> None:
+    from agents.exceptions import ToolInputGuardrailTripwireTriggered
+
+    t = tools.all()
+    model = ScriptedModel([Call("c1", "issue_refund", {"amount": 500})])
+    guarded = guard_agent(
+        Agent(name="bot", model=model, tools=[t["issue_refund"]]), veto, on_deny="raise"
+    )
+    result = run(guarded)
+    (item,) = result.interruptions
+    state = result.to_state()
+    state.approve(item)  # in the SDK only: the Veto request is still pending
+    with pytest.raises(ToolInputGuardrailTripwireTriggered) as caught:
+        Runner.run_sync(guarded, state, run_config=run_config())
+    assert tools.runs("issue_refund") == 0
+    assert "approved in the SDK only" in caught.value.output.output_info["veto"]["reason"]

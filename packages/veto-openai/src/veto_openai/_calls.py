@@ -14,6 +14,8 @@ as the whole context. Fields left ``None`` keep the values given to ``guard_agen
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -84,9 +86,15 @@ class ArgumentSchema:
     on (a JSON ``500`` for a ``number`` is received as ``500.0``, the same number), and
     any other call is refused before it is decided (DESIGN.md 7)."""
 
+    _KNOWN_MAX = 256
+
     def __init__(self, schema: Mapping[str, Any] | None) -> None:
         self.schema = dict(schema) if schema else None
         self._validator: Validator | None = None
+        # Arguments already found valid (canonical JSON text): the SDK shows one call to
+        # Veto up to three times (needs_approval, guardrail, body gate); validate it once.
+        self._known: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _compiled(self) -> Validator:
         if self._validator is None:
@@ -103,11 +111,25 @@ class ArgumentSchema:
         """Raise ``ValueError`` naming the first argument the schema does not accept."""
         if self.schema is None:
             return
+        try:  # strict JSON text: no value outside JSON shares a key with one inside it
+            key: str | None = json.dumps(args, sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError):
+            key = None
+        with self._lock:
+            if key is not None and key in self._known:
+                return
         errors = sorted(self._compiled().iter_errors(dict(args)), key=lambda e: list(e.path))
-        if errors:
-            err = errors[0]
-            where = ".".join(str(p) for p in err.absolute_path) or "(arguments)"
-            raise ValueError(
-                f"argument {where}: {err.message} (the tool's schema; a value of another "
-                "JSON type would reach the tool converted, so it is not decided on)"
-            )
+        if not errors:
+            if key is None:
+                return
+            with self._lock:
+                self._known[key] = None
+                if len(self._known) > self._KNOWN_MAX:
+                    self._known.popitem(last=False)
+            return
+        err = errors[0]
+        where = ".".join(str(p) for p in err.absolute_path) or "(arguments)"
+        raise ValueError(
+            f"argument {where}: {err.message} (the tool's schema; a value of another "
+            "JSON type would reach the tool converted, so it is not decided on)"
+        )
