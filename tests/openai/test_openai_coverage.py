@@ -31,7 +31,7 @@ roles:
 rules:
   - id: reads
     effect: allow
-    tools: [read_file, ask_inner, act, set_limit, scale]
+    tools: [read_file, ask_inner, delegate, act, set_limit, scale]
   - id: no-delete
     effect: deny
     tools: [delete_file]
@@ -241,6 +241,24 @@ def test_agent_as_tool_inner_approval_waits_in_wait_mode(veto: Veto, tools: Tool
     run(guard_agent(outer, veto, approvals="wait", wait_timeout=20))
     t.join()
     assert tools.runs("issue_refund") == 1
+
+
+def test_agent_run_by_hand_inside_a_tool_is_decided(veto: Veto, tools: Tools) -> None:
+    """Not only ``as_tool``: any agent a guarded tool body runs is governed by the guard."""
+    t = tools.all()
+    inner_model = ScriptedModel([Call("i1", "delete_file", {"path": "/x"})])
+    inner = Agent(name="inner", model=inner_model, tools=[t["delete_file"]])
+
+    @function_tool
+    def delegate(task: str) -> str:
+        """Hand a task to another agent."""
+        return str(Runner.run_sync(inner, task, context=CONTEXT).final_output)
+
+    model = ScriptedModel([Call("o1", "delegate", {"task": "clean up"})])
+    run(guard_agent(Agent(name="outer", model=model, tools=[delegate]), veto))
+    assert tools.runs("delete_file") == 0
+    assert "no-delete" in inner_model.seen["i1"]
+    assert [r.outcome for r in decisions(veto, "i1")] == ["denied"]
 
 
 def test_agent_as_tool_inner_mcp_tools_are_decided_by_canonical_name(veto: Veto) -> None:
