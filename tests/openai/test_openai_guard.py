@@ -328,12 +328,14 @@ def test_needs_approval_failure_still_blocks(
 def test_guardrail_exception_is_a_refusal(
     veto: Veto, tools: Any, counters: Any, monkeypatch: Any
 ) -> None:
-    import veto_openai.guard as g
+    from veto_openai import VetoGuard
 
-    async def broken(*a: Any, **k: Any) -> Any:
+    def broken(*a: Any, **k: Any) -> Any:
         raise KeyError("bug in the adapter")
 
-    monkeypatch.setattr(g, "_check", broken)
+    # A bug at either moment (the guardrail, the body gate) is a refusal.
+    monkeypatch.setattr(VetoGuard, "at_guardrail", broken)
+    monkeypatch.setattr(VetoGuard, "at_body", broken)
     model = ScriptedModel([Call("c1", "read_file", {"path": "/data/a"})])
     agent = guard_agent(Agent(name="bot", model=model, tools=tools), veto)
     Runner.run_sync(agent, "go")

@@ -1,21 +1,28 @@
 """``guard_agent`` / ``guard_tools``: every function tool call of an OpenAI Agents SDK agent
-decided by the policy before it runs.
+decided by the policy before it runs (openai-agents 0.20 to 0.24).
 
-How the SDK (0.20) treats a function tool call, and where Veto sits:
+Where Veto sits in a function tool call:
 
-1. ``needs_approval(run_context, args, call_id)`` (only while the call has no SDK
-   approval status): Veto answers with the pure ``decide`` — true exactly when the
-   policy says ``require_approval`` — and writes nothing.
-2. With ``RunConfig(tool_execution=ToolExecutionConfig(pre_approval_tool_input_guardrails=True))``
-   (:func:`run_config` builds one) the tool input guardrails run before the SDK pauses:
-   the Veto guardrail records the decision and opens the approval request, or
-   refuses the call right there (a request already rejected or expired).
-3. The call pauses in ``result.interruptions``; :mod:`veto_openai.approvals` applies
-   the store's decisions with ``state.approve`` / ``state.reject`` and resumes.
-4. Right before the body runs the SDK runs the guardrails again (also after
-   ``state.approve()``). The Veto guardrail lets the body run only if the decision is
-   allow, or the bound request is APPROVED in the Veto store and is consumed now (once).
-   An SDK approval without a store approval runs nothing.
+1. ``needs_approval(run_context, args, call_id)`` (while the call has no SDK approval
+   status): the pure ``decide`` — true exactly when the policy says
+   ``require_approval`` — nothing written.
+2. The tool input guardrail ``veto`` (before the SDK pauses, with :func:`run_config`,
+   and again right before the body): records and refuses a denied call, records the
+   decision and opens the approval request of a ``require_approval`` call (the SDK
+   then pauses), refuses a call whose request is already closed. It lets allowed and
+   SDK-approved calls through to step 3.
+3. The **body gate**: the copy's ``on_invoke_tool`` wraps the original one, so nothing
+   reaches the tool body without passing it, whatever the SDK version does before.
+   The body runs only if the decision is allow (recorded now), or the bound request
+   is APPROVED in the Veto store and is consumed now (once). An SDK approval without a
+   store approval runs nothing.
+
+Arguments are checked against the tool's JSON Schema first (:class:`ArgumentSchema`):
+the decision is made on the values the tool receives. Tools reached at run time are
+decided too: tools added to a guarded agent after ``guard_agent`` (its
+``get_all_tools`` guards what the SDK gets each turn), handoff targets, and every agent
+run inside a guarded tool body (``Agent.as_tool``): while a guarded tool runs, a
+nested run's tools are guarded with the same guard (see :func:`_scoped_get_all_tools`).
 
 Everything fails closed: an exception anywhere in the check is a refusal the model
 reads (``reject_content``) or, with ``on_deny="raise"``, a
@@ -28,17 +35,21 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import functools
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from agents import Agent, FunctionTool, HostedMCPTool, RunConfig
+from agents import Agent, FunctionTool, Handoff, HostedMCPTool, RunConfig
+from agents.agent import AgentBase
+from agents.exceptions import ToolInputGuardrailTripwireTriggered
 from agents.run_config import ToolExecutionConfig
 from agents.run_context import RunContextWrapper
 from agents.tool import MCPToolApprovalFunctionResult, MCPToolApprovalRequest, ToolOriginType
+from agents.tool_context import ToolContext
 from agents.tool_guardrails import (
     ToolGuardrailFunctionOutput,
     ToolInputGuardrail,
@@ -51,11 +62,11 @@ from veto_core import Effect, Principal, ToolCall, Veto
 from . import _gate
 from ._calls import (
     FRAMEWORK,
+    ArgumentSchema,
     RolesSpec,
     RunIdSpec,
     ToolNames,
     VetoContext,
-    args_key,
     parse_arguments,
 )
 from ._gate import Verdict
@@ -78,7 +89,8 @@ OnDeny = Literal["reject", "raise"]
 HostedPolicy = Literal["decide", "keep", "drop"]
 
 _NeedsApproval = bool | Callable[[RunContextWrapper[Any], dict[str, Any], str], Awaitable[bool]]
-_MEMO_MAX = 10_000
+_Invoker = Callable[[ToolContext[Any], str], Awaitable[Any]]
+_COPIES_MAX = 4096
 
 
 class VetoGuard:
@@ -92,17 +104,17 @@ class VetoGuard:
     - ``run_id``: a fixed run id, or a function of the run context object. A
       :class:`VetoContext` in the run context overrides all of these per run.
     - ``approvals``: ``"resume"`` (native: the run pauses in ``result.interruptions``;
-      see :mod:`veto_openai.approvals`) or ``"wait"`` (the guardrail blocks until
-      the request is decided or ``wait_timeout`` seconds pass; for simple scripts).
+      see :mod:`veto_openai.approvals`) or ``"wait"`` (the call blocks until the
+      request is decided or ``wait_timeout`` seconds pass; for simple scripts).
     - ``on_deny``: ``"reject"`` (the model reads the reason and the run goes on) or
       ``"raise"`` (``ToolInputGuardrailTripwireTriggered`` ends the run).
     - ``tool_names``: canonical names (aliases, custom mapping).
     - ``hosted_tools``: what to do with tools the SDK runs on OpenAI's side or
       without a function-tool guardrail (web/file search, code interpreter, image
       generation, computer, shells, apply_patch, custom tools): ``"decide"``
-      (default) keeps one only if the policy allows a call to its name with no
-      arguments, ``"keep"`` keeps them ungoverned, ``"drop"`` removes them. Hosted
-      MCP tools are governed per call (see :func:`guard_agent`).
+      (default) keeps one for a run only if the policy allows that run's principal a
+      call to its name with no arguments, ``"keep"`` keeps them ungoverned,
+      ``"drop"`` removes them. Hosted MCP tools are governed per call.
     """
 
     def __init__(
@@ -141,7 +153,9 @@ class VetoGuard:
         self.on_deny: OnDeny = on_deny
         self.tool_names = tool_names or ToolNames()
         self.hosted_tools: HostedPolicy = hosted_tools
-        self._asked: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        # Guarded copies made at run time, per original object (kept alive with it), so
+        # each turn reuses one copy: {(id(original), agent, nested): (original, copy)}.
+        self._copies: dict[tuple[int, str | None, bool], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
     # --- building the call ------------------------------------------------------------
@@ -166,12 +180,16 @@ class VetoGuard:
         tool_call_id: str | None,
         run_context: Any,
         agent_name: str | None,
+        schema: ArgumentSchema | None = None,
     ) -> ToolCall:
-        """The Veto ``ToolCall`` for one SDK tool call. Raises on malformed input
-        (callers fail closed). ``run_context`` is the user's context object."""
+        """The Veto ``ToolCall`` for one SDK tool call. Raises on malformed input,
+        and on arguments ``schema`` does not accept (callers fail closed).
+        ``run_context`` is the user's context object."""
         if not isinstance(tool, str) or not tool:
             raise ValueError(f"tool name is missing or not a string: {tool!r}")
         parsed = parse_arguments(args)
+        if schema is not None:
+            schema.check(parsed)
         over = VetoContext.from_run_context(run_context)
         base = (over.principal if over and over.principal else None) or self.principal
         agent = agent_name or base.agent
@@ -198,26 +216,6 @@ class VetoGuard:
             framework=FRAMEWORK,
         )
 
-    # --- "the SDK asked needs_approval for this call" memo --------------------------------
-
-    def _remember(self, key: tuple[str, str, str], asked: bool) -> None:
-        with self._lock:
-            if asked:
-                self._asked[key] = None
-                self._asked.move_to_end(key)
-                while len(self._asked) > _MEMO_MAX:
-                    self._asked.popitem(last=False)
-            else:
-                self._asked.pop(key, None)
-
-    def _pop_asked(self, key: tuple[str, str, str]) -> bool:
-        with self._lock:
-            try:
-                del self._asked[key]
-            except KeyError:
-                return False
-            return True
-
     # --- the three moments of a call ------------------------------------------------------
 
     def decide_needs_approval(self, call: ToolCall) -> bool:
@@ -230,22 +228,24 @@ class VetoGuard:
             and decision.effect is Effect.REQUIRE_APPROVAL
         )
 
-    def before_pause(self, call: ToolCall) -> Verdict | None:
-        """The guardrail before the SDK pauses for approval. None: let it pause.
+    def at_guardrail(self, call: ToolCall, *, can_pause: bool) -> Verdict | None:
+        """The tool input guardrail (before the SDK pauses, and before the body).
+        None: let the call go on (the SDK pauses it, or the body gate decides).
 
-        Records a deny (and refuses), or a require_approval decision with its request
-        (pausing unless the request is already closed). An allowed call is not
-        recorded here: it pauses for the application's own ``needs_approval`` and is
-        recorded when it runs."""
+        Records and refuses a denied call; records a require_approval decision and
+        opens its request (``can_pause``: the call may pause for it); refuses a call
+        whose request is already closed. Allowed calls are recorded by the body gate."""
         try:
-            request = self.veto.find_approval(call)
+            decision = self.veto.decide(call)
+            if decision.effect is Effect.ALLOW or not decision.enforced:
+                return None  # recorded by the body gate (no store read on the hot path)
+            request = _find(self.veto, call)
             if request is not None:  # decided and recorded before (a re-run of this call)
                 if _open(request):
                     return None
-                return _gate.not_released(call, self.veto.decide(call), request)
-            decision = self.veto.decide(call)
-            if decision.effect is Effect.ALLOW or not decision.enforced:
-                return None
+                return _gate.not_released(call, decision, request)
+            if decision.effect is Effect.REQUIRE_APPROVAL and not can_pause:
+                return None  # the body gate waits for it, or refuses it
         except Exception as exc:
             return _gate.error(call.tool, exc)
         verdict, auth = _gate.authorize(self.veto, call)
@@ -258,16 +258,21 @@ class VetoGuard:
             return None
         return verdict
 
-    def after_sdk_approval(self, call: ToolCall) -> Verdict:
-        """The guardrail right before the body of a call the SDK approved: it runs only
-        if the policy allows it, or its Veto request is APPROVED and consumed now."""
+    def at_body(self, call: ToolCall, *, sdk_approved: bool, nested: bool) -> Verdict:
+        """The body gate, right before the tool body: runs only if allowed now (and
+        recorded), or the call's Veto request is APPROVED and consumed now."""
         try:
-            request = self.veto.find_approval(call)
-        except Exception as exc:
-            return _gate.error(call.tool, exc)
-        if request is None:  # no Veto request: decided fresh (the SDK approval is no release)
-            return self.fresh(call, paused=True)
+            allowed = self.veto.decide(call).effect is Effect.ALLOW
+        except Exception:
+            allowed = False  # recorded below, failing closed with the reason
+        # An allowed call has nothing to release: decide and record it (one store write);
+        # only a call that is not allowed now may have an approval to consume.
+        request = None if allowed else _find(self.veto, call)
+        if request is None:
+            return self.fresh(call, sdk_approved=sdk_approved, nested=nested)
         try:
+            if self.approvals == "wait" and _gate.state_name(request) == "pending":
+                self.veto.approvals.wait(request.id, self.wait_timeout)
             if self.veto.check_approval(call):
                 return Verdict(
                     run=True,
@@ -286,28 +291,41 @@ class VetoGuard:
             )
         note = ""
         if _gate.state_name(current) == "pending":
-            note = "; it was approved in the SDK only, which does not release a Veto-governed call"
-            self._cancel(current, "the run went on: the call was approved in the SDK only")
+            note = (
+                "; it was approved in the SDK only, which does not release a Veto-governed call"
+                if sdk_approved
+                else "; the run went on without pausing for it"
+            )
+            self._cancel(current, "the run went on: the call was not approved in Veto")
+            with contextlib.suppress(Exception):
+                current = self.veto.approvals.get(request.id)
         return _gate.not_released(call, decision, current, note)
 
-    def fresh(self, call: ToolCall, *, paused: bool = False) -> Verdict:
-        """The guardrail right before the body of a call that did not pause: decide and
-        record now; in ``wait`` mode block for a required approval."""
+    def fresh(self, call: ToolCall, *, sdk_approved: bool = False, nested: bool = False) -> Verdict:
+        """Decide and record now; in ``wait`` mode block for a required approval."""
         if self.approvals == "wait":
             return _gate.authorize_and_wait(self.veto, call, self.wait_timeout)
         verdict, auth = _gate.authorize(self.veto, call)
         if verdict.run or auth is None or auth.decision.effect is not Effect.REQUIRE_APPROVAL:
             return verdict
-        why = (
-            "; the SDK approval alone does not release it"
-            if paused
-            else "; the run did not pause for it (is the tool's needs_approval intact?)"
-        )
+        if nested:
+            why = (
+                "; it was called by an agent run inside a tool (Agent.as_tool), which "
+                "cannot pause for approval (guard with approvals='wait' to wait for it)"
+            )
+        elif sdk_approved:
+            why = "; the SDK approval alone does not release it"
+        else:
+            why = "; the run did not pause for it (is the tool's needs_approval intact?)"
         if auth.approval is not None and _gate.state_name(auth.approval) == "pending":
             self._cancel(auth.approval, "the run went on without pausing for this call")
             with contextlib.suppress(Exception):
                 auth = dataclasses.replace(auth, approval=self.veto.approvals.get(auth.approval.id))
         return _gate.not_released(call, auth.decision, auth.approval, why)
+
+    # Kept for callers of the 0.1 API: the body gate after an SDK approval.
+    def after_sdk_approval(self, call: ToolCall) -> Verdict:
+        return self.at_body(call, sdk_approved=True, nested=False)
 
     def _cancel(self, request: Any, reason: str) -> None:
         with contextlib.suppress(Exception):
@@ -322,6 +340,94 @@ class VetoGuard:
             verdict.reason, output_info=verdict.info()
         )
 
+    # --- what runs at run time --------------------------------------------------------------
+
+    def _cached(
+        self, original: Any, key: tuple[int, str | None, bool], make: Callable[[], Any]
+    ) -> Any:
+        with self._lock:
+            hit = self._copies.get(key)
+            if hit is not None and hit[0] is original:
+                return hit[1]
+        made = make()
+        with self._lock:
+            if len(self._copies) >= _COPIES_MAX:  # tools made per call: don't grow forever
+                self._copies.clear()
+            self._copies[key] = (original, made)
+        return made
+
+    def runtime_tools(
+        self,
+        tools: Iterable[Any],
+        *,
+        agent_name: str | None,
+        run_context: RunContextWrapper[Any] | None,
+        nested: bool = False,
+    ) -> list[Any]:
+        """``tools`` as a guarded agent hands them to the SDK for one turn: every
+        function tool guarded (a copy made once per original), hosted MCP tools governed,
+        other hosted tools decided for this run's principal."""
+        out: list[Any] = []
+        for tool in tools:
+            if isinstance(tool, FunctionTool):
+                if _is_guarded_by(tool, self, nested):
+                    out.append(tool)
+                    continue
+                name = mcp_canonical_name(self, tool.name, getattr(tool, "_tool_origin", None))
+                out.append(
+                    self._cached(
+                        tool,
+                        (id(tool), agent_name, nested),
+                        functools.partial(
+                            _guard_function_tool,
+                            tool,
+                            self,
+                            canonical=name,
+                            agent_name=agent_name,
+                            nested=nested,
+                        ),
+                    )
+                )
+            elif isinstance(tool, HostedMCPTool):
+                if getattr(tool, "_veto_guard", None) is self:
+                    out.append(tool)
+                else:
+                    out.append(
+                        self._cached(
+                            tool,
+                            (id(tool), agent_name, nested),
+                            functools.partial(_guard_hosted_mcp, tool, self, agent_name),
+                        )
+                    )
+            elif _keep_ungoverned(
+                tool, self, agent_name, run_context.context if run_context else None
+            ):
+                out.append(tool)
+        return out
+
+    def guarded_agent(self, agent: Any) -> Any:
+        """A guarded copy of a handoff target (one per original agent)."""
+        if not isinstance(agent, Agent) or guard_of(agent) is self:
+            return agent
+        return self._cached(agent, (id(agent), None, False), lambda: _guard_agent(agent, self, {}))
+
+    def guarded_handoff(self, item: Any) -> Any:
+        if isinstance(item, Agent):
+            return self.guarded_agent(item)
+        if isinstance(item, Handoff) and getattr(item, "_veto_guard", None) is not self:
+            return self._cached(item, (id(item), None, False), lambda: _guard_handoff(item, self))
+        return item
+
+
+def _find(veto: Veto, call: ToolCall) -> Any:
+    """The call's approval request, or None; a store that cannot be read is None here:
+    the caller then records the decision, which fails closed with the store's reason
+    (``audit unavailable``) and never releases a call without an APPROVED request."""
+    try:
+        return veto.find_approval(call)
+    except Exception:
+        return None
+
 
 def _open(request: Any) -> bool:
     """A request that may still release its call: pending, or approved and unused."""
@@ -331,7 +437,7 @@ def _open(request: Any) -> bool:
     return state == "pending" or (state == "approved" and request.consumed_at is None)
 
 
-# --- the guardrail and the tool copies -----------------------------------------------------
+# --- the guardrail, the body gate and the tool copies -----------------------------------------
 
 
 @dataclass
@@ -342,17 +448,60 @@ class VetoToolGuardrail(ToolInputGuardrail[Any]):
     tool: str = field(default="", kw_only=True)  # canonical name
     agent_name: str | None = field(default=None, kw_only=True)
     original_needs_approval: _NeedsApproval = field(default=False, kw_only=True)
+    original_invoker: Any = field(default=None, kw_only=True)
+    nested: bool = field(default=False, kw_only=True)
+
+
+# While a guarded tool body runs, agents run inside it (``Agent.as_tool``, or any
+# ``Runner.run`` in a tool) have their tools guarded with the same guard.
+_SCOPE: ContextVar[VetoGuard | None] = ContextVar("veto_openai_scope", default=None)
+
+
+def _approval_status(ctx: Any) -> bool | None:
+    """The SDK's approval status of the call (True: ``state.approve``); None when it
+    has none or cannot say. Only used to tell the moments apart and for messages: a
+    True never releases a call by itself."""
+    try:
+        status = ctx.is_tool_approved(ctx.tool_name, ctx.tool_call_id)
+        if status is None:
+            status = ctx.get_approval_status(
+                ctx.tool_name, ctx.tool_call_id, tool_namespace=getattr(ctx, "tool_namespace", None)
+            )
+    except Exception:
+        return None
+    return status if isinstance(status, bool) else None
 
 
 def _make_guardrail(
-    guard: VetoGuard, canonical: str, agent_name: str | None, original: _NeedsApproval
+    guard: VetoGuard,
+    canonical: str,
+    agent_name: str | None,
+    original: _NeedsApproval,
+    schema: ArgumentSchema,
+    *,
+    nested: bool,
+    original_invoker: Any,
 ) -> VetoToolGuardrail:
     async def veto_guardrail(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
+        ctx = data.context
         try:
-            verdict = await _check(guard, canonical, agent_name, data)
+            call = guard.build_call(
+                canonical,
+                ctx.tool_arguments,
+                tool_call_id=ctx.tool_call_id,
+                run_context=ctx.context,
+                agent_name=agent_name or getattr(data.agent, "name", None),
+                schema=schema,
+            )
+            status = _approval_status(ctx)
+            verdict: Verdict | None = None
+            if status is None:  # before the pause, or the body of a call that did not pause
+                verdict = guard.at_guardrail(
+                    call, can_pause=guard.approvals == "resume" and not nested
+                )
         except Exception as exc:  # fail closed, whatever happened
             verdict = _gate.error(canonical, exc)
-        return guard.output(verdict)
+        return guard.output(verdict or Verdict(run=True, outcome="pending", reason=""))
 
     return VetoToolGuardrail(
         guardrail_function=veto_guardrail,
@@ -361,72 +510,82 @@ def _make_guardrail(
         tool=canonical,
         agent_name=agent_name,
         original_needs_approval=original,
+        original_invoker=original_invoker,
+        nested=nested,
     )
 
 
-async def _check(
-    guard: VetoGuard, canonical: str, bound_agent: str | None, data: ToolInputGuardrailData
-) -> Verdict:
-    ctx = data.context
-    agent_name = bound_agent or getattr(data.agent, "name", None)
-    try:
-        call = guard.build_call(
-            canonical,
-            ctx.tool_arguments,
-            tool_call_id=ctx.tool_call_id,
-            run_context=ctx.context,
-            agent_name=agent_name,
-        )
-    except Exception as exc:
-        return _gate.error(canonical, exc)
-    asked = bool(guard._asked) and guard._pop_asked(
-        (canonical, str(ctx.tool_call_id), args_key(call.args))
-    )
-    status = ctx.get_approval_status(
-        ctx.tool_name, ctx.tool_call_id, tool_namespace=ctx.tool_namespace
-    )
-    if status is None and asked:
-        verdict = guard.before_pause(call)
-        if verdict is None:
-            return Verdict(run=True, outcome="pending", reason="")  # the SDK pauses now
-        return verdict
-    if status is True:
-        if guard.approvals == "wait":  # may block for a fresh approval: keep the loop free
-            return await asyncio.to_thread(guard.after_sdk_approval, call)
-        return guard.after_sdk_approval(call)
-    if guard.approvals == "wait":
-        return await asyncio.to_thread(guard.fresh, call)
-    return guard.fresh(call)
+def _make_body_gate(
+    guard: VetoGuard,
+    canonical: str,
+    agent_name: str | None,
+    schema: ArgumentSchema,
+    invoke: _Invoker,
+    guardrail: VetoToolGuardrail,
+    *,
+    nested: bool,
+) -> _Invoker:
+    async def veto_body_gate(ctx: ToolContext[Any], input: str) -> Any:
+        try:
+            call = guard.build_call(
+                canonical,
+                input,
+                tool_call_id=getattr(ctx, "tool_call_id", None),
+                run_context=getattr(ctx, "context", None),
+                agent_name=agent_name or getattr(getattr(ctx, "agent", None), "name", None),
+                schema=schema,
+            )
+            sdk_approved = _approval_status(ctx) is True
+            if guard.approvals == "wait":  # may block: keep the event loop free
+                verdict = await asyncio.to_thread(
+                    guard.at_body, call, sdk_approved=sdk_approved, nested=nested
+                )
+            else:
+                verdict = guard.at_body(call, sdk_approved=sdk_approved, nested=nested)
+        except Exception as exc:  # fail closed, whatever happened
+            verdict = _gate.error(canonical, exc)
+        if not verdict.run:
+            out = guard.output(verdict)
+            if guard.on_deny == "raise":
+                raise ToolInputGuardrailTripwireTriggered(guardrail=guardrail, output=out)
+            return verdict.reason
+        token = _SCOPE.set(guard)
+        try:
+            return await invoke(ctx, input)
+        finally:
+            _SCOPE.reset(token)
+
+    return veto_body_gate
 
 
 def _make_needs_approval(
-    guard: VetoGuard, canonical: str, agent_name: str | None, original: _NeedsApproval
+    guard: VetoGuard,
+    canonical: str,
+    agent_name: str | None,
+    original: _NeedsApproval,
+    schema: ArgumentSchema,
+    *,
+    nested: bool,
 ) -> Callable[[RunContextWrapper[Any], dict[str, Any], str], Awaitable[bool]]:
     async def veto_needs_approval(
         run_context: RunContextWrapper[Any], params: dict[str, Any], call_id: str
     ) -> bool:
         need = False
-        key: tuple[str, str, str] | None = None
-        try:
-            call = guard.build_call(
-                canonical,
-                params,
-                tool_call_id=call_id,
-                run_context=run_context.context,
-                agent_name=agent_name,
-            )
-            need = guard.decide_needs_approval(call)
-            if need or guard._asked:
-                key = (canonical, str(call_id), args_key(call.args))
-        except Exception:
-            need = False  # the guardrail decides again and refuses (fail closed)
+        if not nested:  # a nested run cannot pause: its calls wait or are refused
+            try:
+                call = guard.build_call(
+                    canonical,
+                    params,
+                    tool_call_id=call_id,
+                    run_context=run_context.context,
+                    agent_name=agent_name,
+                    schema=schema,
+                )
+                need = guard.decide_needs_approval(call)
+            except Exception:
+                need = False  # the guardrail and the body gate refuse it (fail closed)
         if not need and original is not False:
             need = await evaluate_needs_approval_setting(original, run_context, params, call_id)
-            if need and key is None:
-                with contextlib.suppress(Exception):
-                    key = (canonical, str(call_id), args_key(parse_arguments(params)))
-        if key is not None:
-            guard._remember(key, need)
         return need
 
     return veto_needs_approval
@@ -439,16 +598,38 @@ def _veto_guardrail_of(tool: FunctionTool) -> VetoToolGuardrail | None:
     return None
 
 
+def _is_guarded_by(tool: FunctionTool, guard: VetoGuard, nested: bool) -> bool:
+    g = _veto_guardrail_of(tool)
+    return g is not None and g.guard is guard and (g.nested or not nested)
+
+
 def _guard_function_tool(
-    tool: FunctionTool, guard: VetoGuard, *, canonical: str | None, agent_name: str | None
+    tool: FunctionTool,
+    guard: VetoGuard,
+    *,
+    canonical: str | None,
+    agent_name: str | None,
+    nested: bool = False,
 ) -> FunctionTool:
     previous = _veto_guardrail_of(tool)
     others = [g for g in (tool.tool_input_guardrails or ()) if not isinstance(g, VetoToolGuardrail)]
     original = previous.original_needs_approval if previous else tool.needs_approval
+    invoke: _Invoker = previous.original_invoker if previous else tool.on_invoke_tool
     name = canonical or guard.tool_names.canonical(tool.name)
+    schema = ArgumentSchema(tool.params_json_schema)
     new = copy.copy(tool)
-    new.tool_input_guardrails = [_make_guardrail(guard, name, agent_name, original), *others]
-    new.needs_approval = _make_needs_approval(guard, name, agent_name, original)
+    if previous is None:
+        invoke = new.on_invoke_tool  # the SDK may rebind its invoker to the copy
+    guardrail = _make_guardrail(
+        guard, name, agent_name, original, schema, nested=nested, original_invoker=invoke
+    )
+    new.tool_input_guardrails = [guardrail, *others]
+    new.needs_approval = _make_needs_approval(
+        guard, name, agent_name, original, schema, nested=nested
+    )
+    new.on_invoke_tool = _make_body_gate(
+        guard, name, agent_name, schema, invoke, guardrail, nested=nested
+    )
     return new
 
 
@@ -462,6 +643,7 @@ def guard_tool(tool: FunctionTool, veto: Veto | VetoGuard, **options: Any) -> Fu
     guard = veto if isinstance(veto, VetoGuard) else VetoGuard(veto, **options)
     if not isinstance(tool, FunctionTool):
         raise TypeError(f"guard_tool takes a FunctionTool, got {type(tool).__name__}")
+    _install_scope_hook()
     return _guard_function_tool(tool, guard, canonical=None, agent_name=_agent_name(agent))
 
 
@@ -470,7 +652,8 @@ def guard_tools(tools: Iterable[Any], veto: Veto | VetoGuard, **options: Any) ->
     per call, other tools kept or dropped by ``hosted_tools`` (see :class:`VetoGuard`)."""
     agent = options.pop("agent", None)
     guard = veto if isinstance(veto, VetoGuard) else VetoGuard(veto, **options)
-    return _guard_tool_list(list(tools), guard, _agent_name(agent))
+    _install_scope_hook()
+    return _guard_tool_list(list(tools), guard, _agent_name(agent), decide_hosted=True)
 
 
 def _agent_name(agent: Any) -> str | None:
@@ -480,15 +663,17 @@ def _agent_name(agent: Any) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _guard_tool_list(tools: list[Any], guard: VetoGuard, agent_name: str | None) -> list[Any]:
+def _guard_tool_list(
+    tools: list[Any], guard: VetoGuard, agent_name: str | None, *, decide_hosted: bool
+) -> list[Any]:
     out: list[Any] = []
     for tool in tools:
         if isinstance(tool, FunctionTool):
             out.append(_guard_function_tool(tool, guard, canonical=None, agent_name=agent_name))
         elif isinstance(tool, HostedMCPTool):
             out.append(_guard_hosted_mcp(tool, guard, agent_name))
-        elif _keep_ungoverned(tool, guard, agent_name):
-            out.append(tool)
+        elif not decide_hosted or _keep_ungoverned(tool, guard, agent_name, None):
+            out.append(tool)  # a guarded agent decides it again for each run
     return out
 
 
@@ -497,8 +682,9 @@ def _tool_name(tool: Any) -> str:
     return name if isinstance(name, str) and name else type(tool).__name__
 
 
-def _keep_ungoverned(tool: Any, guard: VetoGuard, agent_name: str | None) -> bool:
-    """A tool the SDK gives Veto no per-call hook for: keep it only if configured so."""
+def _keep_ungoverned(tool: Any, guard: VetoGuard, agent_name: str | None, run_context: Any) -> bool:
+    """A tool the SDK gives Veto no per-call hook for: keep it only if configured so,
+    or if the policy allows this run's principal a call to it."""
     name = guard.tool_names.canonical(_tool_name(tool))
     if guard.hosted_tools == "keep":
         log.warning("veto-openai: tool %r is kept UNGOVERNED (hosted_tools='keep')", name)
@@ -508,7 +694,7 @@ def _keep_ungoverned(tool: Any, guard: VetoGuard, agent_name: str | None) -> boo
         return False
     try:
         call = guard.build_call(
-            name, {}, tool_call_id=None, run_context=None, agent_name=agent_name
+            name, {}, tool_call_id=None, run_context=run_context, agent_name=agent_name
         )
         decision = guard.veto.decide(call)
     except Exception as exc:
@@ -519,7 +705,7 @@ def _keep_ungoverned(tool: Any, guard: VetoGuard, agent_name: str | None) -> boo
             "veto-openai: tool %r kept: the policy allows it (its calls are not checked)", name
         )
         return True
-    log.warning(
+    log.info(
         "veto-openai: tool %r removed: Veto cannot check its calls and the policy says %s (%s)",
         name,
         decision.effect.value,
@@ -557,9 +743,26 @@ def _guard_hosted_mcp(tool: HostedMCPTool, guard: VetoGuard, agent_name: str | N
             return {"approve": True}
         return {"approve": False, "reason": verdict.reason}
 
-    return dataclasses.replace(
+    new = dataclasses.replace(
         tool, tool_config=cast(Any, config), on_approval_request=on_approval_request
     )
+    object.__setattr__(new, "_veto_guard", guard)
+    return new
+
+
+# --- handoffs ----------------------------------------------------------------------------------
+
+
+def _guard_handoff(item: Handoff[Any, Any], guard: VetoGuard) -> Handoff[Any, Any]:
+    """A copy of a ``handoff()`` whose target agent is guarded when the run hands off."""
+    invoke = item.on_invoke_handoff
+
+    async def on_invoke_handoff(ctx: RunContextWrapper[Any], input_json: str) -> Any:
+        return guard.guarded_agent(await invoke(ctx, input_json))
+
+    new = dataclasses.replace(item, on_invoke_handoff=on_invoke_handoff)
+    object.__setattr__(new, "_veto_guard", guard)
+    return new
 
 
 # --- agents ----------------------------------------------------------------------------------
@@ -568,20 +771,25 @@ def _guard_hosted_mcp(tool: HostedMCPTool, guard: VetoGuard, agent_name: str | N
 def guard_agent(agent: Agent[Any], veto: Veto | VetoGuard, **options: Any) -> Agent[Any]:
     """A copy of ``agent`` whose tool calls Veto decides (the original is untouched).
 
-    - every ``FunctionTool`` is a copy with the Veto guardrail and ``needs_approval``;
+    - every ``FunctionTool`` is a copy with the Veto guardrail, ``needs_approval`` and
+      the body gate; so are tools added to the copy later (``agent.tools.append``,
+      ``agent.clone(tools=...)``): the copy guards what the SDK gets on every turn;
     - tools of the agent's ``mcp_servers`` (listed by the SDK at run time) are guarded
       the same way, named ``mcp__<server>__<tool>``;
     - hosted MCP tools (``HostedMCPTool``) ask Veto on every approval request (the
       server is set to ``require_approval="always"``; a required approval waits in
       place, ``wait_timeout`` seconds at most);
-    - other hosted/local tools follow ``hosted_tools`` (see :class:`VetoGuard`);
-    - ``handoffs`` to ``Agent`` objects are guarded recursively (``Handoff`` objects
-      built with ``handoff()`` are kept: their target agent is theirs to guard).
+    - other hosted/local tools follow ``hosted_tools``, decided for each run's principal;
+    - handoffs (``Agent`` objects and ``handoff()`` objects) lead to guarded agents;
+    - agents used as tools (``Agent.as_tool``), and any agent run inside a guarded tool,
+      have their tools decided under the same guard (a required approval in there
+      cannot pause the outer run: it waits with ``approvals="wait"``, else is refused).
 
     ``options`` are :class:`VetoGuard`'s. Run it with :func:`run_config` so approvals
     are recorded when the run pauses.
     """
     guard = veto if isinstance(veto, VetoGuard) else VetoGuard(veto, **options)
+    _install_scope_hook()
     return _guard_agent(agent, guard, {})
 
 
@@ -594,14 +802,20 @@ def _guard_agent(agent: Agent[Any], guard: VetoGuard, seen: dict[int, Agent[Any]
     cls = type(
         f"Veto{base_cls.__name__}",
         (base_cls,),
-        {"__veto_guard__": guard, "__veto_base__": base_cls, "get_mcp_tools": _guarded_mcp_tools},
+        {
+            "__veto_guard__": guard,
+            "__veto_base__": base_cls,
+            "get_mcp_tools": _guarded_mcp_tools,
+            "get_all_tools": _guarded_all_tools,
+        },
     )
     new = copy.copy(agent)
     new.__class__ = cls
     seen[id(agent)] = new
-    new.tools = _guard_tool_list(list(agent.tools), guard, agent.name)
+    new.tools = _guard_tool_list(list(agent.tools), guard, agent.name, decide_hosted=False)
     new.handoffs = [
-        _guard_agent(h, guard, seen) if isinstance(h, Agent) else h for h in agent.handoffs
+        _guard_agent(h, guard, seen) if isinstance(h, Agent) else guard.guarded_handoff(h)
+        for h in agent.handoffs
     ]
     return new
 
@@ -610,14 +824,44 @@ async def _guarded_mcp_tools(self: Agent[Any], run_context: RunContextWrapper[An
     base_cls = type(self).__veto_base__  # type: ignore[attr-defined]
     tools = await base_cls.get_mcp_tools(self, run_context)
     guard: VetoGuard = type(self).__veto_guard__  # type: ignore[attr-defined]
-    out: list[Any] = []
-    for tool in tools:
-        if isinstance(tool, FunctionTool):
-            name = mcp_canonical_name(guard, tool.name, getattr(tool, "_tool_origin", None))
-            out.append(_guard_function_tool(tool, guard, canonical=name, agent_name=self.name))
-        elif _keep_ungoverned(tool, guard, self.name):
-            out.append(tool)
-    return out
+    return guard.runtime_tools(tools, agent_name=self.name, run_context=run_context)
+
+
+async def _guarded_all_tools(self: Agent[Any], run_context: RunContextWrapper[Any]) -> list[Any]:
+    """What the SDK runs this turn: the agent's tools as they are now, every one guarded;
+    handoffs added since the last turn are guarded before the SDK reads them."""
+    guard: VetoGuard = type(self).__veto_guard__  # type: ignore[attr-defined]
+    handoffs = [guard.guarded_handoff(h) for h in self.handoffs]
+    if any(a is not b for a, b in zip(handoffs, self.handoffs, strict=True)):
+        self.handoffs = handoffs
+    base_cls = type(self).__veto_base__  # type: ignore[attr-defined]
+    tools = await base_cls.get_all_tools(self, run_context)
+    return guard.runtime_tools(tools, agent_name=self.name, run_context=run_context)
+
+
+_BASE_GET_ALL_TOOLS: Any = None
+
+
+def _install_scope_hook() -> None:
+    """Once per process: ``AgentBase.get_all_tools`` guards an agent's tools while a
+    guarded tool body runs (``_SCOPE``), so an agent used as a tool, or run by hand
+    inside a tool, cannot run a tool the guard did not decide. Outside a guarded tool
+    body it is the SDK's own method, unchanged."""
+    global _BASE_GET_ALL_TOOLS
+    if _BASE_GET_ALL_TOOLS is not None:
+        return
+    _BASE_GET_ALL_TOOLS = AgentBase.get_all_tools
+
+    async def get_all_tools(self: Any, run_context: RunContextWrapper[Any]) -> list[Any]:
+        tools: list[Any] = await _BASE_GET_ALL_TOOLS(self, run_context)
+        guard = _SCOPE.get()
+        if guard is None or guard_of(self) is not None:
+            return tools
+        return guard.runtime_tools(
+            tools, agent_name=getattr(self, "name", None), run_context=run_context, nested=True
+        )
+
+    AgentBase.get_all_tools = get_all_tools  # type: ignore[method-assign]
 
 
 def mcp_canonical_name(guard: VetoGuard, name: str, origin: Any) -> str:

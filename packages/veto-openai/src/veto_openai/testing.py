@@ -32,7 +32,8 @@ class Call:
 class ScriptedModel(Model):
     """Emits ``calls`` (all in one model turn), then each batch of ``then`` in a later
     turn, then answers ``final``. ``seen`` records the tool output the model received
-    per call id (what a real model would read).
+    per call id (what a real model would read); ``tool_names`` the names of the tools
+    the model was offered, per turn.
 
     Stateless about turns (a batch is emitted while its call ids are not in the input
     yet), so a fresh instance behaves the same in a run resumed from a ``RunState``."""
@@ -44,6 +45,7 @@ class ScriptedModel(Model):
         self.final = final
         self.turns = 0
         self.seen: dict[str, str] = {}
+        self.tool_names: list[list[str]] = []
 
     async def get_response(
         self,
@@ -61,6 +63,7 @@ class ScriptedModel(Model):
         **_: Any,
     ) -> ModelResponse:
         self.turns += 1
+        self.tool_names.append([str(getattr(t, "name", type(t).__name__)) for t in tools or ()])
         items = [i for i in (input if isinstance(input, list) else []) if isinstance(i, Mapping)]
         for item in items:
             if item.get("type") == "function_call_output":
