@@ -23,7 +23,7 @@ def _tool(name: str) -> str:
     [
         ["ruff", "check", "."],
         ["ruff", "format", "--check", "."],
-        ["mypy"],  # --strict on veto_core and the adapters, configured in pyproject.toml
+        ["mypy"],  # --strict on veto_core, configured in pyproject.toml
     ],
     ids=["ruff-check", "ruff-format", "mypy-strict"],
 )
