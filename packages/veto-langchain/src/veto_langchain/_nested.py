@@ -28,17 +28,17 @@ from ._calls import ToolNames
 if TYPE_CHECKING:
     from .callbacks import NestedGuard
 
-__all__ = ["already_decided", "governing"]
+__all__ = ["finished", "governing", "start_of_decided_call"]
 
 
 @dataclass(eq=False, kw_only=True)
 class _Decided:
-    """The call an integration decided and is now running; each guard skips its start once."""
+    """The call an integration decided and is now running (possibly retried)."""
 
     veto: Veto
     tool: str
     tool_call_id: str | None
-    seen_by: set[int] = field(default_factory=set)
+    active: set[Any] = field(default_factory=set)  # LangChain run ids of its running starts
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -47,18 +47,26 @@ _DECIDED: ContextVar[_Decided | None] = ContextVar("veto_langchain_decided", def
 register_configure_hook(_GUARD, True)
 
 
-def already_decided(guard: Any, veto: Veto, tool: str, tool_call_id: str | None) -> bool:
-    """True (once per guard) for the start of the call an integration just decided."""
+def start_of_decided_call(veto: Veto, tool: str, tool_call_id: str | None, run_id: Any) -> Any:
+    """The token when this tool start *is* the call an integration just decided (its first
+    run, or a retry after the previous run ended); ``None`` otherwise. A start with the
+    same name and id while that call is running is a different, inner call: decided."""
     token = _DECIDED.get()
     if token is None or token.veto is not veto:
-        return False
+        return None
     if token.tool != tool or token.tool_call_id != tool_call_id:
-        return False
+        return None
     with token.lock:
-        if id(guard) in token.seen_by:
-            return False
-        token.seen_by.add(id(guard))
-        return True
+        if token.active and run_id not in token.active:
+            return None
+        token.active.add(run_id)
+        return token
+
+
+def finished(token: Any, run_id: Any) -> None:
+    """The decided call's run ``run_id`` ended (so a retry is the same call again)."""
+    with token.lock:
+        token.active.discard(run_id)
 
 
 @contextlib.contextmanager

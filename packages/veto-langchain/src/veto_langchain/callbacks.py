@@ -38,7 +38,7 @@ from veto_core import Principal, ToolCall, Veto
 from . import _gate
 from ._args import received_args, tool_on_stack
 from ._calls import CallDefaults, ToolNames, VetoContext, build_call
-from ._nested import already_decided
+from ._nested import finished, start_of_decided_call
 from .errors import ToolCallDenied
 
 __all__ = ["VetoCallbackHandler"]
@@ -164,26 +164,50 @@ class NestedGuard(VetoCallbackHandler):
     """Decides every tool that starts inside an already decided tool call (an agent
     used as a tool, a tool that calls tools), under the outer call's principal, run,
     env, tenant and context. Installed for the duration of the outer call by
-    :func:`governing`; never configured by hand.
+    ``_nested.governing``; never configured by hand.
 
-    The start of a call an integration on the same ``Veto`` has just decided (the outer
-    tool itself, or an inner agent's own ``VetoMiddleware`` call) is not decided twice:
-    each guard skips it once (``_nested.already_decided``).
+    The start of the call an integration on the same ``Veto`` has just decided (the
+    outer tool itself and its retries, or an inner agent's own ``VetoMiddleware``
+    call) is not decided twice (``_nested.start_of_decided_call``).
     """
 
     def __init__(self, veto: Veto, outer: ToolCall, tool_names: ToolNames) -> None:
         super().__init__(veto, tool_names=tool_names)
         self._outer = outer
         self._tool_names = tool_names
+        self._skipped: dict[Any, Any] = {}  # run id -> token of a decided call's start
+
+    def on_tool_start(
+        self, serialized: dict[str, Any], input_str: str, *, run_id: UUID, **kwargs: Any
+    ) -> Any:
+        name = str((serialized or {}).get("name") or kwargs.get("name") or "")
+        try:
+            canonical = self._tool_names.canonical(name)
+        except Exception:
+            canonical = name
+        token = start_of_decided_call(self.veto, canonical, kwargs.get("tool_call_id"), run_id)
+        if token is not None:
+            self._skipped[run_id] = token
+            return None
+        return super().on_tool_start(serialized, input_str, run_id=run_id, **kwargs)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> Any:
+        self._release(run_id)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
+        self._release(run_id)
+
+    def _release(self, run_id: UUID) -> None:
+        token = self._skipped.pop(run_id, None)
+        if token is not None:
+            finished(token, run_id)
 
     def _build(
         self, name: str, args: Any, metadata: dict[str, Any] | None, tool_call_id: str | None
     ) -> ToolCall | None:
-        canonical = self._tool_names.canonical(name)
-        if already_decided(self, self.veto, canonical, tool_call_id):
-            return None  # the outer tool itself (or an inner integration's call) starting
         if isinstance(args, str):
             args = {"input": args}
         if not isinstance(args, Mapping):
             raise TypeError(f"tool arguments must be an object, got {type(args).__name__}")
+        canonical = self._tool_names.canonical(name)
         return replace(self._outer, tool=canonical, args=dict(args), tool_call_id=tool_call_id)
