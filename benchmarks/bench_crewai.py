@@ -40,6 +40,7 @@ from crewai.hooks.tool_hooks import (
     unregister_after_tool_call_hook,
     unregister_before_tool_call_hook,
 )
+from crewai.tools import tool
 
 import veto_crewai
 from crewai import Agent
@@ -56,6 +57,17 @@ rules:
 """
 
 
+@tool("read_file")
+def _read_file(path: str) -> str:
+    """Read a file."""
+    return "x"
+
+
+# What CrewAI hands the hooks: the structured tool (the hook validates the input with its
+# schema before deciding, so that cost is measured too).
+READ_FILE = _read_file.to_structured_tool()
+
+
 def median_us(samples: list[float]) -> float:
     return statistics.median(samples) * 1e6
 
@@ -68,7 +80,7 @@ def bench_hook(veto: Veto, n: int) -> dict[str, float]:
         ctx = ToolCallHookContext(
             tool_name="read_file",
             tool_input={"path": f"/data/{i}"},
-            tool=None,
+            tool=READ_FILE,
             agent=agent,  # type: ignore[arg-type]
         )
         t0 = time.perf_counter()
@@ -97,7 +109,12 @@ def time_dispatch(agent: Any, n: int) -> list[float]:
     out = []
     for i in range(n):
         args = {"path": f"/data/d{i}"}
-        before = ToolCallHookContext(tool_name="read_file", tool_input=args, tool=None, agent=agent)  # type: ignore[arg-type]
+        before = ToolCallHookContext(
+            tool_name="read_file",
+            tool_input=args,
+            tool=READ_FILE,
+            agent=agent,  # type: ignore[arg-type]
+        )
         t0 = time.perf_counter()
         blocked = run_before_tool_call_hooks(before)
         after = ToolCallHookContext(

@@ -88,6 +88,7 @@ def main() -> None:
 
         class Req:
             tool_call = {"name": "read_file", "args": {"path": "/data/a"}, "id": "c1"}
+            tool = read_file  # the schema the arguments are validated with before deciding
             runtime = None
 
         msg = ToolMessage(content="x", tool_call_id="c1")

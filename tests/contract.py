@@ -12,7 +12,16 @@ What it proves, for one adapter in one mode (sync or async):
 - exactly one *decision* audit record per tool call (approval state changes are
   separate records), carrying the adapter's framework name, the principal and run id;
 - arguments changed after an approval are decided again: the approval for the old
-  arguments does not release the new ones, which get their own decision.
+  arguments does not release the new ones, which get their own decision;
+- the tool body checks, when it starts, that its decision record is already committed
+  (read through a second connection to the store); a body run without one fails the test;
+- the run itself raises nothing (an error the framework swallowed, a failed body check
+  or an exception out of the run fails the test), except the adapter's own refusal
+  signal (``refusal_errors``);
+- a store that fails in the middle of a write (the sink is connected and working, then
+  its INSERT fails) blocks the call;
+- a pending approval is a real pending state: the call waits, has not run while the
+  request stays pending, and runs once when it is then approved.
 
 How to use it for a new adapter (CrewAI, OpenAI Agents, ...)::
 
@@ -50,6 +59,11 @@ Hooks and knobs:
   (abstract, above). ``self.is_async`` says which path the run must take.
 - ``approval_style``: ``"wait"`` (the adapter blocks until the request is decided or
   expires) or ``"resume"`` (the run suspends and the application resumes it).
+- ``refusal_errors``: exception types by which the adapter tells the *application*
+  (not the model) that a call was refused, e.g. a callback that can only raise. Then
+  every "the model sees the reason" check reads the reason from that exception, and
+  ``refusal_ends_run = True`` says the refusal also ends the model turn (sibling calls
+  may get no result; each still runs at most once and never without a decision).
 - ``limitations``: ``{test name: why}`` for contract cases the adapter *cannot*
   satisfy by the nature of its hook point; each is marked ``xfail(strict=True)``
   with that reason (so the gap is visible, and fixing it turns the run red until
@@ -58,7 +72,9 @@ Hooks and knobs:
 
 Approvals are made through the store, as a person would: ``Human`` decides the
 requests it finds for the scripted tool call ids (``approve`` / ``reject``) as
-``alice``; ``ignore`` leaves them pending; ``expire`` waits past the deadline.
+``alice``; ``ignore`` leaves them pending; ``expire`` waits past the deadline;
+``hold`` keeps the request pending for ``HOLD_S`` seconds, checking that the tool
+has not run meanwhile, and then approves it.
 While a request is pending the tool body must not have run (checked by ``Human``).
 """
 
@@ -66,6 +82,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -80,6 +98,7 @@ from veto_core import Principal, ToolCall, Veto
 __all__ = [
     "APPROVAL_TIMEOUT_S",
     "DECISION_OUTCOMES",
+    "HOLD_S",
     "POLICY",
     "AdapterContract",
     "AgentRun",
@@ -90,6 +109,7 @@ __all__ = [
 ]
 
 APPROVAL_TIMEOUT_S = 1.0
+HOLD_S = 0.4  # how long ``hold`` keeps a request pending before approving it
 
 POLICY = f"""
 version: 1
@@ -123,13 +143,36 @@ DECISION_OUTCOMES = frozenset({"allowed", "denied", "pending_approval", "error"}
 
 
 class Counter:
-    """How many times a tool body ran (thread-safe)."""
+    """How many times a tool body ran (thread-safe), and what the body found wrong.
+
+    ``committed`` (set by the suite) returns how many committed run-permitting
+    decision records (allowed, or approval requested) the store holds for a tool and
+    arguments; the body checks it when it starts: each run needs its own record.
+    """
 
     def __init__(self) -> None:
         self._n = 0
         self._lock = threading.Lock()
+        self._by_args: dict[str, int] = {}
+        self.committed: Callable[[str, Mapping[str, Any]], int] | None = None
+        self.errors: list[str] = []
 
-    def hit(self) -> None:
+    def hit(self, tool: str = "", args: Mapping[str, Any] | None = None) -> None:
+        if self.committed is not None and args is not None:
+            key = json.dumps(dict(args), sort_keys=True, default=repr)
+            try:
+                found = self.committed(tool, args)
+            except Exception as exc:
+                found = -1
+                self.errors.append(f"{tool}({key}): the store could not be read: {exc!r}")
+            with self._lock:
+                before = self._by_args.get(key, 0)
+                self._by_args[key] = before + 1
+            if 0 <= found <= before:
+                self.errors.append(
+                    f"{tool}({key}) started without a committed decision record "
+                    f"({found} committed for {before + 1} runs)"
+                )
         with self._lock:
             self._n += 1
 
@@ -148,8 +191,8 @@ class ToolSpec:
     description: str
 
     def run(self, counter: Counter, **kwargs: Any) -> str:
-        """The tool body: count the execution and echo the argument."""
-        counter.hit()
+        """The tool body: check the decision is committed, count, echo the argument."""
+        counter.hit(self.name, kwargs)
         return f"{self.name} done: {kwargs.get(self.param)!r}"
 
 
@@ -177,7 +220,7 @@ class AgentRun:
     error: BaseException | None = None
 
 
-Action = Literal["approve", "reject", "ignore", "expire"]
+Action = Literal["approve", "reject", "ignore", "expire", "hold"]
 
 
 class Human:
@@ -216,6 +259,9 @@ class Human:
                 action = self.script[req.tool_call_id]
                 counter = self.counters.get(req.tool)
                 self.runs_while_pending[req.tool_call_id] = counter.value if counter else -1
+                if action == "hold":
+                    self._hold(req, counter)
+                    action = "approve"
                 if action in ("approve", "reject"):
                     self.veto.approvals.decide(  # type: ignore[attr-defined]
                         req.id, approver=self.approver, approve=action == "approve", via="contract"
@@ -231,6 +277,19 @@ class Human:
         except BaseException as exc:
             self.errors.append(exc)
             raise
+
+    def _hold(self, req: Any, counter: Counter | None) -> None:
+        """Keep ``req`` pending for ``HOLD_S``: the call must neither run nor be settled."""
+        deadline = time.monotonic() + HOLD_S
+        while time.monotonic() < deadline:
+            ran = counter.value if counter else 0
+            state = self.veto.approvals.get(req.id).state  # type: ignore[attr-defined]
+            if ran or str(getattr(state, "value", state)).lower() != "pending":
+                raise AssertionError(
+                    f"while its approval was pending the call ran {ran} times "
+                    f"and the request became {state}"
+                )
+            time.sleep(0.05)
 
     @contextlib.contextmanager
     def in_background(self, interval: float = 0.02) -> Iterator[None]:
@@ -258,6 +317,8 @@ class AdapterContract(abc.ABC):
     is_async: ClassVar[bool] = False
     approval_style: ClassVar[Literal["wait", "resume"]] = "wait"
     limitations: ClassVar[Mapping[str, str]] = {}
+    refusal_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    refusal_ends_run: ClassVar[bool] = False
 
     tenant: ClassVar[str] = "acme"
     env: ClassVar[str] = "prod"
@@ -270,6 +331,7 @@ class AdapterContract(abc.ABC):
     counters: dict[str, Counter]
     tools: list[Any]
     tmp_path: Path
+    db_url: str
 
     # --- hooks --------------------------------------------------------------------------
 
@@ -289,6 +351,19 @@ class AdapterContract(abc.ABC):
 
     # --- fixtures and helpers -------------------------------------------------------------
 
+    def committed_records(self, tool: str, args: Mapping[str, Any]) -> int:
+        """Run-permitting decision records for ``tool(args)`` that are committed: read
+        through a second ``Veto`` on the same database (its own connection)."""
+        reader = self.make_veto(db=self.db_url)
+        try:
+            return sum(
+                1
+                for r in reader.audit.query(tenant=self.tenant, tool=tool, limit=None)
+                if r.outcome in ("allowed", "pending_approval") and r.args == dict(args)
+            )
+        finally:
+            reader.close()
+
     @pytest.fixture(autouse=True)
     def _contract_setup(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
@@ -299,8 +374,11 @@ class AdapterContract(abc.ABC):
         monkeypatch.setenv("HOME", str(tmp_path))
         monkeypatch.delenv("VETO_DB", raising=False)
         self.tmp_path = tmp_path
-        self.veto = self.make_veto(db=f"sqlite:///{tmp_path / 'v.db'}")
+        self.db_url = f"sqlite:///{tmp_path / 'v.db'}"
+        self.veto = self.make_veto(db=self.db_url)
         self.counters = {s.name: Counter() for s in TOOL_SPECS}
+        for counter in self.counters.values():
+            counter.committed = self.committed_records
         self.tools = [self.make_tool(s, self.counters[s.name]) for s in TOOL_SPECS]
         yield
         with contextlib.suppress(Exception):
@@ -316,6 +394,10 @@ class AdapterContract(abc.ABC):
         else:
             result = self.run_agent_with_tool_calls(self.tools, calls, human=human)
         assert not human.errors, human.errors
+        body_errors = [e for c in self.counters.values() for e in c.errors]
+        assert not body_errors, body_errors
+        if result.error is not None and not isinstance(result.error, self.refusal_errors):
+            raise AssertionError(f"the run raised {result.error!r}") from result.error
         return result, human
 
     def runs(self, tool: str) -> int:
@@ -348,6 +430,41 @@ class AdapterContract(abc.ABC):
     def assert_not_tool_output(self, result: AgentRun, tool_call_id: str) -> None:
         assert " done: " not in result.observations.get(tool_call_id, "")
 
+    def assert_refused(self, result: AgentRun, tool_call_id: str, *needles: str) -> str:
+        """The refusal's reason reached the model, or (``refusal_errors`` adapters) the
+        application, in the adapter's refusal exception."""
+        if self.refusal_errors and tool_call_id not in result.observations:
+            assert isinstance(result.error, self.refusal_errors), (
+                f"{tool_call_id} was neither answered nor refused with an exception: {result}"
+            )
+            text = str(result.error)
+            for needle in needles:
+                assert needle in text, f"{needle!r} not in the refusal: {text!r}"
+            return text
+        return self.assert_saw(result, tool_call_id, *needles)
+
+    def assert_siblings_at_most_once(self, calls: Sequence[ScriptedCall], result: AgentRun) -> None:
+        """A refusal that ends the turn: every call ran at most once, never without its
+        one decision, and the refused call not at all."""
+        for call in calls:
+            records = self.decision_records(call.id)
+            assert len(records) <= 1, records
+            if call.id in result.observations and " done: " in result.observations[call.id]:
+                assert records and records[0].outcome in ("allowed", "pending_approval")
+        for name, counter in self.counters.items():
+            assert counter.value <= sum(1 for c in calls if c.tool == name)
+
+    def break_audit_inserts(self) -> None:
+        """Make the store fail in the middle of a write: the sink stays connected, and
+        its next INSERT into the audit table fails inside the database."""
+        path = self.db_url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(path)) as con:
+            con.execute(
+                "CREATE TRIGGER contract_disk_full BEFORE INSERT ON audit_records "
+                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
+            con.commit()
+
     # --- the contract -------------------------------------------------------------------
 
     def test_allowed_call_runs_once(self) -> None:
@@ -359,7 +476,7 @@ class AdapterContract(abc.ABC):
     def test_denied_call_never_runs_and_model_sees_reason(self) -> None:
         result, _ = self.run([ScriptedCall(id="c1", tool="delete_file", args={"path": "/x"})])
         assert self.runs("delete_file") == 0
-        self.assert_saw(result, "c1", "no-delete", "Deleting files is not allowed")
+        self.assert_refused(result, "c1", "no-delete", "Deleting files is not allowed")
         self.assert_one_decision("c1", "denied")
 
     def test_approved_call_runs_once_and_not_before(self) -> None:
@@ -377,7 +494,7 @@ class AdapterContract(abc.ABC):
         )
         assert human.runs_while_pending.get("c1", 0) == 0
         assert self.runs("issue_refund") == 0
-        self.assert_saw(result, "c1", "refunds-large")
+        self.assert_refused(result, "c1", "refunds-large")
         self.assert_not_tool_output(result, "c1")
         self.assert_one_decision("c1", "pending_approval")
 
@@ -387,7 +504,7 @@ class AdapterContract(abc.ABC):
         )
         assert human.handled.keys() == {"c1"}
         assert self.runs("issue_refund") == 0
-        self.assert_saw(result, "c1", "rejected", "refunds-large")
+        self.assert_refused(result, "c1", "rejected", "refunds-large")
         self.assert_one_decision("c1", "pending_approval")
 
     def test_expired_call_never_runs_and_model_sees_reason(self) -> None:
@@ -397,7 +514,7 @@ class AdapterContract(abc.ABC):
         )
         assert time.monotonic() - t0 >= APPROVAL_TIMEOUT_S * 0.9
         assert self.runs("issue_refund") == 0
-        self.assert_saw(result, "c1", "expired", "refunds-large")
+        self.assert_refused(result, "c1", "expired", "refunds-large")
         self.assert_one_decision("c1", "pending_approval")
 
     def test_exception_inside_veto_blocks_the_call(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -408,20 +525,20 @@ class AdapterContract(abc.ABC):
             monkeypatch.setattr(self.veto, name, boom, raising=False)
         result, _ = self.run([ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"})])
         assert self.runs("read_file") == 0
-        self.assert_saw(result, "c1", "engine exploded")
+        self.assert_refused(result, "c1", "engine exploded")
         self.assert_not_tool_output(result, "c1")
 
     def test_audit_store_down_blocks_the_call(self) -> None:
         self.veto = self.make_veto(db="nosuchscheme://nowhere")
         result, _ = self.run([ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"})])
         assert self.runs("read_file") == 0
-        self.assert_saw(result, "c1", "audit unavailable")
+        self.assert_refused(result, "c1", "audit unavailable")
 
     def test_condition_error_fails_closed(self) -> None:
         # path_within on a relative path is an evaluation error: an allow rule does not match.
         result, _ = self.run([ScriptedCall(id="c1", tool="read_file", args={"path": "data/a"})])
         assert self.runs("read_file") == 0
-        self.assert_saw(result, "c1", "deny")
+        self.assert_refused(result, "c1", "deny")
         self.assert_one_decision("c1", "denied")
 
     def test_parallel_calls_are_decided_one_by_one(self) -> None:
@@ -432,8 +549,11 @@ class AdapterContract(abc.ABC):
             ScriptedCall(id="c4", tool="issue_refund", args={"amount": 20}),
         ]
         result, _ = self.run(calls)
-        self.assert_saw(result, "c2", "no-delete")
+        self.assert_refused(result, "c2", "no-delete")
         assert self.runs("delete_file") == 0
+        if self.refusal_ends_run:
+            self.assert_siblings_at_most_once(calls, result)
+            return
         assert self.runs("read_file") == 2
         assert self.runs("issue_refund") == 1
         self.assert_saw(result, "c1", "read_file done: '/data/a'")
@@ -451,6 +571,11 @@ class AdapterContract(abc.ABC):
             ScriptedCall(id="c4", tool="delete_file", args={"path": "/data/a"}),
         ]
         result, _ = self.run(calls, {"c1": "approve", "c2": "reject"})
+        assert self.runs("delete_file") == 0
+        if self.refusal_ends_run:
+            assert isinstance(result.error, self.refusal_errors), result
+            self.assert_siblings_at_most_once(calls, result)
+            return
         assert self.runs("issue_refund") == 1
         assert self.runs("read_file") == 1
         assert self.runs("delete_file") == 0
@@ -481,12 +606,38 @@ class AdapterContract(abc.ABC):
             [ScriptedCall(id="c1", tool="issue_refund", args={"amount": 5000})], {"c1": "expire"}
         )
         assert self.runs("issue_refund") == 0
-        self.assert_saw(result, "c1", "refunds-large")
+        self.assert_refused(result, "c1", "refunds-large")
         records = self.decision_records("c1")
         assert len(records) == 2 and records[0].args_digest != records[1].args_digest
         assert [r.args for r in records] == [{"amount": 500}, {"amount": 5000}]
         # The approval for 500 was not used up by the 5000 call.
         assert self.veto.approvals.consume(auth.approval.id) is True  # type: ignore[attr-defined]
+
+    def test_pending_call_waits_and_has_not_run_until_approved(self) -> None:
+        t0 = time.monotonic()
+        result, human = self.run(
+            [ScriptedCall(id="c1", tool="issue_refund", args={"amount": 500})], {"c1": "hold"}
+        )
+        assert human.runs_while_pending == {"c1": 0}
+        assert human.handled.keys() == {"c1"}
+        if self.approval_style == "wait":
+            assert time.monotonic() - t0 >= HOLD_S  # the call really waited, pending
+        assert self.runs("issue_refund") == 1
+        self.assert_saw(result, "c1", "issue_refund done: 500")
+        self.assert_one_decision("c1", "pending_approval")
+
+    def test_store_failing_mid_write_blocks_the_call(self) -> None:
+        # The store works (the first call is recorded and runs)...
+        self.run([ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"})])
+        assert self.runs("read_file") == 1
+        self.assert_one_decision("c1", "allowed")
+        # ...then a write fails inside the database, on the same open connection.
+        self.break_audit_inserts()
+        result, _ = self.run([ScriptedCall(id="c2", tool="read_file", args={"path": "/data/b"})])
+        assert self.runs("read_file") == 1
+        self.assert_refused(result, "c2", "audit unavailable")
+        self.assert_not_tool_output(result, "c2")
+        assert self.decision_records("c2") == []
 
 
 def observe_text(value: Any) -> str:

@@ -27,7 +27,8 @@ def test_quickstart_example_runs_offline(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "PENDING  issue_refund({'amount': 250}) needs ['alice']" in out
+    # the decision is on what the tool receives: the schema makes the amount a float
+    assert "PENDING  issue_refund({'amount': 250.0}) needs ['alice']" in out
     assert "RAN      call-1: customer ann@example.com: gold tier" in out
     assert "BLOCKED  call-2: Veto: tool call 'send_email' was not run (denied)" in out
     assert "[no-external-mail]" in out

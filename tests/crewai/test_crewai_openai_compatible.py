@@ -1,78 +1,69 @@
-"""CrewAI's real OpenAI provider (``crewai.LLM``, native function calling over HTTP) with the
-Veto hooks installed, fully offline: a local HTTP server replays a hand-written cassette of
-OpenAI ``chat.completions`` responses and records what CrewAI sent back to the "model"."""
+"""CrewAI's real OpenAI provider (``crewai.LLM``, native function calling over HTTP) with Veto,
+fully offline: a hand-written vcrpy cassette (record mode ``none``, fake key) replays two
+OpenAI ``chat.completions`` responses, like the LangChain and OpenAI Agents adapters' provider
+tests, and vcrpy shows us what CrewAI sent back to the "model"."""
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import vcr
 from crew_helpers import make_crew, make_tool
+from vcr.request import Request
 
 import veto_crewai
 from contract import POLICY, TOOL_SPECS, Counter
 from crewai import LLM
 from veto_core import Principal, Veto
 
-CASSETTE = Path(__file__).with_name("cassettes") / "openai_chat_tool_calls.json"
+CASSETTE = Path(__file__).with_name("cassettes") / "openai_chat_tool_calls.yaml"
 
 
 class Replay:
-    def __init__(self, interactions: list[dict[str, Any]]) -> None:
-        self.interactions = interactions
-        self.requests: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
+    """The chat completions CrewAI really sent, in order (each body as JSON).
 
-    def next(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        with self.lock:
-            i = len(self.requests)
-            self.requests.append({"path": path, "body": body})
-            want = self.interactions[min(i, len(self.interactions) - 1)]
-        assert want["request"]["path"] == path, (want, path)
-        return want["response"]  # type: ignore[no-any-return]
+    vcrpy hands every request to ``keep`` (several times: matching, playing; and the
+    cassette's own entries, which have no body). CrewAI's token counter also calls
+    ``/v1/responses/input_tokens``; the cassette has no answer for it, so vcrpy refuses
+    it and CrewAI falls back to its approximate count: no network either way.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self._last: bytes | None = None
+
+    def keep(self, request: Request) -> Request:
+        body = request.body or b""
+        if request.path == "/v1/chat/completions" and body and body != self._last:
+            self._last = body
+            self.requests.append({"path": request.path, "body": json.loads(body)})
+        return request
 
 
 @pytest.fixture
-def replay(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Replay, str]]:
-    data = json.loads(CASSETTE.read_text())
-    rep = Replay(data["interactions"])
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
-            payload = json.dumps(rep.next(self.path, body)).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+def replay(monkeypatch: pytest.MonkeyPatch) -> Iterator[Replay]:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-offline-test")
-    try:
-        yield rep, f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    rep = Replay()
+    recorder = vcr.VCR(
+        record_mode="none",
+        match_on=["method", "scheme", "host", "path"],
+        before_record_request=rep.keep,
+    )
+    with recorder.use_cassette(str(CASSETTE)) as cassette:
+        yield rep
+        assert cassette.all_played and cassette.play_count == 2
 
 
 @pytest.mark.parametrize("mode", ["install", "guard_tools"])
 def test_openai_provider_path_model_sees_veto_reason(
-    replay: tuple[Replay, str], tmp_path: Path, mode: str
+    replay: Replay, tmp_path: Path, mode: str
 ) -> None:
-    rep, base_url = replay
+    rep = replay
     veto = Veto.from_yaml(POLICY, env="prod", tenant="acme", db=f"sqlite:///{tmp_path / 'v.db'}")
     counters = {s.name: Counter() for s in TOOL_SPECS}
     tools = [make_tool(s, counters[s.name]) for s in TOOL_SPECS]
@@ -82,7 +73,7 @@ def test_openai_provider_path_model_sees_veto_reason(
         tools = veto_crewai.guard_tools(
             tools, veto, principal=Principal(user="u1"), run_id="r-openai"
         )
-    llm = LLM(model="gpt-4o-mini", base_url=base_url, api_key="sk-offline-test", max_retries=0)
+    llm = LLM(model="gpt-4o-mini", api_key="sk-offline-test", max_retries=0)
     out = make_crew(llm, tools).kickoff()  # type: ignore[arg-type]
     assert "not allowed" in out.raw
 

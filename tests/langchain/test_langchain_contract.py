@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from langchain.agents import create_agent
 from langgraph.checkpoint.memory import InMemorySaver
@@ -14,7 +14,7 @@ from langgraph.types import Command
 from lc_helpers import invoke, make_tool, observations, run_agent, scripted_model
 
 from contract import AdapterContract, AgentRun, Counter, Human, ScriptedCall, ToolSpec
-from veto_langchain import VetoCallbackHandler, VetoMiddleware, guard_tools
+from veto_langchain import ToolCallDenied, VetoCallbackHandler, VetoMiddleware, guard_tools
 
 
 class LangChainContract(AdapterContract):
@@ -114,30 +114,14 @@ class TestGuardToolsAsync(GuardTools):
 
 # --- VetoCallbackHandler: can stop a call, cannot answer the model ----------------------------
 
-_RAISES = (
-    "a callback can only stop a call by raising from on_tool_start (raise_error=True): "
-    "the agent run ends with ToolCallDenied, so the model never receives the reason "
-    "(the application does; see test_langchain_tools_callbacks.py)"
-)
-_PARALLEL = (
-    _RAISES + "; and the exception aborts the whole tool step, so sibling calls of the same "
-    "model turn get no result either"
-)
-
 
 class CallbackHandler(LangChainContract):
-    limitations: ClassVar[dict[str, str]] = {
-        "test_denied_call_never_runs_and_model_sees_reason": _RAISES,
-        "test_pending_call_never_runs_and_model_sees_reason": _RAISES,
-        "test_rejected_call_never_runs_and_model_sees_reason": _RAISES,
-        "test_expired_call_never_runs_and_model_sees_reason": _RAISES,
-        "test_exception_inside_veto_blocks_the_call": _RAISES,
-        "test_audit_store_down_blocks_the_call": _RAISES,
-        "test_condition_error_fails_closed": _RAISES,
-        "test_changed_arguments_are_decided_again": _RAISES,
-        "test_parallel_calls_are_decided_one_by_one": _PARALLEL,
-        "test_parallel_calls_with_approvals_are_decided_one_by_one": _PARALLEL,
-    }
+    # A callback stops a call by raising from on_tool_start (raise_error=True): the
+    # application gets ToolCallDenied with the reason, the model gets nothing, and the
+    # exception ends the tool step (siblings of the same turn may get no result). The
+    # contract still checks, positively, that a refused call's body ran zero times.
+    refusal_errors = (ToolCallDenied,)
+    refusal_ends_run = True
 
     def run_agent_with_tool_calls(
         self, tools: Sequence[Any], calls: Sequence[ScriptedCall], *, human: Human

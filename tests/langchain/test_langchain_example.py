@@ -18,7 +18,8 @@ def test_quickstart_example_runs_offline(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "PAUSED   issue_refund({'amount': 250}) needs ['alice']" in out
+    # the decision is on what the tool receives: the schema makes the amount a float
+    assert "PAUSED   issue_refund({'amount': 250.0}) needs ['alice']" in out
     assert "RAN      lookup_customer: customer ann@example.com" in out
     assert "BLOCKED  send_email: " in out and "[no-external-mail]" in out
     assert "RAN      issue_refund: refunded 250.00" in out

@@ -15,6 +15,10 @@ How the hooks keep a blocked call blocked (verified on crewai 1.15):
   an approval wait never blocks the event loop; if a hook ever runs on an event-loop
   thread, approvals are refused rather than waited for (see ``_gate.check``).
 
+The decision is made on the arguments the tool body will receive: the hook validates
+``tool_input`` with the tool's ``args_schema`` the way ``BaseTool.run`` does after the
+hooks (pydantic's lax coercions included), and refuses input the schema rejects.
+
 Register ``install()`` **after** any hook that edits ``tool_input`` in place: CrewAI
 runs before-hooks in registration order, and an edit made after Veto decided is not
 decided. (``guard_tools`` decides inside the tool, with the arguments it really gets.)
@@ -31,6 +35,7 @@ from typing import Any
 from veto_core import Principal, Veto
 
 from . import _gate
+from ._args import received_args
 from ._calls import CallInput, RoleMap, Settings, ToolNameMap, build_call, call_site
 from .tools import GuardedTool
 
@@ -93,11 +98,13 @@ class VetoHooks:
         tool_name = getattr(ctx, "tool_name", None)
         site = call_site(tool_name)
         try:
+            tool = getattr(ctx, "tool", None)
+            tool = getattr(tool, "_original_tool", None) or tool
             call = build_call(
                 self.settings,
                 CallInput(
                     tool_name=tool_name,  # type: ignore[arg-type]
-                    args=getattr(ctx, "tool_input", None),
+                    args=received_args(tool, getattr(ctx, "tool_input", None)),
                     agent=getattr(ctx, "agent", None) or site.agent,
                     crew=getattr(ctx, "crew", None) or site.crew,
                     task=getattr(ctx, "task", None) or site.task,

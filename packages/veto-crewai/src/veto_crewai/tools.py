@@ -14,6 +14,7 @@ from pydantic import ConfigDict, PrivateAttr
 from veto_core import Principal, Veto
 
 from . import _gate
+from ._args import received_args
 from ._calls import CallInput, CallSite, RoleMap, Settings, ToolNameMap, build_call, call_site
 from .errors import ToolCallDenied
 
@@ -74,7 +75,7 @@ class GuardedTool(BaseTool):
                 self._settings,
                 CallInput(
                     tool_name=self.name,
-                    args=self._arguments(args, kwargs),
+                    args=received_args(self.inner, self._arguments(args, kwargs)),
                     agent=site.agent,
                     crew=site.crew,
                     task=site.task,

@@ -14,7 +14,9 @@ from langgraph.types import Command, interrupt
 from veto_core import Effect, Principal, ToolCall, Veto
 
 from . import _gate
+from ._args import received_args
 from ._calls import CallDefaults, ToolNames, VetoContext, build_call, has_checkpointer
+from ._nested import governing
 from .errors import ToolCallDenied
 
 __all__ = ["VetoMiddleware"]
@@ -117,7 +119,11 @@ class VetoMiddleware(AgentMiddleware):
         else:
             verdict = _gate.authorize_and_wait(self.veto, call, self.approval_timeout)
         if verdict.run:
-            return handler(request)
+            try:
+                with governing(self.veto, call, self._defaults.tool_names):
+                    return handler(request)
+            except ToolCallDenied as exc:  # a tool inside this one was refused
+                return self._blocked(request, _inner_refusal(exc), call)
         return self._blocked(request, verdict, call)
 
     async def awrap_tool_call(
@@ -146,7 +152,11 @@ class VetoMiddleware(AgentMiddleware):
                 _gate.authorize_and_wait, self.veto, call, self.approval_timeout
             )
         if verdict.run:
-            return await handler(request)
+            try:
+                with governing(self.veto, call, self._defaults.tool_names):
+                    return await handler(request)
+            except ToolCallDenied as exc:  # a tool inside this one was refused
+                return self._blocked(request, _inner_refusal(exc), call)
         return self._blocked(request, verdict, call)
 
     # --- steps --------------------------------------------------------------------------
@@ -159,7 +169,7 @@ class VetoMiddleware(AgentMiddleware):
             return build_call(
                 self._defaults,
                 name=name,  # type: ignore[arg-type]
-                args=tc.get("args"),
+                args=received_args(getattr(request, "tool", None), tc.get("args")),
                 tool_call_id=tc.get("id"),
                 config=getattr(runtime, "config", None),
                 runtime_context=getattr(runtime, "context", None),
@@ -260,3 +270,13 @@ class VetoMiddleware(AgentMiddleware):
             name=name,
             status="error",
         )
+
+
+def _inner_refusal(exc: ToolCallDenied) -> _gate.Verdict:
+    return _gate.Verdict(
+        run=False,
+        outcome=exc.outcome,
+        reason=f"a tool call inside this one ({exc.tool}) was not run: {exc.reason}",
+        decision=exc.decision,
+        approval_id=exc.approval_id,
+    )

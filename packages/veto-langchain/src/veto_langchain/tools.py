@@ -14,7 +14,9 @@ from pydantic import ConfigDict, PrivateAttr
 from veto_core import Principal, ToolCall, Veto
 
 from . import _gate
+from ._args import received_args
 from ._calls import CallDefaults, ToolNames, VetoContext, build_call
+from ._nested import governing
 from .errors import ToolCallDenied
 
 __all__ = ["GuardedTool", "guard_tool", "guard_tools"]
@@ -57,9 +59,7 @@ class GuardedTool(BaseTool):
         self, tool_input: Any, config: Mapping[str, Any] | None, tool_call_id: str | None
     ) -> tuple[_gate.Verdict, ToolCall | None]:
         try:
-            args = tool_input
-            if isinstance(tool_input, dict):
-                args = self.inner._filter_injected_args(tool_input)
+            args = received_args(self.inner, tool_input)
             configurable = (config or {}).get("configurable") or {}
             runtime = configurable.get("__pregel_runtime")
             call = build_call(
@@ -99,17 +99,29 @@ class GuardedTool(BaseTool):
         config = kwargs.get("config")
         tool_call_id = kwargs.get("tool_call_id")
         verdict, call = self._check(tool_input, config, tool_call_id)
-        if not verdict.run:
+        if not verdict.run or call is None:
             return self._blocked(verdict, call, tool_call_id)
-        return self.inner.run(tool_input, *args, **kwargs)
+        try:
+            with governing(self._veto, call, self._defaults.tool_names):
+                return self.inner.run(tool_input, *args, **kwargs)
+        except ToolCallDenied as exc:  # a tool inside this one was refused
+            if self._on_deny == "message" and tool_call_id:
+                return self._blocked(_inner_refusal(exc), call, tool_call_id)
+            raise
 
     async def arun(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
         config = kwargs.get("config")
         tool_call_id = kwargs.get("tool_call_id")
         verdict, call = await asyncio.to_thread(self._check, tool_input, config, tool_call_id)
-        if not verdict.run:
+        if not verdict.run or call is None:
             return self._blocked(verdict, call, tool_call_id)
-        return await self.inner.arun(tool_input, *args, **kwargs)
+        try:
+            with governing(self._veto, call, self._defaults.tool_names):
+                return await self.inner.arun(tool_input, *args, **kwargs)
+        except ToolCallDenied as exc:  # a tool inside this one was refused
+            if self._on_deny == "message" and tool_call_id:
+                return self._blocked(_inner_refusal(exc), call, tool_call_id)
+            raise
 
 
 def guard_tool(
@@ -161,3 +173,13 @@ def guard_tool(
 def guard_tools(tools: Iterable[BaseTool], veto: Veto, **options: Any) -> list[GuardedTool]:
     """``guard_tool`` for each tool, with the same options."""
     return [guard_tool(t, veto, **options) for t in tools]
+
+
+def _inner_refusal(exc: ToolCallDenied) -> _gate.Verdict:
+    return _gate.Verdict(
+        run=False,
+        outcome=exc.outcome,
+        reason=f"a tool call inside this one ({exc.tool}) was not run: {exc.reason}",
+        decision=exc.decision,
+        approval_id=exc.approval_id,
+    )

@@ -1,0 +1,84 @@
+"""Everything that runs inside a decided tool call is decided too (DESIGN.md 7).
+
+An agent built with ``create_agent`` can be another agent's tool, and any tool body can
+call tools. Those inner tools run through their own tool node or ``BaseTool.run``, not
+through the outer agent's middleware. While an allowed call runs, :func:`governing`
+puts a :class:`~veto_langchain.callbacks.NestedGuard` in a context variable that
+LangChain's callback configuration picks up (``register_configure_hook``), so every tool
+that starts inside, at any depth, is decided under the outer call's principal and run
+before its body runs. A denial raises :class:`ToolCallDenied` out of the inner tool; the
+outer integration turns it into the outer call's refusal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.tracers.context import register_configure_hook
+
+from veto_core import ToolCall, Veto
+
+from ._calls import ToolNames
+
+if TYPE_CHECKING:
+    from .callbacks import NestedGuard
+
+__all__ = ["finished", "governing", "start_of_decided_call"]
+
+
+@dataclass(eq=False, kw_only=True)
+class _Decided:
+    """The call an integration decided and is now running (possibly retried)."""
+
+    veto: Veto
+    tool: str
+    tool_call_id: str | None
+    active: set[Any] = field(default_factory=set)  # LangChain run ids of its running starts
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_GUARD: ContextVar[NestedGuard | None] = ContextVar("veto_langchain_nested_guard", default=None)
+_DECIDED: ContextVar[_Decided | None] = ContextVar("veto_langchain_decided", default=None)
+register_configure_hook(_GUARD, True)
+
+
+def start_of_decided_call(veto: Veto, tool: str, tool_call_id: str | None, run_id: Any) -> Any:
+    """The token when this tool start *is* the call an integration just decided (its first
+    run, or a retry after the previous run ended); ``None`` otherwise. A start with the
+    same name and id while that call is running is a different, inner call: decided."""
+    token = _DECIDED.get()
+    if token is None or token.veto is not veto:
+        return None
+    if token.tool != tool or token.tool_call_id != tool_call_id:
+        return None
+    with token.lock:
+        if token.active and run_id not in token.active:
+            return None
+        token.active.add(run_id)
+        return token
+
+
+def finished(token: Any, run_id: Any) -> None:
+    """The decided call's run ``run_id`` ended (so a retry is the same call again)."""
+    with token.lock:
+        token.active.discard(run_id)
+
+
+@contextlib.contextmanager
+def governing(veto: Veto, call: ToolCall, tool_names: ToolNames) -> Iterator[None]:
+    """Run an allowed call's body with every tool started inside it decided."""
+    from .callbacks import NestedGuard
+
+    guard = NestedGuard(veto, call, tool_names)
+    decided = _DECIDED.set(_Decided(veto=veto, tool=call.tool, tool_call_id=call.tool_call_id))
+    installed = _GUARD.set(guard)
+    try:
+        yield
+    finally:
+        _GUARD.reset(installed)
+        _DECIDED.reset(decided)
