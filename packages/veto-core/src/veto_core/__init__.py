@@ -2,11 +2,20 @@
 require approval), and record why. See DESIGN.md section 9 for the stable API."""
 
 from .engine import Explanation, RuleTrace, Veto
-from .model import ApprovalSpec, Authorization, Decision, Effect, Principal, ToolCall
+from .model import (
+    ApprovalRequirement,
+    ApprovalSpec,
+    Authorization,
+    Decision,
+    Effect,
+    Principal,
+    ToolCall,
+)
 from .policy.errors import PolicyError, Problem
 from .policy.operators import EvalError, OperandError, Operator, Predicate
 
 __all__ = [
+    "ApprovalRequirement",
     "ApprovalSpec",
     "Authorization",
     "Decision",

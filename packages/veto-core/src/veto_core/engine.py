@@ -813,13 +813,14 @@ def _approval_unavailable(decision: Decision, error: str) -> Decision:
 
 
 def _combine_approvals(rules: list[CompiledRule]) -> ApprovalSpec:
-    """Union of approver requirements, largest quorum, shortest timeout (DESIGN.md 2.2)."""
+    """One requirement per deciding approval rule, each to be met on its own; union of
+    channels, shortest timeout (DESIGN.md 2.2 step 3). A requirement is never merged
+    into another: an overlay's approvers alone can never release a base rule's approval."""
     specs = [r.approval or ApprovalSpec() for r in rules]
     if len(specs) == 1:
         return specs[0]
     return ApprovalSpec(
-        approvers=tuple(sorted({a for s in specs for a in s.approvers})),
-        quorum=max(s.quorum for s in specs),
+        requirements=tuple(req for s in specs for req in s.requirements),
         timeout_s=min(s.timeout_s for s in specs),
         channels=tuple(sorted({c for s in specs for c in s.channels})),
     )

@@ -85,11 +85,15 @@ def _acting(user: str | None, roles: tuple[str, ...], email: str | None) -> Appr
         raise SystemExit(2)
     if not roles:
         roles = tuple(r.strip() for r in os.environ.get(ENV_ROLES, "").split(",") if r.strip())
-    return Approver(id=who, roles=roles, email=email)
+    try:
+        return Approver(id=who, roles=roles, email=email)
+    except ApprovalError as exc:  # an id with hidden characters (DESIGN.md 2.8)
+        raise _fail(exc) from None
 
 
 def _votes(req: ApprovalRequest) -> str:
-    return f"{len(req.approved_by)}/{req.quorum}"
+    n = len(req.approved_by)  # a quorum per requirement: "n/q" only when there is one
+    return f"{n}/{req.quorum}" if len(req.requirements) == 1 else str(n)
 
 
 @click.group("approvals")
@@ -142,7 +146,7 @@ def list_cmd(tenant: str | None, state: str, limit: int, as_json: bool, db: str 
         table.add_row(
             r.id, f"[{_STYLE[r.state]}]{r.state.value}[/]", r.tenant, escape(r.tool),
             escape(json.dumps(r.args, ensure_ascii=False)), escape(r.requester or r.principal.agent or ""),
-            escape(", ".join(r.approvers) or "anyone"), _votes(r), r.expires_at.strftime("%Y-%m-%d %H:%M:%S"),
+            escape(r.needs), _votes(r), r.expires_at.strftime("%Y-%m-%d %H:%M:%S"),
         )  # fmt: skip
     console.print(table)
 
@@ -174,7 +178,7 @@ def show_cmd(request_id: str, as_json: bool, db: str | None) -> None:
         ("why", "; ".join(req.reasons)),
         (
             "approvers",
-            f"{', '.join(req.approvers) or 'anyone but the requester'} (quorum {req.quorum})",
+            f"{req.needs} (each requirement is met on its own)",
         ),
         ("created", req.created_at.isoformat()),
         ("expires", req.expires_at.isoformat()),
@@ -223,7 +227,7 @@ def _decide(
     if req.state is ApprovalState.PENDING:
         click.echo(
             f"vote recorded: {req.id} has {_votes(req)} approvals; still pending "
-            f"(needs {req.quorum} distinct approvers)"
+            f"(needs {req.needs})"
         )
     else:
         click.echo(f"{req.id} is {req.state.value.upper()} ({_votes(req)} approvals)")

@@ -46,7 +46,14 @@ CREATE TABLE IF NOT EXISTS approval_votes (
     roles TEXT NOT NULL, reason TEXT, PRIMARY KEY (request_id, n))
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# v2: one requirement per deciding approval rule (DESIGN.md 2.2), and the canonical
+# identities a vote was cast under (DESIGN.md 2.8).
+_V2 = """
+ALTER TABLE approval_requests ADD COLUMN IF NOT EXISTS requirements TEXT;
+ALTER TABLE approval_votes ADD COLUMN IF NOT EXISTS identities TEXT
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -99,6 +106,9 @@ class PostgresApprovalStore(SqlApprovalStore):
 
     def _tx(self, fn: Callable[[Any], Any]) -> Any:
         return self._run(fn, tx=True)
+
+    def _has_table(self, c: Any, name: str) -> bool:
+        return c.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
 
     def _changed(self, c: Any, request_id: str) -> None:
         c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, request_id))  # delivered at commit

@@ -66,7 +66,14 @@ CREATE TABLE IF NOT EXISTS approval_votes (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# v2: one requirement per deciding approval rule (DESIGN.md 2.2), and the canonical
+# identities a vote was cast under (DESIGN.md 2.8).
+_V2 = """
+ALTER TABLE approval_requests ADD COLUMN requirements TEXT;
+ALTER TABLE approval_votes ADD COLUMN identities TEXT
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -119,6 +126,12 @@ class SqliteApprovalStore(SqlApprovalStore):
                 raise
 
         return self._run(work)
+
+    def _has_table(self, c: Any, name: str) -> bool:
+        row = c.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
 
     @contextlib.contextmanager
     def watch(self) -> Iterator[Waiter]:
