@@ -380,3 +380,48 @@ def test_the_cli_refuses_an_acting_id_with_hidden_characters(sqlite_url: str) ->
     assert "not allowed in identities" in result.stderr
     assert veto.approvals.get(rid).votes == ()
     veto.close()
+
+
+def test_a_v1_request_is_read_as_one_requirement_after_the_migration(tmp_path: Path) -> None:
+    """Schema v1 rows (approvers + quorum, no requirements) upgrade in place; an empty
+    approver list admits nobody (it used to mean "anyone but the requester")."""
+    import sqlite3
+
+    from veto_core.approvals import sqlite as approvals_sqlite
+    from veto_core.approvals.store import REQUEST_COLUMNS
+    from veto_core.storage import migrate_sqlite
+
+    path = tmp_path / "v1.db"
+    con = sqlite3.connect(path, isolation_level=None)
+    migrate_sqlite(
+        con, component="approvals", migrations=approvals_sqlite.MIGRATIONS,
+        too_new=lambda a, b: RuntimeError(), target=1,
+    )  # fmt: skip
+    v1 = [c for c in REQUEST_COLUMNS if c != "requirements"]
+    for rid, approvers in (("r-old", '["role:finance"]'), ("r-anyone", "[]")):
+        row = {
+            "id": rid, "binding": rid, "tenant": "acme", "run_id": None, "tool_call_id": None,
+            "tool": "pay", "args_digest": "d", "state": "pending", "created_us": 1,
+            "expires_us": 4_000_000_000_000_000, "env": None, "principal": '{"user":"m"}', "requester": "m",
+            "args": None, "approvers": approvers, "quorum": 2, "channels": "[]",
+            "rule_ids": '["pay"]', "reasons": "[]", "policy_name": "p", "policy_revision": "x",
+            "decided_us": None, "consumed_us": None, "final_reason": None,
+        }  # fmt: skip
+        con.execute(
+            f"INSERT INTO approval_requests ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})",
+            [row[c] for c in v1],
+        )
+    con.close()
+    from veto_core.approvals import open_approvals
+
+    svc = open_approvals(f"sqlite:///{path}")
+    old = svc.get("r-old")
+    assert [(r.rule_id, r.approvers, r.quorum) for r in old.requirements] == [
+        ("pay", ("role:finance",), 2)
+    ]
+    svc.decide("r-old", approver=Approver(id="f1", roles=("finance",)), approve=True)
+    after = svc.decide("r-old", approver=Approver(id="f2", roles=("Finance ",)), approve=True)
+    assert after.state is ApprovalState.APPROVED
+    with pytest.raises(NotEligible):
+        svc.decide("r-anyone", approver="bob", approve=True)
+    svc.close()

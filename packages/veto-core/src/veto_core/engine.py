@@ -447,6 +447,9 @@ class Veto:
                 return Authorization(decision=self._refuse(reason), record_id=None)
             if other is not None:
                 return other.authorize(call)
+        refused = self._refuse_arguments(call)
+        if refused is not None:
+            return refused
         decision = self.decide(call)
         outcome = _shadow_outcome(decision)
         spent: list[tuple[str, str]] = []
@@ -687,6 +690,24 @@ class Veto:
         """The request bound to exactly this call, if any (expiry applied; nothing is
         consumed). Raises ``ApprovalUnavailable`` on a store failure."""
         return self.approvals.find(call, tenant=self.tenant)
+
+    def _refuse_arguments(self, call: ToolCall) -> Authorization | None:
+        """Arguments must be JSON values or have a tagged form (DESIGN.md 7), so two
+        different values never share an ``args_digest``: anything else is denied, with
+        its record (whose arguments are left out: they have no canonical form)."""
+        from .audit.record import ArgumentsError, check_args
+
+        try:
+            check_args(call.args)
+            return None
+        except ArgumentsError as exc:
+            decision = self._refuse(f"the call's arguments cannot be decided: {exc}")
+        record_id = None
+        with contextlib.suppress(Exception):  # a denial is still worth its record
+            record_id = self.audit.record_decision(
+                replace(call, args={}), decision, env=self.env, tenant=self.tenant
+            ).id
+        return Authorization(decision=decision, record_id=record_id)
 
     def _refuse(self, reason: str) -> Decision:
         p = self._policy
