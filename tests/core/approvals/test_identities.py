@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from approval_helpers import call
@@ -425,3 +426,76 @@ def test_a_v1_request_is_read_as_one_requirement_after_the_migration(tmp_path: P
     with pytest.raises(NotEligible):
         svc.decide("r-anyone", approver="bob", approve=True)
     svc.close()
+
+
+# --- properties of the combination --------------------------------------------------------
+
+PEOPLE = ["alice", "bob", "carol", "dana"]
+ROLES = ["finance", "ops"]
+
+
+@st.composite
+def requirement_sets(draw: st.DrawFn) -> list[Any]:
+    from veto_core import ApprovalRequirement
+
+    out = []
+    for i in range(draw(st.integers(1, 3))):
+        approvers = draw(
+            st.lists(
+                st.sampled_from([*PEOPLE, *(f"role:{r}" for r in ROLES)]),
+                min_size=1, max_size=3, unique=True,
+            )
+        )  # fmt: skip
+        out.append(
+            ApprovalRequirement(
+                rule_id=f"r{i}", approvers=tuple(approvers), quorum=draw(st.integers(1, 2))
+            )
+        )
+    return out
+
+
+@st.composite
+def vote_lists(draw: st.DrawFn) -> list[Any]:
+    import datetime as _dt
+
+    from veto_core.approvals import Vote
+
+    votes = []
+    for name in draw(st.lists(st.sampled_from(PEOPLE), max_size=6)):
+        spelled_as = draw(spelled(name))
+        votes.append(
+            Vote(
+                approver=spelled_as, approve=True, via="test", at=_dt.datetime(2026, 1, 1, tzinfo=_dt.UTC),
+                roles=tuple(draw(st.lists(st.sampled_from(ROLES), max_size=2, unique=True))),
+                identities=(canonical_identity(spelled_as),),
+            )
+        )  # fmt: skip
+    return votes
+
+
+@settings(max_examples=300, deadline=None)
+@given(reqs=requirement_sets(), extra=requirement_sets(), votes=vote_lists())
+def test_each_requirement_is_met_on_its_own(
+    reqs: list[Any], extra: list[Any], votes: list[Any]
+) -> None:
+    from veto_core.approvals.service import requirements_met
+
+    met = requirements_met(reqs, votes)
+
+    # Reference: per requirement, distinct people (by canonical name) eligible for it.
+    def eligible(req: Any, v: Any) -> bool:
+        who = canonical_identity(v.approver)
+        return any(a == who or (a.startswith("role:") and a[5:] in v.roles) for a in req.approvers)
+
+    assert met == all(
+        len({canonical_identity(v.approver) for v in votes if eligible(r, v)}) >= r.quorum
+        for r in reqs
+    )
+    # An added rule (an overlay) only ever adds a requirement: never releases more.
+    if requirements_met([*reqs, *extra], votes):
+        assert met
+    # One person's votes under any spelling never count twice.
+    if len({canonical_identity(v.approver) for v in votes}) < 2:
+        assert not requirements_met(
+            [type(reqs[0])(rule_id="q2", approvers=tuple(PEOPLE), quorum=2)], votes
+        )
