@@ -17,7 +17,7 @@ audit: {mode: %s}
 redact: [args.password]
 rules:
   - {id: reads, effect: allow, tools: [read]}
-  - {id: big, effect: require_approval, tools: [pay], if: {field: args.amount, greater_than: 10}}
+  - {id: big, effect: require_approval, tools: [pay], if: {field: args.amount, greater_than: 10}, approval: {approvers: [ops]}}
 """
 
 

@@ -73,7 +73,7 @@ def test_one_process_serves_many_tenants_each_compiled_once(tmp_path: Path) -> N
         tmp_path / "b",
         {
             "acme": "version: 1\nname: acme\nrules:\n  - {id: acme-deny, effect: deny, tools: [fetch]}\n",
-            "initech": "version: 1\nname: initech\nrules:\n  - {id: initech-gate, effect: require_approval, tools: [fetch]}\n",
+            "initech": "version: 1\nname: initech\nrules:\n  - {id: initech-gate, effect: require_approval, tools: [fetch], approval: {approvers: [ops]}}\n",
         },
     )
     veto = Veto.from_file(path)  # no default tenant: the call says whose it is
@@ -225,8 +225,10 @@ def base_and_overlay(draw: st.DrawFn) -> tuple[str, str]:
         otherwise = ""
         if effect == "allow" and draw(st.booleans()):
             otherwise = ", otherwise: deny"
+        if effect == "require_approval":
+            otherwise += ", approval: {approvers: [ops]}"
         rules.append(f"  - {{id: r{i}, effect: {effect}, tools: [{tool}], if: {cond}{otherwise}}}")
-    default = draw(st.sampled_from(["deny", "allow", "require_approval"]))
+    default = draw(st.sampled_from(["deny", "allow"]))  # require_approval names nobody: an error
     base = (
         f"version: 1\nname: base\ndefault: {default}\nlists:\n"
         + "".join(f"  {k}: [{', '.join(v)}]\n" for k, v in lists.items())
@@ -239,10 +241,14 @@ def base_and_overlay(draw: st.DrawFn) -> tuple[str, str]:
         f"  {k}: [{', '.join(draw(st.lists(st.sampled_from(v), min_size=1, unique=True)))}]\n"
         for k, v in narrowed.items()
     )
-    overlay_rules = [
-        f"  - {{id: o{i}, effect: {draw(st.sampled_from(['deny', 'require_approval']))}, tools: [{draw(st.sampled_from(['t1', 't2']))}], if: {{field: args.x, equals: {draw(st.sampled_from(VALUES))}}}}}"
-        for i in range(draw(st.integers(0, 2)))
-    ]
+    overlay_rules = []
+    for i in range(draw(st.integers(0, 2))):
+        effect = draw(st.sampled_from(["deny", "require_approval"]))
+        extra = ", approval: {approvers: [ops]}" if effect == "require_approval" else ""
+        overlay_rules.append(
+            f"  - {{id: o{i}, effect: {effect}, tools: [{draw(st.sampled_from(['t1', 't2']))}], "
+            f"if: {{field: args.x, equals: {draw(st.sampled_from(VALUES))}}}{extra}}}"
+        )
     overlay = "version: 1\nname: overlay\n"
     if overlay_lists:
         overlay += "lists:\n" + overlay_lists

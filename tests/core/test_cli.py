@@ -118,7 +118,7 @@ default: allow
 rules:
   - {id: block-all-shell, effect: deny, tools: ["shell.*"]}
   - {id: allow-ls, effect: allow, tools: [shell.ls]}
-  - {id: gate-mail, effect: require_approval, tools: [send_email]}
+  - {id: gate-mail, effect: require_approval, tools: [send_email], approval: {approvers: [ops]}}
   - {id: allow-mail, effect: allow, tools: [send_email], if: {field: args.to, ends_with: "@example.com"}}
 """
     )

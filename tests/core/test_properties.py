@@ -95,10 +95,17 @@ def rule_bodies(draw: st.DrawFn, effect: str | None = None) -> dict[str, Any]:
         body["when"] = {"agent": draw(st.lists(st.sampled_from(AGENTS), min_size=1, unique=True))}
     elif scope == 1:
         body["when"] = {"env": draw(st.lists(st.sampled_from(ENVS), min_size=1, unique=True))}
-    if effect == "require_approval" and draw(st.booleans()):
+    if "require_approval" in (effect, body.get("otherwise")):
+        # An approval must name approvers (DESIGN.md 2.8), and a quorum they can reach.
+        approvers = draw(
+            st.lists(
+                st.sampled_from(["role:a", "role:b", "u1"]), min_size=1, max_size=2, unique=True
+            )
+        )
+        roles = any(a.startswith("role:") for a in approvers)
         body["approval"] = {
-            "approvers": draw(st.lists(st.sampled_from(["role:a", "role:b", "u1"]), max_size=2)),
-            "quorum": draw(st.integers(1, 3)),
+            "approvers": approvers,
+            "quorum": draw(st.integers(1, 3)) if roles else 1,
             "timeout": draw(st.sampled_from(["10m", "1h", "2d"])),
         }
     return body
@@ -122,7 +129,7 @@ def calls(draw: st.DrawFn) -> ToolCall:
     )
 
 
-defaults = st.sampled_from(["allow", "deny", "require_approval"])
+defaults = st.sampled_from(["allow", "deny"])  # a default cannot name approvers
 
 
 def build(rules: list[dict[str, Any]], default: str) -> Veto:

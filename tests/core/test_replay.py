@@ -23,7 +23,7 @@ redact: [args.card]
 roles: {clerk: {}, manager: {}}
 rules:
   - {id: small, effect: allow, tools: [pay], if: {field: args.amount, less_or_equal: 100}}
-  - {id: big, effect: require_approval, tools: [pay], if: {field: args.amount, greater_than: 100}}
+  - {id: big, effect: require_approval, tools: [pay], if: {field: args.amount, greater_than: 100}, approval: {approvers: [ops]}}
   - {id: reads, effect: allow, tools: ["get_*"]}
   - {id: mail, effect: allow, tools: [mail], if: {field: args.to, ends_with: "@example.com"}}
 """
@@ -36,7 +36,7 @@ redact: [args.card]
 roles: {clerk: {}, manager: {}}
 rules:
   - {id: small, effect: allow, tools: [pay], if: {field: args.amount, less_or_equal: 50}}
-  - {id: big, effect: require_approval, tools: [pay], if: {field: args.amount, greater_than: 50}}
+  - {id: big, effect: require_approval, tools: [pay], if: {field: args.amount, greater_than: 50}, approval: {approvers: [ops]}}
   - {id: managers-pay, effect: allow, tools: [pay], when: {role: [manager]}, if: {field: args.amount, less_or_equal: 500}}
   - {id: reads, effect: allow, tools: ["get_*"]}
   - {id: no-orders, effect: deny, tools: [get_order], if: {field: args.id, starts_with: "X"}}

@@ -12,12 +12,23 @@ from typing import Any
 import pytest
 from engine_helpers import FIXED_NOW, call, evaluate, make_veto
 
-from veto_core import ApprovalSpec, Effect, PolicyError, Principal, ToolCall, Veto
+from veto_core import (
+    ApprovalRequirement,
+    ApprovalSpec,
+    Effect,
+    PolicyError,
+    Principal,
+    ToolCall,
+    Veto,
+)
 
 ALLOW, DENY, APPROVE = Effect.ALLOW, Effect.DENY, Effect.REQUIRE_APPROVAL
 
 
 def rule(id: str, effect: str, tools: Any = ("t",), **more: Any) -> dict[str, Any]:
+    """A rule; one that can require approval names an approver (DESIGN.md 2.8)."""
+    if "require_approval" in (effect, more.get("otherwise")) and "approval" not in more:
+        more["approval"] = {"approvers": ["role:ops"]}
     return {"id": id, "effect": effect, "tools": list(tools), **more}
 
 
@@ -127,7 +138,9 @@ class TestErrorsFailClosed:
         d = veto.decide(call(args=args, context=context))
         assert d.effect is APPROVE
         assert d.deciding_rule_ids == ("r",)
-        assert d.approval == ApprovalSpec(approvers=("role:x",))
+        assert d.approval == ApprovalSpec(
+            requirements=(ApprovalRequirement(rule_id="r", approvers=("role:x",)),)
+        )
         assert len(d.errors) == 1 and d.errors[0].startswith(f"rule 'r': {message}")
 
     def test_in_an_allow_rule_an_error_is_no_match(
@@ -204,7 +217,10 @@ def test_otherwise_applies_when_the_condition_is_false() -> None:
     big = veto.decide(call("refund", {"amount": 500}))
     assert big.effect is APPROVE
     assert big.deciding_rule_ids == ("small-refunds",)
-    assert big.approval == ApprovalSpec(approvers=("role:finance",), timeout_s=1800.0)
+    assert big.approval == ApprovalSpec(
+        requirements=(ApprovalRequirement(rule_id="small-refunds", approvers=("role:finance",)),),
+        timeout_s=1800.0,
+    )
     assert big.reasons == (
         "Refunds over 100 need finance [small-refunds] (condition not met; otherwise require_approval)",
     )
@@ -444,14 +460,22 @@ def test_precedence(effects: list[str], expect: Effect) -> None:
     )
 
 
-@pytest.mark.parametrize("default", ["deny", "allow", "require_approval"])
+@pytest.mark.parametrize("default", ["deny", "allow"])
 def test_default_applies_when_no_rule_matches(default: str) -> None:
     veto = make_veto([rule("r", "deny", ("other",))], default=default)
     d = veto.decide(call("unknown_tool"))
     assert d.effect is Effect(default)
     assert d.rule_ids == () and d.deciding_rule_ids == () and d.errors == ()
     assert d.reasons == (f"no rule matched; the policy default is {default}",)
-    assert (d.approval is not None) is (default == "require_approval")
+    assert d.approval is None
+
+
+def test_default_require_approval_is_a_policy_error() -> None:
+    """A default cannot name approvers, so it could only mean "anyone" (DESIGN.md 2.8)."""
+    with pytest.raises(
+        PolicyError, match=r"<policy>:3:10 default: 'default: require_approval' names no approvers"
+    ):
+        Veto.from_yaml("version: 1\nname: p\ndefault: require_approval\n")
 
 
 def test_default_is_deny_when_unspecified() -> None:
@@ -493,12 +517,21 @@ def test_approval_specs_are_combined() -> None:
     d = veto.decide(call())
     assert d.effect is APPROVE
     assert d.deciding_rule_ids == ("a", "b", "c")
+    # One requirement per deciding rule, each met on its own (DESIGN.md 2.2 step 3/4).
     assert d.approval == ApprovalSpec(
-        approvers=("alice", "role:finance", "role:security"),
-        quorum=2,
+        requirements=(
+            ApprovalRequirement(rule_id="a", approvers=("role:finance", "alice"), quorum=1),
+            ApprovalRequirement(rule_id="b", approvers=("role:security",), quorum=2),
+            ApprovalRequirement(rule_id="c", approvers=("alice",), quorum=1),
+        ),
         timeout_s=1800.0,
         channels=("email", "slack"),
     )
+    assert d.to_dict()["approval"]["requirements"][1] == {
+        "rule_id": "b",
+        "approvers": ["role:security"],
+        "quorum": 2,
+    }
 
 
 def test_approval_spec_is_dropped_when_a_deny_wins() -> None:
@@ -756,7 +789,7 @@ def test_revision_is_stable_across_formatting_and_key_order() -> None:
         ("[example.com]", "[example.org]"),
         ("tools: [send_email]", "tools: [send_mail]"),
         ("args.to", "args.cc"),
-        ("default: deny", "default: require_approval"),
+        ("default: deny", "default: allow"),
         ("name: rev", "name: rev2"),
     ],
 )
@@ -830,9 +863,9 @@ def test_extends_may_narrow_the_default(tmp_path: Path) -> None:
     write(tmp_path / "base.yaml", "version: 1\nname: base\ndefault: allow\n")
     app = write(
         tmp_path / "app.yaml",
-        "version: 1\nname: app\nextends: ./base.yaml\ndefault: require_approval\n",
+        "version: 1\nname: app\nextends: ./base.yaml\ndefault: deny\n",
     )
-    assert Veto.from_file(app).decide(call("x")).effect is APPROVE
+    assert Veto.from_file(app).decide(call("x")).effect is DENY
 
 
 def test_an_extending_file_cannot_turn_a_base_deny_into_allow(tmp_path: Path) -> None:
@@ -894,7 +927,7 @@ def versioned_policy(n: int) -> str:
     """Policy n: every rule and the name carry n, so a torn read would show mixed values."""
     effect = "allow" if n % 2 == 0 else "deny"
     return (
-        f"version: 1\nname: gen-{n}\ndefault: require_approval\nrules:\n"
+        f"version: 1\nname: gen-{n}\ndefault: deny\nrules:\n"
         f"  - {{id: r-{n}, effect: {effect}, tools: [t], reason: 'gen {n}'}}\n"
         f"  - {{id: s-{n}, effect: {effect}, tools: ['t*']}}\n"
     )

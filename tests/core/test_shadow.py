@@ -18,7 +18,7 @@ mode: shadow
 rules:
   - {id: reads, effect: allow, tools: [read]}
   - {id: no-delete, effect: deny, tools: [delete]}
-  - {id: big-pay, effect: require_approval, tools: [pay], if: {field: args.amount, greater_than: 100}}
+  - {id: big-pay, effect: require_approval, tools: [pay], if: {field: args.amount, greater_than: 100}, approval: {approvers: [ops]}}
 """
 
 SHADOW_RULE = """\
@@ -28,7 +28,7 @@ rules:
   - {id: pay, effect: allow, tools: [pay]}
   - {id: new-cap, effect: deny, tools: [pay], if: {field: args.amount, greater_than: 100}, mode: shadow}
   - {id: no-delete, effect: deny, tools: [delete]}
-  - {id: new-delete-gate, effect: require_approval, tools: [delete], mode: shadow}
+  - {id: new-delete-gate, effect: require_approval, tools: [delete], mode: shadow, approval: {approvers: [ops]}}
 """
 
 

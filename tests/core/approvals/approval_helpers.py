@@ -25,10 +25,10 @@ rules:
     tools: [wire]
     approval: {approvers: ["role:finance", "carol", "dave@example.com"], quorum: 2, timeout: 1h}
     reason: Wires need two approvers
-  - id: anyone
+  - id: ops-restart
     effect: require_approval
     tools: [restart]
-    approval: {timeout: 1h}
+    approval: {approvers: ["role:ops", bob, human], timeout: 1h}
   - id: reads
     effect: allow
     tools: [read]

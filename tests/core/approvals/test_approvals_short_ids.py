@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from approval_helpers import call, make_veto
 from click.testing import CliRunner
 
@@ -49,7 +48,9 @@ def test_a_unique_suffix_names_a_request_and_a_shared_prefix_is_ambiguous(
                          "--admin", "--db", db_url)  # fmt: skip
     assert code == 0, err
     assert veto.approvals.get(ids[2]).state is ApprovalState.DENIED
-    code, out, err = run("approvals", "cancel", ids[0][-8:], "--as", "ops", "--admin", "--db", db_url)
+    code, out, err = run(
+        "approvals", "cancel", ids[0][-8:], "--as", "ops", "--admin", "--db", db_url
+    )
     assert code == 0, err
     assert veto.approvals.get(ids[0]).state is ApprovalState.CANCELLED
     # Too short, or matching nothing: a usage error naming the accepted forms.

@@ -76,7 +76,7 @@ def test_quorum_counts_distinct_approvers_and_one_deny_vetoes(db_url: str) -> No
 
 def test_requester_can_never_approve_its_own_call(db_url: str) -> None:
     veto = make_veto(db_url)
-    rid = veto.authorize(call("restart")).approval.id  # approvers: anyone but the requester
+    rid = veto.authorize(call("restart")).approval.id  # approvers: role:ops, bob, human
     svc = veto.approvals
     for who in (
         Approver(id="alice@example.com", roles=("finance",)),
@@ -87,7 +87,7 @@ def test_requester_can_never_approve_its_own_call(db_url: str) -> None:
         with pytest.raises(SelfApproval, match=r"requested this call .* cannot approve it"):
             svc.decide(rid, approver=who, approve=True)
     assert svc.get(rid).state is ApprovalState.PENDING and svc.get(rid).votes == ()
-    # Anyone else may approve a rule with no approvers listed.
+    # A listed approver who is not the requester may.
     assert svc.decide(rid, approver="bob", approve=True).state is ApprovalState.APPROVED
     veto.close()
 
@@ -105,7 +105,7 @@ def test_ineligible_approvers_are_refused(db_url: str) -> None:
     svc = veto.approvals
     rid = veto.authorize(call()).approval.id  # role:finance
     for who in (Approver(id="bob"), Approver(id="bob", roles=("support", "financial"))):
-        with pytest.raises(NotEligible, match=r"needs one of role:finance \(roles held"):
+        with pytest.raises(NotEligible, match=r"needs 1 of role:finance \[pay\] \(roles held"):
             svc.decide(rid, approver=who, approve=True)
     with pytest.raises(NotEligible):
         svc.decide(rid, approver="bob", approve=False)  # an outsider cannot deny either

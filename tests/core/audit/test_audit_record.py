@@ -226,7 +226,8 @@ def test_returned_record_equals_stored_record(any_log: AuditLog) -> None:
         decided_at=dt.datetime(2025, 5, 1, 12, 0, tzinfo=dt.UTC),
     )
     rec = any_log.record_decision(
-        call(args={"n": (1, 2), "d": dt.date(2025, 1, 1), "f": float("nan"), "u": "ü"}),
+        # Tuples and dates are stored tagged (NaN has no JSON form: refused, DESIGN.md 7).
+        call(args={"n": (1, 2), "d": dt.date(2025, 1, 1), "f": 1.5, "u": "ü"}),
         decision(Effect.REQUIRE_APPROVAL, rules=("big",), reasons=("needs finance",)),
         env="prod",
         latency_us=17,
@@ -235,6 +236,7 @@ def test_returned_record_equals_stored_record(any_log: AuditLog) -> None:
     assert rec.outcome == "pending_approval" and rec.effect == "require_approval"
     assert rec.seq == 1 and len(rec.hash) == 64
     assert any_log.query(tenant="acme") == [rec]
+    assert rec.args == {"n": {"$tuple": [1, 2]}, "d": {"$date": "2025-01-01"}, "f": 1.5, "u": "ü"}
     assert any_log.verify().ok
 
 

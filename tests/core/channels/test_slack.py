@@ -140,7 +140,7 @@ def test_replayed_payload_decides_nothing(world: World) -> None:
 @pytest.mark.parametrize(
     ("slack_user", "expect"),
     [
-        ("UDAVE", "needs one of role:finance"),  # approver, not finance
+        ("UDAVE", "needs 1 of role:finance"),  # approver, not finance
         ("UAGENT", "cannot approve"),  # the requester itself
         ("UVICTOR", "may not decide approvals"),  # viewer role
         ("USTRANGER", "not linked to a Veto approver"),  # unknown email

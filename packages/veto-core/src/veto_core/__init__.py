@@ -9,11 +9,20 @@ from ._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .engine import Explanation, RuleTrace, Veto
-    from .model import ApprovalSpec, Authorization, Decision, Effect, Principal, ToolCall
+    from .model import (
+        ApprovalRequirement,
+        ApprovalSpec,
+        Authorization,
+        Decision,
+        Effect,
+        Principal,
+        ToolCall,
+    )
     from .policy.errors import PolicyError, Problem
     from .policy.operators import EvalError, OperandError, Operator, Predicate
 
 __all__ = [
+    "ApprovalRequirement",
     "ApprovalSpec",
     "Authorization",
     "Decision",
@@ -38,7 +47,15 @@ __getattr__, __dir__ = lazy_exports(
     {
         **dict.fromkeys(("Explanation", "RuleTrace", "Veto"), ".engine"),
         **dict.fromkeys(
-            ("ApprovalSpec", "Authorization", "Decision", "Effect", "Principal", "ToolCall"),
+            (
+                "ApprovalRequirement",
+                "ApprovalSpec",
+                "Authorization",
+                "Decision",
+                "Effect",
+                "Principal",
+                "ToolCall",
+            ),
             ".model",
         ),
         **dict.fromkeys(("PolicyError", "Problem"), ".policy.errors"),

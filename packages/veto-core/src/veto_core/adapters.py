@@ -16,6 +16,11 @@ here is the framework-neutral part of that job, written once:
   never a run.
 - :class:`ToolCallDenied`: the exception an adapter raises when configured to raise
   instead of answering the model.
+- :func:`json_args`: a framework's argument values as the JSON the decision and the
+  ``args_digest`` are made on — JSON values as they are, ``bytes``/tuples/sets/dates/
+  non-string keys with an unambiguous type tag, anything else :class:`ArgumentsError`
+  (DESIGN.md 7): two different values never share a digest, so an approval for one
+  can never release the other. ``Veto.authorize`` refuses what has no such form.
 
 Only a :class:`Verdict` with ``run=True`` may let a tool body execute.
 """
@@ -27,12 +32,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .audit.record import ArgumentsError
+from .audit.record import to_jsonable as _to_jsonable
 from .engine import Veto
 from .model import Authorization, Decision, Effect, Principal, ToolCall
 
 __all__ = [
     "OUTCOMES",
     "ApprovalExplainer",
+    "ArgumentsError",
     "ToolCallDenied",
     "ToolNames",
     "Verdict",
@@ -46,6 +54,7 @@ __all__ = [
     "error_verdict",
     "fail_closed",
     "from_authorization",
+    "json_args",
     "not_released",
     "refusal",
     "state_name",
@@ -279,6 +288,12 @@ class ToolCallDenied(PermissionError):
         self.tool_call_id = tool_call_id
         self.decision = decision
         self.approval_id = approval_id
+
+
+def json_args(args: Mapping[str, Any]) -> Any:
+    """The canonical JSON form of a call's arguments (see the module docstring);
+    raises :class:`ArgumentsError` naming the first value that has none."""
+    return _to_jsonable(args)
 
 
 def refusal(

@@ -447,6 +447,9 @@ class Veto:
                 return Authorization(decision=self._refuse(reason), record_id=None)
             if other is not None:
                 return other.authorize(call)
+        refused = self._refuse_arguments(call)
+        if refused is not None:
+            return refused
         decision = self.decide(call)
         outcome = _shadow_outcome(decision)
         spent: list[tuple[str, str]] = []
@@ -704,6 +707,24 @@ class Veto:
         consumed). Raises ``ApprovalUnavailable`` on a store failure."""
         return self.approvals.find(call, tenant=self.tenant)
 
+    def _refuse_arguments(self, call: ToolCall) -> Authorization | None:
+        """Arguments must be JSON values or have a tagged form (DESIGN.md 7), so two
+        different values never share an ``args_digest``: anything else is denied, with
+        its record (whose arguments are left out: they have no canonical form)."""
+        from .audit.record import ArgumentsError, check_args
+
+        try:
+            check_args(call.args)
+            return None
+        except ArgumentsError as exc:
+            decision = self._refuse(f"the call's arguments cannot be decided: {exc}")
+        record_id = None
+        with contextlib.suppress(Exception):  # a denial is still worth its record
+            record_id = self.audit.record_decision(
+                replace(call, args={}), decision, env=self.env, tenant=self.tenant
+            ).id
+        return Authorization(decision=decision, record_id=record_id)
+
     def _refuse(self, reason: str) -> Decision:
         p = self._policy
         return make_decision(_DENY, (), (), (reason,), (), p.name, p.revision, 0, None)
@@ -829,13 +850,14 @@ def _approval_unavailable(decision: Decision, error: str) -> Decision:
 
 
 def _combine_approvals(rules: list[CompiledRule]) -> ApprovalSpec:
-    """Union of approver requirements, largest quorum, shortest timeout (DESIGN.md 2.2)."""
+    """One requirement per deciding approval rule, each to be met on its own; union of
+    channels, shortest timeout (DESIGN.md 2.2 step 3). A requirement is never merged
+    into another: an overlay's approvers alone can never release a base rule's approval."""
     specs = [r.approval or ApprovalSpec() for r in rules]
     if len(specs) == 1:
         return specs[0]
     return ApprovalSpec(
-        approvers=tuple(sorted({a for s in specs for a in s.approvers})),
-        quorum=max(s.quorum for s in specs),
+        requirements=tuple(req for s in specs for req in s.requirements),
         timeout_s=min(s.timeout_s for s in specs),
         channels=tuple(sorted({c for s in specs for c in s.channels})),
     )

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 __all__ = [
+    "ApprovalRequirement",
     "ApprovalSpec",
     "Authorization",
     "Decision",
@@ -76,13 +77,56 @@ class ToolCall:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ApprovalSpec:
-    """Who must approve a call and how long they have (combined over matching rules)."""
+class ApprovalRequirement:
+    """What one deciding approval rule (or limit) asks for: ``quorum`` distinct
+    identities among its ``approvers`` (``role:NAME``, user ids or e-mails)."""
 
-    approvers: tuple[str, ...] = ()
+    rule_id: str
+    approvers: tuple[str, ...]
     quorum: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.approvers, str):
+            raise TypeError("ApprovalRequirement.approvers must be a tuple, not a string")
+        if not isinstance(self.approvers, tuple):
+            object.__setattr__(self, "approvers", tuple(self.approvers))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule_id": self.rule_id, "approvers": list(self.approvers), "quorum": self.quorum}
+
+    def describe(self) -> str:
+        who = ", ".join(self.approvers) or "nobody (the policy names no approvers)"
+        return f"{self.quorum} of {who} [{self.rule_id}]"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ApprovalSpec:
+    """Who must approve a call and how long they have (DESIGN.md 2.2 step 3/4).
+
+    One requirement per deciding approval rule; every one must be met on its own
+    (one approver may count towards several). Channels are the union, the timeout
+    the shortest of the deciding rules.
+    """
+
+    requirements: tuple[ApprovalRequirement, ...] = ()
     timeout_s: float = 3600.0
     channels: tuple[str, ...] = ()
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        """Every approver any requirement names (for display; not a requirement)."""
+        return tuple(dict.fromkeys(a for r in self.requirements for a in r.approvers))
+
+    @property
+    def quorum(self) -> int:
+        """The largest quorum of one requirement (for display)."""
+        return max((r.quorum for r in self.requirements), default=1)
+
+    def describe(self) -> str:
+        """``"1 of role:finance [refunds-large]; 2 of alice, bob [acme]"``."""
+        return "; ".join(r.describe() for r in self.requirements) or (
+            "nobody (the policy names no approvers)"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +180,7 @@ class Decision:
             out["shadow_rule_ids"] = list(self.shadow_rule_ids)
         if self.approval is not None:
             out["approval"] = {
+                "requirements": [r.to_dict() for r in self.approval.requirements],
                 "approvers": list(self.approval.approvers),
                 "quorum": self.approval.quorum,
                 "timeout_s": self.approval.timeout_s,

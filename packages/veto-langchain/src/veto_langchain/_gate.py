@@ -185,6 +185,7 @@ def approval_payload(
         "args": args,
         "rule_ids": list(decision.deciding_rule_ids),
         "reasons": list(decision.reasons),
+        "requirements": [r.to_dict() for r in spec.requirements] if spec else [],
         "approvers": list(spec.approvers) if spec else [],
         "quorum": spec.quorum if spec else 1,
         "timeout_s": spec.timeout_s if spec else None,

@@ -98,7 +98,8 @@ def _fail(exc: ApprovalError) -> SystemExit:
 
 
 def _votes(req: ApprovalRequest) -> str:
-    return f"{len(req.approved_by)}/{req.quorum}"
+    n = len(req.approved_by)  # a quorum per requirement: "n/q" only when there is one
+    return f"{n}/{req.quorum}" if len(req.requirements) == 1 else str(n)
 
 
 # --------------------------------------------------------------------------- credentials
@@ -210,9 +211,11 @@ def authenticate(cred: _Cred, req: ApprovalRequest, db: str | None) -> Acting:
                     f"{key.fingerprint}); an operator whose key it accepts can add it: "
                     f"veto users admin-key --add {key.fingerprint}"
                 )
-        return Acting(
-            approver=Approver(id=who, roles=roles, email=cred.email), operator=key.operator
-        )
+        try:
+            approver = Approver(id=who, roles=roles, email=cred.email)
+        except ApprovalError as exc:  # an id with hidden characters (DESIGN.md 2.8)
+            raise _fail(exc) from None
+        return Acting(approver=approver, operator=key.operator)
     if cred.roles or cred.email:
         raise _usage(
             "--role/--email are for operators (--admin); with a token or password the "
@@ -346,7 +349,7 @@ def list_cmd(tenant: str | None, state: str, limit: int, as_json: bool, db: str 
         table.add_row(
             r.id, f"[{_STYLE[r.state]}]{r.state.value}[/]", r.tenant, escape(r.tool),
             escape(json.dumps(r.args, ensure_ascii=False)), escape(r.requester or r.principal.agent or ""),
-            escape(", ".join(r.approvers) or "anyone"), _votes(r), r.expires_at.strftime("%Y-%m-%d %H:%M:%S"),
+            escape(r.needs), _votes(r), r.expires_at.strftime("%Y-%m-%d %H:%M:%S"),
         )  # fmt: skip
     console.print(table)
 
@@ -420,7 +423,7 @@ def show_cmd(
         ("why", "; ".join(req.reasons)),
         (
             "approvers",
-            f"{', '.join(req.approvers) or 'anyone but the requester'} (quorum {req.quorum})",
+            f"{req.needs} (each requirement is met on its own)",
         ),
         ("created", req.created_at.isoformat()),
         ("expires", req.expires_at.isoformat()),
@@ -449,7 +452,7 @@ def _from_dict(d: Mapping[str, Any]) -> ApprovalRequest:
     import datetime as _dt
 
     from veto_core.approvals.model import Vote
-    from veto_core.model import Principal
+    from veto_core.model import ApprovalRequirement, Principal
 
     def ts(v: Any) -> _dt.datetime | None:
         return None if v is None else _dt.datetime.fromisoformat(str(v))
@@ -461,14 +464,19 @@ def _from_dict(d: Mapping[str, Any]) -> ApprovalRequest:
         tool_call_id=d.get("tool_call_id"), tool=str(d["tool"]), args_digest=str(d["args_digest"]),
         state=ApprovalState(d["state"]), created_at=created, expires_at=expires, env=d.get("env"),
         principal=Principal(agent=d.get("agent"), user=d.get("requester")), args=d.get("args"),
-        approvers=tuple(d.get("approvers") or ()), quorum=int(d.get("quorum") or 1),
+        requirements=tuple(
+            ApprovalRequirement(rule_id=str(q["rule_id"]), approvers=tuple(q["approvers"]),
+                                quorum=int(q["quorum"]))
+            for q in d.get("requirements") or ()
+        ),
         channels=tuple(d.get("channels") or ()), rule_ids=tuple(d.get("rule_ids") or ()),
         reasons=tuple(d.get("reasons") or ()), policy_name=d.get("policy_name"),
         policy_revision=d.get("policy_revision"),
         votes=tuple(
             Vote(approver=v["approver"], approve=bool(v["approve"]), via=v["via"],
                  at=ts(v["at"]) or created, roles=tuple(v.get("roles") or ()),
-                 reason=v.get("reason"), operator=v.get("operator"))
+                 reason=v.get("reason"), operator=v.get("operator"),
+                 identities=tuple(v.get("identities") or ()))
             for v in d.get("votes") or ()
         ),
         decided_at=ts(d.get("decided_at")), consumed_at=ts(d.get("consumed_at")),
@@ -529,7 +537,7 @@ def _decide(
     if req.state is ApprovalState.PENDING:
         click.echo(
             f"vote recorded: {req.id} has {_votes(req)} approvals; still pending "
-            f"(needs {req.quorum} distinct approvers)"
+            f"(needs {req.needs})"
         )
     else:
         click.echo(f"{req.id} is {req.state.value.upper()} ({_votes(req)} approvals)")

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from veto_core.model import Principal
+from veto_core.identity import IdentityError, canonical_identity, canonical_or_none
+from veto_core.model import ApprovalRequirement, Principal
 
 __all__ = [
     "ApprovalClosed",
@@ -110,17 +111,27 @@ class Approver:
             raise TypeError("Approver.roles must be a tuple of role names, not a string")
         if not isinstance(self.roles, tuple):
             object.__setattr__(self, "roles", tuple(self.roles))
+        try:  # refuse hidden characters up front (DESIGN.md 2.8), with a clear message
+            canonical_identity(self.id, what="approver id")
+            canonical_or_none(self.email, what="approver e-mail")
+            for role in self.roles:
+                canonical_identity(role, what="approver role")
+        except IdentityError as exc:
+            raise NotEligible(str(exc)) from None
 
     @classmethod
     def of(cls, approver: Approver | str) -> Approver:
         return approver if isinstance(approver, Approver) else cls(id=approver)
 
     def identities(self) -> frozenset[str]:
-        """Case-folded ids this approver answers to (its id and its email)."""
-        ids = {self.id.strip().casefold()}
-        if self.email:
-            ids.add(self.email.strip().casefold())
+        """The canonical identities this approver answers to (its id and its e-mail)."""
+        ids = {canonical_identity(self.id)}
+        if self.email and self.email.strip():
+            ids.add(canonical_identity(self.email))
         return frozenset(ids)
+
+    def canonical_roles(self) -> frozenset[str]:
+        return frozenset(canonical_identity(r) for r in self.roles if r.strip())
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -134,6 +145,18 @@ class Vote:
     # Set when an operator holding the local admin key voted in the approver's name
     # (DESIGN.md 2.8): the record names both.
     operator: str | None = None
+    #: Canonical identities of the voter when the vote was cast (its id, e-mail and
+    #: every alias the user table knows): quorum counts people, not spellings.
+    identities: tuple[str, ...] = ()
+
+    def people(self) -> frozenset[str]:
+        """The voter's canonical identities (from its id when none were recorded)."""
+        if self.identities:
+            return frozenset(self.identities)
+        try:
+            return frozenset({canonical_identity(self.approver)})
+        except IdentityError:
+            return frozenset({self.approver})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -177,8 +200,8 @@ class ApprovalRequest:
     env: str | None = None
     principal: Principal = field(default_factory=Principal)
     args: Mapping[str, Any] | None = None
-    approvers: tuple[str, ...] = ()
-    quorum: int = 1
+    #: One per deciding approval rule; each must be met on its own (DESIGN.md 2.2).
+    requirements: tuple[ApprovalRequirement, ...] = ()
     channels: tuple[str, ...] = ()
     rule_ids: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
@@ -202,13 +225,35 @@ class ApprovalRequest:
         return self.consumed_at is not None
 
     @property
+    def approvers(self) -> tuple[str, ...]:
+        """Every approver any requirement names (display only: each requirement counts)."""
+        return tuple(dict.fromkeys(a for r in self.requirements for a in r.approvers))
+
+    @property
+    def quorum(self) -> int:
+        """Approvals still needed at the least: the largest single quorum (display)."""
+        return max((r.quorum for r in self.requirements), default=1)
+
+    @property
+    def needs(self) -> str:
+        """Who must approve, one requirement each: ``"1 of role:finance [refunds]"``."""
+        return "; ".join(r.describe() for r in self.requirements) or (
+            "nobody (the policy names no approvers)"
+        )
+
+    @property
     def approved_by(self) -> tuple[str, ...]:
-        """Distinct approvers who voted to approve, in vote order."""
-        seen: dict[str, None] = {}
+        """Distinct people who voted to approve, in vote order (one name each, however
+        many aliases they voted under)."""
+        seen: list[frozenset[str]] = []
+        names: list[str] = []
         for v in self.votes:
             if v.approve:
-                seen.setdefault(v.approver, None)
-        return tuple(seen)
+                ids = v.people()
+                if not any(ids & s for s in seen):
+                    seen.append(ids)
+                    names.append(v.approver)
+        return tuple(names)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -225,6 +270,8 @@ class ApprovalRequest:
             "agent": self.principal.agent,
             "approvers": list(self.approvers),
             "quorum": self.quorum,
+            "requirements": [r.to_dict() for r in self.requirements],
+            "needs": self.needs,
             "channels": list(self.channels),
             "rule_ids": list(self.rule_ids),
             "reasons": list(self.reasons),

@@ -46,10 +46,14 @@ CREATE TABLE IF NOT EXISTS approval_votes (
     roles TEXT NOT NULL, reason TEXT, PRIMARY KEY (request_id, n))
 """
 
-# args_sealed: the unredacted arguments of a pending request, AES-GCM under the tenant's
-# key, shown only to its eligible approvers and nulled when it ends. operator: who voted
-# with the local admin key in the approver's name (DESIGN.md 2.8).
+# v2: one requirement per deciding approval rule (DESIGN.md 2.2) and the canonical
+# identities a vote was cast under (DESIGN.md 2.8); args_sealed: the unredacted arguments
+# of a pending request, AES-GCM under the tenant's key, shown only to its eligible
+# approvers and nulled when it ends; operator: who voted with the local admin key in the
+# approver's name (DESIGN.md 2.8).
 _V2 = """
+ALTER TABLE approval_requests ADD COLUMN IF NOT EXISTS requirements TEXT;
+ALTER TABLE approval_votes ADD COLUMN IF NOT EXISTS identities TEXT;
 ALTER TABLE approval_requests ADD COLUMN IF NOT EXISTS args_sealed TEXT;
 ALTER TABLE approval_votes ADD COLUMN IF NOT EXISTS operator TEXT
 """
@@ -107,6 +111,9 @@ class PostgresApprovalStore(SqlApprovalStore):
 
     def _tx(self, fn: Callable[[Any], Any]) -> Any:
         return self._run(fn, tx=True)
+
+    def _has_table(self, c: Any, name: str) -> bool:
+        return c.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
 
     def _changed(self, c: Any, request_id: str) -> None:
         c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, request_id))  # delivered at commit

@@ -4,11 +4,15 @@ Rules it enforces (DESIGN.md 5):
 
 - a request is bound to ``(tenant, run_id, tool_call_id, tool, args_digest)`` and
   created once per binding (a unique constraint, so across processes too);
-- quorum counts distinct approvers; one deny vetoes; the requesting principal
-  (its user, or its agent) can never approve its own call;
-- eligibility comes from the rule's ``approvers``: ``role:NAME`` needs that role,
-  any other entry (a user id or an email, optionally ``user:``-prefixed) must be
-  the approver; an empty list admits anyone but the requester;
+- a request carries one requirement per deciding approval rule (DESIGN.md 2.2):
+  each is met on its own — ``quorum`` distinct people among its ``approvers``
+  (``role:NAME`` needs that role, any other entry, optionally ``user:``-prefixed, is
+  a user id or an e-mail); one approver may count towards several. A request that
+  names nobody can never be approved (the policy compiler refuses such policies);
+- identities are canonical (DESIGN.md 2.8, :mod:`veto_core.identity`): a person is
+  their id, their e-mail and every alias the ``veto users`` table knows for them;
+  quorum counts people, not spellings; one deny vetoes; the requesting principal
+  (its user, or its agent) can never approve its own call under any alias;
 - past ``expires_at`` a pending request is EXPIRED (computed when read, persisted
   when first observed); a vote after the deadline is refused, never counted;
 - an APPROVED request releases its call once: :meth:`ApprovalService.consume` is
@@ -32,6 +36,7 @@ from veto_core.approvals.model import (
     ApprovalError,
     ApprovalLinks,
     ApprovalNotFound,
+    ApprovalRefused,
     ApprovalRequest,
     ApprovalState,
     ApprovalUnavailable,
@@ -51,13 +56,21 @@ from veto_core.audit.record import (
     plain_args_json,
     redact_args,
 )
-from veto_core.model import ApprovalSpec, Decision, ToolCall
+from veto_core.identity import IdentityError, canonical_identity, canonical_or_none
+from veto_core.model import ApprovalRequirement, ApprovalSpec, Decision, ToolCall
 
 if TYPE_CHECKING:
     from veto_core.audit.log import AuditLog
     from veto_core.hookspecs import ApprovalChannel
 
-__all__ = ["ApprovalService", "describe_error", "load_channels", "open_approvals"]
+__all__ = [
+    "ApprovalService",
+    "describe_error",
+    "eligible_for",
+    "load_channels",
+    "open_approvals",
+    "requirements_met",
+]
 
 log = logging.getLogger("veto.approvals")
 
@@ -107,8 +120,54 @@ def open_approvals(
     return service
 
 
-def _fold(value: str | None) -> str | None:
-    return None if value is None else value.strip().casefold()
+def _canon(value: str) -> str | None:
+    """A stored approver entry or role as an identity (None if it cannot be one)."""
+    try:
+        return canonical_identity(value)
+    except IdentityError:
+        return None
+
+
+def eligible_for(
+    requirement: ApprovalRequirement, ids: frozenset[str], roles: frozenset[str]
+) -> bool:
+    """Whether a person (canonical ``ids``, canonical ``roles``) is one of the
+    requirement's approvers."""
+    for entry in requirement.approvers:
+        if entry.startswith("role:"):
+            if _canon(entry[5:]) in roles:
+                return True
+        elif _canon(entry[5:] if entry.startswith("user:") else entry) in ids:
+            return True
+    return False
+
+
+def _count_people(groups: list[frozenset[str]]) -> int:
+    """How many distinct people voted: votes whose identities overlap are one person."""
+    people: list[set[str]] = []
+    for ids in groups:
+        merged = [p for p in people if p & ids]
+        one = set(ids).union(*merged)
+        people = [p for p in people if not (p & ids)]
+        people.append(one)
+    return len(people)
+
+
+def requirements_met(requirements: Sequence[ApprovalRequirement], votes: Iterable[Vote]) -> bool:
+    """Every requirement has ``quorum`` distinct eligible people among the approving
+    votes (one person may count towards several). No requirement: never met."""
+    approving = [v for v in votes if v.approve]
+    if not requirements:
+        return False
+    for req in requirements:
+        groups = [
+            v.people()
+            for v in approving
+            if eligible_for(req, v.people(), frozenset(c for r in v.roles if (c := _canon(r))))
+        ]
+        if _count_people(groups) < max(1, req.quorum):
+            return False
+    return True
 
 
 class ApprovalService:
@@ -183,6 +242,15 @@ class ApprovalService:
         """
         t = self.tenant_of(call, tenant)
         spec = decision.approval or ApprovalSpec()
+        if not spec.requirements or not all(r.approvers for r in spec.requirements):
+            raise ApprovalRefused(
+                "the policy names no approvers for this call, so nobody can approve it"
+            )
+        try:
+            canonical_or_none(call.principal.user, what="the requesting user")
+            canonical_or_none(call.principal.agent, what="the requesting agent")
+        except IdentityError as exc:
+            raise ApprovalRefused(f"cannot open an approval request: {exc}") from None
         request_id = new_uuid7()
         try:
             digest = self.audit.args_digest(t, call.args)
@@ -208,8 +276,7 @@ class ApprovalService:
             env=call.env or env or self.env,
             principal=call.principal,
             args=shown,
-            approvers=tuple(spec.approvers),
-            quorum=max(1, int(spec.quorum)),
+            requirements=tuple(spec.requirements),
             channels=tuple(spec.channels),
             rule_ids=tuple(decision.deciding_rule_ids),
             reasons=tuple(decision.reasons),
@@ -244,9 +311,7 @@ class ApprovalService:
             rule_ids=request.rule_ids,
             reasons=(
                 *request.reasons,
-                f"needs {request.quorum} approval(s) from "
-                f"{', '.join(request.approvers) or 'anyone but the requester'} "
-                f"by {request.expires_at.isoformat()}",
+                f"needs approval from {request.needs} by {request.expires_at.isoformat()}",
             ),
             policy_name=request.policy_name,
             policy_revision=request.policy_revision,
@@ -396,39 +461,46 @@ class ApprovalService:
 
     # -- deciding ----------------------------------------------------------------------
 
+    def people(self, ids: Iterable[str | None]) -> frozenset[str]:
+        """Canonical identities of one person: ``ids`` plus every alias the user table
+        (``veto users``: user id and e-mail) knows for any of them."""
+        out = {c for x in ids if x is not None and (c := _canon(x)) is not None}
+        if not out:
+            return frozenset()
+        aliases = getattr(self.store, "user_aliases", None)
+        for row in aliases() if aliases is not None else ():
+            known = {c for x in row if x and (c := _canon(x)) is not None}
+            if known & out:
+                out |= known
+        return frozenset(out)
+
+    def requester_people(self, request: ApprovalRequest) -> frozenset[str]:
+        """Every identity the requester answers to (its user and its agent, and their
+        aliases): none of them may approve."""
+        return self.people((request.principal.user, request.principal.agent))
+
     def check_eligible(
         self, request: ApprovalRequest, approver: Approver, *, approve: bool
-    ) -> None:
+    ) -> frozenset[str]:
         """Raise :class:`SelfApproval` / :class:`NotEligible` / :class:`ApprovalNotFound`
-        if ``approver`` may not cast this vote."""
+        if ``approver`` may not cast this vote; return the voter's identities."""
         if approver.tenant is not None and approver.tenant != request.tenant:
             raise ApprovalNotFound(f"no approval request {request.id!r}")
-        ids = approver.identities()
-        requester = {
-            x for x in (_fold(request.principal.user), _fold(request.principal.agent)) if x
-        }
-        if ids & requester:
+        ids = self.people((approver.id, approver.email))
+        if ids & self.requester_people(request):
             if approve:
                 raise SelfApproval(
                     f"{approver.id} requested this call ({request.tool}) and cannot approve it; "
                     "another eligible approver must decide"
                 )
-            return  # a requester may always withdraw (deny) its own call
-        if not request.approvers:
-            return
-        roles = {r.casefold() for r in approver.roles}
-        for entry in request.approvers:
-            if entry.startswith("role:"):
-                if entry[5:].strip().casefold() in roles:
-                    return
-            else:
-                who = entry[5:] if entry.startswith("user:") else entry
-                if who.strip().casefold() in ids:
-                    return
+            return ids  # a requester may always withdraw (deny) its own call
+        roles = approver.canonical_roles()
+        if any(eligible_for(r, ids, roles) for r in request.requirements):
+            return ids
         held = ", ".join(approver.roles) or "none"
         raise NotEligible(
-            f"{approver.id} may not decide approval request {request.id}: it needs one of "
-            f"{', '.join(request.approvers)} (roles held: {held})"
+            f"{approver.id} may not decide approval request {request.id}: it needs "
+            f"{request.needs} (roles held: {held})"
         )
 
     def approver_args(self, request_id: str, approver: Approver | str) -> object:
@@ -470,7 +542,7 @@ class ApprovalService:
         current = self.get(request_id)
         if current.state.final:
             raise self._closed(current)
-        self.check_eligible(current, who, approve=approve)
+        me = self.check_eligible(current, who, approve=approve)
         expired_now = False
 
         def change(cur: ApprovalRequest) -> Change | None:
@@ -485,9 +557,8 @@ class ApprovalService:
                     decided_at=now,
                     final_reason="no decision before the approval deadline",
                 )
-            me = who.id.strip().casefold()
-            if approve and me in {a.casefold() for a in cur.approved_by}:
-                return None  # the same approver twice is still one approval
+            if approve and any(v.approve and v.people() & me for v in cur.votes):
+                return None  # the same person twice (under any alias) is still one approval
             vote = Vote(
                 approver=who.id,
                 approve=approve,
@@ -496,6 +567,7 @@ class ApprovalService:
                 roles=who.roles,
                 reason=reason,
                 operator=operator,
+                identities=tuple(sorted(me)),
             )
             if not approve:
                 return Change(
@@ -504,7 +576,7 @@ class ApprovalService:
                     decided_at=now,
                     final_reason=reason or f"denied by {who.id}",
                 )
-            if len(cur.approved_by) + 1 >= cur.quorum:
+            if requirements_met(cur.requirements, (*cur.votes, vote)):
                 return Change(state=ApprovalState.APPROVED, vote=vote, decided_at=now)
             return Change(vote=vote)
 

@@ -66,10 +66,14 @@ CREATE TABLE IF NOT EXISTS approval_votes (
 ) WITHOUT ROWID;
 """
 
-# args_sealed: the unredacted arguments of a pending request, AES-GCM under the tenant's
-# key, shown only to its eligible approvers and nulled when it ends. operator: who voted
-# with the local admin key in the approver's name (DESIGN.md 2.8).
+# v2: one requirement per deciding approval rule (DESIGN.md 2.2) and the canonical
+# identities a vote was cast under (DESIGN.md 2.8); args_sealed: the unredacted arguments
+# of a pending request, AES-GCM under the tenant's key, shown only to its eligible
+# approvers and nulled when it ends; operator: who voted with the local admin key in the
+# approver's name (DESIGN.md 2.8).
 _V2 = """
+ALTER TABLE approval_requests ADD COLUMN requirements TEXT;
+ALTER TABLE approval_votes ADD COLUMN identities TEXT;
 ALTER TABLE approval_requests ADD COLUMN args_sealed TEXT;
 ALTER TABLE approval_votes ADD COLUMN operator TEXT
 """
@@ -127,6 +131,12 @@ class SqliteApprovalStore(SqlApprovalStore):
                 raise
 
         return self._run(work)
+
+    def _has_table(self, c: Any, name: str) -> bool:
+        row = c.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
 
     @contextlib.contextmanager
     def watch(self) -> Iterator[Waiter]:

@@ -10,6 +10,7 @@ was made from, so two processes can never both move the same request.
 from __future__ import annotations
 
 import abc
+import builtins
 import contextlib
 import functools
 import json
@@ -32,6 +33,7 @@ from veto_core.audit.record import (
     ts_from_us,
     ts_to_us,
 )
+from veto_core.model import ApprovalRequirement
 from veto_core.storage import Dialect
 
 __all__ = [
@@ -173,6 +175,7 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "decided_us",
     "consumed_us",
     "final_reason",
+    "requirements",
 )
 VOTE_COLUMNS: tuple[str, ...] = (
     "request_id",
@@ -184,6 +187,7 @@ VOTE_COLUMNS: tuple[str, ...] = (
     "roles",
     "reason",
     "operator",
+    "identities",
 )
 
 
@@ -225,6 +229,7 @@ def request_row(r: ApprovalRequest) -> tuple[Any, ...]:
         _us(r.decided_at),
         _us(r.consumed_at),
         r.final_reason,
+        _dumps([q.to_dict() for q in r.requirements]),
     )
 
 
@@ -239,6 +244,29 @@ def vote_row(request_id: str, n: int, v: Vote) -> tuple[Any, ...]:
         _dumps(list(v.roles)),
         v.reason,
         v.operator,
+        _dumps(list(v.identities)),
+    )
+
+
+def _requirements(d: dict[str, Any]) -> tuple[ApprovalRequirement, ...]:
+    """The stored requirements; a request written before they existed (schema v1)
+    is one requirement: its approvers and quorum (an empty list admits nobody)."""
+    if d["requirements"] is not None:
+        return tuple(
+            ApprovalRequirement(
+                rule_id=str(q["rule_id"]),
+                approvers=tuple(q["approvers"]),
+                quorum=int(q["quorum"]),
+            )
+            for q in json.loads(d["requirements"])
+        )
+    rule_ids = json.loads(d["rule_ids"])
+    return (
+        ApprovalRequirement(
+            rule_id=",".join(rule_ids) or "policy",
+            approvers=tuple(json.loads(d["approvers"])),
+            quorum=int(d["quorum"]),
+        ),
     )
 
 
@@ -259,8 +287,7 @@ def request_from_rows(row: Sequence[Any], votes: Sequence[Sequence[Any]]) -> App
         env=d["env"],
         principal=principal_from_dict(json.loads(d["principal"])),
         args=None if d["args"] is None else json.loads(d["args"]),
-        approvers=tuple(json.loads(d["approvers"])),
-        quorum=int(d["quorum"]),
+        requirements=_requirements(d),
         channels=tuple(json.loads(d["channels"])),
         rule_ids=tuple(json.loads(d["rule_ids"])),
         reasons=tuple(json.loads(d["reasons"])),
@@ -275,6 +302,7 @@ def request_from_rows(row: Sequence[Any], votes: Sequence[Sequence[Any]]) -> App
                 roles=tuple(json.loads(v[6])),
                 reason=v[7],
                 operator=v[8],
+                identities=tuple(json.loads(v[9])) if v[9] is not None else (),
             )
             for v in votes
         ),
@@ -446,6 +474,23 @@ class SqlApprovalStore(ApprovalStore):
             ]
 
         out: list[ApprovalRequest] = self._run(work)
+        return out
+
+    def _has_table(self, c: Any, name: str) -> bool:
+        """Whether table ``name`` exists (the server's tables are optional)."""
+        raise NotImplementedError
+
+    def user_aliases(self) -> builtins.list[tuple[str, str | None]]:
+        """``(user id, e-mail)`` of every ``veto users`` user in this database (none when
+        the server was never set up): the aliases one person is known by (DESIGN.md 2.8)."""
+
+        def work(c: Any) -> builtins.list[tuple[str, str | None]]:
+            if not self._has_table(c, "server_users"):
+                return []
+            rows = c.execute("SELECT username, email FROM server_users").fetchall()
+            return [(str(u), None if e is None else str(e)) for u, e in rows]
+
+        out: builtins.list[tuple[str, str | None]] = self._run(work)
         return out
 
     def erase_user(self, user: str, *, tenant: str | None = None) -> int:

@@ -24,7 +24,6 @@ detected too, although ``args`` are outside the chain.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime as _dt
 import decimal
 import enum
@@ -50,10 +49,12 @@ __all__ = [
     "GENESIS_HASH",
     "REDACTED",
     "ApprovalInfo",
+    "ArgumentsError",
     "AuditRecord",
     "SealedRecord",
     "args_mac",
     "canonical_json",
+    "check_args",
     "compute_hash",
     "hash_view",
     "new_uuid7",
@@ -77,41 +78,113 @@ _UTC = _dt.UTC
 # --------------------------------------------------------------------------- JSON
 
 
-def to_jsonable(value: Any) -> Any:
-    """Convert ``value`` to plain JSON types, deterministically.
+class ArgumentsError(TypeError):
+    """Tool arguments that are not JSON values and have no unambiguous tagged form
+    (DESIGN.md 7): the call is refused, never digested as something else."""
 
-    Tool arguments are arbitrary Python values; the audit trail must still
-    serialize (and digest) them the same way every time. Non-finite floats and
-    unknown objects become tagged strings rather than failing the call.
+
+#: Type tags: a tagged value is an object with exactly one key, ``"$" + tag``. Keys of
+#: plain objects that start with ``"$"`` get one more ``"$"`` (``"$x"`` -> ``"$$x"``), so
+#: no plain JSON value ever has the canonical form of a tagged one, and two different
+#: values never share an ``args_digest``.
+TAG = "$"
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _escape_key(key: str) -> str:
+    return TAG + key if key.startswith(TAG) else key
+
+
+def _tagged(tag: str, value: Any) -> dict[str, Any]:
+    return {TAG + tag: value}
+
+
+def to_jsonable(value: Any, path: str = "args") -> Any:
+    """``value`` as a JSON value, with a type tag for the Python types that have an
+    unambiguous one; raises :class:`ArgumentsError` for anything else (DESIGN.md 7).
+
+    JSON values (str, int, float, bool, None, lists, str-keyed dicts) map to
+    themselves, except that object keys starting with ``$`` are escaped with one more
+    ``$``. Tagged: ``bytes``/``bytearray``/``memoryview`` (``$bytes``, base64),
+    ``tuple`` (``$tuple``), ``set``/``frozenset`` (``$set``, sorted by canonical
+    JSON), a dict with a non-string key (``$map``: sorted ``[key, value]`` pairs),
+    ``datetime``/``date``/``time`` (``$datetime``/``$date``/``$time``, ISO 8601),
+    ``Decimal`` (``$decimal``), ``UUID`` (``$uuid``). Refused: NaN and infinities (no
+    JSON form), enums, dataclasses and every other object.
     """
-    if value is None or isinstance(value, (str, bool, int)):
-        if isinstance(value, enum.Enum):
-            return to_jsonable(value.value)
+    if value is None or type(value) in (str, int, bool):
         return value
-    if isinstance(value, float):
+    if type(value) is float:
         if math.isfinite(value):
             return value
-        return f"float:{value!r}"
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        items = [to_jsonable(v) for v in value]
-        return sorted(items, key=lambda x: json.dumps(x, sort_keys=True, default=str))
+        raise ArgumentsError(f"{path} is {value!r}, which is not a JSON number")
     if isinstance(value, enum.Enum):
-        return to_jsonable(value.value)
-    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
+        raise ArgumentsError(
+            f"{path} is the enum member {type(value).__qualname__}.{value.name}, not a JSON "
+            "value; pass its value"
+        )
+    if isinstance(value, _SCALARS):  # subclasses of str/int/float/bool: their plain value
+        for base in (bool, int, float, str):
+            if isinstance(value, base):
+                return to_jsonable(base(value), path)
+    if isinstance(value, Mapping):
+        if all(type(k) is str for k in value):
+            return {_escape_key(k): to_jsonable(v, f"{path}.{k}") for k, v in value.items()}
+        pairs = [
+            [to_jsonable(k, f"{path} key {k!r}"), to_jsonable(v, f"{path}[{k!r}]")]
+            for k, v in value.items()
+        ]
+        pairs.sort(key=lambda kv: _ENCODER.encode(kv[0]))
+        return _tagged("map", pairs)
+    if type(value) is list:
+        return [to_jsonable(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, tuple):
+        return _tagged("tuple", [to_jsonable(v, f"{path}[{i}]") for i, v in enumerate(value)])
+    if isinstance(value, list):
+        return [to_jsonable(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        items = [to_jsonable(v, f"{path} item") for v in value]
+        return _tagged("set", sorted(items, key=_ENCODER.encode))
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return "base64:" + base64.b64encode(bytes(value)).decode("ascii")
+        return _tagged("bytes", base64.b64encode(bytes(value)).decode("ascii"))
+    if isinstance(value, _dt.datetime):
+        return _tagged("datetime", value.isoformat())
+    if isinstance(value, _dt.date):
+        return _tagged("date", value.isoformat())
+    if isinstance(value, _dt.time):
+        return _tagged("time", value.isoformat())
+    if isinstance(value, decimal.Decimal):
+        return _tagged("decimal", str(value))
     if isinstance(value, uuid.UUID):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value))
-    return f"{type(value).__qualname__}:{value!r}"
+        return _tagged("uuid", str(value))
+    raise ArgumentsError(
+        f"{path} is a {type(value).__qualname__}, not a JSON value (str, int, float, bool, "
+        "null, list or string-keyed object); convert it before the call"
+    )
+
+
+_PLAIN_SCALARS = frozenset((str, int, bool, type(None)))
+
+
+def _is_plain(value: Any) -> bool:
+    """JSON values only, no object key starting with ``$`` (the common case: the C
+    encoder's text is then the canonical form as it is). On the hot path: ~half the
+    cost of encoding."""
+    t = type(value)
+    if t in _PLAIN_SCALARS:
+        return True
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str or k[:1] == TAG:
+                return False
+            if type(v) not in _PLAIN_SCALARS and not _is_plain(v):
+                return False
+        return True
+    if t is list:
+        return all(type(v) in _PLAIN_SCALARS or _is_plain(v) for v in value)
+    if t is float:
+        return bool(value - value == 0.0)  # finite (inf - inf and NaN are NaN)
+    return False
 
 
 _ENCODER = json.JSONEncoder(
@@ -126,16 +199,26 @@ def canonical_json(value: Any) -> bytes:
     return _ENCODER.encode(value).encode("utf-8")
 
 
-def plain_args_json(args: Mapping[str, Any]) -> tuple[Any, str]:
-    """``(JSON-plain args, canonical JSON)``; the C encoder first, :func:`to_jsonable` if needed."""
+def check_args(args: Mapping[str, Any]) -> None:
+    """Raise :class:`ArgumentsError` unless ``args`` are JSON values or have a tagged
+    form (DESIGN.md 7). Cheap for plain JSON (no copy)."""
     try:
-        text = _ENCODER.encode(args)
-    except (TypeError, ValueError):
+        if not (type(args) is dict and _is_plain(args)):
+            to_jsonable(args)
+    except RecursionError:
+        raise ArgumentsError("args are nested too deeply to be JSON values") from None
+
+
+def plain_args_json(args: Mapping[str, Any]) -> tuple[Any, str]:
+    """``(JSON args, canonical JSON)``: plain JSON as it is (the C encoder), anything
+    else through :func:`to_jsonable` (tagged, or :class:`ArgumentsError`)."""
+    try:
+        if type(args) is dict and _is_plain(args):
+            return args, _ENCODER.encode(args)
         plain = to_jsonable(args)
         return plain, _ENCODER.encode(plain)
-    if type(args) is dict:
-        return args, text
-    return json.loads(text), text
+    except RecursionError:
+        raise ArgumentsError("args are nested too deeply to be JSON values") from None
 
 
 # --------------------------------------------------------------------------- time / ids

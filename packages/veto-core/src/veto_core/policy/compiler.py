@@ -7,12 +7,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import ApprovalSpec, Effect
+from ..identity import IdentityError, canonical_identity
+from ..model import ApprovalRequirement, ApprovalSpec, Effect
 from .conditions import CompiledCondition, ConditionCompiler, EvalContext, Leaf
 from .errors import PolicyError, Problem, did_you_mean
 from .loader import LoadedPolicy
-from .operators import BUILTIN_OPERATORS, OperandError, Operator, compile_glob
-from .schema import RuleModel, parse_duration
+from .operators import BUILTIN_OPERATORS, EvalError, OperandError, Operator, compile_glob
+from .schema import ApprovalModel, RuleModel, parse_duration
 
 __all__ = [
     "CompiledLimit",
@@ -260,13 +261,7 @@ def compile_policy(
             )
         approval = None
         if effect is Effect.REQUIRE_APPROVAL or rule.otherwise == "require_approval":
-            spec = rule.approval
-            approval = ApprovalSpec(
-                approvers=tuple(spec.approvers) if spec else (),
-                quorum=spec.quorum if spec else 1,
-                timeout_s=parse_duration(spec.timeout) if spec else 3600.0,
-                channels=tuple(spec.channels) if spec else (),
-            )
+            approval = _approval_spec(rule.id, rule.approval, doc, base, problems)
         rules.append(
             CompiledRule(
                 id=rule.id,
@@ -287,11 +282,77 @@ def compile_policy(
                 shadow=rule.mode == "shadow",
             )
         )
+    if model.default == "require_approval":
+        problems.append(
+            loaded.root.problem(
+                ("default",),
+                "'default: require_approval' names no approvers (a policy default cannot); "
+                "use 'default: deny' and a require_approval rule with "
+                "'approval: {approvers: [...]}' for the calls that need people",
+            )
+        )
     limits = _compile_limits(loaded, ops, {r.id for r in rules}, problems)
     if problems:
         raise PolicyError(problems)
     return CompiledPolicy(
         loaded=loaded, rules=tuple(rules), role_parents=role_parents, operators=ops, limits=limits
+    )
+
+
+def _approval_spec(
+    owner: str,
+    spec: ApprovalModel | None,
+    doc: Any,
+    base: tuple[str | int, ...],
+    problems: list[Problem],
+) -> ApprovalSpec:
+    """The requirement of one approval rule or limit (DESIGN.md 2.8): it must name
+    approvers, each a valid identity, and a quorum they can reach. An approval that
+    names nobody is a policy error, never "anyone but the requester"."""
+    if spec is None or not spec.approvers:
+        where = (*base, "approval", "approvers") if spec is not None else (*base, "effect")
+        problems.append(
+            doc.problem(
+                where,
+                f"'{owner}' can require approval but names no approvers; add "
+                "'approval: {approvers: [\"role:NAME\", USER, ...]}' (an approval "
+                "nobody is named for is never open to anyone)",
+            )
+        )
+        return ApprovalSpec(
+            requirements=(ApprovalRequirement(rule_id=owner, approvers=(), quorum=1),),
+            timeout_s=parse_duration(spec.timeout) if spec else 3600.0,
+            channels=tuple(spec.channels) if spec else (),
+        )
+    users: set[str] = set()
+    has_roles = False
+    for i, entry in enumerate(spec.approvers):
+        kind, _, name = (
+            entry.partition(":") if entry.startswith(("role:", "user:")) else ("user", ":", entry)
+        )
+        try:
+            who = canonical_identity(name, what=f"approver {kind} name")
+        except IdentityError as exc:
+            problems.append(doc.problem((*base, "approval", "approvers", i), str(exc)))
+            continue
+        if kind == "role":
+            has_roles = True
+        else:
+            users.add(who)
+    if not has_roles and users and spec.quorum > len(users):
+        problems.append(
+            doc.problem(
+                (*base, "approval", "quorum"),
+                f"quorum {spec.quorum} can never be met: only {len(users)} distinct "
+                "approver(s) are named",
+            )
+        )
+    return ApprovalSpec(
+        requirements=(
+            ApprovalRequirement(rule_id=owner, approvers=tuple(spec.approvers), quorum=spec.quorum),
+        ),
+        timeout_s=parse_duration(spec.timeout),
+        channels=tuple(spec.channels),
     )
 
 
@@ -337,6 +398,26 @@ class CompiledLimit:
         )
 
 
+#: Limit key paths that name a person: keyed by canonical identity (DESIGN.md 2.8), so
+#: ``Bob`` and ``bob `` share one budget and a hidden character fails closed.
+IDENTITY_PATHS = frozenset({"principal.user", "principal.agent"})
+
+
+def _identity_key(getter: Callable[[EvalContext], Any]) -> Callable[[EvalContext], Any]:
+    def key(ctx: EvalContext) -> Any:
+        value = getter(ctx)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            raise EvalError(f"an identity must be a string, got {type(value).__name__}")
+        try:
+            return canonical_identity(value)
+        except IdentityError as exc:
+            raise EvalError(str(exc)) from None
+
+    return key
+
+
 def _compile_limits(
     loaded: LoadedPolicy, ops: Mapping[str, Operator], rule_ids: set[str], problems: list[Problem]
 ) -> tuple[CompiledLimit, ...]:
@@ -367,7 +448,7 @@ def _compile_limits(
         for i, path in enumerate(limit.per):
             getter = paths.path_getter(path, (*base, "per", i))
             if getter is not None:
-                per.append((path, getter))
+                per.append((path, _identity_key(getter) if path in IDENTITY_PATHS else getter))
         amount = None
         if limit.sum is not None:
             getter = paths.path_getter(limit.sum, (*base, "sum"))
@@ -376,13 +457,7 @@ def _compile_limits(
         problems.extend(paths.problems)
         approval = None
         if limit.effect == "require_approval":
-            spec = limit.approval
-            approval = ApprovalSpec(
-                approvers=tuple(spec.approvers) if spec else (),
-                quorum=spec.quorum if spec else 1,
-                timeout_s=parse_duration(spec.timeout) if spec else 3600.0,
-                channels=tuple(spec.channels) if spec else (),
-            )
+            approval = _approval_spec(limit.id, limit.approval, doc, base, problems)
         elif limit.approval is not None:
             problems.append(
                 doc.problem(

@@ -160,7 +160,8 @@ class WhenModel(_Strict):
 class ApprovalModel(_Strict):
     approvers: list[str] = Field(
         default_factory=list,
-        description='"role:finance", user ids or emails; empty means any eligible user',
+        description='"role:finance", user ids or emails; required: an approval that names '
+        "nobody is a policy error (never 'anyone')",
     )
     quorum: int = Field(default=1, ge=1, description="distinct approvers needed")
     timeout: str | float = Field(default="1h", description="e.g. 30s, 15m, 2h, 1d")

@@ -133,8 +133,8 @@ class Approvals:
             Approver,
         )
 
-        approver = Approver(id=username, roles=policy_roles, email=email, tenant=tenant)
         try:
+            approver = Approver(id=username, roles=policy_roles, email=email, tenant=tenant)
             return self.service().decide(
                 request_id, approver=approver, approve=approve, via=via, reason=reason or None
             )

@@ -44,38 +44,43 @@ def summary_lines(request: ApprovalRequest) -> list[tuple[str, str]]:
         ("Reasons", "; ".join(request.reasons) or "policy requires approval"),
         (
             "Approvers",
-            f"{request.quorum} of {', '.join(request.approvers) or 'anyone but the requester'}",
+            request.needs,
         ),
         ("Expires", request.expires_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("Request", request.id),
     ]
 
 
-def _fold(value: str | None) -> str | None:
-    return None if value is None else value.strip().casefold()
-
-
 def is_eligible(request: ApprovalRequest, user: User) -> bool:
     """Whether ``user`` could approve ``request`` (mirrors ``check_eligible``, plus the
-    dashboard's rule that deciding needs the approver role in the request's tenant)."""
+    dashboard's rule that deciding needs the approver role in the request's tenant).
+    A user is their id and their e-mail, compared as canonical identities (DESIGN.md 2.8)."""
+    from veto_core.approvals.service import eligible_for
+    from veto_core.identity import IdentityError, canonical_or_none
     from veto_core.server.store import role_at_least
 
     if user.disabled or not role_at_least(user.role(request.tenant), "approver"):
         return False
-    ids = {x for x in (_fold(user.username), _fold(user.email)) if x}
-    requester = {x for x in (_fold(request.principal.user), _fold(request.principal.agent)) if x}
+    try:
+        ids = frozenset(
+            x for x in (canonical_or_none(user.username), canonical_or_none(user.email)) if x
+        )
+        requester = {
+            x
+            for x in (
+                canonical_or_none(request.principal.user),
+                canonical_or_none(request.principal.agent),
+            )
+            if x
+        }
+        roles = frozenset(
+            c for r in user.approver_roles(request.tenant) if (c := canonical_or_none(r))
+        )
+    except IdentityError:
+        return False  # a hidden character in an id: never eligible (fail closed)
     if ids & requester:
         return False
-    if not request.approvers:
-        return True
-    roles = {r.casefold() for r in user.approver_roles(request.tenant)}
-    for entry in request.approvers:
-        if entry.startswith("role:"):
-            if entry[5:].strip().casefold() in roles:
-                return True
-        elif (_fold(entry[5:] if entry.startswith("user:") else entry) or "") in ids:
-            return True
-    return False
+    return any(eligible_for(r, ids, roles) for r in request.requirements)
 
 
 class UserDirectory:
@@ -121,11 +126,15 @@ class UserDirectory:
             store.close()
 
     def by_email(self, email: str) -> User | None:
-        want = email.strip().casefold()
+        from veto_core.identity import canonical_or_none, same_identity
+
+        want = canonical_or_none(email) if email.strip() else None
+        if want is None:
+            return None
         store = self._open()
         try:
             users = store.list_users()
         finally:
             store.close()
-        found = [u for u in users if u.email and u.email.strip().casefold() == want]
+        found = [u for u in users if u.email and same_identity(u.email, want)]
         return found[0] if len(found) == 1 else None  # ambiguous: nobody (fail closed)

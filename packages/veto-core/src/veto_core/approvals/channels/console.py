@@ -21,7 +21,7 @@ class ConsoleChannel:
     name = "console"
 
     def notify(self, request: ApprovalRequest, links: ApprovalLinks) -> None:
-        who = ", ".join(request.approvers) or "anyone but the requester"
+        who = request.needs
         log.warning(
             "approval needed [%s] %s by %s (%s): %s; approvers: %s; approve: %s",
             request.id,

@@ -251,7 +251,7 @@ class EmailChannel:
         if not recipients:
             raise RuntimeError(
                 f"no eligible approver with an email address in tenant {request.tenant!r} "
-                f"(approvers: {', '.join(request.approvers) or 'anyone'})"
+                f"(approvers: {request.needs})"
             )
         base, sender, secret = self._base_url(), self._sender(), self._secret()
         expires = min(

@@ -75,8 +75,7 @@ def _detail_blocks(request: ApprovalRequest) -> list[dict[str, Any]]:
         f"*Agent*\n{esc(p.agent or '-')}" + (f" (user {esc(p.user)})" if p.user else ""),
         f"*Tenant*\n{esc(request.tenant)}" + (f" ({esc(request.env)})" if request.env else ""),
         f"*Rule*\n{esc(', '.join(request.rule_ids) or '-')}",
-        f"*Approvers*\n{request.quorum} of "
-        f"{esc(', '.join(request.approvers) or 'anyone but the requester')}",
+        f"*Approvers*\n{esc(request.needs)}",
         f"*Expires*\n{_when(request.expires_at)}",
     ]
     args = esc(pretty_args(request).replace("```", "` ` `"))
