@@ -8,6 +8,7 @@ Exact meanings follow DESIGN.md 2.1 ("Exact meanings where people disagree").
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import math
@@ -33,6 +34,7 @@ __all__ = [
     "Operator",
     "Predicate",
     "glob_to_regex",
+    "to_finite_float",
     "to_number",
     "values_equal",
 ]
@@ -58,8 +60,9 @@ class OperandError(ValueError):
 
 # --- values ---------------------------------------------------------------------------
 
-_NUMERIC = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
-_INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
+# ASCII digits only: a tool reading Arabic-Indic digits may not see the number the policy saw.
+_NUMERIC = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$", re.ASCII)
+_INTEGER = re.compile(r"^\s*[+-]?\d+\s*$", re.ASCII)
 
 
 def _describe(value: Any) -> str:
@@ -68,7 +71,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, str):
-        return f"the string {value[:60]!r}"
+        return f"the string {value[:60]!r}" + ("..." if len(value) > 60 else "")
     if isinstance(value, list | tuple):
         return "a list"
     if isinstance(value, Mapping):
@@ -77,7 +80,12 @@ def _describe(value: Any) -> str:
 
 
 def to_number(value: Any) -> int | float:
-    """Numbers and numeric strings -> number; anything else is an EvalError."""
+    """The one checked numeric conversion (DESIGN.md 2.1 "Hostile values").
+
+    Numbers and numeric strings -> a finite number; anything else is an EvalError:
+    booleans, non-numeric strings, NaN/Infinity, and numeric strings whose value
+    overflows (``"1e309"`` would otherwise read as Infinity and pass every bound).
+    """
     t = type(value)
     if t is int:
         return int(value)
@@ -88,19 +96,51 @@ def to_number(value: Any) -> int | float:
     if t is bool:
         raise EvalError("booleans are not numbers")
     if isinstance(value, str):
-        # float()/int() accept "nan", "inf" and "1_000"; the grammar check rejects them.
-        if "_" not in value and _NUMERIC.match(value):
-            if _INTEGER.match(value):
+        # float()/int() accept "nan", "inf", "1_000" and non-ASCII digits; the grammar refuses them.
+        if not _NUMERIC.match(value):
+            raise EvalError(f"{_describe(value)} is not a number")
+        if _INTEGER.match(value):
+            try:
                 return int(value)
-            return float(value)
-        raise EvalError(f"{_describe(value)} is not a number")
-    if isinstance(value, int | float) and not isinstance(value, bool):
+            except ValueError:  # more digits than int() will convert (sys.int_info)
+                raise EvalError(f"{_describe(value)} has too many digits") from None
+        number = float(value)
+        if math.isfinite(number):
+            return number
+        raise EvalError(f"{_describe(value)} is not a finite number")
+    if isinstance(value, bool):
+        raise EvalError("booleans are not numbers")
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
         return to_number(float(value))
     raise EvalError(f"expected a number, got {_describe(value)}")
 
 
+def to_finite_float(value: Any) -> float:
+    """``to_number`` as a float (for sums): an int too large for a float is an error."""
+    number = to_number(value)
+    try:
+        result = float(number)
+    except OverflowError:
+        raise EvalError(f"{_describe(value)} is too large to be added up") from None
+    if not math.isfinite(result):  # pragma: no cover - float() of an int raises instead
+        raise EvalError(f"{_describe(value)} is not a finite number")
+    return result
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _equality_number(value: Any) -> int | float | None:
+    """A value as a number for equality; None when it is not numeric at all (then it
+    is simply unequal to a number). A numeric value that is not finite is an error."""
+    if isinstance(value, str):
+        return to_number(value) if _NUMERIC.match(value) else None
+    if _is_number(value):
+        return to_number(value)
+    return None
 
 
 def _fold(value: Any, ignore_case: bool) -> Any:
@@ -112,10 +152,8 @@ def values_equal(a: Any, b: Any, ignore_case: bool = False) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if _is_number(a) or _is_number(b):
-        try:
-            return to_number(a) == to_number(b)
-        except EvalError:
-            return False
+        x, y = _equality_number(a), _equality_number(b)
+        return x is not None and y is not None and x == y
     if isinstance(a, str) and isinstance(b, str):
         return a.casefold() == b.casefold() if ignore_case else a == b
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
@@ -151,6 +189,10 @@ def _need_str(value: Any) -> str:
 
 
 def op_equals(operand: Any, *, ignore_case: bool = False) -> Predicate:
+    try:
+        _equality_number(operand)
+    except EvalError as exc:
+        raise OperandError(f"{exc}: NaN and Infinity cannot be compared") from None
     if isinstance(operand, str) and not ignore_case:
         s = operand
 
@@ -160,8 +202,6 @@ def op_equals(operand: Any, *, ignore_case: bool = False) -> Predicate:
             return values_equal(v, s)
 
         return eq_str
-    if isinstance(operand, float) and not math.isfinite(operand):
-        raise OperandError("NaN and Infinity cannot be compared")
     return lambda v: values_equal(v, operand, ignore_case)
 
 
@@ -189,7 +229,9 @@ def op_in(operand: Any, *, ignore_case: bool = False) -> Predicate:
         elif isinstance(item, str):
             strings.add(item.casefold() if ignore_case else item)
             if _NUMERIC.match(item):
-                numeric_strings.add(to_number(item))
+                # A string that is not a finite number stays a string ("1e309" in a list of ids).
+                with contextlib.suppress(EvalError):
+                    numeric_strings.add(to_number(item))
         elif item is None:
             has_null = True
         else:
