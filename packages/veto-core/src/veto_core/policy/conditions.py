@@ -22,6 +22,7 @@ from .operators import (
     OperandError,
     Operator,
     Predicate,
+    check_size,
 )
 
 if TYPE_CHECKING:
@@ -379,6 +380,11 @@ class ConditionCompiler:
                     value = getter(ctx)
                 except _Missing:
                     raise EvalError(f"{other} is missing") from None
+                if isinstance(value, str):
+                    try:
+                        check_size(value)
+                    except EvalError as exc:
+                        raise EvalError(f"{other}: {exc}") from None
                 try:
                     return compile_op(value, ignore_case=ignore_case)
                 except OperandError as exc:
@@ -673,6 +679,8 @@ def _build_leaf(
             if v is None and not accepts_null:
                 raise EvalError(f"{text} is null")
             try:
+                if isinstance(v, str):
+                    check_size(v)
                 return pred(v)
             except EvalError as exc:
                 raise EvalError(*(f"{text}: {m}" for m in exc.messages)) from None
@@ -755,6 +763,8 @@ def _fast_leaf(
         if v is None and not accepts_null:
             raise EvalError(null)
         try:
+            if isinstance(v, str) and len(v) > 16384:  # 64 KiB is at least 16 Ki characters
+                check_size(v)
             return pred(v)
         except EvalError as exc:
             raise EvalError(*(f"{text}: {m}" for m in exc.messages)) from None
