@@ -93,7 +93,7 @@ def _root_getter(root: str, sub: str | None) -> Callable[[EvalContext], Any]:
     if root == "context":
         return lambda ctx: ctx.call.context
     if root == "item":
-        return lambda ctx: ctx.item
+        return _item
     if root == "tool":
         return _tool_name
     if root == "env":
@@ -121,6 +121,13 @@ def _root_getter(root: str, sub: str | None) -> Callable[[EvalContext], Any]:
 
         return principal_field
     raise AssertionError(root)
+
+
+def _item(ctx: EvalContext) -> Any:
+    try:
+        return ctx.item
+    except AttributeError:  # outside a quantifier (`veto explain` shows leaves on their own)
+        raise _MISSING from None
 
 
 def _tool_name(ctx: EvalContext) -> Any:

@@ -170,6 +170,31 @@ def _check_depth(text: str, file: str, loader_cls: type[Any]) -> None:
             depth -= 1
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _join_surrogates(
+    doc: SourceDoc, node: yaml.ScalarNode, loc: Loc, problems: list[Problem]
+) -> str:
+    """JSON writes an emoji as "\\ud83d\\ude00"; YAML reads each escape on its own.
+    Join such pairs into the character; a lone surrogate is no character at all."""
+    value: str = node.value
+    try:
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+    except UnicodeDecodeError:
+        line, col = _mark(node)
+        problems.append(
+            Problem(
+                file=doc.file,
+                line=line,
+                column=col,
+                path=format_path(loc),
+                message="a \\uD800-\\uDFFF escape that is not half of a pair is not a character",
+            )
+        )
+        return value
+
+
 def _walk(
     doc: SourceDoc, node: yaml.Node, loc: Loc, problems: list[Problem], budget: list[int]
 ) -> None:
@@ -182,6 +207,8 @@ def _walk(
         # Aliases nest documents without nesting their text: count the real depth too.
         raise _too_deep(doc.file, _mark(node))
     doc.value_marks.setdefault(loc, _mark(node))
+    if isinstance(node, yaml.ScalarNode) and _SURROGATE.search(node.value):
+        node.value = _join_surrogates(doc, node, loc, problems)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, tuple[int, int]] = {}
         for key_node, value_node in node.value:
@@ -221,6 +248,21 @@ def _walk(
 def read_yaml_text(text: str, *, file: str, path: Path | None = None) -> SourceDoc:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
         raise PolicyError.of_file(file, f"file is larger than {MAX_POLICY_BYTES} bytes")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: only a str given by code has one
+        before = text[: exc.start]
+        raise PolicyError(
+            [
+                Problem(
+                    file=file,
+                    line=before.count("\n") + 1,
+                    column=exc.start - (before.rfind("\n") + 1) + 1,
+                    path="",
+                    message="text is not valid Unicode (a lone surrogate)",
+                )
+            ]
+        ) from None
     if _FastLoader is not None:
         try:
             return _read(text, file, path, _FastLoader)
@@ -231,7 +273,23 @@ def read_yaml_text(text: str, *, file: str, path: Path | None = None) -> SourceD
 
 def _read(text: str, file: str, path: Path | None, loader_cls: type[Any]) -> SourceDoc:
     doc = SourceDoc(file=file, data=None, path=path)
-    loader = loader_cls(text)
+    try:
+        # The reader refuses non-printable characters as soon as it is made.
+        loader = loader_cls(text)
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        at_line = before.count("\n") + 1
+        at_col = exc.position - (before.rfind("\n") + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        message = (
+            f"invalid YAML: character U+{code:04X} is not allowed here; "
+            "write it as an escape in a double-quoted string"
+        )
+        raise PolicyError(
+            [Problem(file=file, line=at_line, column=at_col, path="", message=message)]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise PolicyError.of_file(file, f"invalid YAML: {exc}") from None
     try:
         _check_depth(text, file, loader_cls)
         node = loader.get_single_node()
