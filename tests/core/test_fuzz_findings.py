@@ -55,3 +55,46 @@ def test_explain_shows_leaves_inside_quantifiers() -> None:
     assert explanation.decision.effect is Effect.DENY
     (trace,) = explanation.rules
     assert trace.condition == "true"
+
+
+@pytest.mark.parametrize("op", ["matches", "glob"])
+def test_a_pattern_that_is_not_unicode_is_an_operand_error(op: str) -> None:
+    from veto_core.policy.operators import BUILTIN_OPERATORS, OperandError
+
+    with pytest.raises(OperandError, match="not valid Unicode"):
+        BUILTIN_OPERATORS[op]("a\udc9f")
+    # The same pattern read from the call ({field:} operand) is an error of the decision.
+    veto = Veto.from_yaml(
+        HEAD
+        + f"default: allow\nrules: [{{id: r, effect: deny, tools: [t], if: {{field: args.x, {op}: {{field: args.p}}}}}}]\n"
+    )
+    d = veto.decide(
+        ToolCall(tool="t", args={"x": "a", "p": "a\udc9f"}, principal=Principal(agent="a"))
+    )
+    assert d.effect is Effect.DENY and "not valid Unicode" in d.errors[0]
+
+
+def test_veto_check_batch_answers_json_that_python_cannot_hold(tmp_path: Path) -> None:
+    """A 5,000-digit number and 100,000 nested arrays crashed the whole batch."""
+    import json
+
+    from click.testing import CliRunner
+
+    from veto_core.cli import main
+
+    lines = [
+        "[" * 100_000,
+        '{"tool": "t", "args": {"x": ' + "1" * 5000 + "}}",
+        '{"tool": "t", "args": {"x": ' + "[" * 5000 + "]" * 5000 + "}}",
+        '{"tool": "t", "args": {"x": 1}}',
+    ]
+    policy = HEAD + "rules: [{id: r, effect: allow, tools: [t]}]\n"
+    (tmp_path / "p.yaml").write_text(policy)
+    result = CliRunner().invoke(
+        main,
+        ["check", "-p", str(tmp_path / "p.yaml"), "--batch", "-"],
+        input="\n".join(lines) + "\n",
+    )
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [("error" in o) for o in out] == [True, True, True, False], out
+    assert out[3]["effect"] == "allow"

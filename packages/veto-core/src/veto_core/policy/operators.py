@@ -318,6 +318,8 @@ def compile_re2(pattern: str, *, ignore_case: bool = False) -> Any:
     options.log_errors = False
     try:
         return re2.compile(pattern, options)
+    except UnicodeEncodeError:
+        raise OperandError(f"regular expression {pattern[:80]!r} is not valid Unicode") from None
     except re2.error as exc:
         detail = exc.args[0] if exc.args else exc
         if isinstance(detail, bytes):  # google-re2 reports its message as bytes
@@ -408,6 +410,8 @@ def compile_glob(pattern: str, *, ignore_case: bool = False) -> Any:
     options.dot_nl = True
     try:
         return re2.compile(glob_to_regex(pattern), options)
+    except UnicodeEncodeError:
+        raise OperandError(f"glob {pattern[:80]!r} is not valid Unicode") from None
     except re2.error as exc:
         raise OperandError(f"invalid glob {pattern!r}: {exc}") from None
 
