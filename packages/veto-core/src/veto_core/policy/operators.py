@@ -619,6 +619,19 @@ class HostPatterns:
 
 
 def url_host(value: str) -> str:
+    """Host of a URL (cached for the short values agents send again and again)."""
+    return _url_host_cached(value) if len(value) <= _CACHED_CHARS else _url_host(value)
+
+
+def email_domain(value: str) -> str:
+    """Domain of exactly one address ('Name <a@b>' is one); anything else is an error."""
+    return _email_cached(value) if len(value) <= _CACHED_CHARS else _email_domain(value)
+
+
+_CACHED_CHARS = 256
+
+
+def _url_host(value: str) -> str:
     """Host of a URL as a browser reads it; a URL with no scheme reads as https://value;
     no host, a port outside 1-65535 or an ambiguous authority is an error."""
     raw = _address_text(value, "URL").strip(" ")
@@ -682,8 +695,7 @@ _EMAIL = re2.compile(
 )
 
 
-def email_domain(value: str) -> str:
-    """Domain of exactly one address ('Name <a@b>' is one); anything else is an error."""
+def _email_domain(value: str) -> str:
     _address_text(value, "email address")
     try:
         m = _EMAIL.fullmatch(value)
@@ -700,6 +712,10 @@ def email_domain(value: str) -> str:
             raise EvalError(f"{value[:80]!r} has an invalid domain literal")
         return _canonical_ip(_ip(literal))
     return normalize_host(domain)
+
+
+_url_host_cached = functools.lru_cache(maxsize=4096)(_url_host)
+_email_cached = functools.lru_cache(maxsize=4096)(_email_domain)
 
 
 def op_email_domain_in(operand: Any, *, ignore_case: bool = False) -> Predicate:
