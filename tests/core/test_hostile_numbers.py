@@ -242,3 +242,18 @@ def test_veto_check_denies_overflowing_numbers(tmp_path: Path) -> None:
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["effect"] for o in out] == ["deny", "deny", "allow"]
     assert out[0]["errors"] and out[1]["errors"] and not out[2]["errors"]
+
+
+@pytest.mark.parametrize("n", ["1e309", math.inf, "5", 5.5, -1, True], ids=_id)
+@pytest.mark.parametrize("op", ["length_greater_than", "length_less_than"])
+def test_a_length_bound_read_from_the_call_must_be_a_non_negative_integer(op: str, n: Any) -> None:
+    leaf = {"field": "args.s", op: {"field": "args.n"}}
+    assert evaluate(leaf, {"s": "abc", "n": n}) == "error"
+
+
+@pytest.mark.parametrize("bounds", [["-1e309", 10], [0, "1E999"], [math.nan, 1]], ids=_id)
+def test_between_bounds_read_from_the_call_must_be_finite(bounds: list[Any]) -> None:
+    leaf = {"field": "args.x", "between": {"field": "args.bounds"}}
+    assert evaluate(leaf, {"x": 5, "bounds": bounds}) == "error"
+    veto = make_veto([{"id": "ok", "effect": "allow", "tools": ["t"], "if": leaf}])
+    assert veto.decide(call("t", {"x": 5, "bounds": bounds})).effect is Effect.DENY
