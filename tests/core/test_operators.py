@@ -562,7 +562,7 @@ CASES: list[Case] = [
     C("ip-mapped-cidr-v4-value", x("ip_in_cidr", "::ffff:10.0.0.0/104"), {"x": "10.1.2.3"}, "true"),
     C("ip-mapped-cidr-no", x("ip_in_cidr", "::ffff:10.0.0.0/104"), {"x": "11.1.2.3"}, "false"),
     C("ip-v4-vs-v6-net", x("ip_in_cidr", "fd00::/8"), {"x": "10.0.0.1"}, "false"),
-    C("ip-not-an-ip", x("ip_in_cidr", "10.0.0.0/8"), {"x": "10.0.0"}, "error"),
+    C("ip-not-an-ip", x("ip_in_cidr", "10.0.0.0/8"), {"x": "10.0.0.0.1"}, "error"),
     C("ip-hostname", x("ip_in_cidr", "10.0.0.0/8"), {"x": "localhost"}, "error"),
     C("ip-number", x("ip_in_cidr", "10.0.0.0/8"), {"x": 167772161}, "error"),
     C("ip-null", x("ip_in_cidr", "10.0.0.0/8"), {"x": None}, "error"),

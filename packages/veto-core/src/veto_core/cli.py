@@ -424,6 +424,10 @@ def run_batch(veto: Veto, source: IO[str], out: IO[str]) -> tuple[int, int]:
             errors += 1
             write(dumps({"error": f"line {number}: {exc}"}) + "\n")
             continue
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting too deep
+            errors += 1
+            write(dumps({"error": f"line {number}: invalid JSON: {exc}"}) + "\n")
+            continue
         d = decide(call)
         write(
             dumps(

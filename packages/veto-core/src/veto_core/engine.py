@@ -33,7 +33,7 @@ from .policy.loader import (
     load_policy_file,
     load_policy_text,
 )
-from .policy.operators import EvalError, Operator, to_number
+from .policy.operators import EvalError, Operator, to_finite_float
 from .policy.watch import PolicyWatcher
 
 if TYPE_CHECKING:
@@ -530,7 +530,7 @@ class Veto:
         for limit in limits:
             try:
                 parts = [limit.id, *(canonical_json(getter(ctx)) for _, getter in limit.per)]
-                amount = 1.0 if limit.amount is None else float(to_number(limit.amount[1](ctx)))
+                amount = 1.0 if limit.amount is None else to_finite_float(limit.amount[1](ctx))
                 if amount < 0:
                     raise EvalError(f"{limit.amount[0] if limit.amount else 'amount'} is negative")
                 result = (store or self.limit_store).try_spend(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import math
 import os
 import sqlite3
 import threading
@@ -97,6 +98,19 @@ def _now(now: float | None) -> float:
     return time.time() if now is None else now
 
 
+def _check_spend(amount: float, maximum: float, window_s: float) -> None:
+    """Only finite, non-negative figures are ever stored or compared: an Infinity or NaN
+    would make every later sum meaningless (NaN compares false against the maximum)."""
+    for name, value in (("amount", amount), ("maximum", maximum), ("window", window_s)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"limit {name} must be a finite, non-negative number, got {value!r}")
+
+
+def _fits(current: float, amount: float, maximum: float) -> bool:
+    total = current + amount
+    return math.isfinite(total) and total <= maximum
+
+
 # --- SQLite ----------------------------------------------------------------------------------
 
 _SQLITE_SCHEMA = """
@@ -134,6 +148,7 @@ class SQLiteLimitStore(LimitStore):
     def try_spend(
         self, key: str, amount: float, maximum: float, window_s: float, *, now: float | None = None
     ) -> Spend:
+        _check_spend(amount, maximum, window_s)
         t = _now(now)
         try:
             con = self._connection()
@@ -145,7 +160,7 @@ class SQLiteLimitStore(LimitStore):
                 (current,) = con.execute(
                     "SELECT COALESCE(SUM(amount), 0) FROM veto_limit_events WHERE key = ?", (key,)
                 ).fetchone()
-                if current + amount > maximum:
+                if not _fits(float(current), amount, maximum):
                     con.execute("COMMIT")
                     return Spend(ok=False, total=float(current), token=None)
                 token = uuid.uuid4().hex
@@ -234,6 +249,7 @@ class PostgresLimitStore(LimitStore):
     ) -> Spend:
         from psycopg import sql
 
+        _check_spend(amount, maximum, window_s)
         t = _now(now)
         lock = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
         try:
@@ -250,7 +266,7 @@ class PostgresLimitStore(LimitStore):
                     ),
                     (key,),
                 ).fetchone()
-                if current + amount > maximum:
+                if not _fits(float(current), amount, maximum):
                     return Spend(ok=False, total=float(current), token=None)
                 token = uuid.uuid4().hex
                 con.execute(
@@ -340,6 +356,7 @@ class RedisLimitStore(LimitStore):
     def try_spend(
         self, key: str, amount: float, maximum: float, window_s: float, *, now: float | None = None
     ) -> Spend:
+        _check_spend(amount, maximum, window_s)
         token = uuid.uuid4().hex
         try:
             ok, total = self._spend(

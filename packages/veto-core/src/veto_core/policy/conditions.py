@@ -22,6 +22,7 @@ from .operators import (
     OperandError,
     Operator,
     Predicate,
+    check_size,
 )
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def _root_getter(root: str, sub: str | None) -> Callable[[EvalContext], Any]:
     if root == "context":
         return lambda ctx: ctx.call.context
     if root == "item":
-        return lambda ctx: ctx.item
+        return _item
     if root == "tool":
         return _tool_name
     if root == "env":
@@ -140,6 +141,13 @@ def _root_getter(root: str, sub: str | None) -> Callable[[EvalContext], Any]:
 
         return principal_field
     raise AssertionError(root)
+
+
+def _item(ctx: EvalContext) -> Any:
+    try:
+        return ctx.item
+    except AttributeError:  # outside a quantifier (`veto explain` shows leaves on their own)
+        raise _MISSING from None
 
 
 def _tool_name(ctx: EvalContext) -> Any:
@@ -405,6 +413,11 @@ class ConditionCompiler:
                     value = getter(ctx)
                 except _Missing:
                     raise EvalError(f"{other} is missing") from None
+                if isinstance(value, str):
+                    try:
+                        check_size(value)
+                    except EvalError as exc:
+                        raise EvalError(f"{other}: {exc}") from None
                 try:
                     return compile_op(value, ignore_case=ignore_case)
                 except OperandError as exc:
@@ -699,6 +712,8 @@ def _build_leaf(
             if v is None and not accepts_null:
                 raise EvalError(f"{text} is null")
             try:
+                if isinstance(v, str):
+                    check_size(v)
                 return pred(v)
             except EvalError as exc:
                 raise EvalError(*(f"{text}: {m}" for m in exc.messages)) from None
@@ -781,6 +796,8 @@ def _fast_leaf(
         if v is None and not accepts_null:
             raise EvalError(null)
         try:
+            if isinstance(v, str) and len(v) > 16384:  # 64 KiB is at least 16 Ki characters
+                check_size(v)
             return pred(v)
         except EvalError as exc:
             raise EvalError(*(f"{text}: {m}" for m in exc.messages)) from None

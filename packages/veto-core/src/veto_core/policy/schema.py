@@ -7,6 +7,7 @@ them is written out below so editors can still complete and check them.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -67,6 +68,8 @@ def parse_duration(value: str | int | float) -> float:
         if not m:
             raise ValueError(f"expected a duration like '30s', '15m', '2h' or '1d', got {value!r}")
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if not math.isfinite(seconds):  # "999...9d" overflows to Infinity: a window that never ends
+        raise ValueError("a duration must be a finite number of seconds")
     if seconds <= 0:
         raise ValueError("a duration must be greater than zero")
     return seconds
@@ -204,7 +207,7 @@ class LimitModel(_Strict):
     window: str | float = Field(description="sliding window, e.g. 1h, 24h, 7d")
     sum: str | None = Field(default=None, description="field path to add up, e.g. args.amount")
     count: bool | None = Field(default=None, description="count calls instead of summing a field")
-    max: float = Field(ge=0, description="the most the window may hold")
+    max: float = Field(ge=0, allow_inf_nan=False, description="the most the window may hold")
     effect: Literal["deny", "require_approval"] = "deny"
     approval: ApprovalModel | None = None
     reason: str | None = None

@@ -18,10 +18,13 @@ import yaml
 
 from .errors import PolicyError, Problem, format_path
 
-__all__ = ["MAX_POLICY_BYTES", "SourceDoc", "read_yaml_file", "read_yaml_text"]
+__all__ = ["MAX_DEPTH", "MAX_POLICY_BYTES", "SourceDoc", "read_yaml_file", "read_yaml_text"]
 
 MAX_POLICY_BYTES = 2 * 1024 * 1024
 MAX_NODES = 200_000
+#: Nesting allowed in a policy document (DESIGN.md 2.1); every recursive step after
+#: the YAML parser (composer, pydantic, condition compiler) stays far from Python's limit.
+MAX_DEPTH = 64
 
 Loc = tuple[str | int, ...]
 
@@ -120,8 +123,9 @@ class SourceDoc:
         )
 
 
-def _mark(node: yaml.Node) -> tuple[int, int]:
-    return (node.start_mark.line + 1, node.start_mark.column + 1)
+def _mark(node: yaml.Node | yaml.Event) -> tuple[int, int]:
+    mark = node.start_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
 def _bytes_to_char_columns(doc: SourceDoc, text: str) -> None:
@@ -139,6 +143,58 @@ def _bytes_to_char_columns(doc: SourceDoc, text: str) -> None:
     doc.key_marks = {k: fix(v) for k, v in doc.key_marks.items()}
 
 
+def _too_deep(file: str, mark: tuple[int, int]) -> PolicyError:
+    return PolicyError(
+        [
+            Problem(
+                file=file,
+                line=mark[0],
+                column=mark[1],
+                path="",
+                message=f"the document is nested deeper than {MAX_DEPTH} levels",
+            )
+        ]
+    )
+
+
+def _check_depth(text: str, file: str, loader_cls: type[Any]) -> None:
+    """Refuse deep nesting from the parser's events, before the (recursive) composer
+    sees it: PyYAML's composer recurses per level, and the C one does so in C."""
+    depth = 0
+    for event in yaml.parse(text, Loader=loader_cls):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _too_deep(file, _mark(event))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _join_surrogates(
+    doc: SourceDoc, node: yaml.ScalarNode, loc: Loc, problems: list[Problem]
+) -> str:
+    """JSON writes an emoji as "\\ud83d\\ude00"; YAML reads each escape on its own.
+    Join such pairs into the character; a lone surrogate is no character at all."""
+    value: str = node.value
+    try:
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+    except UnicodeDecodeError:
+        line, col = _mark(node)
+        problems.append(
+            Problem(
+                file=doc.file,
+                line=line,
+                column=col,
+                path=format_path(loc),
+                message="a \\uD800-\\uDFFF escape that is not half of a pair is not a character",
+            )
+        )
+        return value
+
+
 def _walk(
     doc: SourceDoc, node: yaml.Node, loc: Loc, problems: list[Problem], budget: list[int]
 ) -> None:
@@ -147,7 +203,12 @@ def _walk(
         raise PolicyError.of_file(
             doc.file, f"document has more than {MAX_NODES} nodes (alias bomb?)"
         )
+    if len(loc) >= MAX_DEPTH and isinstance(node, yaml.CollectionNode):
+        # Aliases nest documents without nesting their text: count the real depth too.
+        raise _too_deep(doc.file, _mark(node))
     doc.value_marks.setdefault(loc, _mark(node))
+    if isinstance(node, yaml.ScalarNode) and _SURROGATE.search(node.value):
+        node.value = _join_surrogates(doc, node, loc, problems)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, tuple[int, int]] = {}
         for key_node, value_node in node.value:
@@ -187,6 +248,21 @@ def _walk(
 def read_yaml_text(text: str, *, file: str, path: Path | None = None) -> SourceDoc:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
         raise PolicyError.of_file(file, f"file is larger than {MAX_POLICY_BYTES} bytes")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: only a str given by code has one
+        before = text[: exc.start]
+        raise PolicyError(
+            [
+                Problem(
+                    file=file,
+                    line=before.count("\n") + 1,
+                    column=exc.start - (before.rfind("\n") + 1) + 1,
+                    path="",
+                    message="text is not valid Unicode (a lone surrogate)",
+                )
+            ]
+        ) from None
     if _FastLoader is not None:
         try:
             return _read(text, file, path, _FastLoader)
@@ -197,8 +273,25 @@ def read_yaml_text(text: str, *, file: str, path: Path | None = None) -> SourceD
 
 def _read(text: str, file: str, path: Path | None, loader_cls: type[Any]) -> SourceDoc:
     doc = SourceDoc(file=file, data=None, path=path)
-    loader = loader_cls(text)
     try:
+        # The reader refuses non-printable characters as soon as it is made.
+        loader = loader_cls(text)
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        at_line = before.count("\n") + 1
+        at_col = exc.position - (before.rfind("\n") + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        message = (
+            f"invalid YAML: character U+{code:04X} is not allowed here; "
+            "write it as an escape in a double-quoted string"
+        )
+        raise PolicyError(
+            [Problem(file=file, line=at_line, column=at_col, path="", message=message)]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise PolicyError.of_file(file, f"invalid YAML: {exc}") from None
+    try:
+        _check_depth(text, file, loader_cls)
         node = loader.get_single_node()
         if node is None:
             raise PolicyError(
