@@ -564,6 +564,11 @@ from .server.cli import serve_command, users_cli  # noqa: E402
 main.add_command(serve_command, "serve")
 main.add_command(users_cli, "users")
 
+# --- mcp proxy (veto_core.mcp.cli; the [mcp] extra is imported only when run) ---
+from .mcp.cli import mcp_cli  # noqa: E402
+
+main.add_command(mcp_cli, "mcp")
+
 
 @main.command()
 @click.option(
