@@ -123,7 +123,7 @@ async def main(workdir: Path) -> None:
     with open_audit(db) as audit:
         print("audit trail:")
         for rec in audit.query():
-            print(f"  {rec.framework or '-':5} {rec.tool:26} {rec.outcome:9} {list(rec.rule_ids)}")
+            print(f"  {rec.framework or '-':5} {rec.tool:26} {rec.outcome:18} {list(rec.rule_ids)}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 import anyio
+import pytest
 from mcp_helpers import POLICY, SERVER, World, run, stdio_session
 
 from veto_core import Effect, Principal, ToolCall, Veto
@@ -54,7 +55,14 @@ def _server_env(world: World) -> dict[str, str]:
     return {**os.environ, "RUNS_FILE": str(world.runs_file)}
 
 
-def test_proxy_and_every_adapter_name_mcp_tools_alike(world: World) -> None:
+def test_proxy_and_every_adapter_name_mcp_tools_alike(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CrewAI: offline, nothing written outside temp dirs (as tests/crewai/conftest.py).
+    for key, value in {"CREWAI_DISABLE_TELEMETRY": "true", "CREWAI_DISABLE_TRACKING": "true",
+                       "OTEL_SDK_DISABLED": "true", "CREWAI_TRACING_ENABLED": "false",
+                       "HOME": str(world.tmp / "home")}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
     veto = Veto.from_yaml(POLICY, tenant="acme")
     server_args = [str(SERVER), "stdio"]
 
@@ -121,7 +129,6 @@ def test_proxy_and_every_adapter_name_mcp_tools_alike(world: World) -> None:
     assert oa == proxy and _decide(veto, oa) == EXPECTED
 
     # CrewAI: its native MCP client names tools "<derived server>_<tool>".
-    os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
     from crewai.mcp import MCPServerStdio as CrewStdio
 
     from crewai import Agent as CrewAgent
