@@ -248,3 +248,35 @@ def test_malformed_json_rpc_from_the_client_runs_nothing(world: World) -> None:
         ]
     assert answers[4]["result"]["isError"] is True
     assert world.runs() == []
+
+
+def test_proxy_stopped_with_sigterm_while_pending_cancels_the_request(world: World) -> None:
+    """What MCP clients do to a server that does not exit on its own (SIGTERM): the
+    waiting call's request is cancelled before the proxy exits."""
+    import signal
+    import subprocess
+    import time
+
+    from mcp_helpers import VETO
+
+    proc = subprocess.Popen(
+        [VETO, *world.proxy_args()], env=world.environ(), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    world.procs.append(proc)
+    assert proc.stdin is not None and proc.stdout is not None
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}  # fmt: skip
+    call_refund = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                   "params": {"name": "refund", "arguments": {"amount": 800, "to": "acct-6"}}}  # fmt: skip
+    for message in (init, {"jsonrpc": "2.0", "method": "notifications/initialized"}, call_refund):
+        proc.stdin.write(json.dumps(message) + "\n")
+        proc.stdin.flush()
+    req = anyio.run(world.pending)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    deadline = time.monotonic() + 10
+    while world.request(req.id).state is ApprovalState.PENDING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert world.request(req.id).state is ApprovalState.CANCELLED
+    assert world.runs() == []

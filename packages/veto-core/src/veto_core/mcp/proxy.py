@@ -12,6 +12,7 @@ answer cannot be trusted is never reported as a success.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -303,11 +304,23 @@ class McpProxy:
         await uvicorn.Server(config).serve()
 
 
-async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
+async def _cancel_on_signal(scope: anyio.CancelScope, grace_s: float = 5.0) -> None:
+    """SIGTERM/SIGINT: cancel everything (calls waiting for approval cancel their
+    requests), then exit. The SDK reads stdin in a worker thread that no cancellation
+    can interrupt while the client keeps stdin open, so a watchdog ends the process
+    after ``grace_s`` seconds if the orderly shutdown has not."""
+    import os
     import signal
+    import threading
+
+    def watchdog() -> None:
+        time.sleep(grace_s)
+        log.warning("veto mcp proxy: still running %ss after the signal, exiting", grace_s)
+        os._exit(0)
 
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.warning("veto mcp proxy: signal %s, shutting down", signum)
             scope.cancel()
+            threading.Thread(target=watchdog, daemon=True).start()
             return
