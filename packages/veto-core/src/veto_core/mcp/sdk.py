@@ -30,11 +30,13 @@ __all__ = [
     "MCP_MAJOR",
     "RequestInfo",
     "build_server",
-    "call_result",
+    "call_upstream",
     "dump",
     "error_result",
+    "list_all_tools",
     "list_result",
     "open_upstream",
+    "upstream_env",
 ]
 
 MCP_MAJOR = int(version("mcp").split(".")[0])
@@ -67,11 +69,6 @@ def error_result(text: str, meta: Mapping[str, Any] | None = None) -> Any:
     if meta:
         data["_meta"] = dict(meta)
     return types.CallToolResult.model_validate(data)
-
-
-def call_result(result: Any) -> Any:
-    """An upstream ``CallToolResult`` as the downstream server returns it."""
-    return result
 
 
 def list_result(tools: Sequence[Mapping[str, Any]]) -> Any:
@@ -130,10 +127,6 @@ def build_server(name: str, server_version: str, on_list: ListHandler, on_call: 
     server.request_handlers[types.ListToolsRequest] = list_v1
     server.request_handlers[types.CallToolRequest] = call_v1
     return server
-
-
-def init_options(server: Any) -> Any:
-    return server.create_initialization_options()
 
 
 def upstream_env() -> dict[str, str]:
