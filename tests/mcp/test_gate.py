@@ -155,3 +155,16 @@ def test_names_match_the_adapters_toolkit() -> None:
         "gh_echo": "mcp__gh__echo",
         "echo": "mcp__gh__echo",
     }
+
+
+def test_the_cli_imports_no_mcp_sdk() -> None:
+    """`veto --help` stays fast: the mcp command group imports the SDK only when run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, veto_core.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'anyio', 'jsonschema')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

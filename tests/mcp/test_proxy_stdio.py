@@ -94,6 +94,9 @@ def test_approval_released_by_the_cli_runs_once_with_progress(world: World) -> N
             tg.start_soon(calling)
             req = await world.pending()
             assert world.runs() == []  # pending: not forwarded
+            # a waiting call does not hold up the others of the same session
+            other = await call(s, "echo", {"text": "meanwhile"})
+            assert not is_error(other) and world.runs("refund") == []
             with anyio.fail_after(20):
                 while not progress:  # the client hears that the call waits
                     await anyio.sleep(0.05)
@@ -106,6 +109,7 @@ def test_approval_released_by_the_cli_runs_once_with_progress(world: World) -> N
     result = run(body)
     assert not is_error(result) and "refunded 500" in text_of(result)
     assert world.runs("refund") == [{"tool": "refund", "args": {"amount": 500, "to": "acct-1"}}]
+    assert world.runs("echo") == [{"tool": "echo", "args": {"text": "meanwhile"}}]
     assert any(m and "waiting for approval" in m for _, m in progress)
     [req] = world.requests()
     assert req.state is ApprovalState.APPROVED and req.consumed_at is not None
