@@ -45,6 +45,10 @@ _LAZY: dict[str, tuple[str, str]] = {
         "veto_core.channels_cli:channels_cli",
         "Approval channels (Slack, email): check their settings.",
     ),
+    "mcp": (
+        "veto_core.mcp.cli:mcp_cli",
+        "Govern MCP servers: one policy for every MCP client.",
+    ),
     "plugins": (
         "veto_core.plugins_cli:plugins_cmd",
         "List loaded plugins: built-ins and ``veto`` entry points, with the hooks each...",
