@@ -57,16 +57,17 @@ rules:
 
 
 def approve_when_asked(db: str) -> None:
-    """What a person does in another terminal: `veto approvals approve ID --as alice`."""
+    """What a person does in another terminal: `veto approvals approve ID --as alice --admin`
+    (an operator holding the local admin key votes in alice's name)."""
     service = open_approvals(db)
     try:
         for _ in range(600):
             pending = service.list(state=ApprovalState.PENDING)
             if pending:
                 rid = pending[0].id
-                print(f"  [alice] veto approvals approve {rid[:13]}... --as alice")
+                print(f"  [alice] veto approvals approve {rid[-12:]} --as alice --admin")
                 subprocess.run(
-                    [VETO, "approvals", "approve", rid, "--as", "alice", "--db", db],
+                    [VETO, "approvals", "approve", rid, "--as", "alice", "--admin", "--db", db],
                     check=True, capture_output=True,
                 )  # fmt: skip
                 return

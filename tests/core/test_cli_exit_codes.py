@@ -132,6 +132,10 @@ CASES: list[tuple[str, int]] = [
     ("users admin-key --db {db}", 0),
     ("users admin-key --add nonsense --db {db}", 2),
     ("users add shorty --password-stdin --db {db}", 2),  # password too short
+    # mcp proxy (a usage or policy error never starts the upstream)
+    ("mcp proxy {missing} --name gh -- true", 2),
+    ("mcp proxy {broken} --name gh -- true", 2),
+    ("mcp proxy {demo} -- true", 2),  # --name is required
     # plugins / channels
     ("plugins", 0),
     ("plugins --bogus", 2),

@@ -107,6 +107,7 @@ class World:
         env["RUNS_FILE"] = str(self.runs_file)
         env["VETO_DB"] = self.db
         env["PYTHONUNBUFFERED"] = "1"
+        env["HOME"] = str(self.tmp / "home")  # the operator's admin key (--admin) lives here
         return env
 
     def runs(self, tool: str | None = None) -> list[dict[str, Any]]:
@@ -179,7 +180,9 @@ class World:
 
     def veto_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [VETO, *args, "--db", self.db], env=self.environ(), capture_output=True, text=True,
+            [VETO, *args, *(["--admin"] if args[:1] == ("approvals",) and "--as" in args else []),
+             "--db", self.db],
+            env=self.environ(), capture_output=True, text=True,
             timeout=60,
         )  # fmt: skip
 

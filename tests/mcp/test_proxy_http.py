@@ -120,7 +120,7 @@ def test_http_client_that_closes_its_session_while_pending_cancels_the_request(
             break
         anyio.run(anyio.sleep, 0.05)
     assert final.state is ApprovalState.CANCELLED, final
-    assert world.veto_cli("approvals", "approve", rid, "--as", "alice").returncode == 1
+    assert world.veto_cli("approvals", "approve", rid, "--as", "alice").returncode == 2
     assert world.runs() == []
 
 

@@ -170,7 +170,7 @@ def test_client_that_disconnects_while_pending_cancels_the_request(world: World)
         anyio.run(anyio.sleep, 0.05)
     assert final is not None and final.state is ApprovalState.CANCELLED, final
     late = world.veto_cli("approvals", "approve", rid, "--as", "alice")
-    assert late.returncode == 1  # no longer pending
+    assert late.returncode == 2  # no longer pending
     assert world.runs() == []
 
 
