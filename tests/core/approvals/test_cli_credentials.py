@@ -1,8 +1,8 @@
 """Issue 16 item 1 (DESIGN.md 2.8): `veto approvals approve|deny --as X` takes no identity on
 trust. It needs X's API token, X's dashboard password, or an operator's local admin key.
 
-Exit codes (DESIGN.md 8): a missing or wrong credential is 2 (usage / authentication); a
-vote the service refuses (not eligible, own call, closed, not found) is 1.
+Exit codes (DESIGN.md 8): a missing or wrong credential and a vote the service refuses (not
+eligible, own call, closed, not found) both exit 2; 1 means "deny / check failed" elsewhere.
 """
 
 from __future__ import annotations
