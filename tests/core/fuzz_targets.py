@@ -64,7 +64,8 @@ rules:
   - {id: fetch, effect: allow, tools: [fetch], if: {field: args.url, url_host_in: {list: hosts}}}
   - {id: local, effect: deny, tools: [fetch, connect], if: {any: [{field: args.url, url_host_in: ["127.0.0.1"]}, {field: args.ip, ip_in_cidr: 127.0.0.0/8}]}}
   - {id: refund, effect: allow, tools: [refund], if: {all: [{field: args.amount, less_or_equal: 100}, {field: "args.items[*].sku", matches: "^[A-Z]+$"}]}}
-  - {id: big, effect: require_approval, tools: [refund], if: {field: args.amount, greater_than: {field: context.cap}}}
+  - {id: big, effect: require_approval, tools: [refund], if: {field: args.amount, greater_than: {field: context.cap}},
+     approval: {approvers: ["role:finance"]}}
   - {id: mail, effect: allow, tools: [send], if: {field: args.to, email_domain_in: [example.com]}}
   - {id: files, effect: allow, tools: [read], if: {for_all: args.paths, if: {field: item, path_within: /srv}}}
 """

@@ -193,10 +193,18 @@ def rule_bodies(draw: st.DrawFn, effect: str | None = None) -> dict[str, Any]:
         body["when"] = {"agent": draw(st.lists(st.sampled_from(AGENTS), min_size=1, unique=True))}
     elif scope == 1:
         body["when"] = {"env": draw(st.lists(st.sampled_from(ENVS), min_size=1, unique=True))}
-    if effect == "require_approval" and draw(st.booleans()):
+    if "require_approval" in (effect, body.get("otherwise")):
+        # DESIGN.md 2.8: whatever can require approval names its approvers, and a quorum
+        # that only named users could fill stays within their number.
+        approvers = draw(
+            st.lists(
+                st.sampled_from(["role:a", "role:b", "u1"]), min_size=1, max_size=2, unique=True
+            )
+        )
+        people = 3 if any(a.startswith("role:") for a in approvers) else len(approvers)
         body["approval"] = {
-            "approvers": draw(st.lists(st.sampled_from(["role:a", "role:b", "u1"]), max_size=2)),
-            "quorum": draw(st.integers(1, 3)),
+            "approvers": approvers,
+            "quorum": draw(st.integers(1, people)),
             "timeout": draw(st.sampled_from(["10m", "1h", "2d"])),
         }
     return body
@@ -215,7 +223,8 @@ BASE_LISTS: dict[str, list[Any]] = {
     "nums": [1, 2, 3],
     "words": ["x", "y", "abc"],
 }
-defaults = st.sampled_from(["allow", "deny", "require_approval"])
+# `default: require_approval` is a PolicyError: a default names no approvers (DESIGN.md 2.8).
+defaults = st.sampled_from(["allow", "deny"])
 
 
 @st.composite
