@@ -35,6 +35,9 @@ HEAVY = (
     "jsonschema",
     "opentelemetry",
     "smtplib",
+    "urllib.request",  # only a webhook witness posts or reads checkpoints
+    "http.client",
+    "ssl",
     "veto_core.server",
     "veto_core.approvals.channels",  # opening a store needs the sinks, not the channels
 )
@@ -42,6 +45,25 @@ HEAVY = (
 POLICY_ONLY = ("pydantic", "yaml", "re2", "idna")
 #: Only commands that open a store need the plugin system (stores are plugins).
 STORE_ONLY = ("pluggy", "sqlite3")
+#: Deciding or linting once never watches the policy files.
+NOT_ON_CHECK = ("veto_core.policy.watch",)
+#: The WHATWG URL parser loads only for a policy with URL, e-mail or IP operators.
+URL_ONLY = ("ada_url",)
+
+#: A policy with conditions but no URL, e-mail, IP or time operator.
+PLAIN_POLICY = """\
+version: 1
+name: plain
+rules:
+  - id: no-secrets
+    effect: deny
+    tools: [send_email]
+    if: {field: args.body, matches: '(?i)password'}
+  - id: read
+    effect: allow
+    tools: [read_file]
+    if: {field: args.path, starts_with: /srv/}
+"""
 
 _PROBE = """
 import atexit, json, sys
@@ -72,11 +94,17 @@ def _modules(tmp_path: Path, *args: str) -> set[str]:
     [
         (("--help",), HEAVY + POLICY_ONLY + STORE_ONLY + ("rich",)),
         (("--version",), HEAVY + POLICY_ONLY + STORE_ONLY + ("rich",)),
-        (("check", str(POLICY), "--tool", "read_file", "--json"), (*HEAVY, "rich")),
-        (("check", "-p", str(POLICY), "--tool", "read_file"), (*HEAVY, "rich")),
-        (("lint", str(POLICY)), (*HEAVY, "rich")),
-        (("approvals", "list", "--db", "{db}"), HEAVY + POLICY_ONLY),
-        (("approvals", "list", "--db", "{db}", "--json"), HEAVY + POLICY_ONLY),
+        (("check", str(POLICY), "--tool", "read_file", "--json"), (*HEAVY, *NOT_ON_CHECK, "rich")),
+        (("check", "-p", str(POLICY), "--tool", "read_file"), (*HEAVY, *NOT_ON_CHECK, "rich")),
+        (("lint", str(POLICY)), (*HEAVY, *NOT_ON_CHECK, "rich")),
+        (
+            ("check", "{plain}", "--tool", "read_file", "--json"),
+            (*HEAVY, *NOT_ON_CHECK, *URL_ONLY, "rich"),
+        ),
+        (("lint", "{plain}"), (*HEAVY, *NOT_ON_CHECK, *URL_ONLY, "rich")),
+        # Nothing to tabulate (an empty list, or JSON lines): no rich.
+        (("approvals", "list", "--db", "{db}"), (*HEAVY, *POLICY_ONLY, "rich")),
+        (("approvals", "list", "--db", "{db}", "--json"), (*HEAVY, *POLICY_ONLY, "rich")),
         (("approvals", "--help"), HEAVY + POLICY_ONLY + ("pluggy",)),
     ],
 )
@@ -84,7 +112,11 @@ def test_common_commands_do_not_import_heavy_modules(
     tmp_path: Path, args: tuple[str, ...], forbidden: tuple[str, ...]
 ) -> None:
     db = str(tmp_path / "veto.db")
-    loaded = _modules(tmp_path, *(a.replace("{db}", db) for a in args))
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(PLAIN_POLICY)
+    loaded = _modules(
+        tmp_path, *(a.replace("{db}", db).replace("{plain}", str(plain)) for a in args)
+    )
     assert "veto_core" in loaded and "click" in loaded  # the probe really ran the command
     heavy = sorted(m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden))
     assert heavy == []
@@ -119,3 +151,26 @@ def test_public_api_still_imports_eagerly_by_name() -> None:
             assert name in dir(package)
         with pytest.raises(AttributeError):
             package.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [("pending", "no pending approval requests"), ("all", "no approval requests")],
+)
+def test_empty_approvals_list_prints_what_rich_printed(
+    tmp_path: Path, state: str, expected: str
+) -> None:
+    """The empty list is printed without rich: the same line rich's console printed."""
+    import io
+
+    from rich.console import Console
+
+    from veto_core.cli import main
+
+    result = CliRunner().invoke(
+        main, ["approvals", "list", "--state", state, "--db", str(tmp_path / "veto.db")]
+    )
+    assert result.exit_code == 0, result.output
+    rendered = io.StringIO()
+    Console(file=rendered, highlight=False, soft_wrap=False, width=140).print(expected)
+    assert result.stdout == rendered.getvalue() == expected + "\n"

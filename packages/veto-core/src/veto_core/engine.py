@@ -34,12 +34,12 @@ from .policy.loader import (
     load_policy_text,
 )
 from .policy.operators import EvalError, Operator, to_finite_float
-from .policy.watch import PolicyWatcher
 
 if TYPE_CHECKING:
     from .approvals import ApprovalRequest, ApprovalService
     from .audit import AuditLog
     from .limits import LimitStore
+    from .policy.watch import PolicyWatcher
 
 __all__ = ["Explanation", "RuleTrace", "Veto"]
 
@@ -196,6 +196,8 @@ class Veto:
         audit store is open, recorded. No decision ever sees a half-loaded policy.
         """
         if self._watcher is None:
+            from .policy.watch import PolicyWatcher  # on use: `veto check` needs no watcher
+
             self._watcher = PolicyWatcher(self, interval=interval)
             self._watcher.start()
 

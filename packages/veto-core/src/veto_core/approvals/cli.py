@@ -33,9 +33,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from veto_core.approvals.model import (
     ApprovalError,
@@ -48,6 +45,8 @@ from veto_core.approvals.service import ApprovalService, open_approvals
 from veto_core.credentials import ENV_TOKEN, CredentialError, load_admin_key
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from veto_core.remote import Remote
     from veto_core.server.store import ServerStore, User
 
@@ -68,6 +67,8 @@ _STYLE = {
 
 
 def _console() -> Console:
+    from rich.console import Console  # on use: `list` with nothing to show or --json needs no rich
+
     console = Console(highlight=False, soft_wrap=False)
     if not console.is_terminal:
         console = Console(highlight=False, soft_wrap=False, width=140)
@@ -327,10 +328,13 @@ def list_cmd(tenant: str | None, state: str, limit: int, as_json: bool, db: str 
         for r in rows:
             click.echo(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False))
         return
-    console = _console()
-    if not rows:
-        console.print(f"no {'' if state == 'all' else state + ' '}approval requests")
+    if not rows:  # plain text, as rich would print it: an empty list needs no rich
+        click.echo(f"no {'' if state == 'all' else state + ' '}approval requests")
         return
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
     table = Table()
     # Ids are never folded across lines: they are copied into `approve`.
     table.add_column("id", no_wrap=True, min_width=36)
@@ -408,6 +412,8 @@ def show_cmd(
             out["approver_args"] = revealed
         click.echo(json.dumps(out, sort_keys=True, ensure_ascii=False, indent=2))
         return
+    from rich.markup import escape
+
     console = _console()
     console.print(f"[bold]{req.id}[/]  [{_STYLE[req.state]}]{req.state.value.upper()}[/]")
     lines = [

@@ -19,8 +19,6 @@ import datetime as _dt
 import fcntl
 import json
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -133,6 +131,9 @@ class WebhookWitness:
         self.timeout_s = timeout_s
 
     def publish(self, checkpoint: Checkpoint) -> None:
+        import urllib.error  # on use: urllib.request (http.client, ssl, email) is slow to import
+        import urllib.request
+
         body = canonical_str(checkpoint.to_dict()).encode("utf-8")
         req = urllib.request.Request(
             self.url,
@@ -148,6 +149,9 @@ class WebhookWitness:
             raise AuditUnavailable(f"witness {self.url}: {exc}") from exc
 
     def read(self) -> list[Checkpoint]:
+        import urllib.error
+        import urllib.request
+
         req = urllib.request.Request(self.url, headers={"Accept": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:

@@ -17,11 +17,14 @@ import posixpath
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, time, timezone
-from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any, Protocol
 
-import ada_url
 import re2
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    import ada_url
 
 __all__ = [
     "BUILTIN_OPERATORS",
@@ -556,6 +559,8 @@ def _canonical_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 
 def _whatwg(url: str) -> tuple[str, str, ada_url.HostType]:
     """(hostname, port, host type) of a URL as a browser reads it; errors are EvalError."""
+    import ada_url  # on use: only policies with URL, e-mail or IP operators need it
+
     try:
         parts = ada_url.parse_url(url, attributes=("hostname", "port", "host_type"))
     except ValueError:
@@ -564,6 +569,8 @@ def _whatwg(url: str) -> tuple[str, str, ada_url.HostType]:
 
 
 def _host_from_parts(hostname: str, host_type: ada_url.HostType) -> str:
+    import ada_url
+
     if host_type == ada_url.HostType.IPV6:
         return _canonical_ip(ipaddress.IPv6Address(hostname.strip("[]")))
     if host_type == ada_url.HostType.IPV4:
@@ -690,15 +697,20 @@ _LOCAL = rf"(?:(?:{_ATEXT})+(?:\.(?:{_ATEXT})+)*|{_QUOTED})"
 _LABEL = r"(?:[A-Za-z0-9-]|[^\x00-\x7f\p{Z}\p{C}])+"
 _DOMAIN = rf"({_LABEL}(?:\.{_LABEL})*|\[[^\[\]\\]+\])"
 _WORD = rf"(?:(?:{_ATEXT}|\.)+|{_QUOTED})"
-_EMAIL = re2.compile(
-    rf" *(?:{_LOCAL}@{_DOMAIN}|(?:{_WORD}(?: *{_WORD})*)? *<{_LOCAL}@{_DOMAIN}>) *"
-)
+
+
+@functools.cache
+def _email_re() -> re2._Regexp:
+    # Compiled on first use: most policies have no e-mail operator (start-up, DESIGN.md 8).
+    return re2.compile(
+        rf" *(?:{_LOCAL}@{_DOMAIN}|(?:{_WORD}(?: *{_WORD})*)? *<{_LOCAL}@{_DOMAIN}>) *"
+    )
 
 
 def _email_domain(value: str) -> str:
     _address_text(value, "email address")
     try:
-        m = _EMAIL.fullmatch(value)
+        m = _email_re().fullmatch(value)
     except UnicodeEncodeError:
         raise EvalError("email address is not valid Unicode (lone surrogate)") from None
     if m is None:
@@ -734,6 +746,8 @@ def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
             ip6 = ipaddress.IPv6Address(text.split("%", 1)[0])
             return ip6.ipv4_mapped or ipaddress.IPv6Address(int(ip6))
         if _IPV4_TEXT.match(text):
+            import ada_url
+
             hostname, _, host_type = _whatwg(f"http://{text}/")
             if host_type == ada_url.HostType.IPV4:
                 return ipaddress.IPv4Address(hostname)
@@ -778,6 +792,8 @@ def _zone(name: Any) -> ZoneInfo | timezone:
         return UTC
     if not isinstance(name, str):
         raise OperandError("timezone must be an IANA name like 'Europe/Paris'")
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # on use: a time operator with a zone
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
