@@ -12,6 +12,7 @@ connection the server dropped while idle is replaced before the next call uses i
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -28,7 +29,7 @@ from veto_core import Effect, Principal, ToolCall, Veto
 from veto_core.approvals import ApprovalState, ApprovalUnavailable
 from veto_core.approvals.postgres import PostgresApprovalStore
 from veto_core.approvals.store import Change
-from veto_core.limits import LimitStoreUnavailable, PostgresLimitStore
+from veto_core.limits import LimitStoreUnavailable, PostgresLimitStore, RedisLimitStore
 from veto_core.model import Authorization
 
 POLICY = """
@@ -390,4 +391,61 @@ def test_postgres_limit_store_down_fails_closed(pg_url: str) -> None:
             assert store.try_spend("k", 1, 10, 60).ok
             assert store.total("k", 60) == 2
         finally:
+            store.close()
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@pytest.fixture
+def redis_up() -> Iterator[Any]:
+    if os.environ.get("VETO_SKIP_REDIS") == "1":
+        pytest.skip("VETO_SKIP_REDIS=1")
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis unreachable at 127.0.0.1:6379 (set VETO_SKIP_REDIS=1 to skip): {exc}")
+    yield client
+    client.close()
+
+
+def test_redis_restarted_between_calls_costs_no_call(redis_up: Any) -> None:
+    key = f"fault-{secrets.token_hex(4)}"
+    with TcpProxy(6379) as proxy:
+        store = RedisLimitStore(f"redis://127.0.0.1:{proxy.port}/0")
+        try:
+            assert store.try_spend(key, 1, 10, 60).ok
+            proxy.down()  # every connection dropped while the store sat idle
+            proxy.up()
+            assert store.try_spend(key, 1, 10, 60).ok
+            proxy.down()
+            proxy.up()
+            assert store.total(key, 60) == 2
+            assert redis_up.zcard(f"veto:limit:{key}") == 2
+        finally:
+            redis_up.delete(f"veto:limit:{key}")
+            store.close()
+
+
+def test_redis_lost_reply_counts_the_spend_once(redis_up: Any) -> None:
+    """The spend ran on the server but its answer was lost: the store asks again with
+    the same spend, which the script recognises, so the call is counted once and is
+    let through (not refused as if it were a second call)."""
+    key = f"fault-{secrets.token_hex(4)}"
+    with TcpProxy(6379) as proxy:
+        store = RedisLimitStore(f"redis://127.0.0.1:{proxy.port}/0")
+        try:
+            assert store.try_spend(key, 1, 2, 60).ok
+            proxy.lose_next_reply()
+            spend = store.try_spend(key, 1, 2, 60)
+            assert spend.ok and spend.total == 2 and spend.token is not None
+            assert redis_up.zcard(f"veto:limit:{key}") == 2
+            assert not store.try_spend(key, 1, 2, 60).ok  # the budget is really spent
+            store.refund(key, spend.token)
+            assert redis_up.zcard(f"veto:limit:{key}") == 1
+        finally:
+            redis_up.delete(f"veto:limit:{key}")
             store.close()
