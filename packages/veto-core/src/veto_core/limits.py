@@ -24,6 +24,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -225,7 +226,9 @@ class PostgresLimitStore(LimitStore):
         self._conninfo, schema = _split_url(url)
         self._schema = schema
         self._local = threading.local()
-        self._all: list[Any] = []  # every thread's connection, closed by close()
+        # Every live thread's connection, for close(); weak, so a finished thread's
+        # connection is still collected (and closed) with its thread-local.
+        self._all: weakref.WeakSet[Any] = weakref.WeakSet()
         self._all_lock = threading.Lock()
         self._table = sql.Identifier(schema, "veto_limit_events")
         con, _ = self._connection()
@@ -256,7 +259,7 @@ class PostgresLimitStore(LimitStore):
             raise LimitStoreUnavailable(f"limit store (PostgreSQL) unreachable: {exc}") from exc
         self._local.con = con
         with self._all_lock:
-            self._all.append(con)
+            self._all.add(con)
         return con, True
 
     def _run(self, fn: Callable[[Any], Any], *, tx: bool = False, repeatable: bool = False) -> Any:
@@ -345,7 +348,8 @@ class PostgresLimitStore(LimitStore):
 
     def close(self) -> None:
         with self._all_lock:
-            cons, self._all = self._all, []
+            cons = list(self._all)
+            self._all.clear()
         for con in cons:
             with contextlib.suppress(Exception):
                 con.close()
