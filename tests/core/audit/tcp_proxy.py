@@ -17,6 +17,8 @@ class TcpProxy:
         self._up = True
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
+        self._upstreams: set[socket.socket] = set()
+        self._lose_reply = threading.Event()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -45,13 +47,16 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._open += [client, upstream]
+                self._upstreams.add(upstream)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if src in self._upstreams and self._lose_reply.is_set():
+                    self._lose_reply.clear()
+                    break  # the server did the work; its answer never arrives
                 dst.sendall(data)
         except OSError:
             pass
@@ -75,6 +80,11 @@ class TcpProxy:
 
     def up(self) -> None:
         self._up = True
+
+    def lose_next_reply(self) -> None:
+        """Let the next request through, then drop the connection instead of passing
+        the server's answer back (a reply lost in a restart: the work was done)."""
+        self._lose_reply.set()
 
     def close(self) -> None:
         self._closed = True

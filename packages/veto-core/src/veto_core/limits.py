@@ -16,6 +16,7 @@ events younger than the window, and older events are pruned as keys are touched.
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import math
 import os
@@ -23,6 +24,8 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,14 +188,17 @@ class SQLiteLimitStore(LimitStore):
             raise LimitStoreUnavailable(f"limit store (SQLite) failed: {exc}") from exc
 
     def total(self, key: str, window_s: float, *, now: float | None = None) -> float:
-        row = (
-            self._connection()
-            .execute(
-                "SELECT COALESCE(SUM(amount), 0) FROM veto_limit_events WHERE key = ? AND ts > ?",
-                (key, _now(now) - window_s),
+        try:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT COALESCE(SUM(amount), 0) FROM veto_limit_events WHERE key = ? AND ts > ?",
+                    (key, _now(now) - window_s),
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
+        except sqlite3.Error as exc:
+            raise LimitStoreUnavailable(f"limit store (SQLite) failed: {exc}") from exc
         return float(row[0])
 
     def close(self) -> None:
@@ -220,8 +226,12 @@ class PostgresLimitStore(LimitStore):
         self._conninfo, schema = _split_url(url)
         self._schema = schema
         self._local = threading.local()
+        # Every live thread's connection, for close(); weak, so a finished thread's
+        # connection is still collected (and closed) with its thread-local.
+        self._all: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._all_lock = threading.Lock()
         self._table = sql.Identifier(schema, "veto_limit_events")
-        con = self._connection()
+        con, _ = self._connection()
         with con.transaction():
             # Concurrent CREATE ... IF NOT EXISTS can still collide in PostgreSQL's catalog
             # (two workers starting at once): serialize the DDL like the other stores do.
@@ -234,15 +244,47 @@ class PostgresLimitStore(LimitStore):
                 ).format(self._table)
             )
 
-    def _connection(self) -> Any:
+    def _connection(self) -> tuple[Any, bool]:
+        """This thread's connection and whether it is new: one the server dropped (a
+        restart) is replaced, so service resumes without restarting the process."""
         con = getattr(self._local, "con", None)
-        if con is None or con.closed:
+        if con is not None and not (con.closed or con.broken):
+            return con, False
+        if con is not None:
+            with contextlib.suppress(Exception):
+                con.close()
+        try:
+            con = self._psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+        except self._psycopg.Error as exc:
+            raise LimitStoreUnavailable(f"limit store (PostgreSQL) unreachable: {exc}") from exc
+        self._local.con = con
+        with self._all_lock:
+            self._all.add(con)
+        return con, True
+
+    def _run(self, fn: Callable[[Any], Any], *, tx: bool = False, repeatable: bool = False) -> Any:
+        """``fn`` on this thread's connection (``tx``: in one transaction). Run a second
+        time on a fresh connection only when that is provably safe: the old connection
+        turned out to be dead before the transaction's first statement (its ``BEGIN``
+        failed), or ``fn`` may be repeated (``repeatable``: a read, or a delete by id). A
+        spend that failed once its transaction started is never repeated: it may have
+        committed (a lost reply), and a repeat would count the call twice."""
+        for attempt in (1, 2):
+            fresh, began = True, False
             try:
-                con = self._psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+                con, fresh = self._connection()
+                if not tx:
+                    began = not repeatable
+                    return fn(con)
+                with con.transaction():
+                    began = True
+                    return fn(con)
             except self._psycopg.Error as exc:
-                raise LimitStoreUnavailable(f"limit store (PostgreSQL) unreachable: {exc}") from exc
-            self._local.con = con
-        return con
+                dropped = con.closed or con.broken
+                if attempt == 1 and dropped and not fresh and not began:
+                    continue
+                raise LimitStoreUnavailable(f"limit store (PostgreSQL) failed: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def try_spend(
         self, key: str, amount: float, maximum: float, window_s: float, *, now: float | None = None
@@ -252,69 +294,73 @@ class PostgresLimitStore(LimitStore):
         _check_spend(amount, maximum, window_s)
         t = _now(now)
         lock = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-        try:
-            con = self._connection()
-            with con.transaction():
-                con.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-                con.execute(
-                    sql.SQL("DELETE FROM {} WHERE key = %s AND ts <= %s").format(self._table),
-                    (key, t - window_s),
-                )
-                (current,) = con.execute(
-                    sql.SQL("SELECT COALESCE(SUM(amount), 0) FROM {} WHERE key = %s").format(
-                        self._table
-                    ),
-                    (key,),
-                ).fetchone()
-                if not _fits(float(current), amount, maximum):
-                    return Spend(ok=False, total=float(current), token=None)
-                token = uuid.uuid4().hex
-                con.execute(
-                    sql.SQL("INSERT INTO {} (key, id, ts, amount) VALUES (%s, %s, %s, %s)").format(
-                        self._table
-                    ),
-                    (key, token, t, amount),
-                )
-                return Spend(ok=True, total=float(current + amount), token=token)
-        except self._psycopg.Error as exc:
-            raise LimitStoreUnavailable(f"limit store (PostgreSQL) failed: {exc}") from exc
+
+        def spend(con: Any) -> Spend:
+            con.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            con.execute(
+                sql.SQL("DELETE FROM {} WHERE key = %s AND ts <= %s").format(self._table),
+                (key, t - window_s),
+            )
+            (current,) = con.execute(
+                sql.SQL("SELECT COALESCE(SUM(amount), 0) FROM {} WHERE key = %s").format(
+                    self._table
+                ),
+                (key,),
+            ).fetchone()
+            if not _fits(float(current), amount, maximum):
+                return Spend(ok=False, total=float(current), token=None)
+            token = uuid.uuid4().hex
+            con.execute(
+                sql.SQL("INSERT INTO {} (key, id, ts, amount) VALUES (%s, %s, %s, %s)").format(
+                    self._table
+                ),
+                (key, token, t, amount),
+            )
+            return Spend(ok=True, total=float(current + amount), token=token)
+
+        out: Spend = self._run(spend, tx=True)
+        return out
 
     def refund(self, key: str, token: str) -> None:
         from psycopg import sql
 
-        try:
-            self._connection().execute(
+        self._run(
+            lambda con: con.execute(
                 sql.SQL("DELETE FROM {} WHERE key = %s AND id = %s").format(self._table),
                 (key, token),
-            )
-        except self._psycopg.Error as exc:
-            raise LimitStoreUnavailable(f"limit store (PostgreSQL) failed: {exc}") from exc
+            ),
+            repeatable=True,  # deleting one event by id twice deletes it once
+        )
 
     def total(self, key: str, window_s: float, *, now: float | None = None) -> float:
         from psycopg import sql
 
-        row = (
-            self._connection()
-            .execute(
+        row = self._run(
+            lambda con: con.execute(
                 sql.SQL(
                     "SELECT COALESCE(SUM(amount), 0) FROM {} WHERE key = %s AND ts > %s"
                 ).format(self._table),
                 (key, _now(now) - window_s),
-            )
-            .fetchone()
+            ).fetchone(),
+            repeatable=True,
         )
         return float(row[0])
 
     def close(self) -> None:
-        con = getattr(self._local, "con", None)
-        if con is not None:
-            con.close()
+        with self._all_lock:
+            cons = list(self._all)
+            self._all.clear()
+        for con in cons:
+            with contextlib.suppress(Exception):
+                con.close()
+        self._local = threading.local()
 
 
 # --- Redis -----------------------------------------------------------------------------------
 
 # KEYS[1] = the counter's sorted set; ARGV = now, window, amount, max, member.
-# Members are "<id>:<amount>" scored by time; the script prunes, sums and adds atomically.
+# Members are "<id>:<amount>" scored by time; the script prunes, sums and adds atomically,
+# and running it again with the same member changes nothing (so a repeat is safe).
 _SPEND_LUA = """
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -325,6 +371,9 @@ redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 local total = 0
 for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
   total = total + tonumber(string.match(member, ':(.*)$'))
+end
+if redis.call('ZSCORE', key, ARGV[5]) then
+  return {1, tostring(total)}  -- this spend is already counted (a repeat): count it once
 end
 if total + amount > maximum then
   return {0, tostring(total)}
@@ -342,6 +391,7 @@ class RedisLimitStore(LimitStore):
         except ImportError as exc:  # pragma: no cover - the [redis] extra
             raise LimitStoreUnavailable("Redis limits need veto-core[redis]") from exc
         self._redis_error = redis.RedisError
+        self._redis_connection_error = (redis.ConnectionError, redis.TimeoutError)
         self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         try:
             self._spend = self._client.register_script(_SPEND_LUA)
@@ -358,26 +408,44 @@ class RedisLimitStore(LimitStore):
     ) -> Spend:
         _check_spend(amount, maximum, window_s)
         token = uuid.uuid4().hex
-        try:
-            ok, total = self._spend(
-                keys=[self._key(key)],
-                args=[_now(now), window_s, amount, maximum, f"{token}:{amount!r}"],
-            )
-        except self._redis_error as exc:
-            raise LimitStoreUnavailable(f"limit store (Redis) failed: {exc}") from exc
+        args: list[str | float] = [_now(now), window_s, amount, maximum, f"{token}:{amount!r}"]
+        for attempt in (1, 2):
+            try:
+                ok, total = self._spend(keys=[self._key(key)], args=args)
+                break
+            except self._redis_connection_error as exc:
+                # A pooled connection the server dropped (a restart): the client opens a
+                # new one. Repeating is safe because the script is idempotent per member.
+                if attempt == 2:
+                    raise LimitStoreUnavailable(f"limit store (Redis) failed: {exc}") from exc
+            except self._redis_error as exc:
+                raise LimitStoreUnavailable(f"limit store (Redis) failed: {exc}") from exc
         return Spend(
             ok=bool(int(ok)), total=float(total), token=f"{token}:{amount!r}" if int(ok) else None
         )
 
+    def _repeatable(self, fn: Callable[[], Any]) -> Any:
+        """``fn`` (a read, or a removal by member), once more on a dropped connection."""
+        for attempt in (1, 2):
+            try:
+                return fn()
+            except self._redis_connection_error as exc:
+                if attempt == 2:
+                    raise LimitStoreUnavailable(f"limit store (Redis) failed: {exc}") from exc
+            except self._redis_error as exc:
+                raise LimitStoreUnavailable(f"limit store (Redis) failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
     def refund(self, key: str, token: str) -> None:
-        try:
-            self._client.zrem(self._key(key), token)
-        except self._redis_error as exc:
-            raise LimitStoreUnavailable(f"limit store (Redis) failed: {exc}") from exc
+        self._repeatable(lambda: self._client.zrem(self._key(key), token))
 
     def total(self, key: str, window_s: float, *, now: float | None = None) -> float:
         t = _now(now)
-        members: list[Any] = list(self._client.zrangebyscore(self._key(key), t - window_s, "+inf"))
+        members: list[Any] = list(
+            self._repeatable(
+                lambda: self._client.zrangebyscore(self._key(key), t - window_s, "+inf")
+            )
+        )
         return sum((float(bytes(m).decode().rsplit(":", 1)[1]) for m in members), 0.0)
 
     def close(self) -> None:

@@ -99,15 +99,39 @@ class PostgresApprovalStore(SqlApprovalStore):
         con.execute("SET synchronous_commit TO on")
         return con
 
+    def _live(self) -> tuple[Any, bool]:
+        """The store's connection and whether it is new: one the server dropped (a
+        restart) is replaced, so the process never needs a restart to recover."""
+        con = self._con
+        if not (con.closed or con.broken):
+            return con, False
+        with contextlib.suppress(Exception):
+            con.close()
+        self._con = self._connect()
+        return self._con, True
+
     def _run(self, fn: Callable[[Any], Any], *, tx: bool = False) -> Any:
+        """``fn`` on the connection (``tx``: in one transaction). Run a second time on
+        a fresh connection only when that is provably safe: the old connection turned
+        out to be dead before ``fn``'s first statement of a transaction (its ``BEGIN``
+        failed), or ``fn`` only reads (``tx=False``). A failure once a transaction has
+        started is never repeated: its change may have been applied (a lost reply)."""
         with self._lock:
-            try:
-                if not tx:
-                    return fn(self._con)
-                with self._con.transaction():
-                    return fn(self._con)
-            except psycopg.Error as exc:
-                raise ApprovalUnavailable(f"PostgreSQL approval store: {exc}") from exc
+            for attempt in (1, 2):
+                fresh, began = True, False
+                try:
+                    con, fresh = self._live()
+                    if not tx:
+                        return fn(con)
+                    with con.transaction():
+                        began = True
+                        return fn(con)
+                except psycopg.Error as exc:
+                    dropped = self._con.closed or self._con.broken
+                    if attempt == 1 and dropped and not fresh and not began:
+                        continue
+                    raise ApprovalUnavailable(f"PostgreSQL approval store: {exc}") from exc
+            raise AssertionError("unreachable")
 
     def _tx(self, fn: Callable[[Any], Any]) -> Any:
         return self._run(fn, tx=True)
@@ -118,28 +142,42 @@ class PostgresApprovalStore(SqlApprovalStore):
     def _changed(self, c: Any, request_id: str) -> None:
         c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, request_id))  # delivered at commit
 
-    @contextlib.contextmanager
-    def watch(self) -> Iterator[Waiter]:
+    def _listen(self) -> Any:
         try:
             con = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
             con.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
         except psycopg.Error as exc:
             raise ApprovalUnavailable(f"PostgreSQL approval store (LISTEN): {exc}") from exc
+        return con
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[Waiter]:
+        listener = [self._listen()]
 
         def wait(seconds: float) -> None:
+            """Block until notified or ``seconds`` pass. A LISTEN session the server
+            dropped is replaced at once (a notification missed meanwhile costs nothing:
+            the caller re-reads the request after every wake-up); when the server cannot
+            be reached this raises, so a waiter fails closed instead of sleeping on."""
             if seconds <= 0:
                 return
+            con = listener[0]
             try:
                 for _ in con.notifies(timeout=min(seconds, MAX_SLEEP_S), stop_after=1):
                     pass
+                return
             except psycopg.Error as exc:
-                raise ApprovalUnavailable(f"PostgreSQL approval store (notify): {exc}") from exc
+                if not (con.closed or con.broken):
+                    raise ApprovalUnavailable(f"PostgreSQL approval store (notify): {exc}") from exc
+            with contextlib.suppress(Exception):
+                con.close()
+            listener[0] = self._listen()  # a spurious wake-up: the caller re-reads
 
         try:
             yield wait
         finally:
             with contextlib.suppress(Exception):
-                con.close()
+                listener[0].close()
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(Exception):

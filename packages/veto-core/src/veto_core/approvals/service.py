@@ -620,16 +620,21 @@ class ApprovalService:
     def erase_user(self, user: str, *, tenant: str | None = None) -> int:
         """GDPR erasure: cancel ``user``'s pending requests (their calls never run), then
         remove the arguments and the user id the store kept for every request they made.
-        Returns how many requests were erased."""
+        ``user`` is matched as an identity: any spelling of it, and every alias the user
+        table knows for it (DESIGN.md 2.8). Returns how many requests were erased."""
+        from veto_core.audit.log import subject_matcher
+
+        aliases = self.people((user,))
+        matches = subject_matcher(user, aliases)
         for request in self.list(tenant=tenant, state=ApprovalState.PENDING, limit=None):
-            if request.requester == user:
+            if request.requester is not None and matches(request.requester):
                 self.cancel(
                     request.id, by="erasure", reason="cancelled: the requester's data was erased"
                 )
         erase = getattr(self.store, "erase_user", None)
         if erase is None:
             raise ApprovalUnavailable("this approval store cannot erase personal data")
-        count: int = erase(user, tenant=tenant)
+        count: int = erase(user, tenant=tenant, aliases=aliases)
         return count
 
     def expire(self, request_id: str, *, reason: str) -> ApprovalRequest:

@@ -14,7 +14,7 @@ import builtins
 import contextlib
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -493,19 +493,30 @@ class SqlApprovalStore(ApprovalStore):
         out: builtins.list[tuple[str, str | None]] = self._run(work)
         return out
 
-    def erase_user(self, user: str, *, tenant: str | None = None) -> int:
+    def erase_user(
+        self, user: str, *, tenant: str | None = None, aliases: Iterable[str] = ()
+    ) -> int:
         """GDPR erasure of a requester: null the arguments shown to approvers and drop the
-        user id from the stored principal of every request ``user`` made. The binding
-        keeps only the keyed ``args_digest``, so no call can be released by this."""
-        d = self.dialect
-        p = d.placeholder
-        where = f"requester = {p}" + (f" AND tenant = {p}" if tenant is not None else "")
-        params: tuple[Any, ...] = (user,) if tenant is None else (user, tenant)
+        user id from the stored principal of every request ``user`` made, under any
+        spelling of their identity or of ``aliases`` (DESIGN.md 2.8; the match is
+        :func:`~veto_core.audit.log.subject_matcher`). The binding keeps only the keyed
+        ``args_digest``, so no call can be released by this."""
+        from veto_core.audit.log import subject_matcher
+
+        matches = subject_matcher(user, aliases)
+        p = self.dialect.placeholder
+        where = "requester IS NOT NULL" + (f" AND tenant = {p}" if tenant is not None else "")
+        params: tuple[Any, ...] = () if tenant is None else (tenant,)
 
         def work(c: Any) -> int:
-            rows = c.execute(
-                f"SELECT id, principal FROM approval_requests WHERE {where}", params
-            ).fetchall()
+            rows = [
+                (request_id, principal)
+                for request_id, requester, principal in c.execute(
+                    f"SELECT id, requester, principal FROM approval_requests WHERE {where}",
+                    params,
+                ).fetchall()
+                if matches(str(requester))
+            ]
             for request_id, principal in rows:
                 kept = {k: v for k, v in json.loads(principal).items() if k != "user"}
                 c.execute(

@@ -378,9 +378,9 @@ def erase_cmd(db: str | None, user: str, tenant: str | None, as_json: bool) -> N
     """Remove a user's personal data (args, user id) from the audit trail and from the
     approval requests they made (pending ones are cancelled); the chain stays verifiable."""
     # Approvals first: the audit erasure then folds and truncates the shared WAL.
-    approvals = _erase_approvals(db, user, tenant)
+    approvals, aliases = _erase_approvals(db, user, tenant)
     with _open(db) as log:
-        results = log.erase_user(user, tenant=tenant)
+        results = log.erase_user(user, tenant=tenant, aliases=aliases)
     if as_json:
         click.echo(json.dumps({"audit": [{"tenant": r.tenant, "records": r.records,
                                           "erasure_record_id": r.erasure_record_id} for r in results],
@@ -396,19 +396,23 @@ def erase_cmd(db: str | None, user: str, tenant: str | None, as_json: bool) -> N
         click.echo(f"approval requests: erased {approvals}")
 
 
-def _erase_approvals(db: str | None, user: str, tenant: str | None) -> int | None:
+def _erase_approvals(
+    db: str | None, user: str, tenant: str | None
+) -> tuple[int | None, frozenset[str]]:
     """Erase the user from the approval store on the same database (None: the store kind
-    has no approvals, e.g. JSONL)."""
+    has no approvals, e.g. JSONL), and return the identities the user table knows the
+    person by (user id and e-mail, DESIGN.md 2.8), which the audit erasure matches too."""
     from veto_core.approvals import ApprovalUnavailable, open_approvals
 
     if SinkConfig.parse(db or default_audit_url()).scheme not in ("sqlite", "postgresql"):
-        return None
+        return None, frozenset()
     try:
         service = open_approvals(db)
     except ApprovalUnavailable as exc:
         raise click.ClickException(f"approval store: {exc}") from None
     try:
-        return service.erase_user(user, tenant=tenant)
+        aliases = service.people((user,))
+        return service.erase_user(user, tenant=tenant), aliases
     except ApprovalUnavailable as exc:
         raise click.ClickException(f"approval store: {exc}") from None
     finally:

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -56,6 +56,7 @@ from veto_core.audit.verify import (
 )
 from veto_core.audit.witness import AuditWitness, open_witnesses
 from veto_core.config import AuditConfig
+from veto_core.identity import IdentityError, canonical_or_none
 from veto_core.model import Decision, Effect, Principal, ToolCall
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "default_audit_url",
     "open_audit",
     "outcome_for",
+    "subject_matcher",
 ]
 
 ENV_DB = "VETO_DB"
@@ -155,6 +157,29 @@ class EraseResult:
 
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.UTC)
+
+
+def subject_matcher(user: str, aliases: Iterable[str] = ()) -> Callable[[str], bool]:
+    """Whether a stored user id belongs to the data subject ``user`` (DESIGN.md 2.8):
+    it is ``user`` exactly, or its canonical identity is that of ``user`` or of one of
+    ``aliases``. A stored id that is no valid identity (hidden characters) matches
+    only exactly: it is someone else's spelling, not the subject's."""
+    ids = {c for x in (user, *aliases) if (c := _identity(x)) is not None}
+
+    def matches(stored: str) -> bool:
+        if stored == user:
+            return True
+        c = _identity(stored)
+        return c is not None and c in ids
+
+    return matches
+
+
+def _identity(value: str) -> str | None:
+    try:
+        return canonical_or_none(value)
+    except IdentityError:
+        return None
 
 
 class AuditLog:
@@ -711,30 +736,44 @@ class AuditLog:
             tenant=tenant, deleted=deleted, through_seq=through[0], cutoff=cutoff, tombstone=tomb
         )
 
-    def erase_user(self, user: str, *, tenant: str | None = None) -> list[EraseResult]:
+    def erase_user(
+        self, user: str, *, tenant: str | None = None, aliases: Iterable[str] = ()
+    ) -> list[EraseResult]:
         """GDPR erasure: remove ``args`` and the user id from every record of ``user``.
 
-        For each affected tenant, first records the erasure (subject named only by
-        its keyed digest), then nulls the data in place; the chain still verifies
-        because it covers ``args_digest`` and ``user_digest``, not the values.
-        The store's files are compacted so the erased bytes are gone.
+        ``user`` is matched as an identity (DESIGN.md 2.8): records whose user id is
+        ``user`` spelled any way (case, spaces, compatibility forms) or one of
+        ``aliases`` (the other ids the ``veto users`` table knows the person by) are
+        erased. For each affected tenant and stored spelling, first records the erasure
+        (subject named only by its keyed digest), then nulls the data in place; the
+        chain still verifies because it covers ``args_digest`` and ``user_digest``, not
+        the values. The store's files are compacted so the erased bytes are gone.
         """
+        matches = subject_matcher(user, aliases)
         out = []
         for t in [tenant] if tenant is not None else self.sink.tenants():
-            n = self.sink.count_user(t, user)
-            if n == 0:
-                continue
-            key = self.sink.tenant_key(t)
-            dig = user_digest(key, user)
-            ev = self.record_event(
-                tenant=t,
-                tool=ERASE_TOOL,
-                outcome="erased",
-                args={"user_digest": dig, "records": n},
-                reasons=(f"erasure of a data subject's personal data from {n} records",),
+            spellings = sorted(
+                {
+                    u
+                    for s in self.sink.iter_chain(t)
+                    if (u := s.record.principal.user) is not None and matches(u)
+                }
             )
-            erased = self.sink.erase_user(t, user, ev.seq, args_mac(key, None))
-            out.append(EraseResult(tenant=t, records=erased, erasure_record_id=ev.id))
+            for spelling in spellings:
+                n = self.sink.count_user(t, spelling)
+                if n == 0:
+                    continue
+                key = self.sink.tenant_key(t)
+                dig = user_digest(key, spelling)
+                ev = self.record_event(
+                    tenant=t,
+                    tool=ERASE_TOOL,
+                    outcome="erased",
+                    args={"user_digest": dig, "records": n},
+                    reasons=(f"erasure of a data subject's personal data from {n} records",),
+                )
+                erased = self.sink.erase_user(t, spelling, ev.seq, args_mac(key, None))
+                out.append(EraseResult(tenant=t, records=erased, erasure_record_id=ev.id))
         return out
 
     # -- policy revisions ------------------------------------------------------------
