@@ -2,7 +2,7 @@
 
 Durability: WAL journal with ``synchronous=FULL``, so a transaction is fsynced
 before ``COMMIT`` returns; concurrent callers share that fsync through
-:class:`~veto_core.audit.group_commit.GroupCommitter`. (``synchronous=NORMAL``
+:class:`~veto_core.audit.writer.AuditWriter`. (``synchronous=NORMAL``
 would be faster but may lose the last commits on power loss, i.e. records of
 calls that were already allowed to run.) ``BEGIN IMMEDIATE`` takes SQLite's
 write lock before chain heads are read, which serializes appends per database
