@@ -115,7 +115,9 @@ def open_audit(
             config = load_config().audit
         except ConfigError as exc:
             raise AuditUnavailable(f"audit settings: {exc}") from exc
-    sink_config = SinkConfig.parse(url if url else default_audit_url(), create=create)
+    sink_config = SinkConfig.parse(
+        url if url else default_audit_url(), create=create, durability=config.durability
+    )
     try:
         # Only the sink plugins: importing every channel would slow every `veto` command.
         pm = get_plugin_manager(builtins=("veto_core.audit.plugin",))

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -129,9 +130,14 @@ class AuditWriter(Generic[T, R]):
     def _run(self) -> None:
         lock = self._lock
         signal = self._signal
+        last = 1
         while True:
             signal.acquire()
             while True:
+                if last > 1 and len(self._queue) < last:
+                    # Callers are concurrent: give the ones still building their record
+                    # a moment (the GIL) to join this commit instead of paying the next.
+                    time.sleep(0)
                 with lock:
                     batch = self._queue[: self._max]
                     del self._queue[: self._max]
@@ -139,6 +145,7 @@ class AuditWriter(Generic[T, R]):
                         self._idle = True
                         stop = self._closed
                         break
+                last = len(batch)
                 self._commit_batch(batch)
             if stop:
                 return
