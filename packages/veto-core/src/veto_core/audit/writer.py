@@ -1,6 +1,7 @@
 """One writer per store: a queue-fed thread that commits every queued record at once.
 
-Threads and asyncio tasks hand their prepared record to :meth:`AuditWriter.submit`
+A thread that finds the writer idle commits its record itself (no hand-off). Other
+threads and asyncio tasks hand their prepared record to :meth:`AuditWriter.submit`
 / :meth:`AuditWriter.asubmit` and wait for the commit that holds it: a thread on
 its own lock (the writer releases exactly the waiters of each batch), a task on a
 future resolved on its loop (one ``call_soon_threadsafe`` per loop and batch). The
@@ -81,7 +82,29 @@ class AuditWriter(Generic[T, R]):
     # -- callers -------------------------------------------------------------------
 
     def submit(self, item: T) -> R:
-        """Queue ``item`` and block until the commit that holds it has finished."""
+        """Queue ``item`` and block until the commit that holds it has finished.
+
+        A lone caller (nothing queued, no commit running) commits inline, so it does
+        not pay two thread hand-offs; callers arriving meanwhile queue for the writer.
+        """
+        with self._lock:
+            inline = self._idle and not self._queue and not self._closed
+            if inline and self._pid == os.getpid():
+                self._idle = False  # the writer stays asleep; newcomers queue behind us
+            else:
+                inline = False
+        if inline:
+            try:
+                results = self._commit([item])
+                if len(results) != 1:
+                    raise AuditUnavailable("audit commit returned a wrong number of results")
+                return results[0]
+            finally:
+                with self._lock:
+                    if self._queue or self._closed:
+                        self._signal.release()  # the writer takes over (or stops)
+                    else:
+                        self._idle = True
         w = _Waiter(item)
         lock = _allocate_lock()
         lock.acquire()
@@ -101,8 +124,9 @@ class AuditWriter(Generic[T, R]):
         fut: asyncio.Future[R] = loop.create_future()
         w.future = fut
         self._enqueue(w)
-        # Shielded: a cancelled caller must not look as if its record were not written.
-        return await asyncio.shield(fut)
+        # Cancelling the caller cancels only its wait: the record is committed all the
+        # same (the writer skips futures that are already done).
+        return await fut
 
     def _enqueue(self, w: _Waiter) -> None:
         with self._lock:
