@@ -29,6 +29,10 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _allocate_lock = threading.Lock
+# When the last batch had several callers, wait up to this long for as many again
+# (a fraction of one fsync; a lone caller never waits: it commits inline).
+_LINGER_S = 0.0005
+_LINGER_STEP_S = 0.00002
 
 
 class _Waiter:
@@ -161,7 +165,9 @@ class AuditWriter(Generic[T, R]):
                 if last > 1 and len(self._queue) < last:
                     # Callers are concurrent: give the ones still building their record
                     # a moment (the GIL) to join this commit instead of paying the next.
-                    time.sleep(0)
+                    deadline = time.perf_counter() + _LINGER_S
+                    while len(self._queue) < last and time.perf_counter() < deadline:
+                        time.sleep(_LINGER_STEP_S)
                 with lock:
                     batch = self._queue[: self._max]
                     del self._queue[: self._max]
