@@ -271,3 +271,38 @@ def test_fast_canonical_json_is_byte_identical_to_the_json_encoder(args: dict[st
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_every_float_keeps_its_canonical_spelling(x: float) -> None:
     assert canonical_plain({"x": x}) == _STDLIB.encode({"x": x})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["password", "PassWord", "api_token", "tok", "a.b", "x", "ß", "K"])
+        | st.text(max_size=6),
+        st.integers(),
+        max_size=6,
+    ),
+    st.lists(
+        st.sampled_from(
+            [
+                "args.password",
+                "args.*token*",
+                "args.?",
+                "args.[ab]*",
+                "args.k",
+                "args.SS",
+                "args.a.b",
+            ]
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_top_level_redaction_matches_the_general_walk(
+    args: dict[str, int], patterns: list[str]
+) -> None:
+    """The one-regex fast path for ``args.<glob>`` patterns redacts what the general
+    pattern walk redacts."""
+    from veto_core.audit.record import _redact, compile_redactions, redact_plain
+
+    pats = compile_redactions(patterns)
+    assert redact_plain(args, tuple(patterns)) == _redact(args, pats, [(p, 0) for p in pats])

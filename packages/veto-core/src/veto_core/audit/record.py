@@ -249,11 +249,23 @@ def canonical_plain(value: Any) -> str:
 
 def str_list_json(values: Iterable[str]) -> str:
     """Canonical JSON of a list of strings (rule ids, reasons, errors, roles)."""
+    if type(values) is tuple:  # a Decision's tuples repeat: remember their text
+        hit = _LIST_JSON.get(values)
+        if hit is not None:
+            return hit
     items = list(values)
     try:
-        return _dumps(items).decode()
+        text = _dumps(items).decode()
     except TypeError:  # a lone surrogate: the json encoder's text (fails later, in UTF-8)
-        return _ENCODER.encode(items)
+        text = _ENCODER.encode(items)
+    if type(values) is tuple and all(type(v) is str for v in values):
+        if len(_LIST_JSON) >= 4096:
+            _LIST_JSON.clear()
+        _LIST_JSON[values] = text
+    return text
+
+
+_LIST_JSON: dict[tuple[Any, ...], str] = {}
 
 
 def loads_plain(text: str) -> Any:
@@ -665,19 +677,25 @@ def redact_plain(plain: Any, patterns: Iterable[str]) -> Any:
         return plain
     if top is not None and type(plain) is dict:
         # Only ``args.<glob>`` patterns: what _redact does, without its per-key state.
-        return {k: REDACTED if any(m(k) for m in top) else v for k, v in plain.items()}
+        return {k: REDACTED if top(k) else v for k, v in plain.items()}
     return _redact(plain, pats, [(p, 0) for p in pats])
 
 
-_PLANS: dict[tuple[Any, ...], tuple[tuple[_Pattern, ...], tuple[Any, ...] | None]] = {}
+_PLANS: dict[tuple[Any, ...], tuple[tuple[_Pattern, ...], Any]] = {}
 
 
-def _plan(patterns: Iterable[str]) -> tuple[tuple[_Pattern, ...], tuple[Any, ...] | None]:
-    """The compiled patterns, and their key matchers when every pattern names one key
-    right below ``args`` (else None)."""
+def _plan(patterns: Iterable[str]) -> tuple[tuple[_Pattern, ...], Any]:
+    """The compiled patterns, and one matcher for all their keys when every pattern
+    names one key right below ``args`` (else None): a key is redacted when any
+    pattern's anchored glob matches it, i.e. when their alternation does."""
     pats = _compiled(patterns)
-    ok = all(not p.anywhere and len(p.segments) == 1 for p in pats)
-    plan = (pats, tuple(p.segments[0][0].match for p in pats) if ok else None)
+    ok = bool(pats) and all(not p.anywhere and len(p.segments) == 1 for p in pats)
+    top = (
+        re.compile("|".join(f"(?:{p.segments[0][0].pattern})" for p in pats), re.IGNORECASE).match
+        if ok
+        else None
+    )
+    plan = (pats, top)
     if type(patterns) is tuple and len(_PLANS) < 256:
         _PLANS[patterns] = plan
     return plan
