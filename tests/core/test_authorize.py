@@ -91,3 +91,28 @@ def test_best_effort_never_turns_a_deny_into_allow() -> None:
     with pytest.warns(RuntimeWarning):
         auth = veto.authorize(ToolCall(tool="unknown"))
     assert auth.decision.effect is Effect.DENY and not auth.run_tool
+
+
+def test_authorize_imports_nothing_per_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adapters' path does its imports once (issue 17, item 4): a function-level
+    ``import`` runs the import machinery on every call."""
+    import builtins
+
+    veto = make(tmp_path)
+    call = ToolCall(tool="read", args={"path": "/x"}, principal=Principal(agent="a"))
+    assert veto.authorize(call).run_tool  # warm up: the store opens, caches fill
+    real = builtins.__import__
+    seen: list[str] = []
+
+    def counting(name: str, *args: object, **kwargs: object) -> object:
+        seen.append(name)
+        return real(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", counting)
+    for _ in range(5):
+        assert veto.authorize(call).run_tool
+    builtins.__import__ = real  # (monkeypatch.setattr would itself import)
+    assert seen == []
+    veto.close()

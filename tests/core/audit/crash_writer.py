@@ -1,18 +1,22 @@
-"""Crash-test child: 8 threads record decisions; prints each id once record_decision returned.
+"""Crash-test child: 8 threads and 8 asyncio tasks record decisions; prints each id once
+``record_decision`` / ``arecord_decision`` returned.
 
 A line on stdout means "the caller was told allow, so the tool may now run".
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
 
 from veto_core.audit import open_audit
+from veto_core.config import AuditConfig
 from veto_core.model import Decision, Effect, Principal, ToolCall
 
-log = open_audit(sys.argv[1])
+# argv: URL [durability]
+log = open_audit(sys.argv[1], config=AuditConfig(durability=(sys.argv[2:] or ["fsync"])[0]))
 d = Decision(
     effect=Effect.ALLOW,
     rule_ids=("r",),
@@ -41,7 +45,25 @@ def work(t: int) -> None:
             os.write(fd, line)
 
 
+async def awork(t: int) -> None:
+    c = ToolCall(
+        tool="pay",
+        args={"t": t, "blob": "y" * 200},
+        principal=Principal(agent="a", user=f"v{t}"),
+        tenant=("acme", "beta")[t % 2],
+    )
+    while True:
+        rec = await log.arecord_decision(c, d, env="prod")
+        line = f"{rec.tenant} {rec.seq} {rec.id}\n".encode()
+        with out_lock:
+            os.write(fd, line)
+
+
+async def tasks() -> None:
+    await asyncio.gather(*(awork(t) for t in range(8)))
+
+
 os.write(fd, b"READY\n")
 for t in range(8):
     threading.Thread(target=work, args=(t,), daemon=True).start()
-threading.Event().wait()
+asyncio.run(tasks())

@@ -130,6 +130,10 @@ class EmailConfig:
         return SmtpSettings.parse(self.smtp_url)
 
 
+DURABILITY = ("fsync", "os")
+"""``[audit] durability`` settings (``VETO_AUDIT_DURABILITY``): see :class:`AuditConfig`."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class AuditConfig:
     """Where checkpoints are signed and published, and what verify trusts (DESIGN.md 4)."""
@@ -140,6 +144,11 @@ class AuditConfig:
     public_keys: tuple[str, ...] = ()
     witnesses: tuple[str, ...] = ()
     checkpoint_every: int = 1000
+    durability: str = "fsync"
+    """When a record counts as written (DESIGN.md 4): ``fsync`` (default) on stable
+    storage, surviving a power loss; ``os`` handed to the OS (SQLite WAL with
+    ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit=off``, JSONL without
+    fsync), surviving a crash of the process but not of the machine."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -261,6 +270,12 @@ def _audit_config(data: Mapping[str, Any], env: Mapping[str, str]) -> AuditConfi
                 f"veto.toml: audit.public_key {k!r} must be 64 hex characters "
                 "(an Ed25519 public key, as `veto audit checkpoint` prints it)"
             )
+    durability = env.get("VETO_AUDIT_DURABILITY") or data.get("durability", "fsync")
+    if durability not in DURABILITY:
+        raise ConfigError(
+            f"veto.toml: audit.durability must be one of {', '.join(DURABILITY)}, "
+            f"got {durability!r}"
+        )
     every = data.get("checkpoint_every", 1000)
     if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
         raise ConfigError("veto.toml: audit.checkpoint_every must be a positive number of records")
@@ -270,4 +285,5 @@ def _audit_config(data: Mapping[str, Any], env: Mapping[str, str]) -> AuditConfi
         public_keys=tuple(k.lower() for k in keys),
         witnesses=_str_list(data, "witness", env.get("VETO_AUDIT_WITNESS")),
         checkpoint_every=every,
+        durability=durability,
     )

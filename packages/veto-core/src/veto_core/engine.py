@@ -16,6 +16,8 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
+from .audit.errors import AuditUnavailable
+from .audit.record import ArgumentsError, check_args
 from .model import ApprovalSpec, Authorization, Decision, Effect, ToolCall, make_decision
 from .policy.compiler import (
     CompiledLimit,
@@ -460,8 +462,6 @@ class Veto:
             decision, spent = self._spend_limits(p, call, decision)
         if decision.effect is _APPROVE and outcome is None:
             return self._authorize_approval(call, decision)
-        from .audit import AuditUnavailable, warn_best_effort
-
         try:
             audit = self.audit
             self._store_revision(audit)
@@ -476,6 +476,8 @@ class Veto:
             )
         except AuditUnavailable as exc:
             if self._policy.audit_mode == "best_effort":
+                from .audit import warn_best_effort  # the rare path only
+
                 warn_best_effort(exc)
                 return Authorization(decision=decision, record_id=None)
             self._refund(spent)  # the call will not run: give its budget back
@@ -713,8 +715,6 @@ class Veto:
         """Arguments must be JSON values or have a tagged form (DESIGN.md 7), so two
         different values never share an ``args_digest``: anything else is denied, with
         its record (whose arguments are left out: they have no canonical form)."""
-        from .audit.record import ArgumentsError, check_args
-
         try:
             check_args(call.args)
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import hashlib
 import json
@@ -17,7 +18,6 @@ from types import TracebackType
 from typing import Any
 
 from veto_core.audit.errors import AuditError, AuditUnavailable
-from veto_core.audit.group_commit import GroupCommitter
 from veto_core.audit.pending import PendingRecord, principal_fragments
 from veto_core.audit.record import (
     DEFAULT_TENANT,
@@ -26,9 +26,9 @@ from veto_core.audit.record import (
     SealedRecord,
     args_digest,
     args_mac,
-    canonical_str,
-    digest_json,
-    mac_json,
+    canonical_plain,
+    keyed_sha256,
+    loads_plain,
     new_uuid7,
     plain_args_json,
     redact_plain,
@@ -55,6 +55,7 @@ from veto_core.audit.verify import (
     verify_store,
 )
 from veto_core.audit.witness import AuditWitness, open_witnesses
+from veto_core.audit.writer import AuditWriter
 from veto_core.config import AuditConfig
 from veto_core.identity import IdentityError, canonical_or_none
 from veto_core.model import Decision, Effect, Principal, ToolCall
@@ -116,7 +117,9 @@ def open_audit(
             config = load_config().audit
         except ConfigError as exc:
             raise AuditUnavailable(f"audit settings: {exc}") from exc
-    sink_config = SinkConfig.parse(url if url else default_audit_url(), create=create)
+    sink_config = SinkConfig.parse(
+        url if url else default_audit_url(), create=create, durability=config.durability
+    )
     try:
         # Only the sink plugins: importing every channel would slow every `veto` command.
         pm = get_plugin_manager(builtins=("veto_core.audit.plugin",))
@@ -199,7 +202,10 @@ class AuditLog:
         self.notices: list[str] = []
         """What opening the store changed that an operator must hear (key migration)."""
         self._signer = signer
-        self._committer: GroupCommitter[PendingRecord, SealedRecord] = GroupCommitter(sink.append)
+        # One writer per store: commits from every thread and task are batched.
+        self._writer: AuditWriter[PendingRecord, SealedRecord] = AuditWriter(sink.append)
+        # tenant -> (key, HMAC keyed for args_digest, HMAC keyed and fed b"args\0").
+        self._macs: dict[str, tuple[bytes, Any, Any]] = {}
         self._principals: dict[tuple[str, Principal], tuple[str, str, str | None]] = {}
         # Automatic checkpoints: the last seq this log appended / signed, per tenant.
         self._appended: dict[str, int] = {}
@@ -227,6 +233,7 @@ class AuditLog:
         before it is caught by ``verify``.
         """
         try:
+            self._writer.close()  # commits what is queued; later records raise
             dirty = [
                 t
                 for t, seq in self._appended.items()
@@ -309,30 +316,82 @@ class AuditLog:
         """
         try:
             return self._record(
-                tenant=call.tenant or call.principal.tenant or tenant or DEFAULT_TENANT,
-                env=call.env or env,
-                principal=call.principal,
-                framework=call.framework,
-                run_id=call.run_id,
-                tool=call.tool,
-                tool_call_id=call.tool_call_id,
-                args=call.args,
-                redact=redact,
-                effect=decision.effect.value,
-                outcome=outcome or outcome_for(decision.effect),
-                rule_ids=decision.rule_ids,
-                reasons=decision.reasons,
-                errors=decision.errors,
-                policy_name=decision.policy_name,
-                policy_revision=decision.policy_revision,
-                approval=approval,
-                latency_us=latency_us,
-                now=now,
+                **self._decision_fields(
+                    call, decision, env, tenant, redact, latency_us, outcome, approval, now
+                )
             )
         except AuditUnavailable:
             raise
         except Exception as exc:  # fail closed: whatever went wrong, the record is not there
             raise AuditUnavailable(f"audit record not written: {exc!r}") from exc
+
+    async def arecord_decision(
+        self,
+        call: ToolCall,
+        decision: Decision,
+        *,
+        env: str | None = None,
+        tenant: str | None = None,
+        redact: Iterable[str] = (),
+        latency_us: int = 0,
+        outcome: str | None = None,
+        approval: ApprovalInfo | None = None,
+        now: _dt.datetime | None = None,
+    ) -> AuditRecord:
+        """:meth:`record_decision` for asyncio: awaits the commit that holds the record
+        without blocking the event loop (the record is built on the caller's thread and
+        committed by the store's writer with those of every other thread and task).
+        The first record of a tenant reads its key from the store on a worker thread."""
+        try:
+            fields = self._decision_fields(
+                call, decision, env, tenant, redact, latency_us, outcome, approval, now
+            )
+            if fields["tenant"] not in self._macs:
+                await asyncio.to_thread(self._tenant_macs, fields["tenant"])
+            sealed = (await self._writer.asubmit(self._pending(**fields))).record
+        except AuditUnavailable:
+            raise
+        except Exception as exc:
+            raise AuditUnavailable(f"audit record not written: {exc!r}") from exc
+        if sealed.seq - self._sealed.get(sealed.tenant, 0) >= self.config.checkpoint_every:
+            await asyncio.to_thread(self._appended_one, sealed)  # signs: off the loop
+        else:
+            self._appended_one(sealed)
+        return sealed
+
+    @staticmethod
+    def _decision_fields(
+        call: ToolCall,
+        decision: Decision,
+        env: str | None,
+        tenant: str | None,
+        redact: Iterable[str],
+        latency_us: int,
+        outcome: str | None,
+        approval: ApprovalInfo | None,
+        now: _dt.datetime | None,
+    ) -> dict[str, Any]:
+        return {
+            "tenant": call.tenant or call.principal.tenant or tenant or DEFAULT_TENANT,
+            "env": call.env or env,
+            "principal": call.principal,
+            "framework": call.framework,
+            "run_id": call.run_id,
+            "tool": call.tool,
+            "tool_call_id": call.tool_call_id,
+            "args": call.args,
+            "redact": redact,
+            "effect": decision.effect.value,
+            "outcome": outcome or outcome_for(decision.effect),
+            "rule_ids": decision.rule_ids,
+            "reasons": decision.reasons,
+            "errors": decision.errors,
+            "policy_name": decision.policy_name,
+            "policy_revision": decision.policy_revision,
+            "approval": approval,
+            "latency_us": latency_us,
+            "now": now,
+        }
 
     def record_event(
         self,
@@ -397,7 +456,28 @@ class AuditLog:
         except Exception as exc:
             raise AuditUnavailable(f"audit record not written: {exc!r}") from exc
 
-    def _record(
+    def _record(self, **fields: Any) -> AuditRecord:
+        sealed = self._writer.submit(self._pending(**fields)).record
+        self._appended_one(sealed)
+        return sealed
+
+    def _appended_one(self, sealed: AuditRecord) -> None:
+        # Cheap bookkeeping; signing happens once per ``checkpoint_every`` records.
+        tenant = sealed.tenant
+        if sealed.seq > self._appended.get(tenant, 0):
+            self._appended[tenant] = sealed.seq
+        if sealed.seq - self._sealed.get(tenant, 0) >= self.config.checkpoint_every:
+            self._auto_checkpoint([tenant])
+
+    def _tenant_macs(self, tenant: str) -> tuple[bytes, Any, Any]:
+        macs = self._macs.get(tenant)
+        if macs is None:
+            key = self.sink.tenant_key(tenant)
+            macs = (key, keyed_sha256(key), keyed_sha256(key, b"args\x00"))
+            self._macs[tenant] = macs
+        return macs
+
+    def _pending(
         self,
         *,
         tenant: str,
@@ -420,14 +500,15 @@ class AuditLog:
         latency_us: int,
         now: _dt.datetime | None,
         digest: str | None = None,
-    ) -> AuditRecord:
-        key = self.sink.tenant_key(tenant)
+    ) -> PendingRecord:
+        """Everything of a record but its chain position, on the caller's thread."""
+        key, digest_mac, args_mac_ = self._tenant_macs(tenant)
         plain, plain_json = plain_args_json(args)
         if redact:
             stored: Any = redact_plain(plain, redact)
-            stored_json = canonical_str(stored)
+            stored_json = canonical_plain(stored)
         else:
-            stored, stored_json = json.loads(plain_json), plain_json
+            stored, stored_json = loads_plain(plain_json), plain_json
         frag_key = (tenant, principal)
         frags = self._principals.get(frag_key)
         if frags is None:
@@ -437,7 +518,13 @@ class AuditLog:
             if len(self._principals) >= 4096:
                 self._principals.clear()
             self._principals[frag_key] = frags
-        pending = PendingRecord(
+        if digest is None:
+            h = digest_mac.copy()
+            h.update(plain_json.encode())
+            digest = h.hexdigest()
+        m = args_mac_.copy()
+        m.update(stored_json.encode())
+        return PendingRecord(
             id=new_uuid7(),
             ts_us=time.time_ns() // 1000 if now is None else ts_to_us(now),
             tenant=tenant,
@@ -451,7 +538,7 @@ class AuditLog:
             tool_call_id=tool_call_id,
             args=stored,
             args_json=stored_json,
-            args_digest=digest_json(key, plain_json) if digest is None else digest,
+            args_digest=digest,
             effect=effect,
             outcome=outcome,
             rule_ids=tuple(rule_ids),
@@ -462,15 +549,8 @@ class AuditLog:
             approval=approval,
             latency_us=int(latency_us),
             user_digest=frags[2],
-            args_mac=mac_json(key, stored_json),
+            args_mac=m.hexdigest(),
         )
-        sealed = self._committer.submit(pending).record
-        # Cheap bookkeeping; signing happens once per ``checkpoint_every`` records.
-        if sealed.seq > self._appended.get(tenant, 0):
-            self._appended[tenant] = sealed.seq
-        if sealed.seq - self._sealed.get(tenant, 0) >= self.config.checkpoint_every:
-            self._auto_checkpoint([tenant])
-        return sealed
 
     # -- reading -----------------------------------------------------------------
 

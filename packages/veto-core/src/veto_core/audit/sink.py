@@ -47,17 +47,28 @@ class SinkConfig:
     create: bool = True
     """False: open an existing store only (``AuditStoreMissing`` otherwise); verify and
     the other read commands never create the store they were asked to inspect."""
+    durability: str = "fsync"
+    """``fsync``: a commit is on stable storage when it returns; ``os``: handed to the
+    OS (survives a crash of the process, not a power loss). See ``AuditConfig``."""
 
     @classmethod
-    def parse(cls, url: str, *, create: bool = True) -> SinkConfig:
+    def parse(cls, url: str, *, create: bool = True, durability: str = "fsync") -> SinkConfig:
+        if durability not in ("fsync", "os"):
+            raise ValueError(f"audit durability must be 'fsync' or 'os', got {durability!r}")
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme in ("", "file") or (len(scheme) == 1 and url[1:2] == ":"):
             # A plain path (or a Windows drive letter): SQLite.
-            return cls(url=url, scheme="sqlite", options={}, create=create)
+            return cls(url=url, scheme="sqlite", options={}, create=create, durability=durability)
         if scheme == "postgres":
             scheme = "postgresql"
-        return cls(url=url, scheme=scheme, options=dict(parse_qsl(parts.query)), create=create)
+        return cls(
+            url=url,
+            scheme=scheme,
+            options=dict(parse_qsl(parts.query)),
+            create=create,
+            durability=durability,
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -2,9 +2,11 @@
 
 Durability: WAL journal with ``synchronous=FULL``, so a transaction is fsynced
 before ``COMMIT`` returns; concurrent callers share that fsync through
-:class:`~veto_core.audit.group_commit.GroupCommitter`. (``synchronous=NORMAL``
-would be faster but may lose the last commits on power loss, i.e. records of
-calls that were already allowed to run.) ``BEGIN IMMEDIATE`` takes SQLite's
+:class:`~veto_core.audit.writer.AuditWriter`, whose batch goes in one multi-row
+``INSERT``. ``[audit] durability = "os"`` selects ``synchronous=NORMAL``: a commit
+is in the OS when it returns (it survives a crash of the process) but a power
+loss may take the last commits, i.e. records of calls that were already allowed
+to run. ``BEGIN IMMEDIATE`` takes SQLite's
 write lock before chain heads are read, which serializes appends per database
 across threads and processes. ``secure_delete`` is on, and erasure ends with a
 ``wal_checkpoint(TRUNCATE)``, so erased bytes do not linger in free pages or the WAL.
@@ -105,9 +107,10 @@ CREATE TABLE IF NOT EXISTS audit_policy_revisions (
 MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_INSERT = (
-    f"INSERT INTO audit_records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
-)
+_ROW = f"({', '.join('?' for _ in COLUMNS)})"
+_INSERT = f"INSERT INTO audit_records ({', '.join(COLUMNS)}) VALUES {_ROW}"
+# Bound parameters per statement: 32766 since SQLite 3.32, 999 before.
+_ROWS_PER_INSERT = (32766 if sqlite3.sqlite_version_info >= (3, 32) else 999) // len(COLUMNS)
 
 
 def sqlite_path(url: str) -> Path:
@@ -136,6 +139,8 @@ class SqliteSink(AuditSink):
     def __init__(self, config: SinkConfig) -> None:
         self.url = config.url
         self.path = sqlite_path(config.url)
+        self._synchronous = "NORMAL" if config.durability == "os" else "FULL"
+        self._inserts: dict[int, str] = {}
         self._keys: dict[str, bytes] = {}
         self._admin_lock = threading.RLock()
         if not config.create and not self.path.is_file():
@@ -159,7 +164,7 @@ class SqliteSink(AuditSink):
             str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
         )
         con.execute("PRAGMA busy_timeout=30000")
-        con.execute("PRAGMA synchronous=FULL")
+        con.execute(f"PRAGMA synchronous={self._synchronous}")
         con.execute("PRAGMA secure_delete=ON")
         return con
 
@@ -230,7 +235,9 @@ class SqliteSink(AuditSink):
                     s = p.seal(seq + 1, prev)
                     heads[p.tenant] = (seq + 1, s.record.hash)
                     out.append(s)
-                con.executemany(_INSERT, [p.row for p in batch])
+                for i in range(0, len(batch), _ROWS_PER_INSERT):
+                    chunk = batch[i : i + _ROWS_PER_INSERT]
+                    con.execute(self._insert(len(chunk)), [v for p in chunk for v in p.row])
                 con.executemany(
                     "INSERT INTO audit_chain_heads (tenant, seq, hash) VALUES (?, ?, ?) "
                     "ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
@@ -244,6 +251,15 @@ class SqliteSink(AuditSink):
                 raise
         except (sqlite3.Error, OSError, ValueError) as exc:
             raise AuditUnavailable(f"audit record not committed to {self.path}: {exc}") from exc
+
+    def _insert(self, rows: int) -> str:
+        """One ``INSERT`` of ``rows`` records (SQLite caches the prepared statement)."""
+        text = self._inserts.get(rows)
+        if text is None:
+            text = _INSERT + f", {_ROW}" * (rows - 1)
+            if len(self._inserts) < 64:
+                self._inserts[rows] = text
+        return text
 
     def iter_chain(self, tenant: str) -> Iterator[SealedRecord]:
         yield from self._stream(f"{SELECT_RECORDS} WHERE tenant = ? ORDER BY seq", (tenant,))
