@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import hashlib
 import json
@@ -342,6 +341,8 @@ class AuditLog:
         without blocking the event loop (the record is built on the caller's thread and
         committed by the store's writer with those of every other thread and task).
         The first record of a tenant reads its key from the store on a worker thread."""
+        import asyncio  # only callers already running asyncio pay for it (DESIGN.md 8)
+
         try:
             fields = self._decision_fields(
                 call, decision, env, tenant, redact, latency_us, outcome, approval, now

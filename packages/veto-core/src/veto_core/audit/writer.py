@@ -13,15 +13,17 @@ record is never acknowledged before it is durable (``durability`` of the store).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from veto_core.audit.errors import AuditUnavailable
+
+if TYPE_CHECKING:
+    import asyncio  # imported by the async path only: `veto` starts without it (DESIGN.md 8)
 
 __all__ = ["AuditWriter"]
 
@@ -122,6 +124,8 @@ class AuditWriter(Generic[T, R]):
 
     async def asubmit(self, item: T) -> R:
         """As :meth:`submit`, without blocking the event loop."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         w = _Waiter(item)
         w.loop = loop
