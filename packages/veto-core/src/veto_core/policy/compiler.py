@@ -115,6 +115,8 @@ class CompiledPolicy:
         # tool name -> candidate rules (exact + matching globs), sorted by id, deduplicated.
         self.candidates_cache: dict[str, tuple[CompiledRule, ...]] = {}
         self.roles_cache: dict[tuple[str, ...], frozenset[str]] = {}
+        #: tool name -> its compiled decider (veto_core.decision), built on first use.
+        self.deciders: dict[str, Any] = {}
 
     def candidates(self, tool: str) -> tuple[CompiledRule, ...]:
         found = {r.id: r for r in self._exact.get(tool, ())}
