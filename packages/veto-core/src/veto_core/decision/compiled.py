@@ -107,6 +107,7 @@ def _generate(p: CompiledPolicy, rules: tuple[CompiledRule, ...]) -> tuple[str, 
         "    principal = call.principal",
     ]
     cond_index: dict[str, int] = {}
+    settled: set[int] = set()  # conditions already evaluated on every path to here
     for j, rule in enumerate(rules):
         if rule.condition is not None:
             text = json.dumps(rule.model.if_, sort_keys=True, default=repr)
@@ -142,14 +143,19 @@ def _generate(p: CompiledPolicy, rules: tuple[CompiledRule, ...]) -> tuple[str, 
         else:
             k = cond_index[json.dumps(rule.model.if_, sort_keys=True, default=repr)]
             ns[f"_rid{j}"] = f"rule '{rule.id}': "
+            if k not in settled:
+                lines += [
+                    f"{ind}if k{k} is None:",
+                    f"{ind}    if ctx is None:",
+                    f"{ind}        ctx = _EvalContext(call, env, tenant, _roles_of, clock)",
+                    f"{ind}    try:",
+                    f"{ind}        k{k} = True if _c{k}(ctx) else False",
+                    f"{ind}    except _EvalError as exc:",
+                    f"{ind}        k{k} = exc",
+                ]
+                if ind == "    ":
+                    settled.add(k)
             lines += [
-                f"{ind}if k{k} is None:",
-                f"{ind}    if ctx is None:",
-                f"{ind}        ctx = _EvalContext(call, env, tenant, _roles_of, clock)",
-                f"{ind}    try:",
-                f"{ind}        k{k} = True if _c{k}(ctx) else False",
-                f"{ind}    except _EvalError as exc:",
-                f"{ind}        k{k} = exc",
                 f"{ind}if k{k} is True:",
                 f"{ind}    key |= {_TRUE << shift}",
                 f"{ind}elif k{k} is False:",
