@@ -281,7 +281,10 @@ class Veto:
         try:
             if self._bundle is not None and (other := self._tenant_veto(call)) is not None:
                 return other.decide(call)
-            decision = self._decide(p, call)
+            decision = decide(
+                p, call, call.env or self.env, call.tenant or call.principal.tenant or self.tenant,
+                self.clock,
+            )  # fmt: skip
             if p.shadow_view is not None or not p.enforced:
                 decision = self._shadowed(p, call, decision)
             return decision

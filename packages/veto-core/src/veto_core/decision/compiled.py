@@ -38,13 +38,13 @@ Decide = Callable[[ToolCall, "str | None", "str | None", Callable[[], datetime]]
 class ToolDecider:
     """The compiled decision procedure of one tool name under one policy."""
 
-    __slots__ = ("decide", "policy", "rules", "source")
+    __slots__ = ("cond_of", "decide", "policy", "rules", "source")
 
     def __init__(self, policy: CompiledPolicy, rules: tuple[CompiledRule, ...]) -> None:
         self.policy = policy
         self.rules = rules
         cache: dict[Any, Decision] = {}
-        self.source, namespace = _generate(policy, rules)
+        self.source, namespace, self.cond_of = _generate(rules)
         namespace.update(
             _cache=cache,
             _build=self._build_for(cache),
@@ -56,17 +56,21 @@ class ToolDecider:
         exec(code, namespace)  # our own generated text; no policy string is ever code
         self.decide: Decide = namespace["decide"]
 
-    def _build_for(self, cache: dict[Any, Decision]) -> Callable[[Any, Any], Decision]:
+    def _build_for(self, cache: dict[Any, Decision]) -> Callable[[Any], Decision]:
         rules = self.rules
+        cond_of = self.cond_of
         p = self.policy
 
-        def build(key: Any, errors: tuple[str, ...] | None) -> Decision:
-            outcomes = key if errors is None else key[0]
+        def build(key: Any) -> Decision:
+            """The Decision of one outcome: ``key`` is the packed rule states, or
+            (states, ((condition, messages), ...)) when conditions erred."""
+            outcomes, failed = (key, {}) if type(key) is int else (key[0], dict(key[1]))
             denies: list[CompiledRule] = []
             approvals: list[CompiledRule] = []
             allows: list[CompiledRule] = []
             matched: list[str] = []
             errored: set[str] = set()
+            errors: list[str] = []
             for i, rule in enumerate(rules):
                 state = (outcomes >> (2 * i)) & 3
                 if state == 0:
@@ -77,12 +81,13 @@ class ToolDecider:
                     effect = rule.otherwise
                 else:
                     errored.add(rule.id)
+                    errors.extend(f"rule '{rule.id}': {m}" for m in failed[cond_of[i]])
                     effect = rule.effect if rule.effect is not _ALLOW else rule.otherwise
                 if effect is None:
                     continue
                 matched.append(rule.id)
                 {_DENY: denies, _APPROVE: approvals, _ALLOW: allows}[effect].append(rule)
-            decision = combine(p, matched, denies, approvals, allows, errors or (), errored)
+            decision = combine(p, matched, denies, approvals, allows, tuple(errors), errored)
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
             cache[key] = decision
@@ -91,31 +96,125 @@ class ToolDecider:
         return build
 
 
-def _generate(p: CompiledPolicy, rules: tuple[CompiledRule, ...]) -> tuple[str, dict[str, Any]]:
+def _condition_key(rule: CompiledRule) -> str:
+    # Same `if` text in one policy: same lists, operators and paths, so same function.
+    return json.dumps(rule.model.if_, sort_keys=True, default=repr)
+
+
+def _generate(
+    rules: tuple[CompiledRule, ...],
+) -> tuple[str, dict[str, Any], dict[int, int]]:
     """Python source of ``decide(call, env, tenant, clock)`` for these rules.
 
     Only names of objects placed in the namespace appear in the text: rule ids,
-    scopes and conditions are referenced, never pasted in.
+    scopes and conditions are referenced, never pasted in. Rules without scopes
+    are grouped by condition: one evaluation and one mask per distinct condition,
+    however many rules share it (a policy's `mcp__*` rules, say).
     """
     ns: dict[str, Any] = {}
-    lines = [
-        "def decide(call, env, tenant, clock):",
-        "    key = 0",
-        "    errs = None",
-        "    ctx = None",
-        "    roles = None",
-        "    principal = call.principal",
-    ]
     cond_index: dict[str, int] = {}
-    settled: set[int] = set()  # conditions already evaluated on every path to here
+    cond_of: dict[int, int] = {}  # rule position -> its condition's number
     for j, rule in enumerate(rules):
         if rule.condition is not None:
-            text = json.dumps(rule.model.if_, sort_keys=True, default=repr)
-            if text not in cond_index:
-                k = len(cond_index)
-                cond_index[text] = k
-                ns[f"_c{k}"] = rule.condition.fn
-                lines.append(f"    k{k} = None")
+            k = cond_index.setdefault(_condition_key(rule), len(cond_index))
+            cond_of[j] = k
+            ns.setdefault(f"_c{k}", rule.condition.fn)
+    body: list[str] = []
+    evaluated: set[int] = set()  # conditions evaluated on every path to here
+
+    def evaluate(k: int, ind: str) -> None:
+        """Set k{k} to True, False or the EvalError of condition k (once per call)."""
+        if k in evaluated:
+            return
+        fn: Any = ns[f"_c{k}"]
+        leaf = getattr(fn, "negates", fn)
+        on_call = getattr(leaf, "on_call", None)
+        negated = leaf is not fn
+        yes, no = ("False", "True") if negated else ("True", "False")
+        if on_call is not None and leaf.memo is not None:
+            # A one-leaf `args.x OP value` condition (or its `not`): its memo first.
+            from_args, name = leaf.source
+            ns[f"_m{k}"], ns[f"_n{k}"], ns[f"_f{k}"] = leaf.memo, name, on_call
+            body.extend([
+                f"{ind}if k{k} is None:",
+                f"{ind}    try:",
+                f"{ind}        v = call.{'args' if from_args else 'context'}[_n{k}]",
+                f"{ind}    except Exception:",
+                f"{ind}        v = None",
+                f"{ind}    if type(v) is str or type(v) is int:",
+                f"{ind}        k{k} = _m{k}.get(v)",
+            ])  # fmt: skip
+            if negated:
+                body.extend([
+                    f"{ind}        if k{k} is True:",
+                    f"{ind}            k{k} = False",
+                    f"{ind}        elif k{k} is False:",
+                    f"{ind}            k{k} = True",
+                ])  # fmt: skip
+            body.extend([
+                f"{ind}        if k{k} is not None and k{k} is not True and k{k} is not False:",
+                f"{ind}            errs.append(({k}, k{k}.messages))",
+            ])  # fmt: skip
+            call_text = f"_f{k}(call)"
+        elif on_call is not None:
+            ns[f"_f{k}"] = on_call
+            call_text = f"_f{k}(call)"
+        else:
+            yes, no = "True", "False"
+            body.extend([
+                f"{ind}if k{k} is None and ctx is None:",
+                f"{ind}    ctx = _EvalContext(call, env, tenant, _roles_of, clock)",
+            ])  # fmt: skip
+            call_text = f"_c{k}(ctx)"
+        body.extend([
+            f"{ind}if k{k} is None:",
+            f"{ind}    try:",
+            f"{ind}        k{k} = {yes} if {call_text} else {no}",
+            f"{ind}    except _EvalError as exc:",
+            f"{ind}        k{k} = exc",
+            f"{ind}        errs.append(({k}, exc.messages))",
+        ])  # fmt: skip
+        if ind == "    ":
+            evaluated.add(k)
+
+    def masks(k: int, true: int, false: int, error: int, ind: str) -> None:
+        body.extend([
+            f"{ind}if k{k} is True:",
+            f"{ind}    key |= {true}",
+            f"{ind}elif k{k} is False:",
+            f"{ind}    key |= {false}",
+            f"{ind}else:",
+            f"{ind}    key |= {error}",
+        ])  # fmt: skip
+
+    # Unscoped rules: one constant for those without a condition, one mask per condition.
+    constant = 0
+    grouped: dict[int, list[int]] = {}
+    scoped: list[int] = []
+    for j, rule in enumerate(rules):
+        if (
+            rule.envs is None
+            and rule.tenants is None
+            and rule.roles is None
+            and rule.agents is None
+        ):
+            if rule.condition is None:
+                constant |= _TRUE << (2 * j)
+            else:
+                grouped.setdefault(cond_of[j], []).append(j)
+        else:
+            scoped.append(j)
+    for k, members in grouped.items():
+        evaluate(k, "    ")
+        masks(
+            k,
+            sum(_TRUE << (2 * j) for j in members),
+            sum(_FALSE << (2 * j) for j in members),
+            sum(_ERROR << (2 * j) for j in members),
+            "    ",
+        )
+    for j in scoped:
+        rule = rules[j]
         ind = "    "
         checks: list[str] = []
         if rule.envs is not None:
@@ -125,56 +224,39 @@ def _generate(p: CompiledPolicy, rules: tuple[CompiledRule, ...]) -> tuple[str, 
             ns[f"_ten{j}"] = rule.tenants
             checks.append(f"tenant in _ten{j}")
         if checks:
-            lines.append(f"{ind}if {' and '.join(checks)}:")
+            body.append(f"{ind}if {' and '.join(checks)}:")
             ind += "    "
         if rule.roles is not None:
             ns[f"_rol{j}"] = rule.roles
-            lines.append(f"{ind}if roles is None:")
-            lines.append(f"{ind}    roles = _roles_of(principal.roles)")
-            lines.append(f"{ind}if not _rol{j}.isdisjoint(roles):")
+            body.append(f"{ind}if roles is None:")
+            body.append(f"{ind}    roles = _roles_of(principal.roles)")
+            body.append(f"{ind}if not _rol{j}.isdisjoint(roles):")
             ind += "    "
         if rule.agents is not None:
             ns[f"_agt{j}"] = rule.agents
-            lines.append(f"{ind}if principal.agent in _agt{j}:")
+            body.append(f"{ind}if principal.agent in _agt{j}:")
             ind += "    "
         shift = 2 * j
         if rule.condition is None:
-            lines.append(f"{ind}key |= {_TRUE << shift}")
+            body.append(f"{ind}key |= {_TRUE << shift}")
         else:
-            k = cond_index[json.dumps(rule.model.if_, sort_keys=True, default=repr)]
-            ns[f"_rid{j}"] = f"rule '{rule.id}': "
-            if k not in settled:
-                lines += [
-                    f"{ind}if k{k} is None:",
-                    f"{ind}    if ctx is None:",
-                    f"{ind}        ctx = _EvalContext(call, env, tenant, _roles_of, clock)",
-                    f"{ind}    try:",
-                    f"{ind}        k{k} = True if _c{k}(ctx) else False",
-                    f"{ind}    except _EvalError as exc:",
-                    f"{ind}        k{k} = exc",
-                ]
-                if ind == "    ":
-                    settled.add(k)
-            lines += [
-                f"{ind}if k{k} is True:",
-                f"{ind}    key |= {_TRUE << shift}",
-                f"{ind}elif k{k} is False:",
-                f"{ind}    key |= {_FALSE << shift}",
-                f"{ind}else:",
-                f"{ind}    key |= {_ERROR << shift}",
-                f"{ind}    if errs is None:",
-                f"{ind}        errs = []",
-                f"{ind}    errs.extend([_rid{j} + m for m in k{k}.messages])",
-            ]
-    lines += [
-        "    if errs is None:",
-        "        d = _cache.get(key)",
-        "        return d if d is not None else _build(key, None)",
-        "    errs = tuple(errs)",
-        "    d = _cache.get((key, errs))",
-        "    return d if d is not None else _build((key, errs), errs)",
+            evaluate(cond_of[j], ind)
+            masks(cond_of[j], _TRUE << shift, _FALSE << shift, _ERROR << shift, ind)
+    lines = [
+        "def decide(call, env, tenant, clock):",
+        f"    key = {constant}",
+        "    errs = []",
+        "    ctx = None",
+        "    roles = None",
+        "    principal = call.principal",
+        *(f"    k{k} = None" for k in range(len(cond_index))),
+        *body,
+        "    if errs:",
+        "        key = (key, tuple(errs))",
+        "    d = _cache.get(key)",
+        "    return d if d is not None else _build(key)",
     ]
-    return "\n".join(lines) + "\n", ns
+    return "\n".join(lines) + "\n", ns, cond_of
 
 
 def decider_for(p: CompiledPolicy, tool: str) -> ToolDecider:
@@ -197,9 +279,13 @@ def decide_compiled(
 ) -> Decision:
     """Decide ``call`` (``env``/``tenant`` already defaulted); same result as the reference."""
     tool = call.tool
-    if type(tool) is str and tool.isascii() and not p.requires_env and not p.requires_tenant:
+    if type(tool) is str:  # deciders are keyed by canonical names: others miss and go on
         found: ToolDecider | None = p.deciders.get(tool)
-        if found is not None:
+        if (
+            found is not None
+            and (env is not None or not p.requires_env)
+            and (tenant is not None or not p.requires_tenant)
+        ):
             return found.decide(call, env, tenant, clock)
     checked = preflight(p, call, env, tenant)
     if isinstance(checked, Decision):

@@ -11,6 +11,7 @@ from ..identity import IdentityError, canonical_identity
 from ..model import ApprovalRequirement, ApprovalSpec, Effect
 from .conditions import CompiledCondition, ConditionCompiler, EvalContext, Leaf
 from .errors import PolicyError, Problem, did_you_mean
+from .gcpause import gc_paused
 from .loader import LoadedPolicy
 from .operators import BUILTIN_OPERATORS, EvalError, OperandError, Operator, compile_glob
 from .schema import ApprovalModel, RuleModel, parse_duration
@@ -195,6 +196,7 @@ def _role_graph(loaded: LoadedPolicy) -> tuple[dict[str, frozenset[str]], list[P
     return parents, problems
 
 
+@gc_paused
 def compile_policy(
     loaded: LoadedPolicy, *, operators: Mapping[str, Operator] | None = None
 ) -> CompiledPolicy:
