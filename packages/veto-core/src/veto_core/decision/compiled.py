@@ -14,9 +14,11 @@ checked against `reference.decide_reference` (tests/core/test_compiled_decisions
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Callable
 from datetime import datetime
+from types import CodeType, FunctionType
 from typing import Any
 
 from ..model import Decision, Effect, ToolCall
@@ -31,6 +33,8 @@ _ALLOW, _DENY, _APPROVE = Effect.ALLOW, Effect.DENY, Effect.REQUIRE_APPROVAL
 _TRUE, _FALSE, _ERROR = 1, 2, 3
 _CACHE_LIMIT = 4096  # distinct outcomes (with error texts) kept per tool
 _DECIDERS_LIMIT = 65_536  # tools kept per policy
+_CODE_LIMIT = 4096  # generated code objects kept, by source text (process-wide)
+_CODE: dict[str, CodeType] = {}
 
 Decide = Callable[[ToolCall, "str | None", "str | None", Callable[[], datetime]], Decision]
 
@@ -46,15 +50,24 @@ class ToolDecider:
         cache: dict[Any, Decision] = {}
         self.source, namespace, self.cond_of = _generate(rules)
         namespace.update(
+            __builtins__=builtins,
             _cache=cache,
             _build=self._build_for(cache),
             _EvalContext=EvalContext,
             _EvalError=EvalError,
             _roles_of=policy.effective_roles,
         )
-        code = compile(self.source, f"<veto decider {len(rules)} rules>", "exec")
-        exec(code, namespace)  # our own generated text; no policy string is ever code
-        self.decide: Decide = namespace["decide"]
+        code = _CODE.get(self.source)
+        if code is None:
+            # Our own generated text (no policy string is ever code). Tools with the
+            # same shape of rules share one code object: fewer compiles, and fewer
+            # distinct objects for the CPU caches to hold.
+            module = compile(self.source, f"<veto decider {len(rules)} rules>", "exec")
+            code = next(c for c in module.co_consts if isinstance(c, CodeType))
+            if len(_CODE) >= _CODE_LIMIT:
+                _CODE.clear()
+            _CODE[self.source] = code
+        self.decide: Decide = FunctionType(code, namespace, "decide")
 
     def _build_for(self, cache: dict[Any, Decision]) -> Callable[[Any], Decision]:
         rules = self.rules
@@ -135,14 +148,16 @@ def _generate(
             # A one-leaf `args.x OP value` condition (or its `not`): its memo first.
             from_args, name = leaf.source
             ns[f"_m{k}"], ns[f"_n{k}"], ns[f"_f{k}"] = leaf.memo, name, on_call
+            ns[f"_mf{k}"] = leaf.memo_float
             body.extend([
                 f"{ind}if k{k} is None:",
                 f"{ind}    try:",
                 f"{ind}        v = call.{'args' if from_args else 'context'}[_n{k}]",
                 f"{ind}    except Exception:",
                 f"{ind}        v = None",
-                f"{ind}    if type(v) is str or type(v) is int:",
-                f"{ind}        k{k} = _m{k}.get(v)",
+                f"{ind}    t = type(v)",
+                f"{ind}    if t is str or t is int or t is float:",
+                f"{ind}        k{k} = (_mf{k} if t is float else _m{k}).get(v)",
             ])  # fmt: skip
             if negated:
                 body.extend([

@@ -804,7 +804,8 @@ def _fast_leaf(
     so the outcome for a short string (the costly case: numeric strings, addresses,
     regexes) is memoized, in a bounded table.
     """
-    memo: dict[str, bool | EvalError] | None = {} if pure else None
+    memo: dict[str | int, bool | EvalError] | None = {} if pure else None
+    memo_float: dict[float, bool | EvalError] = {}
     missing = f"{text} is missing"
     null = f"{text} is null"
 
@@ -816,19 +817,24 @@ def _fast_leaf(
         except Exception as exc:
             raise wrap_errors(exc) from None
         t = type(v)
-        if memo is None or not (
-            (t is str and len(v) <= MEMO_CHARS) or (t is int and -_BIG < v < _BIG)
-        ):
+        if memo is None:
             return evaluate(v)
-        hit = memo.get(v)
+        table: dict[Any, bool | EvalError]
+        if (t is str and len(v) <= MEMO_CHARS) or (t is int and -_BIG < v < _BIG):
+            table = memo
+        elif t is float:
+            table = memo_float  # apart: 1 and 1.0 are one dict key, not one value
+        else:
+            return evaluate(v)
+        hit = table.get(v)
         if hit is None:
             try:
                 hit = bool(evaluate(v))
             except EvalError as exc:
                 hit = exc
-            if len(memo) >= MEMO_ENTRIES:
-                memo.clear()
-            memo[v] = hit
+            if len(table) >= MEMO_ENTRIES:
+                table.clear()
+            table[v] = hit
         if hit is True or hit is False:
             return hit
         raise EvalError(*hit.messages)  # a fresh exception: a cached one would grow its traceback
@@ -852,6 +858,7 @@ def _fast_leaf(
     # and read its memo first (veto_core.decision.compiled).
     fast_leaf.on_call = on_call  # type: ignore[attr-defined]
     fast_leaf.memo = memo  # type: ignore[attr-defined]
+    fast_leaf.memo_float = memo_float  # type: ignore[attr-defined]
     fast_leaf.source = (from_args, name)  # type: ignore[attr-defined]
     return fast_leaf
 
