@@ -52,6 +52,18 @@ def scoped_policies(draw: st.DrawFn) -> dict[str, Any]:
             rule.pop("otherwise", None) if draw(st.booleans()) else None
             if rule.get("otherwise") == rule["effect"]:
                 rule.pop("otherwise")
+        if "if" in rule and draw(st.integers(0, 3)) == 0:
+            # Principal fields (a principal.user of None is missing: an error).
+            who = draw(
+                st.sampled_from(
+                    [
+                        {"field": "principal.user", "starts_with": "u"},
+                        {"field": "principal.agent", "equals": "bot-1"},
+                        {"field": "principal.session", "matches": "^s"},
+                    ]
+                )
+            )
+            rule["if"] = {draw(st.sampled_from(["all", "any"])): [rule["if"], who]}
         scope = draw(st.integers(0, 5))
         when = rule.setdefault("when", {})
         if scope == 0:
@@ -74,7 +86,12 @@ def scoped_calls(draw: st.DrawFn) -> ToolCall:
     return ToolCall(
         tool=tool,
         args=call.args,
-        principal=Principal(agent=call.principal.agent, roles=roles, user="u1"),
+        principal=Principal(
+            agent=call.principal.agent,
+            roles=roles,
+            user=draw(st.sampled_from([None, "u1", "x", 7])),
+            session=draw(st.sampled_from([None, "s1", "t"])),
+        ),
         env=call.env,
         tenant=tenant,
         now=FIXED_NOW,

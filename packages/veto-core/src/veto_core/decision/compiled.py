@@ -51,6 +51,7 @@ class ToolDecider:
         self.source, namespace, self.cond_of = _generate(rules)
         namespace.update(
             __builtins__=builtins,
+            _merge=_merge,
             _cache=cache,
             _build=self._build_for(cache),
             _EvalContext=EvalContext,
@@ -109,6 +110,15 @@ class ToolDecider:
         return build
 
 
+def _merge(default: bool, *outcomes: bool | EvalError) -> bool | EvalError:
+    """``default``, or the errors among ``outcomes`` as one (in order), as all_of/any_of."""
+    err: EvalError | None = None
+    for outcome in outcomes:
+        if outcome is not True and outcome is not False:
+            err = outcome if err is None else EvalError(*err.messages, *outcome.messages)
+    return default if err is None else err
+
+
 def _condition_key(rule: CompiledRule) -> str:
     # Same `if` text in one policy: same lists, operators and paths, so same function.
     return json.dumps(rule.model.if_, sort_keys=True, default=repr)
@@ -135,59 +145,89 @@ def _generate(
     body: list[str] = []
     evaluated: set[int] = set()  # conditions evaluated on every path to here
 
+    temps = [0]
+
+    def value(fn: Any, target: str, ind: str) -> None:
+        """Code setting ``target`` to True, False or the EvalError of ``fn`` (three-valued,
+        as conditions.py's closures: `all` false if a part is false, else any error)."""
+        inner = getattr(fn, "negates", None)
+        if inner is not None:
+            value(inner, target, ind)
+            body.extend([
+                f"{ind}if {target} is True:",
+                f"{ind}    {target} = False",
+                f"{ind}elif {target} is False:",
+                f"{ind}    {target} = True",
+            ])  # fmt: skip
+            return
+        parts = getattr(fn, "parts", None)
+        if parts is not None:
+            stop = "False" if fn.__name__ == "all_of" else "True"
+            names: list[str] = []
+            here = ind
+            for part in parts:
+                temps[0] += 1
+                name = f"p{temps[0]}"
+                names.append(name)
+                value(part, name, here)
+                body.extend(
+                    [f"{here}if {name} is {stop}:", f"{here}    {target} = {stop}", f"{here}else:"]
+                )
+                here += "    "
+            body.append(
+                f"{here}{target} = _merge({'True' if stop == 'False' else 'False'}, {', '.join(names)})"
+            )
+            return
+        temps[0] += 1
+        f = f"_x{temps[0]}"
+        on_call = getattr(fn, "on_call", None)
+        if on_call is None:
+            ns[f] = fn
+            body.extend([
+                f"{ind}if ctx is None:",
+                f"{ind}    ctx = _EvalContext(call, env, tenant, _roles_of, clock)",
+                f"{ind}try:",
+                f"{ind}    {target} = True if {f}(ctx) else False",
+                f"{ind}except _EvalError as exc:",
+                f"{ind}    {target} = exc",
+            ])  # fmt: skip
+            return
+        ns[f] = on_call
+        if fn.memo is not None:
+            # A memoized leaf: a value seen before costs a dict lookup.
+            root, name = fn.source
+            ns[f"{f}m"], ns[f"{f}f"], ns[f"{f}n"] = fn.memo, fn.memo_float, name
+            if root == "principal":
+                body.append(f"{ind}v = getattr(principal, {f}n)")
+            else:
+                body.extend([
+                    f"{ind}try:",
+                    f"{ind}    v = call.{root}[{f}n]",
+                    f"{ind}except Exception:",
+                    f"{ind}    v = None",
+                ])  # fmt: skip
+            body.extend([
+                f"{ind}t = type(v)",
+                f"{ind}{target} = ({f}f if t is float else {f}m).get(v) if t is str or t is int or t is float else None",
+                f"{ind}if {target} is None:",
+            ])  # fmt: skip
+            ind += "    "
+        body.extend([
+            f"{ind}try:",
+            f"{ind}    {target} = True if {f}(call) else False",
+            f"{ind}except _EvalError as exc:",
+            f"{ind}    {target} = exc",
+        ])  # fmt: skip
+
     def evaluate(k: int, ind: str) -> None:
         """Set k{k} to True, False or the EvalError of condition k (once per call)."""
         if k in evaluated:
             return
-        fn: Any = ns[f"_c{k}"]
-        leaf = getattr(fn, "negates", fn)
-        on_call = getattr(leaf, "on_call", None)
-        negated = leaf is not fn
-        yes, no = ("False", "True") if negated else ("True", "False")
-        if on_call is not None and leaf.memo is not None:
-            # A one-leaf `args.x OP value` condition (or its `not`): its memo first.
-            from_args, name = leaf.source
-            ns[f"_m{k}"], ns[f"_n{k}"], ns[f"_f{k}"] = leaf.memo, name, on_call
-            ns[f"_mf{k}"] = leaf.memo_float
-            body.extend([
-                f"{ind}if k{k} is None:",
-                f"{ind}    try:",
-                f"{ind}        v = call.{'args' if from_args else 'context'}[_n{k}]",
-                f"{ind}    except Exception:",
-                f"{ind}        v = None",
-                f"{ind}    t = type(v)",
-                f"{ind}    if t is str or t is int or t is float:",
-                f"{ind}        k{k} = (_mf{k} if t is float else _m{k}).get(v)",
-            ])  # fmt: skip
-            if negated:
-                body.extend([
-                    f"{ind}        if k{k} is True:",
-                    f"{ind}            k{k} = False",
-                    f"{ind}        elif k{k} is False:",
-                    f"{ind}            k{k} = True",
-                ])  # fmt: skip
-            body.extend([
-                f"{ind}        if k{k} is not None and k{k} is not True and k{k} is not False:",
-                f"{ind}            errs.append(({k}, k{k}.messages))",
-            ])  # fmt: skip
-            call_text = f"_f{k}(call)"
-        elif on_call is not None:
-            ns[f"_f{k}"] = on_call
-            call_text = f"_f{k}(call)"
-        else:
-            yes, no = "True", "False"
-            body.extend([
-                f"{ind}if k{k} is None and ctx is None:",
-                f"{ind}    ctx = _EvalContext(call, env, tenant, _roles_of, clock)",
-            ])  # fmt: skip
-            call_text = f"_c{k}(ctx)"
+        body.append(f"{ind}if k{k} is None:")
+        value(ns[f"_c{k}"], f"k{k}", ind + "    ")
         body.extend([
-            f"{ind}if k{k} is None:",
-            f"{ind}    try:",
-            f"{ind}        k{k} = {yes} if {call_text} else {no}",
-            f"{ind}    except _EvalError as exc:",
-            f"{ind}        k{k} = exc",
-            f"{ind}        errs.append(({k}, exc.messages))",
+            f"{ind}    if k{k} is not True and k{k} is not False:",
+            f"{ind}        errs.append(({k}, k{k}.messages))",
         ])  # fmt: skip
         if ind == "    ":
             evaluated.add(k)

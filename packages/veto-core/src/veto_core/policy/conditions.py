@@ -581,6 +581,7 @@ def _all(fns: list[Fn]) -> Fn:
             raise err
         return True
 
+    all_of.parts = tuple(fns)  # type: ignore[attr-defined]  # read by compiled deciders
     return all_of
 
 
@@ -600,6 +601,7 @@ def _any(fns: list[Fn]) -> Fn:
             raise err
         return False
 
+    any_of.parts = tuple(fns)  # type: ignore[attr-defined]
     return any_of
 
 
@@ -758,8 +760,18 @@ def _build_leaf(
     ):
         return _fast_leaf(
             text,
-            head == "args",
+            head,
             segments[0][1],
+            predicate_for(None),  # type: ignore[arg-type]
+            accepts_null,
+            _wrap(text, op_name),
+            pure,
+        )
+    if not dynamic and text in _PRINCIPAL_STRINGS:
+        return _fast_leaf(
+            text,
+            head,
+            text.partition(".")[2],
             predicate_for(None),  # type: ignore[arg-type]
             accepts_null,
             _wrap(text, op_name),
@@ -789,16 +801,22 @@ def _build_leaf(
     return leaf
 
 
+#: Principal fields read as they are (principal.tenant is the call's effective tenant,
+#: principal.roles the inherited ones: those take the general path).
+_PRINCIPAL_STRINGS = frozenset({"principal.agent", "principal.user", "principal.session"})
+
+
 def _fast_leaf(
     text: str,
-    from_args: bool,
+    root: str,
     name: str,
     pred: Predicate,
     accepts_null: bool,
     wrap_errors: Callable[[Exception], EvalError],
     pure: bool,
 ) -> Fn:
-    """`args.x OP value` / `context.x OP value`, the most common leaf, in one frame.
+    """`args.x OP value` / `context.x OP value` / `principal.user OP value`, the most
+    common leaves, in one frame.
 
     With a built-in operator (``pure``) the result is a function of the value alone,
     so the outcome for a short string (the costly case: numeric strings, addresses,
@@ -809,13 +827,21 @@ def _fast_leaf(
     missing = f"{text} is missing"
     null = f"{text} is null"
 
+    from_args = root == "args"
+    from_principal = root == "principal"
+
     def on_call(call: ToolCall) -> bool:
-        try:
-            v = (call.args if from_args else call.context)[name]
-        except KeyError:
-            raise EvalError(missing) from None
-        except Exception as exc:
-            raise wrap_errors(exc) from None
+        if from_principal:
+            v = getattr(call.principal, name)
+            if v is None:
+                raise EvalError(missing)
+        else:
+            try:
+                v = (call.args if from_args else call.context)[name]
+            except KeyError:
+                raise EvalError(missing) from None
+            except Exception as exc:
+                raise wrap_errors(exc) from None
         t = type(v)
         if memo is None:
             return evaluate(v)
@@ -859,7 +885,7 @@ def _fast_leaf(
     fast_leaf.on_call = on_call  # type: ignore[attr-defined]
     fast_leaf.memo = memo  # type: ignore[attr-defined]
     fast_leaf.memo_float = memo_float  # type: ignore[attr-defined]
-    fast_leaf.source = (from_args, name)  # type: ignore[attr-defined]
+    fast_leaf.source = (root, name)  # type: ignore[attr-defined]
     return fast_leaf
 
 
