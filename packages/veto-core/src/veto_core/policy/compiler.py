@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -208,6 +209,7 @@ def compile_policy(
     role_parents, problems = _role_graph(loaded)
     # Roles a scope may name: declared ones; a role scope on an undeclared role is a typo.
     rules: list[CompiledRule] = []
+    conditions: dict[str, CompiledCondition] = {}
     for rule, source in zip(model.rules, loaded.rule_sources, strict=True):
         doc = source.doc
         base: tuple[str | int, ...] = ("rules", source.index)
@@ -232,8 +234,16 @@ def compile_policy(
                     )
         condition = None
         if rule.if_ is not None:
-            condition = compiler.compile(rule.if_, (*base, "if"))
-            problems.extend(compiler.problems)
+            # Rules often repeat a condition: compile each distinct one once (same
+            # text, same policy: same lists and operators, so the same function).
+            text = json.dumps(rule.if_, sort_keys=True, default=repr)
+            condition = conditions.get(text)
+            if condition is None:
+                condition = compiler.compile(rule.if_, (*base, "if"))
+                if compiler.problems:
+                    problems.extend(compiler.problems)
+                else:
+                    conditions[text] = condition
         effect = Effect(rule.effect)
         if (
             rule.approval is not None
