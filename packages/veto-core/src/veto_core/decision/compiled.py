@@ -227,7 +227,7 @@ def _generate(
         value(ns[f"_c{k}"], f"k{k}", ind + "    ")
         body.extend([
             f"{ind}    if k{k} is not True and k{k} is not False:",
-            f"{ind}        errs.append(({k}, k{k}.messages))",
+            f"{ind}        errs = (*errs, ({k}, k{k}.messages))",
         ])  # fmt: skip
         if ind == "    ":
             evaluated.add(k)
@@ -297,17 +297,18 @@ def _generate(
         else:
             evaluate(cond_of[j], ind)
             masks(cond_of[j], _TRUE << shift, _FALSE << shift, _ERROR << shift, ind)
+    text = "\n".join(body)
     lines = [
         "def decide(call, env, tenant, clock):",
         f"    key = {constant}",
-        "    errs = []",
-        "    ctx = None",
-        "    roles = None",
-        "    principal = call.principal",
+        "    errs = ()",
+        *(["    ctx = None"] if "ctx" in text else []),
+        *(["    roles = None"] if "roles" in text else []),
+        *(["    principal = call.principal"] if "principal" in text else []),
         *(f"    k{k} = None" for k in range(len(cond_index))),
         *body,
         "    if errs:",
-        "        key = (key, tuple(errs))",
+        "        key = (key, errs)",
         "    d = _cache.get(key)",
         "    return d if d is not None else _build(key)",
     ]
@@ -336,10 +337,12 @@ def decide_compiled(
     tool = call.tool
     if type(tool) is str:  # deciders are keyed by canonical names: others miss and go on
         found: ToolDecider | None = p.deciders.get(tool)
-        if (
-            found is not None
-            and (env is not None or not p.requires_env)
-            and (tenant is not None or not p.requires_tenant)
+        if found is not None and (
+            not p.needs_scope
+            or (
+                (env is not None or not p.requires_env)
+                and (tenant is not None or not p.requires_tenant)
+            )
         ):
             return found.decide(call, env, tenant, clock)
     checked = preflight(p, call, env, tenant)

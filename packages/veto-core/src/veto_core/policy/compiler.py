@@ -85,6 +85,7 @@ class CompiledPolicy:
         self.operators = operators
         self.requires_env = any(r.envs is not None for r in self.rules)
         self.requires_tenant = any(r.tenants is not None for r in self.rules)
+        self.needs_scope = self.requires_env or self.requires_tenant
         self._role_parents = role_parents
         self.limits = limits
         self._limits_cache: dict[str, tuple[CompiledLimit, ...]] = {}
