@@ -42,7 +42,6 @@ DECISION = Decision(
     errors=(),
     policy_name="support-agent",
     policy_revision="0" * 64,
-    eval_ns=2_000,
 )
 CALL = ToolCall(
     tool="issue_refund",

@@ -25,7 +25,6 @@ def _decision(effect: Effect, reasons: tuple[str, ...] = ("too big",), **kw: Any
         errors=(),
         policy_name="p",
         policy_revision="rev-1",
-        eval_ns=1,
         **kw,
     )
 

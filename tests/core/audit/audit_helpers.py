@@ -27,7 +27,6 @@ def decision(
         errors=errors,
         policy_name="support-agent",
         policy_revision=POLICY_REVISION,
-        eval_ns=1234,
     )
 
 

@@ -25,7 +25,6 @@ d = Decision(
     errors=(),
     policy_name="p",
     policy_revision="0" * 64,
-    eval_ns=1,
 )
 out_lock = threading.Lock()
 fd = sys.stdout.fileno()

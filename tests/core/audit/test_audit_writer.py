@@ -31,7 +31,6 @@ DECISION = Decision(
     errors=(),
     policy_name="p",
     policy_revision="0" * 64,
-    eval_ns=1,
 )
 
 

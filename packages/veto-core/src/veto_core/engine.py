@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from .audit.errors import AuditUnavailable
 from .audit.record import ArgumentsError, check_args
-from .model import ApprovalSpec, Authorization, Decision, Effect, ToolCall, make_decision
+from .decision import decide
+from .model import Authorization, Decision, Effect, ToolCall, make_decision
 from .policy.compiler import (
     CompiledLimit,
     CompiledPolicy,
-    CompiledRule,
     compile_policy,
     normalize_tool_name,
 )
@@ -281,130 +281,36 @@ class Veto:
 
     def decide(self, call: ToolCall) -> Decision:
         """Decide one call. Never raises for a call's content: errors fail closed."""
-        t0 = perf_counter_ns()
         p = self._policy
         try:
             if self._bundle is not None and (other := self._tenant_veto(call)) is not None:
                 return other.decide(call)
-            decision = self._decide(p, call, t0)
+            decision = decide(
+                p, call, call.env or self.env, call.tenant or call.principal.tenant or self.tenant,
+                self.clock,
+            )  # fmt: skip
             if p.shadow_view is not None or not p.enforced:
                 decision = self._shadowed(p, call, decision)
             return decision
         except PolicyError as exc:
             return make_decision(
                 _DENY, (), (), (f"no valid policy for this call's tenant (fail closed): {exc}",),
-                (), p.name, p.revision, perf_counter_ns() - t0, None,
+                (), p.name, p.revision, None,
             )  # fmt: skip
         except Exception as exc:  # a bug or a broken plugin must not let a call through
             return make_decision(
                 _DENY, (), (), (f"internal error while deciding (fail closed): {type(exc).__name__}: {exc}",),
-                (f"{type(exc).__name__}: {exc}",), p.name, p.revision, perf_counter_ns() - t0, None,
+                (f"{type(exc).__name__}: {exc}",), p.name, p.revision, None,
             )  # fmt: skip
 
-    def _decide(self, p: CompiledPolicy, call: ToolCall, t0: int) -> Decision:
-        tool = call.tool
-        if type(tool) is not str or not tool:
-            return make_decision(
-                _DENY,
-                (),
-                (),
-                ("tool name is missing",),
-                (),
-                p.name,
-                p.revision,
-                perf_counter_ns() - t0,
-                None,
-            )
-        if not tool.isascii():
-            tool = normalize_tool_name(tool)
-        candidates = p.candidates_cache.get(tool)
-        if candidates is None:
-            candidates = p.candidates(tool)
-        env = call.env or self.env
+    def _decide(self, p: CompiledPolicy, call: ToolCall) -> Decision:
         principal = call.principal
-        tenant = call.tenant or principal.tenant or self.tenant
-        if (p.requires_env and env is None) or (p.requires_tenant and tenant is None):
-            missing = "environment" if p.requires_env and env is None else "tenant"
-            reason = f"the policy scopes rules by {missing} and this call has none"
-            return make_decision(
-                _DENY, (), (), (reason,), (), p.name, p.revision, perf_counter_ns() - t0, None
-            )
-
-        denies: list[CompiledRule] | None = None
-        approvals: list[CompiledRule] | None = None
-        allows: list[CompiledRule] | None = None
-        matched: list[str] = []
-        errors: list[str] | None = None
-        errored: set[str] | None = None
-        roles: frozenset[str] | None = None
-        ctx: EvalContext | None = None
-        for rule in candidates:
-            if rule.envs is not None and env not in rule.envs:
-                continue
-            if rule.tenants is not None and tenant not in rule.tenants:
-                continue
-            if rule.roles is not None:
-                if roles is None:
-                    roles = p.effective_roles(principal.roles)
-                if rule.roles.isdisjoint(roles):
-                    continue
-            if rule.agents is not None and principal.agent not in rule.agents:
-                continue
-            cond = rule.condition
-            if cond is None:
-                effect: Effect | None = rule.effect
-            else:
-                if ctx is None:
-                    ctx = EvalContext(call, env, tenant, p.effective_roles, self.clock)
-                try:
-                    ok = cond.fn(ctx)
-                except EvalError as exc:
-                    if errors is None:
-                        errors, errored = [], set()
-                    errors.extend(f"rule '{rule.id}': {m}" for m in exc.messages)
-                    errored.add(rule.id)  # type: ignore[union-attr]
-                    # Fail closed: an error matches a deny/approval rule, never an allow.
-                    effect = rule.effect if rule.effect is not _ALLOW else rule.otherwise
-                else:
-                    effect = rule.effect if ok else rule.otherwise
-            if effect is None:
-                continue
-            matched.append(rule.id)
-            if effect is _DENY:
-                (denies := denies or []).append(rule)
-            elif effect is _APPROVE:
-                (approvals := approvals or []).append(rule)
-            else:
-                (allows := allows or []).append(rule)
-
-        approval: ApprovalSpec | None = None
-        if denies:
-            winners, effect = denies, _DENY
-        elif approvals:
-            winners, effect = approvals, _APPROVE
-            approval = _combine_approvals(approvals)
-        elif allows:
-            winners, effect = allows, _ALLOW
-        else:
-            effect = p.default
-            return make_decision(
-                effect, (), (), p.default_reasons, tuple(errors) if errors else (), p.name, p.revision,
-                perf_counter_ns() - t0, ApprovalSpec() if effect is _APPROVE else None,
-            )  # fmt: skip
-        if errored is None and len(winners) == 1 and winners[0].effect is effect:
-            reasons = winners[0].reasons  # precomputed: the common case allocates nothing
-        else:
-            reasons = tuple(_reason(r, effect, errored) for r in winners)
-        return make_decision(
-            effect,
-            tuple(matched),
-            tuple(r.id for r in winners),
-            reasons,
-            tuple(errors) if errors else (),
-            p.name,
-            p.revision,
-            perf_counter_ns() - t0,
-            approval,
+        return decide(
+            p,
+            call,
+            call.env or self.env,
+            call.tenant or principal.tenant or self.tenant,
+            self.clock,
         )
 
     # --- deciding with a durable record (what adapters call) ------------------------------
@@ -454,14 +360,18 @@ class Veto:
         refused = self._refuse_arguments(call)
         if refused is not None:
             return refused
+        t0 = perf_counter_ns()
         decision = self.decide(call)
+        # The evaluation time is the record's, not the decision's: equal decisions are
+        # one shared value (DESIGN.md 2.2.4).
+        latency_us = (perf_counter_ns() - t0) // 1000
         outcome = _shadow_outcome(decision)
         spent: list[tuple[str, str]] = []
         p = self._policy
         if decision.effect is _ALLOW and decision.enforced and p.limits:
             decision, spent = self._spend_limits(p, call, decision)
         if decision.effect is _APPROVE and outcome is None:
-            return self._authorize_approval(call, decision)
+            return self._authorize_approval(call, decision, latency_us)
         try:
             audit = self.audit
             self._store_revision(audit)
@@ -471,7 +381,7 @@ class Veto:
                 env=self.env,
                 tenant=self.tenant,
                 redact=self._policy.redact,
-                latency_us=decision.eval_ns // 1000,
+                latency_us=latency_us,
                 outcome=outcome,
             )
         except AuditUnavailable as exc:
@@ -562,7 +472,7 @@ class Veto:
     def _limit_decision(self, decision: Decision, limit: CompiledLimit, reason: str) -> Decision:
         return make_decision(
             limit.effect, (*decision.rule_ids, limit.id), (limit.id,), (reason,), decision.errors,
-            decision.policy_name, decision.policy_revision, decision.eval_ns, limit.approval,
+            decision.policy_name, decision.policy_revision, limit.approval,
         )  # fmt: skip
 
     def _refund(self, spent: list[tuple[str, str]], store: LimitStore | None = None) -> None:
@@ -596,7 +506,9 @@ class Veto:
                     )  # fmt: skip
         return self._approvals
 
-    def _authorize_approval(self, call: ToolCall, decision: Decision) -> Authorization:
+    def _authorize_approval(
+        self, call: ToolCall, decision: Decision, latency_us: int
+    ) -> Authorization:
         """A require_approval decision: create (or find) the request bound to this call,
         record the decision naming it, announce a new request to its channels.
 
@@ -624,7 +536,7 @@ class Veto:
             with contextlib.suppress(Exception):  # a denial is still worth its record
                 record_id = self.audit.record_decision(
                     call, denied, env=self.env, tenant=self.tenant, redact=redact,
-                    latency_us=decision.eval_ns // 1000,
+                    latency_us=latency_us,
                 ).id  # fmt: skip
             return Authorization(decision=denied, record_id=record_id, approval_error=error)
         try:
@@ -632,7 +544,7 @@ class Veto:
             self._store_revision(audit)
             record = audit.record_decision(
                 call, decision, env=self.env, tenant=self.tenant, redact=redact,
-                latency_us=decision.eval_ns // 1000, approval=ApprovalInfo(id=request.id),
+                latency_us=latency_us, approval=ApprovalInfo(id=request.id),
             )  # fmt: skip
             if created:
                 service.announce(request, call, redact=redact)
@@ -729,7 +641,7 @@ class Veto:
 
     def _refuse(self, reason: str) -> Decision:
         p = self._policy
-        return make_decision(_DENY, (), (), (reason,), (), p.name, p.revision, 0, None)
+        return make_decision(_DENY, (), (), (reason,), (), p.name, p.revision, None)
 
     def _store_revision(self, audit: AuditLog) -> None:
         """Keep the text of every policy revision the first time it decides (evidence, replay)."""
@@ -744,12 +656,12 @@ class Veto:
         shadow_effect: Effect | None = None
         shadow_ids: tuple[str, ...] = ()
         if p.shadow_view is not None:
-            full = self._decide(p.shadow_view, call, perf_counter_ns())
+            full = self._decide(p.shadow_view, call)
             if full.effect is not d.effect:
                 shadow_effect, shadow_ids = full.effect, full.deciding_rule_ids
         return make_decision(
             d.effect, d.rule_ids, d.deciding_rule_ids, d.reasons, d.errors, d.policy_name, d.policy_revision,
-            d.eval_ns, d.approval, p.enforced, shadow_effect, shadow_ids,
+            d.approval, p.enforced, shadow_effect, shadow_ids,
         )  # fmt: skip
 
     def explain(self, call: ToolCall) -> Explanation:
@@ -829,7 +741,6 @@ def _audit_unavailable(decision: Decision, exc: Exception) -> Decision:
         decision.errors,
         decision.policy_name,
         decision.policy_revision,
-        decision.eval_ns,
         None,
     )
 
@@ -846,32 +757,8 @@ def _approval_unavailable(decision: Decision, error: str) -> Decision:
         decision.errors,
         decision.policy_name,
         decision.policy_revision,
-        decision.eval_ns,
         None,
     )
-
-
-def _combine_approvals(rules: list[CompiledRule]) -> ApprovalSpec:
-    """One requirement per deciding approval rule, each to be met on its own; union of
-    channels, shortest timeout (DESIGN.md 2.2 step 3). A requirement is never merged
-    into another: an overlay's approvers alone can never release a base rule's approval."""
-    specs = [r.approval or ApprovalSpec() for r in rules]
-    if len(specs) == 1:
-        return specs[0]
-    return ApprovalSpec(
-        requirements=tuple(req for s in specs for req in s.requirements),
-        timeout_s=min(s.timeout_s for s in specs),
-        channels=tuple(sorted({c for s in specs for c in s.channels})),
-    )
-
-
-def _reason(rule: CompiledRule, effect: Effect, errored: set[str] | None) -> str:
-    text = f"{rule.reason} [{rule.id}]"
-    if errored and rule.id in errored:
-        return f"{text} (its condition could not be evaluated; failing closed)"
-    if rule.effect is not effect:
-        return f"{text} (condition not met; otherwise {effect.value})"
-    return text
 
 
 def _describe_leaf(leaf: Any) -> str:

@@ -136,7 +136,9 @@ class Decision:
     ``rule_ids``: every rule that matched (sorted); ``deciding_rule_ids``: the
     ones whose effect won; ``errors``: evaluation errors that reached a rule
     (each one failed closed); ``policy_revision``: SHA-256 of the canonical
-    policy that decided; ``eval_ns``: time spent deciding.
+    policy that decided. A Decision is a value: equal decisions may be one shared
+    object, so it holds no per-call data (`authorize()` measures the evaluation
+    time and records it as the audit record's ``latency_us``).
     """
 
     effect: Effect
@@ -146,7 +148,6 @@ class Decision:
     errors: tuple[str, ...]
     policy_name: str
     policy_revision: str
-    eval_ns: int
     approval: ApprovalSpec | None = None
     #: False when the policy is in ``mode: shadow``: recorded, never enforced.
     enforced: bool = True
@@ -251,7 +252,6 @@ def make_decision(
     errors: tuple[str, ...],
     policy_name: str,
     policy_revision: str,
-    eval_ns: int,
     approval: ApprovalSpec | None,
     enforced: bool = True,
     shadow_effect: Effect | None = None,
@@ -274,7 +274,6 @@ def make_decision(
             "errors": errors,
             "policy_name": policy_name,
             "policy_revision": policy_revision,
-            "eval_ns": eval_ns,
             "approval": approval,
             "enforced": enforced,
             "shadow_effect": shadow_effect,

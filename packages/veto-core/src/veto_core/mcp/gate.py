@@ -248,7 +248,7 @@ class McpGate:
         veto = self.veto
         p = veto.policy
         decision = make_decision(
-            Effect.DENY, (), (), (f"MCP proxy: {why}",), (), p.name, p.revision, 0, None
+            Effect.DENY, (), (), (f"MCP proxy: {why}",), (), p.name, p.revision, None
         )
         record = call
         if why.startswith("arguments are "):

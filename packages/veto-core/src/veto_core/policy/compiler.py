@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from ..identity import IdentityError, canonical_identity
 from ..model import ApprovalRequirement, ApprovalSpec, Effect
 from .conditions import CompiledCondition, ConditionCompiler, EvalContext, Leaf
 from .errors import PolicyError, Problem, did_you_mean
+from .gcpause import gc_paused
 from .loader import LoadedPolicy
 from .operators import BUILTIN_OPERATORS, EvalError, OperandError, Operator, compile_glob
 from .schema import ApprovalModel, RuleModel, parse_duration
@@ -83,6 +85,7 @@ class CompiledPolicy:
         self.operators = operators
         self.requires_env = any(r.envs is not None for r in self.rules)
         self.requires_tenant = any(r.tenants is not None for r in self.rules)
+        self.needs_scope = self.requires_env or self.requires_tenant
         self._role_parents = role_parents
         self.limits = limits
         self._limits_cache: dict[str, tuple[CompiledLimit, ...]] = {}
@@ -115,6 +118,8 @@ class CompiledPolicy:
         # tool name -> candidate rules (exact + matching globs), sorted by id, deduplicated.
         self.candidates_cache: dict[str, tuple[CompiledRule, ...]] = {}
         self.roles_cache: dict[tuple[str, ...], frozenset[str]] = {}
+        #: tool name -> its compiled decider (veto_core.decision), built on first use.
+        self.deciders: dict[str, Any] = {}
 
     def candidates(self, tool: str) -> tuple[CompiledRule, ...]:
         found = {r.id: r for r in self._exact.get(tool, ())}
@@ -193,6 +198,7 @@ def _role_graph(loaded: LoadedPolicy) -> tuple[dict[str, frozenset[str]], list[P
     return parents, problems
 
 
+@gc_paused
 def compile_policy(
     loaded: LoadedPolicy, *, operators: Mapping[str, Operator] | None = None
 ) -> CompiledPolicy:
@@ -204,6 +210,7 @@ def compile_policy(
     role_parents, problems = _role_graph(loaded)
     # Roles a scope may name: declared ones; a role scope on an undeclared role is a typo.
     rules: list[CompiledRule] = []
+    conditions: dict[str, CompiledCondition] = {}
     for rule, source in zip(model.rules, loaded.rule_sources, strict=True):
         doc = source.doc
         base: tuple[str | int, ...] = ("rules", source.index)
@@ -228,8 +235,16 @@ def compile_policy(
                     )
         condition = None
         if rule.if_ is not None:
-            condition = compiler.compile(rule.if_, (*base, "if"))
-            problems.extend(compiler.problems)
+            # Rules often repeat a condition: compile each distinct one once (same
+            # text, same policy: same lists and operators, so the same function).
+            text = json.dumps(rule.if_, sort_keys=True, default=repr)
+            condition = conditions.get(text)
+            if condition is None:
+                condition = compiler.compile(rule.if_, (*base, "if"))
+                if compiler.problems:
+                    problems.extend(compiler.problems)
+                else:
+                    conditions[text] = condition
         effect = Effect(rule.effect)
         if (
             rule.approval is not None

@@ -7,16 +7,16 @@ Closures return a bool or raise ``EvalError``; composite nodes are three-valued
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import re2
-
 from .errors import Problem, did_you_mean, format_path
 from .operators import (
+    BUILTIN_OPERATORS,
     NULL_ACCEPTING_OPERATORS,
     EvalError,
     OperandError,
@@ -35,7 +35,13 @@ Fn = Callable[["EvalContext"], bool]
 
 ROOTS = ("args", "context", "principal", "tool", "env", "tenant", "now", "item")
 PRINCIPAL_FIELDS = ("agent", "roles", "tenant", "user", "session")
-_PATH_SEGMENT = re2.compile(r"\.([^.\[\]]+)|\[(\*|all|\d+)\]")
+#: Memoized leaf outcomes: strings up to this length, this many per leaf.
+MEMO_CHARS = 256
+MEMO_ENTRIES = 1024
+_BIG = 1 << 63  # ints memoized (exact type int only: 1, 1.0 and True differ in messages)
+# Our own path grammar (linear, no nested repetition): the stdlib engine, whose calls
+# cost a tenth of the RE2 binding's on these short strings (a load parses every path).
+_PATH_SEGMENT = re.compile(r"\.([^.\[\]]+)|\[(\*|all|[0-9]+)\]")
 
 
 #: Operators people write from other languages, and the name Veto uses for each.
@@ -249,7 +255,12 @@ class ConditionCompiler:
                 extra = sorted(k for k in keys if k != "not")[0]
                 return self.fail((*loc, extra), f"unexpected key '{extra}' next to 'not'", key=True)
             inner = self._node(data["not"], (*loc, "not"), in_item=in_item)
-            return lambda ctx: not inner(ctx)
+
+            def negation(ctx: EvalContext) -> bool:
+                return not inner(ctx)
+
+            negation.negates = inner  # type: ignore[attr-defined]  # read by compiled deciders
+            return negation
         for quantifier in ("for_all", "for_any"):
             if quantifier in keys:
                 return self._quantifier(quantifier, data, loc, in_item=in_item)
@@ -342,7 +353,9 @@ class ConditionCompiler:
         text = str(field_path)
         self._fields.append(text)
         segments = _split(text)
-        fn = _build_leaf(text, segments, getter, predicate, op_name)
+        # Built-in operators are pure functions of (operand, value); plugins may not be.
+        pure = self.operators[op_name] is BUILTIN_OPERATORS.get(op_name)
+        fn = _build_leaf(text, segments, getter, predicate, op_name, pure=pure)
         self._leaves.append(
             Leaf(
                 loc=loc,
@@ -568,6 +581,7 @@ def _all(fns: list[Fn]) -> Fn:
             raise err
         return True
 
+    all_of.parts = tuple(fns)  # type: ignore[attr-defined]  # read by compiled deciders
     return all_of
 
 
@@ -587,6 +601,7 @@ def _any(fns: list[Fn]) -> Fn:
             raise err
         return False
 
+    any_of.parts = tuple(fns)  # type: ignore[attr-defined]
     return any_of
 
 
@@ -702,6 +717,8 @@ def _build_leaf(
     getter: Callable[[EvalContext], Any],
     predicate_for: Callable[[EvalContext], Predicate],
     op_name: str,
+    *,
+    pure: bool = False,
 ) -> Fn:
     is_exists = op_name == "exists"
     accepts_null = op_name in NULL_ACCEPTING_OPERATORS
@@ -743,11 +760,22 @@ def _build_leaf(
     ):
         return _fast_leaf(
             text,
-            head == "args",
+            head,
             segments[0][1],
             predicate_for(None),  # type: ignore[arg-type]
             accepts_null,
             _wrap(text, op_name),
+            pure,
+        )
+    if not dynamic and text in _PRINCIPAL_STRINGS:
+        return _fast_leaf(
+            text,
+            head,
+            text.partition(".")[2],
+            predicate_for(None),  # type: ignore[arg-type]
+            accepts_null,
+            _wrap(text, op_name),
+            pure,
         )
     wrap_errors = _wrap(text, op_name)
     # A literal operand compiles its chain once; a {field: ...} operand per evaluation.
@@ -773,26 +801,71 @@ def _build_leaf(
     return leaf
 
 
+#: Principal fields read as they are (principal.tenant is the call's effective tenant,
+#: principal.roles the inherited ones: those take the general path).
+_PRINCIPAL_STRINGS = frozenset({"principal.agent", "principal.user", "principal.session"})
+
+
 def _fast_leaf(
     text: str,
-    from_args: bool,
+    root: str,
     name: str,
     pred: Predicate,
     accepts_null: bool,
     wrap_errors: Callable[[Exception], EvalError],
+    pure: bool,
 ) -> Fn:
-    """`args.x OP value` / `context.x OP value`, the most common leaf, in one frame."""
+    """`args.x OP value` / `context.x OP value` / `principal.user OP value`, the most
+    common leaves, in one frame.
+
+    With a built-in operator (``pure``) the result is a function of the value alone,
+    so the outcome for a short string (the costly case: numeric strings, addresses,
+    regexes) is memoized, in a bounded table.
+    """
+    memo: dict[str | int, bool | EvalError] | None = {} if pure else None
+    memo_float: dict[float, bool | EvalError] = {}
     missing = f"{text} is missing"
     null = f"{text} is null"
 
-    def fast_leaf(ctx: EvalContext) -> bool:
-        call = ctx.call
-        try:
-            v = (call.args if from_args else call.context)[name]
-        except KeyError:
-            raise EvalError(missing) from None
-        except Exception as exc:
-            raise wrap_errors(exc) from None
+    from_args = root == "args"
+    from_principal = root == "principal"
+
+    def on_call(call: ToolCall) -> bool:
+        if from_principal:
+            v = getattr(call.principal, name)
+            if v is None:
+                raise EvalError(missing)
+        else:
+            try:
+                v = (call.args if from_args else call.context)[name]
+            except KeyError:
+                raise EvalError(missing) from None
+            except Exception as exc:
+                raise wrap_errors(exc) from None
+        t = type(v)
+        if memo is None:
+            return evaluate(v)
+        table: dict[Any, bool | EvalError]
+        if (t is str and len(v) <= MEMO_CHARS) or (t is int and -_BIG < v < _BIG):
+            table = memo
+        elif t is float:
+            table = memo_float  # apart: 1 and 1.0 are one dict key, not one value
+        else:
+            return evaluate(v)
+        hit = table.get(v)
+        if hit is None:
+            try:
+                hit = bool(evaluate(v))
+            except EvalError as exc:
+                hit = exc
+            if len(table) >= MEMO_ENTRIES:
+                table.clear()
+            table[v] = hit
+        if hit is True or hit is False:
+            return hit
+        raise EvalError(*hit.messages)  # a fresh exception: a cached one would grow its traceback
+
+    def evaluate(v: Any) -> bool:
         if v is None and not accepts_null:
             raise EvalError(null)
         try:
@@ -804,6 +877,15 @@ def _fast_leaf(
         except Exception as exc:  # a plugin predicate that crashed: fail closed
             raise wrap_errors(exc) from None
 
+    def fast_leaf(ctx: EvalContext) -> bool:
+        return on_call(ctx.call)
+
+    # Compiled deciders call the leaf with the call itself (no EvalContext to build),
+    # and read its memo first (veto_core.decision.compiled).
+    fast_leaf.on_call = on_call  # type: ignore[attr-defined]
+    fast_leaf.memo = memo  # type: ignore[attr-defined]
+    fast_leaf.memo_float = memo_float  # type: ignore[attr-defined]
+    fast_leaf.source = (root, name)  # type: ignore[attr-defined]
     return fast_leaf
 
 

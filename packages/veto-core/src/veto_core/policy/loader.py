@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from .collect import defer, salvage
 from .errors import PolicyError, Problem, did_you_mean, format_path
+from .gcpause import gc_paused
 from .schema import (
     ApprovalModel,
     AuditModel,
@@ -491,11 +492,13 @@ def _finish(merged: _Merged, root: SourceDoc) -> LoadedPolicy:
     )
 
 
+@gc_paused
 def load_policy_file(path: str | Path) -> LoadedPolicy:
     doc = read_yaml_file(path)
     return _finish(_load(doc, (Path(path).resolve(),)), doc)
 
 
+@gc_paused
 def load_policy_text(
     text: str, *, file: str = "<policy>", base_dir: str | Path | None = None
 ) -> LoadedPolicy:
@@ -546,6 +549,7 @@ def bundle_tenants(directory: str | Path) -> list[str]:
     return sorted(p.stem for p in tenants_dir.glob("*.yaml") if TENANT_NAME.match(p.stem))
 
 
+@gc_paused
 def load_bundle(directory: str | Path, tenant: str | None) -> LoadedPolicy:
     """A policy bundle: ``base.yaml`` plus, for ``tenant``, ``tenants/<tenant>.yaml`` on top.
 

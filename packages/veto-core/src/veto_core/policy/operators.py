@@ -315,6 +315,7 @@ def op_ends_with(operand: Any, *, ignore_case: bool = False) -> Predicate:
     return lambda v: _fold(_need_str(v), ignore_case).endswith(suffixes)
 
 
+@functools.lru_cache(maxsize=1024)  # a policy repeats its patterns; compiled ones are immutable
 def compile_re2(pattern: str, *, ignore_case: bool = False) -> Any:
     options = re2.Options()
     options.case_sensitive = not ignore_case

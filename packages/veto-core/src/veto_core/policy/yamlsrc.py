@@ -245,6 +245,46 @@ def _walk(
             _walk(doc, item, (*loc, i), problems, budget)
 
 
+_STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+
+
+class _Unusual(Exception):
+    """A node the plain construction below leaves to PyYAML (explicit collection tags)."""
+
+
+def _construct(loader: Any, node: yaml.Node, memo: dict[int, Any]) -> Any:
+    """The document's value, as ``construct_document`` would build it, in one pass:
+    strings taken as they are, other scalars through the loader's constructors.
+    PyYAML's generic constructor (two-step generators per collection) was a third of
+    a load. Runs after `_walk`, so depth, size and duplicate keys are already checked;
+    an alias yields the same object, as with PyYAML."""
+    found = memo.get(id(node))
+    if found is not None:
+        return found
+    cls = type(node)
+    if cls is yaml.ScalarNode:
+        return node.value if node.tag == _STR else loader.construct_object(node, deep=True)
+    if cls is yaml.MappingNode and node.tag == _MAP:
+        mapping: dict[Any, Any] = {}
+        memo[id(node)] = mapping
+        for key_node, value_node in node.value:
+            if type(key_node) is not yaml.ScalarNode:
+                raise _Unusual
+            key = (
+                key_node.value
+                if key_node.tag == _STR
+                else loader.construct_object(key_node, deep=True)
+            )
+            mapping[key] = _construct(loader, value_node, memo)
+        return mapping
+    if cls is yaml.SequenceNode and node.tag == _SEQ:
+        items: list[Any] = []
+        memo[id(node)] = items
+        items.extend(_construct(loader, item, memo) for item in node.value)
+        return items
+    raise _Unusual
+
+
 def read_yaml_text(text: str, *, file: str, path: Path | None = None) -> SourceDoc:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
         raise PolicyError.of_file(file, f"file is larger than {MAX_POLICY_BYTES} bytes")
@@ -311,7 +351,10 @@ def _read(text: str, file: str, path: Path | None, loader_cls: type[Any]) -> Sou
             raise PolicyError(problems)
         if loader_cls is not _Loader and not text.isascii():
             _bytes_to_char_columns(doc, text)
-        doc.data = loader.construct_document(node)
+        try:
+            doc.data = _construct(loader, node, {})
+        except _Unusual:
+            doc.data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
