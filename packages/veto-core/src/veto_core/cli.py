@@ -152,7 +152,7 @@ def _policy_argument(fn: Any) -> Any:
     command = click.option(
         "--policy", "-p", "policy_opt", type=click.Path(), help="Policy file or bundle."
     )(command)
-    return click.argument("policy_arg", metavar="POLICY", required=False, type=click.Path())(
+    return click.argument("policy_arg", metavar="[POLICY]", required=False, type=click.Path())(
         command
     )
 
