@@ -7,7 +7,7 @@ their framework's native "blocked" signal.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -99,6 +99,17 @@ class ApprovalRequirement:
         return f"{self.quorum} of {who} [{self.rule_id}]"
 
 
+def named_approvers(requirements: Iterable[ApprovalRequirement]) -> tuple[str, ...]:
+    """Every approver the requirements name, in order, once (display: each requirement
+    still counts on its own, DESIGN.md 2.2)."""
+    return tuple(dict.fromkeys(a for r in requirements for a in r.approvers))
+
+
+def largest_quorum(requirements: Iterable[ApprovalRequirement]) -> int:
+    """The largest quorum of one requirement: approvals still needed at the least."""
+    return max((r.quorum for r in requirements), default=1)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ApprovalSpec:
     """Who must approve a call and how long they have (DESIGN.md 2.2 step 3/4).
@@ -115,12 +126,12 @@ class ApprovalSpec:
     @property
     def approvers(self) -> tuple[str, ...]:
         """Every approver any requirement names (for display; not a requirement)."""
-        return tuple(dict.fromkeys(a for r in self.requirements for a in r.approvers))
+        return named_approvers(self.requirements)
 
     @property
     def quorum(self) -> int:
         """The largest quorum of one requirement (for display)."""
-        return max((r.quorum for r in self.requirements), default=1)
+        return largest_quorum(self.requirements)
 
     def describe(self) -> str:
         """``"1 of role:finance [refunds-large]; 2 of alice, bob [acme]"``."""

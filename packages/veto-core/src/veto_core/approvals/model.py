@@ -15,7 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from veto_core.identity import IdentityError, canonical_identity, canonical_or_none
-from veto_core.model import ApprovalRequirement, Principal
+from veto_core.model import (
+    ApprovalRequirement,
+    Principal,
+    largest_quorum,
+    named_approvers,
+)
 
 __all__ = [
     "ApprovalClosed",
@@ -227,12 +232,12 @@ class ApprovalRequest:
     @property
     def approvers(self) -> tuple[str, ...]:
         """Every approver any requirement names (display only: each requirement counts)."""
-        return tuple(dict.fromkeys(a for r in self.requirements for a in r.approvers))
+        return named_approvers(self.requirements)
 
     @property
     def quorum(self) -> int:
         """Approvals still needed at the least: the largest single quorum (display)."""
-        return max((r.quorum for r in self.requirements), default=1)
+        return largest_quorum(self.requirements)
 
     @property
     def needs(self) -> str:
