@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from veto_core.model import Decision, Effect, Principal, ToolCall
+from veto_core import Veto
+from veto_core.model import Authorization, Decision, Effect, Principal, ToolCall
 
 POLICY_TEXT = "version: 1\nname: support-agent\n"
 POLICY_REVISION = hashlib.sha256(POLICY_TEXT.encode()).hexdigest()
@@ -49,3 +50,27 @@ def call(
         tool_call_id=tool_call_id,
         framework="langchain",
     )
+
+
+class NumberedCalls:
+    """Numbered calls of one tool (``args={"n": n}``, ids ``<tool>-<n>``), remembering
+    what ``authorize`` returned for each: the fault tests' caller."""
+
+    def __init__(self, veto: Veto, tool: str = "read") -> None:
+        self.veto = veto
+        self.tool = tool
+        self.results: list[Authorization] = []
+
+    def call(self) -> Authorization:
+        n = len(self.results)
+        auth = self.veto.authorize(
+            ToolCall(
+                tool=self.tool,
+                args={"n": n},
+                principal=Principal(agent="bot", user="u1"),
+                run_id="run-1",
+                tool_call_id=f"{self.tool}-{n}",
+            )
+        )
+        self.results.append(auth)
+        return auth

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_helpers import NumberedCalls
 from tcp_proxy import TcpProxy
 
-from veto_core import Effect, Principal, ToolCall, Veto
-from veto_core.model import Authorization
+from veto_core import Effect, Veto
 
 POLICY = """
 version: 1
@@ -39,27 +39,8 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-class Run:
-    """Authorizes numbered calls and remembers what each returned."""
-
-    def __init__(self, veto: Veto, tool: str = "read") -> None:
-        self.veto = veto
-        self.tool = tool
-        self.results: list[Authorization] = []
-
-    def call(self) -> Authorization:
-        n = len(self.results)
-        auth = self.veto.authorize(
-            ToolCall(
-                tool=self.tool,
-                args={"n": n},
-                principal=Principal(agent="bot", user="u1"),
-                run_id="run-1",
-                tool_call_id=f"c{n}",
-            )
-        )
-        self.results.append(auth)
-        return auth
+class Run(NumberedCalls):
+    """Numbered calls, checked against what the store kept."""
 
     def check(self) -> None:
         """Every call has at most one record (exactly the one authorize named), every

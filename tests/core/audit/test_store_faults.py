@@ -23,9 +23,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from audit_helpers import NumberedCalls
 from tcp_proxy import TcpProxy
 
-from veto_core import Effect, Principal, ToolCall, Veto
+from veto_core import Effect, Veto
 from veto_core.approvals import ApprovalState, ApprovalUnavailable
 from veto_core.approvals.postgres import PostgresApprovalStore
 from veto_core.approvals.store import Change
@@ -84,29 +85,6 @@ def make(tmp_path: Path, db: str, **kw: Any) -> Veto:
     return Veto.from_file(policy, env="prod", tenant="acme", db=db, **kw)
 
 
-class Calls:
-    """Numbered calls of one tool, remembering what authorize returned."""
-
-    def __init__(self, veto: Veto, tool: str) -> None:
-        self.veto = veto
-        self.tool = tool
-        self.results: list[Authorization] = []
-
-    def call(self) -> Authorization:
-        n = len(self.results)
-        auth = self.veto.authorize(
-            ToolCall(
-                tool=self.tool,
-                args={"n": n},
-                principal=Principal(agent="bot", user="u1"),
-                run_id="run-1",
-                tool_call_id=f"{self.tool}-{n}",
-            )
-        )
-        self.results.append(auth)
-        return auth
-
-
 def _approve_and_release(veto: Veto, auth: Authorization) -> None:
     assert auth.decision.effect is Effect.REQUIRE_APPROVAL, auth.decision.reasons
     assert auth.approval is not None and auth.record_id is not None
@@ -132,7 +110,7 @@ def test_postgres_approval_store_restarted_mid_run(pg_url: str, tmp_path: Path) 
     with TcpProxy(5432) as proxy:
         veto = make(tmp_path, _via(pg_url, proxy))
         try:
-            payouts = Calls(veto, "payout")
+            payouts = NumberedCalls(veto, "payout")
             for _ in range(2):
                 _approve_and_release(veto, payouts.call())
             waiting = payouts.call()  # pending across the outage
@@ -184,7 +162,7 @@ def test_postgres_approval_waiter_fails_closed_then_wakes_again(
         veto = make(tmp_path, _via(pg_url, proxy))
         other = make(tmp_path, pg_url)  # another process, straight to the server
         try:
-            payouts = Calls(veto, "payout")
+            payouts = NumberedCalls(veto, "payout")
             first = payouts.call()
             assert first.approval is not None
             outcome: list[object] = []
@@ -229,7 +207,7 @@ def test_postgres_approval_waiter_rides_out_a_restart_between_reads(
     veto = make(tmp_path, url)
     other = make(tmp_path, pg_url)
     try:
-        first = Calls(veto, "payout").call()
+        first = NumberedCalls(veto, "payout").call()
         assert first.approval is not None
         outcome: list[object] = []
 
@@ -265,7 +243,7 @@ def pg_store(pg_url: str) -> Iterator[tuple[PostgresApprovalStore, str, Veto]]:
 
 
 def _pending(veto: Veto) -> str:
-    auth = Calls(veto, "payout").call()
+    auth = NumberedCalls(veto, "payout").call()
     assert auth.approval is not None
     return auth.approval.id
 
@@ -323,7 +301,7 @@ def _count_events(pg_url: str, key: str) -> int:
 
 
 def _fault(
-    calls: Calls,
+    calls: NumberedCalls,
     *,
     break_it: Callable[[], None],
     fix_it: Callable[[], None],
@@ -347,7 +325,7 @@ def test_postgres_limit_store_restarted_mid_run(pg_url: str, tmp_path: Path) -> 
     with TcpProxy(5432) as proxy:
         veto = make(tmp_path, f"sqlite:///{tmp_path / 'veto.db'}", limits_url=_via(pg_url, proxy))
         try:
-            refunds = Calls(veto, "refund")
+            refunds = NumberedCalls(veto, "refund")
             _fault(refunds, break_it=proxy.down, fix_it=proxy.up, reason="cannot be counted")
             allowed = sum(a.decision.effect is Effect.ALLOW for a in refunds.results)
             assert allowed == 6
