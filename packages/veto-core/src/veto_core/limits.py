@@ -16,21 +16,18 @@ events younger than the window, and older events are pruned as keys are touched.
 from __future__ import annotations
 
 import abc
-import contextlib
 import hashlib
 import math
 import os
 import sqlite3
-import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .audit.sink import SinkConfig
-from .storage import SCHEMA_LOCK_ID
+from .storage import SCHEMA_LOCK_ID, PostgresConnections, RedisCalls, SQLiteConnections
 
 __all__ = [
     "ENV_LIMITS_URL",
@@ -129,24 +126,10 @@ class SQLiteLimitStore(LimitStore):
     def __init__(self, url: str) -> None:
         from .audit.sqlite import sqlite_path
 
-        path = sqlite_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
-        self._local = threading.local()
+        self._cons = SQLiteConnections(sqlite_path(url))
+        self._connection = self._cons.get
         with self._connection() as con:
             con.executescript(_SQLITE_SCHEMA)
-
-    def _connection(self) -> sqlite3.Connection:
-        con: sqlite3.Connection | None = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(
-                self._path, timeout=30, isolation_level=None, check_same_thread=True
-            )
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            con.execute("PRAGMA busy_timeout=30000")
-            self._local.con = con
-        return con
 
     def try_spend(
         self, key: str, amount: float, maximum: float, window_s: float, *, now: float | None = None
@@ -202,10 +185,7 @@ class SQLiteLimitStore(LimitStore):
         return float(row[0])
 
     def close(self) -> None:
-        con = getattr(self._local, "con", None)
-        if con is not None:
-            con.close()
-            self._local.con = None
+        self._cons.close()
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
@@ -214,7 +194,6 @@ class SQLiteLimitStore(LimitStore):
 class PostgresLimitStore(LimitStore):
     def __init__(self, url: str) -> None:
         try:
-            import psycopg
             from psycopg import sql
         except ImportError as exc:  # pragma: no cover - the [postgres] extra
             raise LimitStoreUnavailable(
@@ -222,16 +201,12 @@ class PostgresLimitStore(LimitStore):
             ) from exc
         from .audit.postgres import _split_url
 
-        self._psycopg = psycopg
-        self._conninfo, schema = _split_url(url)
+        conninfo, schema = _split_url(url)
         self._schema = schema
-        self._local = threading.local()
-        # Every live thread's connection, for close(); weak, so a finished thread's
-        # connection is still collected (and closed) with its thread-local.
-        self._all: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._all_lock = threading.Lock()
+        self._cons = PostgresConnections(conninfo, error=LimitStoreUnavailable, what="limit store")
+        self._run = self._cons.run
         self._table = sql.Identifier(schema, "veto_limit_events")
-        con, _ = self._connection()
+        con, _ = self._cons.connection()
         with con.transaction():
             # Concurrent CREATE ... IF NOT EXISTS can still collide in PostgreSQL's catalog
             # (two workers starting at once): serialize the DDL like the other stores do.
@@ -243,48 +218,6 @@ class PostgresLimitStore(LimitStore):
                     "amount DOUBLE PRECISION NOT NULL, PRIMARY KEY (key, id))"
                 ).format(self._table)
             )
-
-    def _connection(self) -> tuple[Any, bool]:
-        """This thread's connection and whether it is new: one the server dropped (a
-        restart) is replaced, so service resumes without restarting the process."""
-        con = getattr(self._local, "con", None)
-        if con is not None and not (con.closed or con.broken):
-            return con, False
-        if con is not None:
-            with contextlib.suppress(Exception):
-                con.close()
-        try:
-            con = self._psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
-        except self._psycopg.Error as exc:
-            raise LimitStoreUnavailable(f"limit store (PostgreSQL) unreachable: {exc}") from exc
-        self._local.con = con
-        with self._all_lock:
-            self._all.add(con)
-        return con, True
-
-    def _run(self, fn: Callable[[Any], Any], *, tx: bool = False, repeatable: bool = False) -> Any:
-        """``fn`` on this thread's connection (``tx``: in one transaction). Run a second
-        time on a fresh connection only when that is provably safe: the old connection
-        turned out to be dead before the transaction's first statement (its ``BEGIN``
-        failed), or ``fn`` may be repeated (``repeatable``: a read, or a delete by id). A
-        spend that failed once its transaction started is never repeated: it may have
-        committed (a lost reply), and a repeat would count the call twice."""
-        for attempt in (1, 2):
-            fresh, began = True, False
-            try:
-                con, fresh = self._connection()
-                if not tx:
-                    began = not repeatable
-                    return fn(con)
-                with con.transaction():
-                    began = True
-                    return fn(con)
-            except self._psycopg.Error as exc:
-                dropped = con.closed or con.broken
-                if attempt == 1 and dropped and not fresh and not began:
-                    continue
-                raise LimitStoreUnavailable(f"limit store (PostgreSQL) failed: {exc}") from exc
-        raise AssertionError("unreachable")
 
     def try_spend(
         self, key: str, amount: float, maximum: float, window_s: float, *, now: float | None = None
@@ -347,13 +280,7 @@ class PostgresLimitStore(LimitStore):
         return float(row[0])
 
     def close(self) -> None:
-        with self._all_lock:
-            cons = list(self._all)
-            self._all.clear()
-        for con in cons:
-            with contextlib.suppress(Exception):
-                con.close()
-        self._local = threading.local()
+        self._cons.close()
 
 
 # --- Redis -----------------------------------------------------------------------------------
@@ -390,8 +317,7 @@ class RedisLimitStore(LimitStore):
             import redis
         except ImportError as exc:  # pragma: no cover - the [redis] extra
             raise LimitStoreUnavailable("Redis limits need veto-core[redis]") from exc
-        self._redis_error = redis.RedisError
-        self._redis_connection_error = (redis.ConnectionError, redis.TimeoutError)
+        self._calls = RedisCalls(error=LimitStoreUnavailable, what="limit store")
         self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         try:
             self._spend = self._client.register_script(_SPEND_LUA)
@@ -409,32 +335,16 @@ class RedisLimitStore(LimitStore):
         _check_spend(amount, maximum, window_s)
         token = uuid.uuid4().hex
         args: list[str | float] = [_now(now), window_s, amount, maximum, f"{token}:{amount!r}"]
-        for attempt in (1, 2):
-            try:
-                ok, total = self._spend(keys=[self._key(key)], args=args)
-                break
-            except self._redis_connection_error as exc:
-                # A pooled connection the server dropped (a restart): the client opens a
-                # new one. Repeating is safe because the script is idempotent per member.
-                if attempt == 2:
-                    raise LimitStoreUnavailable(f"limit store (Redis) failed: {exc}") from exc
-            except self._redis_error as exc:
-                raise LimitStoreUnavailable(f"limit store (Redis) failed: {exc}") from exc
+        # A pooled connection the server dropped (a restart): the client opens a new one.
+        # Repeating is safe because the script is idempotent per member.
+        ok, total = self._calls.run(lambda: self._spend(keys=[self._key(key)], args=args))
         return Spend(
             ok=bool(int(ok)), total=float(total), token=f"{token}:{amount!r}" if int(ok) else None
         )
 
     def _repeatable(self, fn: Callable[[], Any]) -> Any:
         """``fn`` (a read, or a removal by member), once more on a dropped connection."""
-        for attempt in (1, 2):
-            try:
-                return fn()
-            except self._redis_connection_error as exc:
-                if attempt == 2:
-                    raise LimitStoreUnavailable(f"limit store (Redis) failed: {exc}") from exc
-            except self._redis_error as exc:
-                raise LimitStoreUnavailable(f"limit store (Redis) failed: {exc}") from exc
-        raise AssertionError("unreachable")
+        return self._calls.run(fn)
 
     def refund(self, key: str, token: str) -> None:
         self._repeatable(lambda: self._client.zrem(self._key(key), token))

@@ -7,13 +7,22 @@ refuse a newer one (fail closed: never write to a layout this code does not know
 Only the transaction around it differs: SQLite takes the write lock with
 ``BEGIN IMMEDIATE``; PostgreSQL takes a transaction-scoped advisory lock, shared by
 all components, so concurrent openers migrate one at a time.
+
+The counter and run stores (``limits``, ``runs.backends``) also share their connection
+handling: `SQLiteConnections` (one WAL connection per thread), `PostgresConnections`
+(one per thread, replaced after a server restart, with the rule for when a failed
+call may be repeated) and `RedisCalls` (the same rule for Redis).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -22,6 +31,9 @@ __all__ = [
     "SQLITE",
     "Dialect",
     "Execute",
+    "PostgresConnections",
+    "RedisCalls",
+    "SQLiteConnections",
     "migrate_postgres",
     "migrate_sqlite",
     "upgrade_schema",
@@ -201,3 +213,129 @@ def migrate_postgres(
             too_new=too_new,
             target=target,
         )
+
+
+# --- connections shared by the limit and run stores ------------------------------------------
+
+
+class SQLiteConnections:
+    """One autocommit WAL connection per thread to the database at ``path`` (created
+    with its directory); writers serialize across processes with ``BEGIN IMMEDIATE``."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._local = threading.local()
+
+    def get(self) -> sqlite3.Connection:
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=True
+            )
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute("PRAGMA busy_timeout=30000")
+            self._local.con = con
+        return con
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+
+class PostgresConnections:
+    """One autocommit psycopg connection per thread; a connection the server dropped
+    (a restart) is replaced, so service resumes without restarting the process. Every
+    failure is raised as ``error(f"{what} (PostgreSQL) ...: {exc}")``."""
+
+    def __init__(self, conninfo: str, *, error: type[Exception], what: str) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        self._conninfo = conninfo
+        self._error = error
+        self._what = what
+        self._local = threading.local()
+        # Every live thread's connection, for close(); weak, so a finished thread's
+        # connection is still collected (and closed) with its thread-local.
+        self._all: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._all_lock = threading.Lock()
+
+    def connection(self) -> tuple[Any, bool]:
+        """This thread's connection and whether it is new."""
+        con = getattr(self._local, "con", None)
+        if con is not None and not (con.closed or con.broken):
+            return con, False
+        if con is not None:
+            with contextlib.suppress(Exception):
+                con.close()
+        try:
+            con = self._psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+        except self._psycopg.Error as exc:
+            raise self._error(f"{self._what} (PostgreSQL) unreachable: {exc}") from exc
+        self._local.con = con
+        with self._all_lock:
+            self._all.add(con)
+        return con, True
+
+    def run(self, fn: Callable[[Any], Any], *, tx: bool = False, repeatable: bool = False) -> Any:
+        """``fn`` on this thread's connection (``tx``: in one transaction). Run a second
+        time on a fresh connection only when that is provably safe: the old connection
+        turned out to be dead before the transaction's first statement (its ``BEGIN``
+        failed), or ``fn`` may be repeated (``repeatable``: a read, or a delete by id). A
+        write that failed once its transaction started is never repeated: it may have
+        committed (a lost reply), and a repeat would apply it twice."""
+        for attempt in (1, 2):
+            fresh, began = True, False
+            try:
+                con, fresh = self.connection()
+                if not tx:
+                    began = not repeatable
+                    return fn(con)
+                with con.transaction():
+                    began = True
+                    return fn(con)
+            except self._psycopg.Error as exc:
+                dropped = con.closed or con.broken
+                if attempt == 1 and dropped and not fresh and not began:
+                    continue
+                raise self._error(f"{self._what} (PostgreSQL) failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._all_lock:
+            cons = list(self._all)
+            self._all.clear()
+        for con in cons:
+            with contextlib.suppress(Exception):
+                con.close()
+        self._local = threading.local()
+
+
+class RedisCalls:
+    """Redis commands with the stores' failure rule: a dropped pooled connection (a
+    server restart) is retried once on a new one when the command may be repeated;
+    anything else is raised as ``error(f"{what} (Redis) failed: {exc}")``."""
+
+    def __init__(self, *, error: type[Exception], what: str) -> None:
+        import redis
+
+        self._error = error
+        self._what = what
+        self._redis_error = redis.RedisError
+        self._connection_error = (redis.ConnectionError, redis.TimeoutError)
+
+    def run(self, fn: Callable[[], Any], *, repeatable: bool = True) -> Any:
+        for attempt in (1, 2):
+            try:
+                return fn()
+            except self._connection_error as exc:
+                if attempt == 2 or not repeatable:
+                    raise self._error(f"{self._what} (Redis) failed: {exc}") from exc
+            except self._redis_error as exc:
+                raise self._error(f"{self._what} (Redis) failed: {exc}") from exc
+        raise AssertionError("unreachable")
