@@ -31,6 +31,7 @@ __all__ = [
     "SQLITE",
     "Dialect",
     "Execute",
+    "executor",
     "PostgresConnections",
     "RedisCalls",
     "SQLiteConnections",
@@ -160,7 +161,9 @@ def upgrade_schema(
     return current
 
 
-def _executor(con: Any) -> Execute:
+def executor(con: Any) -> Execute:
+    """``execute(sql, params=())`` on a ``sqlite3`` or psycopg connection."""
+
     def execute(sql: str, params: Sequence[Any] | None = None) -> list[Any]:
         # No parameters: run the text as is (psycopg then reads no placeholders in it).
         cur = con.execute(sql) if params is None else con.execute(sql, params)
@@ -181,7 +184,7 @@ def migrate_sqlite(
     con.execute("BEGIN IMMEDIATE")
     try:
         current = upgrade_schema(
-            _executor(con),
+            executor(con),
             dialect=SQLITE,
             component=component,
             migrations=migrations,
@@ -206,7 +209,7 @@ def migrate_postgres(
     """:func:`upgrade_schema` in one transaction on a psycopg autocommit connection."""
     with con.transaction():
         return upgrade_schema(
-            _executor(con),
+            executor(con),
             dialect=POSTGRES,
             component=component,
             migrations=migrations,
@@ -252,13 +255,21 @@ class PostgresConnections:
     (a restart) is replaced, so service resumes without restarting the process. Every
     failure is raised as ``error(f"{what} (PostgreSQL) ...: {exc}")``."""
 
-    def __init__(self, conninfo: str, *, error: type[Exception], what: str) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        error: type[Exception],
+        what: str,
+        on_connect: Callable[[Any], None] | None = None,
+    ) -> None:
         import psycopg
 
         self._psycopg = psycopg
         self._conninfo = conninfo
         self._error = error
         self._what = what
+        self._on_connect = on_connect
         self._local = threading.local()
         # Every live thread's connection, for close(); weak, so a finished thread's
         # connection is still collected (and closed) with its thread-local.
@@ -275,6 +286,8 @@ class PostgresConnections:
                 con.close()
         try:
             con = self._psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+            if self._on_connect is not None:
+                self._on_connect(con)
         except self._psycopg.Error as exc:
             raise self._error(f"{self._what} (PostgreSQL) unreachable: {exc}") from exc
         self._local.con = con
