@@ -144,7 +144,9 @@ def test_append_load_head_round_trip_in_order(runs: Runs) -> None:
     assert second.tool_call_id == "call-7" and second.source_ids == ("ssh-keys", "inbox")
     assert second.labels == frozenset({"a", "secret", "untrusted"})
     assert second.text == "line 1\nIBAN DE89 3704"
-    assert second.at == at and second.at.tzinfo is not None and second.at.utcoffset() == timedelta(0)
+    assert (
+        second.at == at and second.at.tzinfo is not None and second.at.utcoffset() == timedelta(0)
+    )
     assert third.text == "" and third.effect == "allow" and third.tool_call_id is None
 
     # The engine's cache extends incrementally: only newer events.
@@ -263,7 +265,7 @@ def test_text_every_store_can_keep(runs: Runs) -> None:
 
 def test_bad_arguments_are_refused_before_anything_is_written(runs: Runs) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        runs.add("t", at=datetime(2026, 12, 1))  # noqa: DTZ001 - the point of the test
+        runs.add("t", at=datetime(2026, 12, 1))
     with pytest.raises(ValueError, match="ttl_s"):
         runs.add("t", ttl_s=0)
     with pytest.raises(ValueError, match="ttl_s"):
@@ -476,3 +478,34 @@ def test_redis_lost_reply_appends_once() -> None:
         finally:
             store.erase(tenant="acme", run_id=run)
             store.close()
+
+
+# --------------------------------------------------------------------------- maintenance
+
+
+def test_veto_audit_purge_also_purges_expired_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from veto_core.audit.cli import audit_cli
+    from veto_core.audit.log import open_audit
+
+    monkeypatch.delenv(ENV_RUNS_URL, raising=False)
+    db = tmp_path / "veto.db"
+    open_audit(f"sqlite:///{db}").close()
+    store = open_run_store(f"sqlite:///{db}")
+    now = datetime.now(UTC)
+    store.append("acme", "old", RunEvent(tool="t", at=T0), ttl_s=60, now=now - timedelta(hours=2))
+    store.append("acme", "live", RunEvent(tool="t", at=T0), ttl_s=TTL, now=now)
+    result = CliRunner().invoke(audit_cli, ["purge", "--db", str(db), "--retention-days", "30"])
+    assert result.exit_code == 0, result.output
+    assert "expired runs: deleted 1" in result.output
+    assert store.load("acme", "old", now=now - timedelta(hours=2)) == ()
+    assert store.head("acme", "live", now=now) == 1
+    store.close()
+
+    # A run store that cannot be reached fails the command (exit 2), naming it.
+    monkeypatch.setenv(ENV_RUNS_URL, "redis://127.0.0.1:1/0")
+    result = CliRunner().invoke(audit_cli, ["purge", "--db", str(db), "--retention-days", "30"])
+    assert result.exit_code == 2 and "run store" in result.output, result.output

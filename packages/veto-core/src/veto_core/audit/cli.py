@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -425,10 +426,12 @@ def _erase_approvals(
 @click.option("--tenant", default=None, help="Only this tenant (default: all).")
 @click.option("--json", "as_json", is_flag=True)
 def purge_cmd(db: str | None, retention_days: int, tenant: str | None, as_json: bool) -> None:
-    """Delete records older than the retention period, leaving a signed tombstone."""
+    """Delete records older than the retention period, leaving a signed tombstone, and
+    the run state (DESIGN.md 2.7) of runs that have expired."""
     with _open(db) as log:
         names = [tenant] if tenant else log.tenants()
         results = [log.purge(t, retention_days) for t in names]
+    runs = _purge_runs(db)
     if as_json:
         click.echo(json.dumps([{"tenant": r.tenant, "deleted": r.deleted,
                                 "through_seq": r.through_seq} for r in results]))  # fmt: skip
@@ -436,6 +439,27 @@ def purge_cmd(db: str | None, retention_days: int, tenant: str | None, as_json: 
     for r in results:
         click.echo(f"tenant {r.tenant}: deleted {r.deleted} records"
                    + (f" (through seq {r.through_seq})" if r.through_seq else ""))  # fmt: skip
+    if runs is not None:
+        click.echo(f"expired runs: deleted {runs}")
+
+
+def _purge_runs(db: str | None) -> int | None:
+    """Delete expired runs from the run store (``$VETO_RUNS_URL``, else the audit
+    database); None when that is a store kind without run state (a JSONL file)."""
+    from veto_core.runs import RunStoreUnavailable
+    from veto_core.runs.backends import ENV_RUNS_URL, open_run_store
+
+    url = os.environ.get(ENV_RUNS_URL) or db or default_audit_url()
+    if SinkConfig.parse(url).scheme not in ("sqlite", "postgresql", "redis", "rediss"):
+        return None
+    try:
+        store = open_run_store(url)
+        try:
+            return store.purge_expired(now=_dt.datetime.now(_dt.UTC))
+        finally:
+            store.close()
+    except RunStoreUnavailable as exc:
+        raise StoreError(f"run store: {exc}") from None
 
 
 @audit_cli.command("checkpoint")
