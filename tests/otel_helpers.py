@@ -1,0 +1,74 @@
+"""In-memory OpenTelemetry for the telemetry tests (core and every adapter).
+
+A fresh SDK tracer provider with an ``InMemorySpanExporter`` and a meter provider with
+an ``InMemoryMetricReader`` per test, handed to ``veto_core.telemetry.configure`` (the
+global providers can be set only once per process). ``parent_span`` opens the
+caller's own span through the same provider, as an application or a framework would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from veto_core import telemetry
+
+
+@dataclass(frozen=True, kw_only=True)
+class Otel:
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader
+
+    def spans(self, prefix: str = "") -> list[ReadableSpan]:
+        return [s for s in self.exporter.get_finished_spans() if s.name.startswith(prefix)]
+
+    def tool_spans(self) -> list[ReadableSpan]:
+        return self.spans("execute_tool ")
+
+    def points(self, metric: str) -> list[Any]:
+        """The data points of one metric (empty when it was never reported)."""
+        data = self.reader.get_metrics_data()
+        out: list[Any] = []
+        for rm in data.resource_metrics if data else ():
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name == metric:
+                        out.extend(m.data.data_points)
+        return out
+
+
+def install(*, tracing: bool = True, metrics: bool = True) -> Otel:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    telemetry.configure(
+        tracer_provider=provider if tracing else None,
+        meter_provider=meters if metrics else None,
+    )
+    return Otel(provider=provider, exporter=exporter, reader=reader)
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    yield install()
+    telemetry.configure()
+
+
+def assert_child_of(child: ReadableSpan, parent: ReadableSpan) -> None:
+    assert child.parent is not None, f"{child.name} has no parent (expected {parent.name})"
+    assert child.context is not None and parent.context is not None
+    assert child.context.trace_id == parent.context.trace_id
+    assert child.parent.span_id == parent.context.span_id, (
+        f"{child.name} is not a child of {parent.name}"
+    )
