@@ -8,7 +8,8 @@ caller's own span through the same provider, as an application or a framework wo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +48,19 @@ class Otel:
 
 
 def install(*, tracing: bool = True, metrics: bool = True) -> Otel:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meters = MeterProvider(metric_readers=[reader])
+    """Fresh in-memory providers for Veto. They are built with ``OTEL_SDK_DISABLED``
+    unset: the CrewAI tests set it so that CrewAI's own telemetry stays off, and the
+    SDK would hand out no-op tracers."""
+    saved = os.environ.pop("OTEL_SDK_DISABLED", None)
+    try:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        reader = InMemoryMetricReader()
+        meters = MeterProvider(metric_readers=[reader])
+    finally:
+        if saved is not None:
+            os.environ["OTEL_SDK_DISABLED"] = saved
     telemetry.configure(
         tracer_provider=provider if tracing else None,
         meter_provider=meters if metrics else None,
@@ -72,3 +81,17 @@ def assert_child_of(child: ReadableSpan, parent: ReadableSpan) -> None:
     assert child.parent.span_id == parent.context.span_id, (
         f"{child.name} is not a child of {parent.name}"
     )
+
+
+def assert_calls_nested(otel: Otel, parent: str, effects: Mapping[str, str]) -> None:
+    """One ``execute_tool`` span per tool-call id in ``effects`` (id -> veto.effect),
+    each a child of the one finished span named ``parent``."""
+    (outer,) = otel.spans(parent)
+    by_id = {
+        (s.attributes or {}).get("gen_ai.tool.call.id"): s for s in otel.tool_spans()
+    }
+    assert {k: (by_id[k].attributes or {}).get("veto.effect") for k in effects if k in by_id} == dict(
+        effects
+    ), {k: dict(v.attributes or {}) for k, v in by_id.items()}
+    for call_id in effects:
+        assert_child_of(by_id[call_id], outer)
