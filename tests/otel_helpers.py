@@ -84,9 +84,11 @@ def assert_child_of(child: ReadableSpan, parent: ReadableSpan) -> None:
 
 
 def assert_calls_nested(otel: Otel, parent: str, effects: Mapping[str, str]) -> None:
-    """One ``execute_tool`` span per tool-call id in ``effects`` (id -> veto.effect),
+    """Exactly one ``execute_tool`` span per tool-call id in ``effects`` (id -> veto.effect),
     each a child of the one finished span named ``parent``."""
     (outer,) = otel.spans(parent)
+    ids = sorted(str((s.attributes or {}).get("gen_ai.tool.call.id")) for s in otel.tool_spans())
+    assert ids == sorted(effects), f"one span per call expected, got {ids}"
     by_id = {
         (s.attributes or {}).get("gen_ai.tool.call.id"): s for s in otel.tool_spans()
     }
