@@ -89,11 +89,9 @@ def assert_calls_nested(otel: Otel, parent: str, effects: Mapping[str, str]) -> 
     (outer,) = otel.spans(parent)
     ids = sorted(str((s.attributes or {}).get("gen_ai.tool.call.id")) for s in otel.tool_spans())
     assert ids == sorted(effects), f"one span per call expected, got {ids}"
-    by_id = {
-        (s.attributes or {}).get("gen_ai.tool.call.id"): s for s in otel.tool_spans()
-    }
-    assert {k: (by_id[k].attributes or {}).get("veto.effect") for k in effects if k in by_id} == dict(
-        effects
-    ), {k: dict(v.attributes or {}) for k, v in by_id.items()}
+    by_id = {(s.attributes or {}).get("gen_ai.tool.call.id"): s for s in otel.tool_spans()}
+    assert {
+        k: (by_id[k].attributes or {}).get("veto.effect") for k in effects if k in by_id
+    } == dict(effects), {k: dict(v.attributes or {}) for k, v in by_id.items()}
     for call_id in effects:
         assert_child_of(by_id[call_id], outer)

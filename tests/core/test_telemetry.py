@@ -20,8 +20,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
-from otel_helpers import Otel, assert_child_of, install, otel
 
+from otel_helpers import Otel, assert_child_of, install, otel
 from veto_core import Effect, Principal, ToolCall, Veto, telemetry
 from veto_core.approvals.model import Approver
 
@@ -141,7 +141,9 @@ def test_approval_span_wait_span_and_pending_gauge(veto: Veto, otel: Otel) -> No
         (1, {"veto.tenant": "acme"})
     ]
 
-    veto.approvals.decide(first.approval.id, approver=Approver(id="fin", roles=("finance",)), approve=True, via="test")
+    veto.approvals.decide(
+        first.approval.id, approver=Approver(id="fin", roles=("finance",)), approve=True, via="test"
+    )
     otel.exporter.clear()
     with otel.provider.get_tracer("app").start_as_current_span("agent step") as _:
         released = veto.authorize_and_wait(call("pay", {"amount": 5}), timeout=5)
@@ -188,7 +190,9 @@ def test_metrics_count_decisions_by_effect_and_outcome(veto: Veto, otel: Otel) -
     points = otel.points("veto.decision.duration")
     assert sum(p.count for p in points) == 5
     assert all(p.min >= 0 and p.max < 5 for p in points)  # seconds
-    one = next(p for p in otel.points("veto.decisions") if p.attributes["gen_ai.tool.name"] == "read")
+    one = next(
+        p for p in otel.points("veto.decisions") if p.attributes["gen_ai.tool.name"] == "read"
+    )
     assert dict(one.attributes) == {
         "veto.effect": "allow", "veto.outcome": "allowed", "gen_ai.tool.name": "read",
         "veto.tenant": "acme", "veto.env": "prod", "veto.framework": "test",
@@ -238,12 +242,18 @@ def test_broken_telemetry_never_changes_a_decision(
     else:
         provider = TracerProvider()
         exporter = _Exploding()
-        proc = _ExplodingProcessor(exporter) if breakage == "processor" else SimpleSpanProcessor(exporter)
+        proc = (
+            _ExplodingProcessor(exporter)
+            if breakage == "processor"
+            else SimpleSpanProcessor(exporter)
+        )
         provider.add_span_processor(proc)
     telemetry.configure(tracer_provider=provider)
     try:
         for i in range(2):
-            got = {t: veto.authorize(call(t, call_id=f"{t}-{i}")) for t in ("read", "delete", "pay")}
+            got = {
+                t: veto.authorize(call(t, call_id=f"{t}-{i}")) for t in ("read", "delete", "pay")
+            }
             assert {t: a.decision.effect for t, a in got.items()} == expected
             assert [got[t].run_tool for t in ("read", "delete", "pay")] == [True, False, False]
             assert all(a.record_id is not None for a in got.values())

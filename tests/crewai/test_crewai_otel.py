@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 from crew_helpers import kickoff, make_crew, make_tool, scripted_llm
-from otel_helpers import Otel, assert_calls_nested, assert_child_of, otel
 
 import veto_crewai
 from contract import POLICY, TOOL_SPECS, Counter, ScriptedCall, wait_until
+from otel_helpers import Otel, assert_calls_nested, assert_child_of, otel
 from veto_core import Principal, Veto, telemetry
 
 __all__ = ["otel"]
@@ -52,7 +52,9 @@ def approve_when_pending(veto: Veto) -> threading.Thread:
 
 @pytest.mark.parametrize("mode", ["install", "guard_tools"])
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
-def test_spans_nest_under_the_callers_span(veto: Veto, otel: Otel, mode: str, is_async: bool) -> None:
+def test_spans_nest_under_the_callers_span(
+    veto: Veto, otel: Otel, mode: str, is_async: bool
+) -> None:
     counters = {s.name: Counter() for s in TOOL_SPECS}
     tools = [make_tool(s, counters[s.name]) for s in TOOL_SPECS]
     if mode == "install":
@@ -66,7 +68,9 @@ def test_spans_nest_under_the_callers_span(veto: Veto, otel: Otel, mode: str, is
     approver.join(5)
     assert [counters[n].value for n in ("read_file", "delete_file", "issue_refund")] == [1, 0, 1]
     assert_calls_nested(otel, "handle ticket", EFFECTS)
-    (pay,) = [s for s in otel.tool_spans() if (s.attributes or {})["gen_ai.tool.call.id"] == "c-pay"]
+    (pay,) = [
+        s for s in otel.tool_spans() if (s.attributes or {})["gen_ai.tool.call.id"] == "c-pay"
+    ]
     (wait,) = otel.spans(telemetry.WAIT_SPAN)
     assert_child_of(wait, pay)
     assert (wait.attributes or {})["veto.approval.state"] == "approved"

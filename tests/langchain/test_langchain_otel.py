@@ -17,9 +17,9 @@ import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware
 from lc_helpers import invoke, make_tool, scripted_model
-from otel_helpers import Otel, assert_calls_nested, assert_child_of, otel
 
 from contract import POLICY, TOOL_SPECS, Counter, ScriptedCall
+from otel_helpers import Otel, assert_calls_nested, assert_child_of, otel
 from veto_core import Principal, Veto
 from veto_langchain import VetoMiddleware, guard_tool
 
@@ -78,7 +78,9 @@ def test_spans_nest_under_a_tool_span_of_the_framework(
     veto: Veto, otel: Otel, is_async: bool
 ) -> None:
     counters = {s.name: Counter() for s in TOOL_SPECS}
-    invoke(agent(veto, counters, ToolSpans(otel)), {"messages": [("user", "go")]}, is_async=is_async)
+    invoke(
+        agent(veto, counters, ToolSpans(otel)), {"messages": [("user", "go")]}, is_async=is_async
+    )
     for call in CALLS:
         (outer,) = otel.spans(f"tool {call.tool}")
         (mine,) = [

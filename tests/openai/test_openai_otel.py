@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from agents import Agent
 from oa_helpers import Call, ScriptedModel, make_tool, run
-from otel_helpers import Otel, assert_calls_nested, otel
 
 from contract import POLICY, TOOL_SPECS, Counter
+from otel_helpers import Otel, assert_calls_nested, otel
 from veto_core import Principal, Veto
 from veto_openai import guard_agent
 
@@ -37,9 +37,14 @@ def test_spans_nest_under_the_callers_span(veto: Veto, otel: Otel, is_async: boo
     counters = {s.name: Counter() for s in TOOL_SPECS}
     tools = [make_tool(s, counters[s.name]) for s in TOOL_SPECS]
     model = ScriptedModel(
-        [Call("c-read", "read_file", {"path": "/data/a.txt"}), Call("c-del", "delete_file", {"path": "/data/a.txt"})]
+        [
+            Call("c-read", "read_file", {"path": "/data/a.txt"}),
+            Call("c-del", "delete_file", {"path": "/data/a.txt"}),
+        ]
     )
-    agent = guard_agent(Agent(name="bot", model=model, tools=tools), veto, principal=Principal(user="u1"))
+    agent = guard_agent(
+        Agent(name="bot", model=model, tools=tools), veto, principal=Principal(user="u1")
+    )
     with otel.provider.get_tracer("app").start_as_current_span("handle ticket"):
         run(agent, "go", is_async=is_async)
     assert (counters["read_file"].value, counters["delete_file"].value) == (1, 0)

@@ -54,6 +54,7 @@ TRACER_NAME = METER_NAME = "veto"
 WAIT_SPAN = "veto.approval.wait"
 
 _log = logging.getLogger("veto.telemetry")
+_modules = sys.modules
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: The veto span of this call, while authorize runs: a nested authorize (a bundle's
@@ -68,9 +69,9 @@ _CURRENT: contextvars.ContextVar[_CallSpan | None] = contextvars.ContextVar(
 class _Instruments:
     """The tracer and instruments of one (tracer provider, meter provider) pair."""
 
-    tracer: Any | None
-    decisions: Any | None
-    duration: Any | None
+    tracer: Any  # None: no tracer provider
+    decisions: Any  # None (with duration and pending): no meter provider
+    duration: Any
     pending: _PendingGauge | None
 
 
@@ -94,7 +95,7 @@ def configure(*, tracer_provider: Any = None, meter_provider: Any = None) -> Non
 
 def enabled() -> bool:
     """True when decisions are traced or measured now (a provider is installed)."""
-    if _explicit is None and "opentelemetry.trace" not in sys.modules:
+    if _explicit is None and "opentelemetry.trace" not in _modules:
         return False
     return _instruments() is not None
 
@@ -122,21 +123,47 @@ def _instruments() -> _Instruments | None:
 
 
 def _global_providers() -> tuple[Any, Any]:
-    """OpenTelemetry's global providers, each ``None`` while it is the API's default
-    (proxy or no-op): then there is nothing to report to."""
-    from opentelemetry import trace
+    """OpenTelemetry's global providers, each ``None`` while none was installed (the
+    API's proxy or a no-op one): then there is nothing to report to.
 
-    tp: Any = trace.get_tracer_provider()
-    if isinstance(tp, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
-        tp = None
-    mp: Any = None
-    if "opentelemetry.metrics" in sys.modules:
-        from opentelemetry import metrics
+    Read from the API's module globals (``get_tracer_provider()`` costs microseconds:
+    it looks up an environment variable on every call); the public getters are used
+    when those globals are unset and the ``OTEL_PYTHON_*_PROVIDER`` variable names a
+    provider to load, or when a future API renames them."""
+    tp = _installed("opentelemetry.trace", "_TRACER_PROVIDER", "get_tracer_provider",
+                    "OTEL_PYTHON_TRACER_PROVIDER")  # fmt: skip
+    if tp is not None:
+        from opentelemetry import trace
 
-        mp = metrics.get_meter_provider()
-        if type(mp).__name__ in ("_ProxyMeterProvider", "NoOpMeterProvider"):
-            mp = None
+        if isinstance(tp, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            tp = None
+    mp = _installed("opentelemetry.metrics._internal", "_METER_PROVIDER", "get_meter_provider",
+                    "OTEL_PYTHON_METER_PROVIDER")  # fmt: skip
+    if mp is not None and type(mp).__name__ in ("_ProxyMeterProvider", "NoOpMeterProvider"):
+        mp = None
     return tp, mp
+
+
+_MISSING = object()
+_env_providers: dict[str, bool] = {}
+
+
+def _installed(module: str, attr: str, getter: str, env: str) -> Any:
+    mod = _modules.get(module)
+    if mod is None:
+        return None  # never imported: nothing can have been installed
+    found = getattr(mod, attr, _MISSING)
+    if found is None:
+        named = _env_providers.get(env)
+        if named is None:
+            import os
+
+            named = _env_providers[env] = bool(os.environ.get(env))
+        if not named:
+            return None
+    if found is None or found is _MISSING:
+        return getattr(mod, getter)()
+    return found
 
 
 def _build(tp: Any, mp: Any) -> _Instruments:
@@ -353,13 +380,13 @@ def trace_authorize(fn: _F) -> _F:
 
     @functools.wraps(fn)
     def traced(self: Veto, call: ToolCall, *args: Any, **kwargs: Any) -> Authorization:
-        if _explicit is None and "opentelemetry.trace" not in sys.modules:
-            return cast("Authorization", fn(self, call, *args, **kwargs))
+        if _explicit is None and "opentelemetry.trace" not in _modules:
+            return fn(self, call, *args, **kwargs)  # type: ignore[no-any-return]
         if _CURRENT.get() is not None:  # the outer span of this call reports it
-            return cast("Authorization", fn(self, call, *args, **kwargs))
+            return fn(self, call, *args, **kwargs)  # type: ignore[no-any-return]
         ins = _instruments()
         if ins is None:
-            return cast("Authorization", fn(self, call, *args, **kwargs))
+            return fn(self, call, *args, **kwargs)  # type: ignore[no-any-return]
         return _traced_call(ins, fn, self, call, args, kwargs)
 
     return cast("_F", traced)
@@ -417,16 +444,14 @@ def trace_approval_wait(fn: _F) -> _F:
     ``veto.approval.wait`` span, child of the current span, ending with the final state."""
 
     @functools.wraps(fn)
-    def traced(
-        self: Veto, auth: Authorization, timeout: float | None = None
-    ) -> Authorization:
-        if _explicit is None and "opentelemetry.trace" not in sys.modules:
-            return cast("Authorization", fn(self, auth, timeout))
+    def traced(self: Veto, auth: Authorization, timeout: float | None = None) -> Authorization:
+        if _explicit is None and "opentelemetry.trace" not in _modules:
+            return fn(self, auth, timeout)  # type: ignore[no-any-return]
         if auth.approval is None or auth.released:
-            return cast("Authorization", fn(self, auth, timeout))
+            return fn(self, auth, timeout)  # type: ignore[no-any-return]
         ins = _instruments()
         if ins is None or ins.tracer is None:
-            return cast("Authorization", fn(self, auth, timeout))
+            return fn(self, auth, timeout)  # type: ignore[no-any-return]
         return _traced_wait(ins.tracer, fn, self, auth, timeout)
 
     return cast("_F", traced)
@@ -436,11 +461,9 @@ def _traced_wait(
     tracer: Any, fn: Callable[..., Any], veto: Veto, auth: Authorization, timeout: float | None
 ) -> Authorization:
     span: Any = None
+    request: Any = auth.approval
     try:
-        attrs: dict[str, Any] = {
-            "veto.approval.id": auth.approval.id,
-            "gen_ai.tool.name": auth.approval.tool,
-        }
+        attrs: dict[str, Any] = {"veto.approval.id": request.id, "gen_ai.tool.name": request.tool}
         if timeout is not None:
             attrs["veto.approval.timeout_s"] = float(timeout)
         span = tracer.start_span(WAIT_SPAN, attributes=attrs)
