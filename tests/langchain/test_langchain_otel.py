@@ -9,6 +9,10 @@ middleware for ``create_agent`` does).
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -100,3 +104,27 @@ def test_guarded_tool_invoked_directly(veto: Veto, otel: Otel) -> None:
     (mine,) = otel.tool_spans()
     assert_child_of(mine, outer)
     assert (mine.attributes or {})["veto.outcome"] == "allowed"
+
+
+def test_trace_example_prints_the_span_tree(tmp_path: Path) -> None:
+    """examples/otel_trace.py (the trace shown in the docs) runs offline."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "otel_trace.py"
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("VETO_DB", None)
+    proc = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [re.sub(r"\(\d+\.\d ms\)", "(ms)", line) for line in proc.stdout.splitlines()]
+    assert lines[0] == "handle ticket #4711  (ms)"
+    assert sorted(x for x in lines if x.startswith("  execute_tool")) == [
+        "  execute_tool issue_refund  (ms)  effect=require_approval  outcome=approved  "
+        "deciding_rule_ids=['refunds-large']  approval.state=approved",
+        "  execute_tool lookup_customer  (ms)  effect=allow  outcome=allowed  "
+        "deciding_rule_ids=['crm-reads']",
+        "  execute_tool send_email  (ms)  effect=deny  outcome=denied  "
+        "deciding_rule_ids=['no-external-mail']",
+    ]
+    wait = lines.index("    veto.approval.wait  (ms)  outcome=approved  approval.state=approved")
+    assert lines[wait - 1].startswith("  execute_tool issue_refund")
+    assert "veto.decisions{send_email, denied} = 1" in lines
