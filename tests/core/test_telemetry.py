@@ -316,3 +316,25 @@ def test_global_sdk_provider_is_used_without_configure(tmp_path: Path) -> None:
         """
     )
     assert result == {"before": False, "after": True, "spans": ["execute_tool delete"]}
+
+
+def test_bundle_call_of_another_tenant_is_one_span_with_its_policy(
+    tmp_path: Path, otel: Otel
+) -> None:
+    root = tmp_path / "bundle"
+    (root / "tenants").mkdir(parents=True)
+    (root / "base.yaml").write_text(POLICY)
+    (root / "tenants" / "globex.yaml").write_text(
+        "version: 1\nname: globex\nrules:\n  - {id: globex-no-read, effect: deny, tools: [read]}\n"
+    )
+    v = Veto.from_file(root, tenant="acme", db=f"sqlite:///{tmp_path / 'v.db'}")
+    try:
+        auth = v.authorize(ToolCall(tool="read", principal=BOT, tenant="globex"))
+    finally:
+        v.close()
+    assert not auth.run_tool
+    a = dict(only(otel.tool_spans()).attributes or {})  # the tenant's Veto adds no second span
+    assert (a["veto.tenant"], a["veto.outcome"]) == ("globex", "denied")
+    assert a["veto.deciding_rule_ids"] == ("globex-no-read",)
+    assert a["veto.policy.revision"] == auth.decision.policy_revision
+    assert [p.value for p in otel.points("veto.decisions")] == [1]
