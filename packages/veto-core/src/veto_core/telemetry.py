@@ -76,7 +76,7 @@ class _Instruments:
 
 
 _explicit: tuple[Any, Any] | None = None  # configure(): (tracer provider, meter provider)
-_cache: dict[tuple[int, int], _Instruments] = {}
+_cache: dict[tuple[Any, Any], _Instruments] = {}  # by the providers themselves (not ids)
 _cache_lock = threading.Lock()
 _warned: set[str] = set()
 
@@ -108,7 +108,7 @@ def _instruments() -> _Instruments | None:
             tp, mp = _global_providers()
         if tp is None and mp is None:
             return None
-        key = (id(tp), id(mp))
+        key = (tp, mp)
         found = _cache.get(key)
         if found is not None:
             return found
