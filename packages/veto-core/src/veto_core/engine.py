@@ -36,6 +36,7 @@ from .policy.loader import (
     load_policy_text,
 )
 from .policy.operators import EvalError, Operator, to_finite_float
+from .telemetry import trace_approval_wait, trace_authorize
 
 if TYPE_CHECKING:
     from .approvals import ApprovalRequest, ApprovalService
@@ -342,6 +343,7 @@ class Veto:
             self._audit.close()
             self._audit = None
 
+    @trace_authorize  # OpenTelemetry span + metrics when configured (telemetry.py)
     def authorize(self, call: ToolCall) -> Authorization:
         """Decide and durably record; the record is committed before this returns.
 
@@ -555,6 +557,7 @@ class Veto:
             )
         return Authorization(decision=decision, record_id=record.id, approval=request)
 
+    @trace_authorize  # OpenTelemetry span + metrics when configured (telemetry.py)
     def authorize_and_wait(self, call: ToolCall, timeout: float | None = None) -> Authorization:
         """`authorize`, then, when approval is required, block until the request is
         decided, expires, or ``timeout`` seconds pass (default: the rule's timeout).
@@ -568,6 +571,7 @@ class Veto:
         """
         return self.wait_for_approval(self.authorize(call), timeout=timeout)
 
+    @trace_approval_wait
     def wait_for_approval(self, auth: Authorization, timeout: float | None = None) -> Authorization:
         """The waiting half of `authorize_and_wait`, for an ``Authorization`` already
         obtained from `authorize` (e.g. after telling the user the call waits)."""
