@@ -1,0 +1,220 @@
+"""The state of one run, built from its `RunEvent`s, with a fast taint lookup (2.7).
+
+A `RunState` is what flow rules read: ``labels`` (every label acquired so far, kept
+even when an output's text was dropped), ``calls`` (earlier calls, oldest first, each
+``{tool, args, effect}``; pseudo-tool observations are not calls) and the normalized
+text of each labelled observation, at most `MAX_TEXT_BYTES` per run (the oldest
+outputs' text is dropped first).
+
+Taint lookup (`tainted`): a value is tainted by a label when its normalized text
+occurs inside the normalized text of ONE observation carrying that label. An index
+of 4-grams -> bitmask of observations narrows the candidates (a handful of dict
+lookups per value), and each candidate is confirmed with ``in``. The index is built
+lazily, on the first lookup after an observation, so `observe` stays cheap.
+
+A state is extended in place under its lock (append-only); readers see the
+``labels``/``calls`` tuples swapped whole.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .store import RunEvent
+from .text import normalize, value_texts
+
+__all__ = ["MAX_TEXT_BYTES", "RunState", "TaintMatch"]
+
+#: Text kept per run (UTF-8 bytes of the extracted text); older outputs are dropped first.
+MAX_TEXT_BYTES = 1 << 20
+_GRAM = 4
+_PROBES = 8  # 4-grams of a value looked up in the index (spread over the value)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaintMatch:
+    """Where a value was found: the observation, its labels, and an excerpt."""
+
+    seq: int
+    tool: str
+    tool_call_id: str | None
+    labels: frozenset[str]
+    value: str
+    excerpt: str
+
+
+class _Observation:
+    __slots__ = ("event", "norm", "size")
+
+    def __init__(self, event: RunEvent, norm: str, size: int) -> None:
+        self.event = event
+        self.norm: str | None = norm
+        self.size = size
+
+
+class RunState:
+    """One run's history as flow rules see it (see the module docstring)."""
+
+    __slots__ = (
+        "_grams",
+        "_indexed",
+        "_label_bits",
+        "_lock",
+        "_obs",
+        "_text_bytes",
+        "calls",
+        "fields",
+        "head",
+        "labels",
+    )
+
+    def __init__(self, events: Iterable[RunEvent] = ()) -> None:
+        self._lock = threading.Lock()
+        self._obs: list[_Observation] = []
+        self._grams: dict[str, int] = {}
+        self._indexed = 0  # observations [0, _indexed) are in _grams
+        self._label_bits: dict[str, int] = {}
+        self._text_bytes = 0
+        self.head = 0
+        self.labels: tuple[str, ...] = ()
+        self.calls: tuple[Mapping[str, Any], ...] = ()
+        #: what `run.*` paths read: {"labels": [...], "calls": [{tool, args, effect}, ...]}
+        self.fields: Mapping[str, Any] = {"labels": (), "calls": ()}
+        self.extend(events)
+
+    # --- building ---------------------------------------------------------------------
+
+    def extend(self, events: Iterable[RunEvent]) -> None:
+        """Add events (oldest first) with ``seq`` greater than `head`; others are skipped."""
+        with self._lock:
+            labels = set(self.labels)
+            calls = list(self.calls)
+            for event in events:
+                if event.seq and event.seq <= self.head:
+                    continue
+                self.head = event.seq or self.head + 1
+                labels.update(event.labels)
+                if not event.tool.startswith("@"):
+                    calls.append({"tool": event.tool, "args": event.args, "effect": event.effect})
+                if event.labels and event.text:
+                    self._add_text(event)
+            self.labels = tuple(sorted(labels))
+            self.calls = tuple(calls)
+            self.fields = {"labels": self.labels, "calls": self.calls}
+
+    def _add_text(self, event: RunEvent) -> None:
+        text = event.text
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_TEXT_BYTES:  # one output alone over the bound: keep its beginning
+            text = text.encode("utf-8", "surrogatepass")[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
+            size = len(text.encode("utf-8", "surrogatepass"))
+        bit = 1 << len(self._obs)
+        self._obs.append(_Observation(event, normalize(text), size))
+        for label in event.labels:
+            self._label_bits[label] = self._label_bits.get(label, 0) | bit
+        self._text_bytes += size
+        for old in self._obs:
+            if self._text_bytes <= MAX_TEXT_BYTES:
+                break
+            if old.norm is not None:
+                old.norm = None
+                self._text_bytes -= old.size
+
+    def _index(self) -> None:
+        """Index the observations added since the last lookup (under the lock)."""
+        grams = self._grams
+        for i in range(self._indexed, len(self._obs)):
+            norm = self._obs[i].norm
+            if norm is None:
+                continue
+            bit = 1 << i
+            get = grams.get
+            for gram in {norm[j : j + _GRAM] for j in range(len(norm) - _GRAM + 1)}:
+                grams[gram] = get(gram, 0) | bit
+        self._indexed = len(self._obs)
+
+    # --- reading ----------------------------------------------------------------------
+
+    @property
+    def text_bytes(self) -> int:
+        """Bytes of observed text currently kept (at most `MAX_TEXT_BYTES`)."""
+        return self._text_bytes
+
+    def _candidates(self, norm: str, labels: frozenset[str]) -> int:
+        """Bitmask of observations carrying one of ``labels`` that may contain ``norm``."""
+        mask = 0
+        for label in labels:
+            mask |= self._label_bits.get(label, 0)
+        if not mask:
+            return 0
+        if self._indexed < len(self._obs):
+            self._index()
+        grams = self._grams
+        last = len(norm) - _GRAM
+        step = max(1, last // (_PROBES - 1)) if last > 0 else 1
+        for j in (*range(0, last, step), last):
+            mask &= grams.get(norm[j : j + _GRAM], 0)
+            if not mask:
+                return 0
+        return mask
+
+    def tainted(self, value: Any, labels: frozenset[str], min_length: int) -> bool:
+        """True if any leaf of ``value`` (normalized, at least ``min_length`` long) occurs
+        in the text of one observation carrying one of ``labels``."""
+        for text in value_texts(value):
+            norm = normalize(text)
+            if len(norm) < min_length or len(norm) < 1:
+                continue
+            with self._lock:
+                if self._find(norm, labels, first=True):
+                    return True
+        return False
+
+    def _find(self, norm: str, labels: frozenset[str], *, first: bool) -> list[_Observation]:
+        if len(norm) < _GRAM:  # min_length below the index's 4-grams: scan (rare)
+            mask = 0
+            for label in labels:
+                mask |= self._label_bits.get(label, 0)
+        else:
+            mask = self._candidates(norm, labels)
+        found: list[_Observation] = []
+        while mask:
+            low = mask & -mask
+            mask ^= low
+            obs = self._obs[low.bit_length() - 1]
+            if obs.norm is not None and norm in obs.norm:
+                found.append(obs)
+                if first:
+                    break
+        return found
+
+    def matches(
+        self, value: Any, labels: frozenset[str], min_length: int
+    ) -> tuple[TaintMatch, ...]:
+        """Every observation that taints a leaf of ``value`` (for `veto explain`)."""
+        out: list[TaintMatch] = []
+        for text in value_texts(value):
+            norm = normalize(text)
+            if len(norm) < min_length or not norm:
+                continue
+            with self._lock:
+                found = self._find(norm, labels, first=False)
+            for obs in found:
+                assert obs.norm is not None
+                at = obs.norm.find(norm)
+                start, end = max(0, at - 40), min(len(obs.norm), at + len(norm) + 40)
+                excerpt = (
+                    ("…" if start else "")
+                    + obs.norm[start:end]
+                    + ("…" if end < len(obs.norm) else "")
+                )
+                out.append(
+                    TaintMatch(
+                        seq=obs.event.seq, tool=obs.event.tool, tool_call_id=obs.event.tool_call_id,
+                        labels=obs.event.labels, value=text, excerpt=excerpt,
+                    )
+                )  # fmt: skip
+        return tuple(out)
