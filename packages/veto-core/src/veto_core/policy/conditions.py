@@ -491,6 +491,36 @@ class ConditionCompiler:
                 raise EvalError(f"{text}: tainted_by failed: {type(exc).__name__}: {exc}") from None
 
         chain = _step_chain(text, segments, tainted, on_missing=None)
+        head = text.split(".", 1)[0]
+        if head in ("args", "context") and len(segments) == 1 and segments[0][0] == "key":
+            name = segments[0][1]
+            from_args = head == "args"
+            missing = f"{text} is missing"
+
+            def taint_field(ctx: EvalContext) -> bool:
+                """`args.x tainted_by ...`, the common leaf, in one frame."""
+                run = ctx.run
+                try:
+                    v = (ctx.call.args if from_args else ctx.call.context)[name]
+                except KeyError:
+                    raise EvalError(missing) from None
+                except Exception as exc:
+                    raise EvalError(f"{text}: {type(exc).__name__}: {exc}") from None
+                if type(v) is str and len(v) <= 16384:  # 64 KiB is at least 16 Ki characters
+                    return bool(run.tainted(v, wanted, min_length))
+                token = _TAINT_RUN.set(run)
+                try:
+                    return tainted(v)
+                finally:
+                    _TAINT_RUN.reset(token)
+
+            self._leaves.append(
+                Leaf(
+                    loc=loc, field=text, operator=TAINTED_BY, operand=operand, fn=taint_field,
+                    value=_value_getter(text, segments, getter), taint=(wanted, min_length),
+                )
+            )  # fmt: skip
+            return taint_field
 
         def taint_leaf(ctx: EvalContext) -> bool:
             run = ctx.run

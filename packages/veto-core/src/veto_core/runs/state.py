@@ -7,9 +7,11 @@ text of each labelled observation, at most `MAX_TEXT_BYTES` per run (the oldest
 outputs' text is dropped first).
 
 Taint lookup (`tainted`): a value is tainted by a label when its normalized text
-occurs inside the normalized text of ONE observation carrying that label. An index
-of 4-grams -> bitmask of observations narrows the candidates (a handful of dict
-lookups per value), and each candidate is confirmed with ``in``. The index is built
+occurs inside the normalized text of ONE observation carrying that label. Per label,
+the set of every 4-byte window of its observations' UTF-8 text (as integers: built
+in C by four shifted ``memoryview.cast``) answers most lookups with a few set
+probes: a value with a window no labelled output has is not tainted. Otherwise the
+label's observations are searched with ``in``, newest first. The index is built
 lazily, on the first lookup after an observation, so `observe` stays cheap.
 
 A state is extended in place under its lock (append-only); readers see the
@@ -18,6 +20,7 @@ A state is extended in place under its lock (append-only); readers see the
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ __all__ = ["MAX_TEXT_BYTES", "RunState", "TaintMatch"]
 #: Text kept per run (UTF-8 bytes of the extracted text); older outputs are dropped first.
 MAX_TEXT_BYTES = 1 << 20
 _GRAM = 4
+_ORDER = sys.byteorder  # memoryview.cast("I") reads native-endian 4-byte windows
 _PROBES = 8  # 4-grams of a value looked up in the index (spread over the value)
 
 
@@ -47,11 +51,12 @@ class TaintMatch:
 
 
 class _Observation:
-    __slots__ = ("event", "norm", "size")
+    __slots__ = ("event", "norm", "size", "text")
 
-    def __init__(self, event: RunEvent, norm: str, size: int) -> None:
+    def __init__(self, event: RunEvent, text: str, size: int) -> None:
         self.event = event
-        self.norm: str | None = norm
+        self.text: str | None = text  # raw, until indexed (then None)
+        self.norm: str | None = None  # normalized, once indexed; None when dropped
         self.size = size
 
 
@@ -74,7 +79,7 @@ class RunState:
     def __init__(self, events: Iterable[RunEvent] = ()) -> None:
         self._lock = threading.Lock()
         self._obs: list[_Observation] = []
-        self._grams: dict[str, int] = {}
+        self._grams: dict[str, set[int]] = {}  # label -> 4-byte windows of its texts
         self._indexed = 0  # observations [0, _indexed) are in _grams
         self._label_bits: dict[str, int] = {}
         self._text_bytes = 0
@@ -112,28 +117,33 @@ class RunState:
             text = text.encode("utf-8", "surrogatepass")[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
             size = len(text.encode("utf-8", "surrogatepass"))
         bit = 1 << len(self._obs)
-        self._obs.append(_Observation(event, normalize(text), size))
+        self._obs.append(_Observation(event, text, size))
         for label in event.labels:
             self._label_bits[label] = self._label_bits.get(label, 0) | bit
         self._text_bytes += size
         for old in self._obs:
             if self._text_bytes <= MAX_TEXT_BYTES:
                 break
-            if old.norm is not None:
-                old.norm = None
+            if old.size:
+                old.norm = old.text = None
                 self._text_bytes -= old.size
+                old.size = 0
 
     def _index(self) -> None:
         """Index the observations added since the last lookup (under the lock)."""
-        grams = self._grams
         for i in range(self._indexed, len(self._obs)):
-            norm = self._obs[i].norm
-            if norm is None:
+            obs = self._obs[i]
+            if obs.text is None:  # dropped before it was ever read
                 continue
-            bit = 1 << i
-            get = grams.get
-            for gram in {norm[j : j + _GRAM] for j in range(len(norm) - _GRAM + 1)}:
-                grams[gram] = get(gram, 0) | bit
+            norm = obs.norm = normalize(obs.text)
+            obs.text = None
+            windows = _windows(norm.encode("utf-8", "surrogatepass"))
+            for label in obs.event.labels:
+                found = self._grams.get(label)
+                if found is None:
+                    self._grams[label] = set(windows)
+                else:
+                    found |= windows
         self._indexed = len(self._obs)
 
     # --- reading ----------------------------------------------------------------------
@@ -144,47 +154,62 @@ class RunState:
         return self._text_bytes
 
     def _candidates(self, norm: str, labels: frozenset[str]) -> int:
-        """Bitmask of observations carrying one of ``labels`` that may contain ``norm``."""
+        """Bitmask of observations carrying one of ``labels`` that may contain ``norm``:
+        those of the labels whose windows include a spread of the value's windows."""
+        grams = self._grams
+        if len(labels) == 1:  # the common case, in as few steps as possible
+            (label,) = labels
+            windows = grams.get(label)
+            if windows is None:
+                return 0
+            data = norm.encode("utf-8", "surrogatepass")
+            last = len(data) - _GRAM
+            if last >= 0 and (
+                int.from_bytes(data[:_GRAM], _ORDER) not in windows
+                or int.from_bytes(data[last:], _ORDER) not in windows
+            ):
+                return 0
+            for j in range(max(1, last // (_PROBES - 1)), last, max(1, last // (_PROBES - 1))):
+                if int.from_bytes(data[j : j + _GRAM], _ORDER) not in windows:
+                    return 0
+            return self._label_bits.get(label, 0)
+        live = [grams[label] for label in labels if label in grams]
+        if not live:
+            return 0
+        data = norm.encode("utf-8", "surrogatepass")
+        last = len(data) - _GRAM
+        if last >= 0:  # else shorter than a window (min_length under 4): every output
+            step = max(1, last // (_PROBES - 1)) if last > 0 else 1
+            for j in (0, last, *range(step, last, step)):
+                probe = int.from_bytes(data[j : j + _GRAM], _ORDER)
+                live = [w for w in live if probe in w]
+                if not live:  # the common case: a window no labelled output has
+                    return 0
         mask = 0
         for label in labels:
-            mask |= self._label_bits.get(label, 0)
-        if not mask:
-            return 0
-        if self._indexed < len(self._obs):
-            self._index()
-        grams = self._grams
-        last = len(norm) - _GRAM
-        step = max(1, last // (_PROBES - 1)) if last > 0 else 1
-        for j in (*range(0, last, step), last):
-            mask &= grams.get(norm[j : j + _GRAM], 0)
-            if not mask:
-                return 0
+            if label in grams and any(w is grams[label] for w in live):
+                mask |= self._label_bits.get(label, 0)
         return mask
 
     def tainted(self, value: Any, labels: frozenset[str], min_length: int) -> bool:
         """True if any leaf of ``value`` (normalized, at least ``min_length`` long) occurs
         in the text of one observation carrying one of ``labels``."""
-        for text in value_texts(value):
-            norm = normalize(text)
-            if len(norm) < min_length or len(norm) < 1:
-                continue
+        if self._indexed < len(self._obs):
             with self._lock:
-                if self._find(norm, labels, first=True):
-                    return True
+                self._index()
+        for text in (value,) if type(value) is str else value_texts(value):
+            norm = normalize(text)
+            if len(norm) >= min_length and norm and self._find(norm, labels, first=True):
+                return True
         return False
 
     def _find(self, norm: str, labels: frozenset[str], *, first: bool) -> list[_Observation]:
-        if len(norm) < _GRAM:  # min_length below the index's 4-grams: scan (rare)
-            mask = 0
-            for label in labels:
-                mask |= self._label_bits.get(label, 0)
-        else:
-            mask = self._candidates(norm, labels)
+        mask = self._candidates(norm, labels)
         found: list[_Observation] = []
-        while mask:
-            low = mask & -mask
-            mask ^= low
-            obs = self._obs[low.bit_length() - 1]
+        while mask:  # newest first: the likeliest source of a value about to be used
+            high = 1 << (mask.bit_length() - 1)
+            mask ^= high
+            obs = self._obs[high.bit_length() - 1]
             if obs.norm is not None and norm in obs.norm:
                 found.append(obs)
                 if first:
@@ -201,6 +226,7 @@ class RunState:
             if len(norm) < min_length or not norm:
                 continue
             with self._lock:
+                self._index()
                 found = self._find(norm, labels, first=False)
             for obs in found:
                 assert obs.norm is not None
@@ -218,3 +244,14 @@ class RunState:
                     )
                 )  # fmt: skip
         return tuple(out)
+
+
+def _windows(data: bytes) -> set[int]:
+    """Every 4-byte window of ``data`` as an integer (native byte order), built in C."""
+    out: set[int] = set()
+    view = memoryview(data)
+    for k in range(_GRAM):
+        end = k + (len(data) - k) // _GRAM * _GRAM
+        if end > k:
+            out.update(view[k:end].cast("I"))
+    return out
