@@ -91,7 +91,6 @@ class EvalContext:
 
     __slots__ = ("_roles", "_run", "call", "env", "item", "services", "tenant")
     _roles: tuple[str, ...]
-    _run: Any
     item: Any
 
     def __init__(
@@ -107,15 +106,14 @@ class EvalContext:
         self.env = env
         self.tenant = tenant
         self.services = (roles_fn, now_fn, run_fn)
+        self._run: Any = None
 
     @property
     def run(self) -> Any:
         """The call's `RunState` (read once per decision); EvalError when the call has
         no run_id or its run cannot be read (fail closed: DESIGN.md 2.7)."""
-        try:
+        if self._run is not None:
             return self._run
-        except AttributeError:
-            pass
         run_id = self.call.run_id
         if not isinstance(run_id, str) or not run_id:
             raise EvalError(NO_RUN_ID)
@@ -141,10 +139,7 @@ class EvalContext:
     def with_item(self, item: Any) -> EvalContext:
         child = EvalContext(self.call, self.env, self.tenant, *self.services)
         child.item = item
-        try:  # noqa: SIM105 - cheaper than contextlib.suppress in quantifier loops
-            child._run = self._run
-        except AttributeError:
-            pass
+        child._run = self._run
         return child
 
 

@@ -197,23 +197,35 @@ class RunState:
         if self._indexed < len(self._obs):
             with self._lock:
                 self._index()
-        for text in (value,) if type(value) is str else value_texts(value):
+        if type(value) is str:
+            norm = normalize(value)
+            return len(norm) >= min_length and norm != "" and self._contains(norm, labels)
+        for text in value_texts(value):
             norm = normalize(text)
-            if len(norm) >= min_length and norm and self._find(norm, labels, first=True):
+            if len(norm) >= min_length and norm and self._contains(norm, labels):
                 return True
         return False
 
-    def _find(self, norm: str, labels: frozenset[str], *, first: bool) -> list[_Observation]:
+    def _contains(self, norm: str, labels: frozenset[str]) -> bool:
+        mask = self._candidates(norm, labels)
+        obs = self._obs
+        while mask:  # newest first: the likeliest source of a value about to be used
+            i = mask.bit_length() - 1
+            mask ^= 1 << i
+            text = obs[i].norm
+            if text is not None and norm in text:
+                return True
+        return False
+
+    def _find(self, norm: str, labels: frozenset[str]) -> list[_Observation]:
         mask = self._candidates(norm, labels)
         found: list[_Observation] = []
-        while mask:  # newest first: the likeliest source of a value about to be used
-            high = 1 << (mask.bit_length() - 1)
-            mask ^= high
-            obs = self._obs[high.bit_length() - 1]
+        while mask:
+            i = mask.bit_length() - 1
+            mask ^= 1 << i
+            obs = self._obs[i]
             if obs.norm is not None and norm in obs.norm:
                 found.append(obs)
-                if first:
-                    break
         return found
 
     def matches(
@@ -227,7 +239,7 @@ class RunState:
                 continue
             with self._lock:
                 self._index()
-                found = self._find(norm, labels, first=False)
+                found = self._find(norm, labels)
             for obs in found:
                 assert obs.norm is not None
                 at = obs.norm.find(norm)
