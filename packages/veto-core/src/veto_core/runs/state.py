@@ -8,9 +8,10 @@ outputs' text is dropped first).
 
 Taint lookup (`tainted`): a value is tainted by a label when its normalized text
 occurs inside the normalized text of ONE observation carrying that label. Per label,
-the set of every 4-byte window of its observations' UTF-8 text (as integers: built
-in C by four shifted ``memoryview.cast``) answers most lookups with a few set
-probes: a value with a window no labelled output has is not tainted. Otherwise the
+the sets of every 4-byte and every 8-byte window of its observations' UTF-8 text (as
+integers: built in C by shifted ``memoryview.cast``) answer most lookups with a few
+set probes: a value with a window no labelled output has is not tainted (values of
+8 bytes or more are probed with 8-byte windows, which ordinary words rarely share). Otherwise the
 label's observations are searched with ``in``, newest first. The index is built
 lazily, on the first lookup after an observation, so `observe` stays cheap.
 
@@ -65,6 +66,7 @@ class RunState:
 
     __slots__ = (
         "_grams",
+        "_grams8",
         "_indexed",
         "_label_bits",
         "_lock",
@@ -80,6 +82,7 @@ class RunState:
         self._lock = threading.Lock()
         self._obs: list[_Observation] = []
         self._grams: dict[str, set[int]] = {}  # label -> 4-byte windows of its texts
+        self._grams8: dict[str, set[int]] = {}  # label -> 8-byte windows of its texts
         self._indexed = 0  # observations [0, _indexed) are in _grams
         self._label_bits: dict[str, int] = {}
         self._text_bytes = 0
@@ -137,13 +140,17 @@ class RunState:
                 continue
             norm = obs.norm = normalize(obs.text)
             obs.text = None
-            windows = _windows(norm.encode("utf-8", "surrogatepass"))
-            for label in obs.event.labels:
-                found = self._grams.get(label)
-                if found is None:
-                    self._grams[label] = set(windows)
-                else:
-                    found |= windows
+            data = norm.encode("utf-8", "surrogatepass")
+            for index, windows in (
+                (self._grams, _windows(data, 4)),
+                (self._grams8, _windows(data, 8)),
+            ):
+                for label in obs.event.labels:
+                    found = index.get(label)
+                    if found is None:
+                        index[label] = set(windows)
+                    else:
+                        found |= windows
         self._indexed = len(self._obs)
 
     # --- reading ----------------------------------------------------------------------
@@ -156,32 +163,33 @@ class RunState:
     def _candidates(self, norm: str, labels: frozenset[str]) -> int:
         """Bitmask of observations carrying one of ``labels`` that may contain ``norm``:
         those of the labels whose windows include a spread of the value's windows."""
-        grams = self._grams
+        data = norm.encode("utf-8", "surrogatepass")
+        size = 8 if len(data) >= 8 else _GRAM
+        grams = self._grams8 if size == 8 else self._grams
         if len(labels) == 1:  # the common case, in as few steps as possible
             (label,) = labels
             windows = grams.get(label)
             if windows is None:
                 return 0
-            data = norm.encode("utf-8", "surrogatepass")
-            last = len(data) - _GRAM
+            last = len(data) - size
             if last >= 0 and (
-                int.from_bytes(data[:_GRAM], _ORDER) not in windows
+                int.from_bytes(data[:size], _ORDER) not in windows
                 or int.from_bytes(data[last:], _ORDER) not in windows
             ):
                 return 0
-            for j in range(max(1, last // (_PROBES - 1)), last, max(1, last // (_PROBES - 1))):
-                if int.from_bytes(data[j : j + _GRAM], _ORDER) not in windows:
+            step = max(1, last // (_PROBES - 1))
+            for j in range(step, last, step):
+                if int.from_bytes(data[j : j + size], _ORDER) not in windows:
                     return 0
             return self._label_bits.get(label, 0)
         live = [grams[label] for label in labels if label in grams]
         if not live:
             return 0
-        data = norm.encode("utf-8", "surrogatepass")
-        last = len(data) - _GRAM
+        last = len(data) - size
         if last >= 0:  # else shorter than a window (min_length under 4): every output
             step = max(1, last // (_PROBES - 1)) if last > 0 else 1
             for j in (0, last, *range(step, last, step)):
-                probe = int.from_bytes(data[j : j + _GRAM], _ORDER)
+                probe = int.from_bytes(data[j : j + size], _ORDER)
                 live = [w for w in live if probe in w]
                 if not live:  # the common case: a window no labelled output has
                     return 0
@@ -258,12 +266,14 @@ class RunState:
         return tuple(out)
 
 
-def _windows(data: bytes) -> set[int]:
-    """Every 4-byte window of ``data`` as an integer (native byte order), built in C."""
+def _windows(data: bytes, size: int) -> set[int]:
+    """Every ``size``-byte window (4 or 8) of ``data`` as an integer (native byte
+    order, as `int.from_bytes` reads a probe), built in C."""
     out: set[int] = set()
     view = memoryview(data)
-    for k in range(_GRAM):
-        end = k + (len(data) - k) // _GRAM * _GRAM
+    fmt = "I" if size == 4 else "Q"
+    for k in range(size):
+        end = k + (len(data) - k) // size * size
         if end > k:
-            out.update(view[k:end].cast("I"))
+            out.update(view[k:end].cast(fmt))
     return out
