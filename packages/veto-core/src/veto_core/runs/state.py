@@ -275,5 +275,5 @@ def _windows(data: bytes, size: int) -> set[int]:
     for k in range(size):
         end = k + (len(data) - k) // size * size
         if end > k:
-            out.update(view[k:end].cast(fmt))
+            out.update(view[k:end].cast(fmt).tolist())
     return out
