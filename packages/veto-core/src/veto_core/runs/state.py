@@ -271,9 +271,9 @@ def _windows(data: bytes, size: int) -> set[int]:
     order, as `int.from_bytes` reads a probe), built in C."""
     out: set[int] = set()
     view = memoryview(data)
-    fmt = "I" if size == 4 else "Q"
     for k in range(size):
         end = k + (len(data) - k) // size * size
         if end > k:
-            out.update(view[k:end].cast(fmt).tolist())
+            part = view[k:end]
+            out.update((part.cast("I") if size == 4 else part.cast("Q")).tolist())
     return out
