@@ -68,6 +68,7 @@ class RunState:
         "_grams",
         "_grams8",
         "_indexed",
+        "_kept_from",
         "_label_bits",
         "_lock",
         "_obs",
@@ -86,6 +87,7 @@ class RunState:
         self._indexed = 0  # observations [0, _indexed) are in _grams
         self._label_bits: dict[str, int] = {}
         self._text_bytes = 0
+        self._kept_from = 0  # observations before this one have had their text dropped
         self.head = 0
         self.labels: tuple[str, ...] = ()
         self.calls: tuple[Mapping[str, Any], ...] = ()
@@ -124,13 +126,12 @@ class RunState:
         for label in event.labels:
             self._label_bits[label] = self._label_bits.get(label, 0) | bit
         self._text_bytes += size
-        for old in self._obs:
-            if self._text_bytes <= MAX_TEXT_BYTES:
-                break
-            if old.size:
-                old.norm = old.text = None
-                self._text_bytes -= old.size
-                old.size = 0
+        while self._text_bytes > MAX_TEXT_BYTES:  # drop the oldest text first
+            old = self._obs[self._kept_from]
+            self._kept_from += 1
+            old.norm = old.text = None
+            self._text_bytes -= old.size
+            old.size = 0
 
     def _index(self) -> None:
         """Index the observations added since the last lookup (under the lock)."""
