@@ -397,9 +397,7 @@ class Veto:
         refused = self._refuse_arguments(call)
         if refused is not None:
             return refused
-        if self._policy.uses_runs and isinstance(call.run_id, str) and call.run_id:
-            # Catch the cached run up with the store: another process may have extended it.
-            self._runs.refresh(self._tenant_of(call), call.run_id)
+        self._refresh_run(call)
         t0 = perf_counter_ns()
         decision = self.decide(call)
         # The evaluation time is the record's, not the decision's: equal decisions are
@@ -522,6 +520,12 @@ class Veto:
                 (store or self.limit_store).refund(key, token)
 
     # --- runs and data flow (DESIGN.md 2.7) ---------------------------------------------------
+
+    def _refresh_run(self, call: ToolCall) -> None:
+        """Catch the cached run up with the store before a durable decision: another
+        process may have extended it (one `head()` round trip; only for flow policies)."""
+        if self._policy.uses_runs and isinstance(call.run_id, str) and call.run_id:
+            self._runs.refresh(self._tenant_of(call), call.run_id)
 
     @property
     def run_store(self) -> RunStore:
@@ -700,6 +704,7 @@ class Veto:
         from .approvals import ApprovalState
 
         try:
+            self._refresh_run(call)
             if self.decide(call).effect is _DENY:
                 return False
             service = self.approvals
