@@ -5,7 +5,7 @@ the plain loop of veto_core.decision.reference is the executable form of DESIGN.
 2.2. For random policies (shared conditions, role/agent/env/tenant scopes,
 `otherwise`, globs) and random calls, both give the same effect, rule ids,
 deciding rule ids, reasons, errors and approval; and equal outcomes share one
-Decision object (DESIGN.md 2.2.4).
+Decision object (DESIGN.md 2.2.4). Flow rules (run.*, tainted_by: 2.7) too.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 from engine_helpers import FIXED_NOW
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runs.flow_helpers import BrokenRunStore, flow_veto
+from runs.flow_strategies import flow_policy, flow_rules, observations, observe_all, pay_calls
 from strategies import ENVS, calls, policies, policy_text
 
 from veto_core import Decision, PolicyError, Principal, ToolCall, Veto
@@ -185,3 +187,35 @@ rules:
     assert d.effect.value == "deny" and "environment" in d.reasons[0]
     d = veto.decide(ToolCall(tool="t", args={}, principal=Principal(agent="a"), env=ENVS[1]))
     assert d.rule_ids == ("a",)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rules=flow_rules(monotone=False),
+    default=st.sampled_from(["allow", "deny"]),
+    history=observations,
+    batch=st.lists(pay_calls, min_size=1, max_size=5),
+    broken=st.booleans(),
+)
+def test_compiled_deciders_decide_flow_rules_as_the_reference(
+    rules: list[dict[str, Any]],
+    default: str,
+    history: list[tuple[str, str, str]],
+    batch: list[ToolCall],
+    broken: bool,
+) -> None:
+    """Flow rules (DESIGN.md 2.7): run.labels, run.calls, tainted_by, calls with and
+    without run_id, with a run store that works and one that fails."""
+    try:
+        veto = flow_veto(flow_policy(rules, default), store=BrokenRunStore() if broken else None)
+    except PolicyError:
+        return
+    if not broken:
+        observe_all(veto, history)
+    p = veto.policy
+    runs = veto._runs.lookup
+    for call in batch * 2:
+        expected = decide_reference(p, call, None, None, veto.clock, runs)
+        compiled = decide_compiled(p, call, None, None, veto.clock, runs)
+        assert _fields(compiled) == _fields(expected), (call, rules)
+        assert _fields(veto.decide(call)) == _fields(expected)

@@ -63,14 +63,14 @@ EXPECTED: dict[str, str] = {
     "role_redefined.yaml": "{dir}/role_redefined.yaml:5:12 roles.support: role 'support' is defined by the base policy and cannot be redefined",
     "two_operators.yaml": "{dir}/two_operators.yaml:10:7 rules[0].if.less_than: a condition takes exactly one operator, got 'greater_than' and 'less_than' (combine them with all: [...])",
     "unknown_condition_key.yaml": "{dir}/unknown_condition_key.yaml:8:7 rules[0].if.every: unknown condition key 'every'",
-    "unknown_field_root.yaml": "{dir}/unknown_field_root.yaml:7:17 rules[0].if.field: unknown field root 'arguments' in 'arguments.amount' (expected one of args, context, principal, tool, env, tenant, now, item) (did you mean 'args'?)",
+    "unknown_field_root.yaml": "{dir}/unknown_field_root.yaml:7:17 rules[0].if.field: unknown field root 'arguments' in 'arguments.amount' (expected one of args, context, principal, tool, env, tenant, now, item, run) (did you mean 'args'?)",
     "unknown_list.yaml": "{dir}/unknown_list.yaml:9:56 rules[0].if.not.email_domain_in.list: unknown list 'company_domain' (did you mean 'company_domains'?)",
     "unknown_operator.yaml": "{dir}/unknown_operator.yaml:8:9 rules[0].if.field: unknown operator 'greter_than' (did you mean 'greater_than'?); the operators are: {operators}",
     "unknown_principal_field.yaml": "{dir}/unknown_principal_field.yaml:7:17 rules[0].if.field: unknown principal field 'usr' (expected one of agent, roles, tenant, user, session) (did you mean 'user'?)",
     "unknown_role_in_inherits.yaml": "{dir}/unknown_role_in_inherits.yaml:5:29 roles.support-lead.inherits[0]: unknown role 'supprt' (did you mean 'support'?)",
     "unknown_role_in_when.yaml": "{dir}/unknown_role_in_when.yaml:9:19 rules[0].when.role[0]: unknown role 'suport' (did you mean 'support'?)",
     "unknown_rule_key.yaml": "{dir}/unknown_rule_key.yaml:7:5 rules[0].reasn: unknown key 'reasn' (did you mean 'reason'?); expected one of: id, effect, tools, when, if, otherwise, approval, reason, description, mode",
-    "unknown_top_level_key.yaml": "{dir}/unknown_top_level_key.yaml:3:1 rulez: unknown key 'rulez' (did you mean 'rules'?); expected one of: version, name, description, default, mode, extends, lists, roles, rules, limits, redact, audit, tests",
+    "unknown_top_level_key.yaml": "{dir}/unknown_top_level_key.yaml:3:1 rulez: unknown key 'rulez' (did you mean 'rules'?); expected one of: version, name, description, default, mode, extends, lists, roles, rules, limits, sources, run_ttl, redact, audit, tests",
     "unknown_weekday.yaml": "{dir}/unknown_weekday.yaml:7:34 rules[0].if.weekday_in: unknown weekday 'tues' (expected mon, tue, wed, thu, fri, sat, sun)",
     "unquoted_flow_path.yaml": "{dir}/unquoted_flow_path.yaml:7:27: invalid YAML: expected ',' or '}', but got '[' (a path containing '[' must be quoted in flow style: \"args.items[*].sku\")",
     "wrong_version.yaml": "{dir}/wrong_version.yaml:1:10 version: expected 1, got 2",
@@ -95,7 +95,7 @@ def test_every_corpus_file_has_an_expected_message() -> None:
 def test_malformed_policy_fails_with_exact_message(name: str, corpus_dir: str) -> None:
     with pytest.raises(PolicyError) as info:
         Veto.from_file(f"{corpus_dir}/{name}")
-    operators = ", ".join(sorted(BUILTIN_OPERATORS))
+    operators = ", ".join(sorted({*BUILTIN_OPERATORS, "tainted_by"}))
     assert str(info.value) == EXPECTED[name].replace("{dir}", corpus_dir).replace(
         "{operators}", operators
     )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .engine import Explanation, RuleTrace, Veto
+    from .engine import Explanation, RuleTrace, TaintTrace, Veto
     from .model import (
         ApprovalRequirement,
         ApprovalSpec,
@@ -20,6 +20,15 @@ if TYPE_CHECKING:
     )
     from .policy.errors import PolicyError, Problem
     from .policy.operators import EvalError, OperandError, Operator, Predicate
+    from .runs import (
+        MemoryRunStore,
+        ObservationError,
+        RunEvent,
+        RunState,
+        RunStore,
+        RunStoreUnavailable,
+        TaintMatch,
+    )
 
 __all__ = [
     "ApprovalRequirement",
@@ -29,6 +38,8 @@ __all__ = [
     "Effect",
     "EvalError",
     "Explanation",
+    "MemoryRunStore",
+    "ObservationError",
     "OperandError",
     "Operator",
     "PolicyError",
@@ -36,6 +47,12 @@ __all__ = [
     "Principal",
     "Problem",
     "RuleTrace",
+    "RunEvent",
+    "RunState",
+    "RunStore",
+    "RunStoreUnavailable",
+    "TaintMatch",
+    "TaintTrace",
     "ToolCall",
     "Veto",
 ]
@@ -45,7 +62,19 @@ __version__ = "0.1.0"
 __getattr__, __dir__ = lazy_exports(
     globals(),
     {
-        **dict.fromkeys(("Explanation", "RuleTrace", "Veto"), ".engine"),
+        **dict.fromkeys(("Explanation", "RuleTrace", "TaintTrace", "Veto"), ".engine"),
+        **dict.fromkeys(
+            (
+                "MemoryRunStore",
+                "ObservationError",
+                "RunEvent",
+                "RunState",
+                "RunStore",
+                "RunStoreUnavailable",
+                "TaintMatch",
+            ),
+            ".runs",
+        ),
         **dict.fromkeys(
             (
                 "ApprovalRequirement",

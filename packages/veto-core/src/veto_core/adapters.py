@@ -14,6 +14,9 @@ here is the framework-neutral part of that job, written once:
 - :func:`error_verdict` / :func:`fail_closed` / :func:`authorize` /
   :func:`authorize_and_wait`: any exception in the check becomes an ``error`` refusal,
   never a run.
+- :func:`observe_output` / :func:`aobserve_output` / :func:`observe_user_input`: after a
+  call ran, record its output in the run (DESIGN.md 2.7); when that fails the adapter
+  shows the model the returned refusal text instead of the output (fail closed).
 - :class:`ToolCallDenied`: the exception an adapter raises when configured to raise
   instead of answering the model.
 - :func:`json_args`: a framework's argument values as the JSON the decision and the
@@ -45,6 +48,7 @@ __all__ = [
     "ToolNames",
     "Verdict",
     "VetoContext",
+    "aobserve_output",
     "approval_id",
     "approval_outcome",
     "approval_text",
@@ -56,6 +60,8 @@ __all__ = [
     "from_authorization",
     "json_args",
     "not_released",
+    "observe_output",
+    "observe_user_input",
     "refusal",
     "state_name",
 ]
@@ -472,3 +478,60 @@ def authorize_and_wait(
         ),
         call=call,
     )
+
+
+def _withheld(tool: Any, exc: BaseException) -> str:
+    return (
+        f"Veto: the output of tool call '{tool}' was withheld: it could not be recorded "
+        f"in the run's history, which the policy's flow rules read (fail closed): "
+        f"{type(exc).__name__}: {exc}"
+    )
+
+
+def observe_output(
+    veto: Veto, call: ToolCall, output: Any, *, effect: Effect = Effect.ALLOW
+) -> str | None:
+    """After ``call`` ran (allowed, or approved: ``effect=Effect.REQUIRE_APPROVAL``),
+    record ``output`` in its run (``Veto.observe``, DESIGN.md 2.7).
+
+    Returns None when recorded, else the refusal text the adapter must give the model
+    *instead of* the output (any failure: no ``run_id``, the store unreachable, ...).
+    """
+    try:
+        veto.observe(call, output, effect=effect)
+        return None
+    except Exception as exc:
+        return _withheld(call.tool, exc)
+
+
+async def aobserve_output(
+    veto: Veto, call: ToolCall, output: Any, *, effect: Effect = Effect.ALLOW
+) -> str | None:
+    """`observe_output` for async code paths."""
+    try:
+        await veto.aobserve(call, output, effect=effect)
+        return None
+    except Exception as exc:
+        return _withheld(call.tool, exc)
+
+
+def observe_user_input(
+    veto: Veto,
+    *,
+    run_id: str,
+    text: Any,
+    principal: Principal | None = None,
+    env: str | None = None,
+    tenant: str | None = None,
+) -> str | None:
+    """Record the person's own input (user messages, a crew's task inputs, the Agents
+    SDK run input) in the run as the pseudo-tool ``"@user"`` (2.7). Returns None, or
+    the reason it could not be recorded (the adapter should then not start the run)."""
+    try:
+        veto.observe_user(text, run_id=run_id, principal=principal, env=env, tenant=tenant)
+        return None
+    except Exception as exc:
+        return (
+            "Veto: the run's input could not be recorded in its history (fail closed): "
+            f"{type(exc).__name__}: {exc}"
+        )

@@ -125,13 +125,15 @@ def _console() -> Console:
     return console
 
 
-def _load(path: str, env: str | None = None, tenant: str | None = None) -> Veto:
+def _load(
+    path: str, env: str | None = None, tenant: str | None = None, *, db: str | None = None
+) -> Veto:
     """Load a policy or exit 2 with the loader's file:line:col messages."""
     from .engine import Veto
     from .policy.errors import PolicyError
 
     try:
-        return Veto.from_file(path, env=env, tenant=tenant)
+        return Veto.from_file(path, env=env, tenant=tenant, db=db)
     except PolicyError as exc:
         click.echo(str(exc), err=True)
         raise SystemExit(2) from None
@@ -517,6 +519,21 @@ def _explanation_json(ex: Explanation) -> dict[str, Any]:
             }
             for t in ex.rules
         ],
+        "run": {
+            "labels": list(ex.run_labels) if ex.run_labels is not None else None,
+            "error": ex.run_error,
+            "taint": [
+                {
+                    "rule": t.rule_id, "field": t.field, "labels": list(t.labels),
+                    "outputs": [
+                        {"seq": m.seq, "tool": m.tool, "tool_call_id": m.tool_call_id,
+                         "labels": sorted(m.labels), "value": m.value, "excerpt": m.excerpt}
+                        for m in t.matches
+                    ],
+                }
+                for t in ex.taint
+            ],
+        },
     }  # fmt: skip
 
 
@@ -524,17 +541,37 @@ def _explanation_json(ex: Explanation) -> dict[str, Any]:
 @_policy_argument
 @_call_options
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
+@click.option(
+    "--run-id",
+    default=None,
+    metavar="RUN",
+    help="Decide the call in this run: flow rules read its history (labels, calls, tainted values).",
+)
+@click.option(
+    "--db",
+    default=None,
+    metavar="URL",
+    help="Where runs are stored (default: $VETO_RUNS_URL, else $VETO_DB or ~/.veto/veto.db).",
+)
 def explain(
     policy: str | None,
     call_flags: dict[str, Any],
     as_json: bool,
+    run_id: str | None,
+    db: str | None,
 ) -> None:
     """Show every rule considered for one call, why it matched or not, and the result.
 
-    Exit codes as for `veto check`.
+    With --run-id, also the run's labels and, for each tainted value, the observed
+    output that tainted it. Exit codes as for `veto check`.
     """
-    veto = _load(_require_policy(policy))
-    ex = veto.explain(_call_from_flags(call_flags))
+    from dataclasses import replace
+
+    veto = _load(_require_policy(policy), db=db)
+    call = _call_from_flags(call_flags)
+    if run_id is not None:
+        call = replace(call, run_id=run_id)
+    ex = veto.explain(call)
     if as_json:
         click.echo(json.dumps(_explanation_json(ex), ensure_ascii=False, indent=2))
         raise SystemExit(_EXIT_BY_EFFECT[ex.decision.effect.value])
@@ -575,6 +612,20 @@ def explain(
     )
     for reason in d.reasons:
         console.print(f"  reason: {escape(reason)}")
+    if run_id is not None:
+        if ex.run_error is not None:
+            console.print(f"run {escape(run_id)}: [red]{escape(ex.run_error)}[/]")
+        else:
+            console.print(f"run {escape(run_id)}: labels {list(ex.run_labels or ())}")
+        for taint in ex.taint:
+            for m in taint.matches:
+                console.print(
+                    f"  tainted: {escape(taint.field)} {escape(repr(m.value))} [{escape(taint.rule_id)}] "
+                    f"from output #{m.seq} of {escape(m.tool)}"
+                    f"{' (call ' + escape(m.tool_call_id) + ')' if m.tool_call_id else ''} "
+                    f"labels {sorted(m.labels)}: {escape(m.excerpt)!r}"
+                )
+    veto.close()
     raise SystemExit(_EXIT_BY_EFFECT[d.effect.value])
 
 

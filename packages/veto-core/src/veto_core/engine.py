@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .audit.errors import AuditUnavailable
 from .audit.record import ArgumentsError, check_args
 from .decision import decide
-from .model import Authorization, Decision, Effect, ToolCall, make_decision
+from .model import Authorization, Decision, Effect, Principal, ToolCall, make_decision
 from .policy.compiler import (
     CompiledLimit,
     CompiledPolicy,
@@ -36,6 +36,8 @@ from .policy.loader import (
     load_policy_text,
 )
 from .policy.operators import EvalError, Operator, to_finite_float
+from .runs.state import TaintMatch
+from .runs.tracker import USER, ObservationError, RunTracker
 from .telemetry import trace_approval_wait, trace_authorize
 
 if TYPE_CHECKING:
@@ -43,8 +45,9 @@ if TYPE_CHECKING:
     from .audit import AuditLog
     from .limits import LimitStore
     from .policy.watch import PolicyWatcher
+    from .runs.store import RunStore
 
-__all__ = ["Explanation", "RuleTrace", "Veto"]
+__all__ = ["Explanation", "RuleTrace", "TaintTrace", "Veto"]
 
 _ALLOW, _DENY, _APPROVE = Effect.ALLOW, Effect.DENY, Effect.REQUIRE_APPROVAL
 
@@ -70,6 +73,17 @@ class RuleTrace:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class TaintTrace:
+    """Why a `tainted_by` leaf of a rule saw a tainted value (`veto explain`, 2.7):
+    every observed output containing it."""
+
+    rule_id: str
+    field: str
+    labels: tuple[str, ...]
+    matches: tuple[TaintMatch, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Explanation:
     decision: Decision
     tool: str
@@ -77,6 +91,10 @@ class Explanation:
     tenant: str | None
     roles: tuple[str, ...]
     rules: tuple[RuleTrace, ...]
+    #: the call's run (2.7): its labels (None without a run or when it cannot be read)
+    run_labels: tuple[str, ...] | None = None
+    run_error: str | None = None
+    taint: tuple[TaintTrace, ...] = ()
 
 
 class Veto:
@@ -97,6 +115,8 @@ class Veto:
         watch: bool = False,
         watch_interval: float = 0.5,
         limits_url: str | None = None,
+        run_store: RunStore | None = None,
+        runs_url: str | None = None,
     ) -> None:
         self.env = env
         self._bundle = bundle  # a bundle directory: calls of other tenants use their overlay
@@ -117,6 +137,13 @@ class Veto:
         self._source = source
         self._reload_lock = threading.Lock()
         self._policy: CompiledPolicy = compile_policy(policy, operators=self._operators)
+        #: Run state and observation (DESIGN.md 2.7); tenant children share the root's.
+        self.runs_url = runs_url
+        self._runs: RunTracker = (
+            parent._runs
+            if parent is not None
+            else RunTracker(store=run_store, url=runs_url, db=db, clock=self.clock)
+        )
         if watch:
             self.watch(interval=watch_interval)
 
@@ -134,6 +161,8 @@ class Veto:
         db: str | None = None,
         watch: bool = False,
         limits_url: str | None = None,
+        run_store: RunStore | None = None,
+        runs_url: str | None = None,
     ) -> Veto:
         """Load and compile a policy file or bundle directory (``base.yaml`` +
         ``tenants/<tenant>.yaml``); raises ``PolicyError`` naming file:line:col.
@@ -146,7 +175,8 @@ class Veto:
         loaded = load_bundle(path, tenant) if bundle else load_policy_file(path)
         return cls(
             loaded, db=db, env=env, tenant=tenant, clock=clock, operators=operators,
-            source=path, bundle=bundle, watch=watch, limits_url=limits_url,
+            source=path, bundle=bundle, watch=watch, limits_url=limits_url, run_store=run_store,
+            runs_url=runs_url,
         )  # fmt: skip
 
     @classmethod
@@ -161,11 +191,15 @@ class Veto:
         file: str = "<policy>",
         db: str | None = None,
         limits_url: str | None = None,
+        run_store: RunStore | None = None,
+        runs_url: str | None = None,
     ) -> Veto:
         return cls(
             load_policy_text(text, file=file),
             db=db,
             limits_url=limits_url,
+            run_store=run_store,
+            runs_url=runs_url,
             env=env,
             tenant=tenant,
             clock=clock,
@@ -288,7 +322,7 @@ class Veto:
                 return other.decide(call)
             decision = decide(
                 p, call, call.env or self.env, call.tenant or call.principal.tenant or self.tenant,
-                self.clock,
+                self.clock, self._runs.lookup,
             )  # fmt: skip
             if p.shadow_view is not None or not p.enforced:
                 decision = self._shadowed(p, call, decision)
@@ -312,6 +346,7 @@ class Veto:
             call.env or self.env,
             call.tenant or principal.tenant or self.tenant,
             self.clock,
+            self._runs.lookup,
         )
 
     # --- deciding with a durable record (what adapters call) ------------------------------
@@ -330,6 +365,8 @@ class Veto:
         return self._audit
 
     def close(self) -> None:
+        if self._parent is None:
+            self._runs.close()
         if self._limit_store is not None:
             self._limit_store.close()
             self._limit_store = None
@@ -362,6 +399,7 @@ class Veto:
         refused = self._refuse_arguments(call)
         if refused is not None:
             return refused
+        self._refresh_run(call)
         t0 = perf_counter_ns()
         decision = self.decide(call)
         # The evaluation time is the record's, not the decision's: equal decisions are
@@ -482,6 +520,64 @@ class Veto:
             # The call is blocked either way; a spend left unrefunded only errs on the safe side.
             with contextlib.suppress(Exception):
                 (store or self.limit_store).refund(key, token)
+
+    # --- runs and data flow (DESIGN.md 2.7) ---------------------------------------------------
+
+    def _refresh_run(self, call: ToolCall) -> None:
+        """Catch the cached run up with the store before a durable decision: another
+        process may have extended it (one `head()` round trip; only for flow policies)."""
+        if self._policy.uses_runs and isinstance(call.run_id, str) and call.run_id:
+            self._runs.refresh(self._tenant_of(call), call.run_id)
+
+    @property
+    def run_store(self) -> RunStore:
+        """The run store (opened on first use; raises ``RunStoreUnavailable``)."""
+        return self._runs.store
+
+    def observe(self, call: ToolCall, output: Any, *, effect: Effect = _ALLOW) -> None:
+        """Record the output of ``call``, which ran (allowed, or approved: ``effect``
+        ``require_approval``), in its run: the call joins ``run.calls`` and, for every
+        source whose ``tools`` and ``if`` match, the output's labels and text are kept.
+
+        Raises ``ObservationError`` when the call has no ``run_id`` or the output
+        cannot be recorded: the adapter must then withhold the output from the model.
+        """
+        try:
+            other = self._tenant_veto(call) if self._bundle is not None else None
+        except PolicyError as exc:
+            raise ObservationError(
+                f"no valid policy for tenant {self._tenant_of(call)!r}: {exc}"
+            ) from exc
+        if other is not None:
+            other.observe(call, output, effect=effect)
+            return
+        self._runs.observe(
+            self._policy, call, output, tenant=self._tenant_of(call),
+            env=call.env or self.env, effect=effect,
+        )  # fmt: skip
+
+    async def aobserve(self, call: ToolCall, output: Any, *, effect: Effect = _ALLOW) -> None:
+        """`observe` for async code (the store write runs in a worker thread)."""
+        import asyncio
+
+        await asyncio.to_thread(self.observe, call, output, effect=effect)
+
+    def observe_user(
+        self,
+        text: Any,
+        *,
+        run_id: str,
+        principal: Principal | None = None,
+        env: str | None = None,
+        tenant: str | None = None,
+    ) -> None:
+        """Record the person's own input (a user message, a crew's task inputs, an
+        Agents SDK run input) in the run as the pseudo-tool ``"@user"`` (2.7)."""
+        call = ToolCall(
+            tool=USER, args={}, principal=principal or Principal(), env=env, tenant=tenant,
+            run_id=run_id,
+        )  # fmt: skip
+        self.observe(call, text)
 
     # --- approvals (the adapters' contract: DESIGN.md 5 and 9) ------------------------------
 
@@ -612,6 +708,7 @@ class Veto:
         from .approvals import ApprovalState
 
         try:
+            self._refresh_run(call)
             if self.decide(call).effect is _DENY:
                 return False
             service = self.approvals
@@ -679,8 +776,9 @@ class Veto:
         env = call.env or self.env
         tenant = self._tenant_of(call)
         roles = p.effective_roles(call.principal.roles)
-        ctx = EvalContext(call, env, tenant, p.effective_roles, self.clock)
+        ctx = EvalContext(call, env, tenant, p.effective_roles, self.clock, self._runs.lookup)
         traces: list[RuleTrace] = []
+        taint: list[TaintTrace] = []
         for rule in p.rules:
             scope = None
             if rule.envs is not None and env not in rule.envs:
@@ -702,6 +800,9 @@ class Veto:
             else:
                 for leaf in rule.condition.leaves:
                     leaves.append((_describe_leaf(leaf), _leaf_outcome(leaf, ctx)))
+                    found = _taint_trace(rule.id, leaf, ctx)
+                    if found is not None:
+                        taint.append(found)
                 try:
                     ok = rule.condition.fn(ctx)
                     condition = "true" if ok else "false"
@@ -715,6 +816,13 @@ class Veto:
                     scope=scope, condition=condition, leaves=tuple(leaves), errors=errs, result=result,
                 )
             )  # fmt: skip
+        run_labels: tuple[str, ...] | None = None
+        run_error: str | None = None
+        if call.run_id is not None:
+            try:
+                run_labels = tuple(ctx.run.labels)
+            except EvalError as exc:
+                run_error = "; ".join(exc.messages)
         return Explanation(
             decision=decision,
             tool=tool,
@@ -722,6 +830,9 @@ class Veto:
             tenant=tenant,
             roles=tuple(sorted(roles)),
             rules=tuple(traces),
+            run_labels=run_labels,
+            run_error=run_error,
+            taint=tuple(taint),
         )
 
 
@@ -762,6 +873,22 @@ def _approval_unavailable(decision: Decision, error: str) -> Decision:
         decision.policy_name,
         decision.policy_revision,
         None,
+    )
+
+
+def _taint_trace(rule_id: str, leaf: Any, ctx: EvalContext) -> TaintTrace | None:
+    """The observed outputs that taint a `tainted_by` leaf's value (None if none)."""
+    if leaf.taint is None:
+        return None
+    labels, min_length = leaf.taint
+    try:
+        matches = ctx.run.matches(leaf.value(ctx), labels, min_length)
+    except Exception:  # no run, no value: the rule trace already shows the error
+        return None
+    if not matches:
+        return None
+    return TaintTrace(
+        rule_id=rule_id, field=leaf.field, labels=tuple(sorted(labels)), matches=matches
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..model import Decision, Effect, ToolCall
 from ..policy.compiler import CompiledPolicy, CompiledRule
-from ..policy.conditions import EvalContext
+from ..policy.conditions import EvalContext, RunLookup
 from ..policy.operators import EvalError
 from .reference import combine, preflight
 
@@ -36,7 +36,9 @@ _DECIDERS_LIMIT = 65_536  # tools kept per policy
 _CODE_LIMIT = 4096  # generated code objects kept, by source text (process-wide)
 _CODE: dict[str, CodeType] = {}
 
-Decide = Callable[[ToolCall, "str | None", "str | None", Callable[[], datetime]], Decision]
+Decide = Callable[
+    [ToolCall, "str | None", "str | None", Callable[[], datetime], "RunLookup | None"], Decision
+]
 
 
 class ToolDecider:
@@ -185,7 +187,7 @@ def _generate(
             ns[f] = fn
             body.extend([
                 f"{ind}if ctx is None:",
-                f"{ind}    ctx = _EvalContext(call, env, tenant, _roles_of, clock)",
+                f"{ind}    ctx = _EvalContext(call, env, tenant, _roles_of, clock, runs)",
                 f"{ind}try:",
                 f"{ind}    {target} = True if {f}(ctx) else False",
                 f"{ind}except _EvalError as exc:",
@@ -299,7 +301,7 @@ def _generate(
             masks(cond_of[j], _TRUE << shift, _FALSE << shift, _ERROR << shift, ind)
     text = "\n".join(body)
     lines = [
-        "def decide(call, env, tenant, clock):",
+        "def decide(call, env, tenant, clock, runs=None):",
         f"    key = {constant}",
         "    errs = ()",
         *(["    ctx = None"] if "ctx" in text else []),
@@ -332,8 +334,10 @@ def decide_compiled(
     env: str | None,
     tenant: str | None,
     clock: Callable[[], datetime],
+    runs: RunLookup | None = None,
 ) -> Decision:
-    """Decide ``call`` (``env``/``tenant`` already defaulted); same result as the reference."""
+    """Decide ``call`` (``env``/``tenant`` already defaulted); same result as the reference.
+    ``runs`` gives the call's run state to flow rules (DESIGN.md 2.7)."""
     tool = call.tool
     if type(tool) is str:  # deciders are keyed by canonical names: others miss and go on
         found: ToolDecider | None = p.deciders.get(tool)
@@ -344,8 +348,8 @@ def decide_compiled(
                 and (tenant is not None or not p.requires_tenant)
             )
         ):
-            return found.decide(call, env, tenant, clock)
+            return found.decide(call, env, tenant, clock, runs)
     checked = preflight(p, call, env, tenant)
     if isinstance(checked, Decision):
         return checked
-    return decider_for(p, checked).decide(call, env, tenant, clock)
+    return decider_for(p, checked).decide(call, env, tenant, clock, runs)

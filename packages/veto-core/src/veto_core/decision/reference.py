@@ -13,7 +13,7 @@ from datetime import datetime
 
 from ..model import ApprovalSpec, Decision, Effect, ToolCall, make_decision
 from ..policy.compiler import CompiledPolicy, CompiledRule, normalize_tool_name
-from ..policy.conditions import EvalContext
+from ..policy.conditions import EvalContext, RunLookup
 from ..policy.operators import EvalError
 
 __all__ = ["combine_approvals", "decide_reference", "preflight", "rule_reason"]
@@ -29,6 +29,9 @@ def preflight(
     tool = call.tool
     if type(tool) is not str or not tool:
         return make_decision(_DENY, (), (), ("tool name is missing",), (), p.name, p.revision, None)
+    if tool[0] == "@":
+        reason = f"tool name {tool!r} is reserved: names starting with '@' are pseudo-tools (DESIGN.md 2.7)"
+        return make_decision(_DENY, (), (), (reason,), (), p.name, p.revision, None)
     if (p.requires_env and env is None) or (p.requires_tenant and tenant is None):
         missing = "environment" if p.requires_env and env is None else "tenant"
         reason = f"the policy scopes rules by {missing} and this call has none"
@@ -42,8 +45,10 @@ def decide_reference(
     env: str | None,
     tenant: str | None,
     clock: Callable[[], datetime],
+    runs: RunLookup | None = None,
 ) -> Decision:
-    """Decide ``call`` (``env``/``tenant`` already defaulted) by DESIGN.md 2.2."""
+    """Decide ``call`` (``env``/``tenant`` already defaulted) by DESIGN.md 2.2;
+    ``runs`` gives the call's run state to flow rules (2.7)."""
     tool = preflight(p, call, env, tenant)
     if isinstance(tool, Decision):
         return tool
@@ -54,7 +59,7 @@ def decide_reference(
     matched: list[str] = []
     errors: list[str] = []
     errored: set[str] = set()
-    ctx = EvalContext(call, env, tenant, p.effective_roles, clock)
+    ctx = EvalContext(call, env, tenant, p.effective_roles, clock, runs)
     candidates = p.candidates_cache.get(tool)
     for rule in p.candidates(tool) if candidates is None else candidates:
         if rule.envs is not None and env not in rule.envs:

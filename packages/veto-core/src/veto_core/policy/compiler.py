@@ -15,12 +15,13 @@ from .errors import PolicyError, Problem, did_you_mean
 from .gcpause import gc_paused
 from .loader import LoadedPolicy
 from .operators import BUILTIN_OPERATORS, EvalError, OperandError, Operator, compile_glob
-from .schema import ApprovalModel, RuleModel, parse_duration
+from .schema import DEFAULT_RUN_TTL, ApprovalModel, RuleModel, parse_duration
 
 __all__ = [
     "CompiledLimit",
     "CompiledPolicy",
     "CompiledRule",
+    "CompiledSource",
     "compile_policy",
     "normalize_tool_name",
 ]
@@ -58,6 +59,28 @@ class CompiledRule:
         return self.condition.leaves if self.condition else ()
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CompiledSource:
+    """A `sources` entry (DESIGN.md 2.7): the labels a matching call's output gives."""
+
+    id: str
+    tools: tuple[str, ...]
+    condition: CompiledCondition | None
+    labels: frozenset[str]
+
+    def matches_tool(self, tool: str) -> bool:
+        """Exact names, or globs, which never match a pseudo-tool (``@user``)."""
+        return any(
+            t == tool
+            or (
+                not tool.startswith("@")
+                and not _GLOB_CHARS.isdisjoint(t)
+                and compile_glob(t).search(tool) is not None
+            )
+            for t in self.tools
+        )
+
+
 class CompiledPolicy:
     """Immutable once built (its caches only memoize pure functions of their keys)."""
 
@@ -70,6 +93,9 @@ class CompiledPolicy:
         operators: Mapping[str, Operator],
         shadow_as_enforced: bool = False,
         limits: tuple[CompiledLimit, ...] = (),
+        sources: tuple[CompiledSource, ...] = (),
+        used_labels: frozenset[str] = frozenset(),
+        uses_runs: bool = False,
     ) -> None:
         model = loaded.model
         self.loaded = loaded
@@ -87,6 +113,12 @@ class CompiledPolicy:
         self.requires_tenant = any(r.tenants is not None for r in self.rules)
         self.needs_scope = self.requires_env or self.requires_tenant
         self._role_parents = role_parents
+        #: Flow (DESIGN.md 2.7): sources, how long runs live, what rules read of them.
+        self.sources = sources
+        self.run_ttl_s = parse_duration(model.run_ttl or DEFAULT_RUN_TTL)
+        self.used_labels = used_labels
+        self.uses_runs = uses_runs
+        self._sources_cache: dict[str, tuple[CompiledSource, ...]] = {}
         self.limits = limits
         self._limits_cache: dict[str, tuple[CompiledLimit, ...]] = {}
         #: mode: shadow on the policy: decisions are recorded but never enforced.
@@ -102,6 +134,9 @@ class CompiledPolicy:
                 role_parents=role_parents,
                 operators=operators,
                 shadow_as_enforced=True,
+                sources=sources,
+                used_labels=used_labels,
+                uses_runs=uses_runs,
             )
         exact: dict[str, list[CompiledRule]] = {}
         globs: list[tuple[Any, CompiledRule]] = []
@@ -131,6 +166,16 @@ class CompiledPolicy:
             self.candidates_cache.clear()
         self.candidates_cache[tool] = result
         return result
+
+    def sources_for(self, tool: str) -> tuple[CompiledSource, ...]:
+        """The sources whose `tools` name ``tool`` (their `if` is still to be checked)."""
+        found = self._sources_cache.get(tool)
+        if found is None:
+            found = tuple(s for s in self.sources if s.matches_tool(tool))
+            if len(self._sources_cache) >= _CACHE_LIMIT:
+                self._sources_cache.clear()
+            self._sources_cache[tool] = found
+        return found
 
     def limits_for(self, tool: str) -> tuple[CompiledLimit, ...]:
         found = self._limits_cache.get(tool)
@@ -211,6 +256,8 @@ def compile_policy(
     # Roles a scope may name: declared ones; a role scope on an undeclared role is a typo.
     rules: list[CompiledRule] = []
     conditions: dict[str, CompiledCondition] = {}
+    used_labels: set[str] = set()
+    uses_runs = False
     for rule, source in zip(model.rules, loaded.rule_sources, strict=True):
         doc = source.doc
         base: tuple[str | int, ...] = ("rules", source.index)
@@ -245,6 +292,8 @@ def compile_policy(
                     problems.extend(compiler.problems)
                 else:
                     conditions[text] = condition
+                used_labels.update(compiler.used_labels)
+                uses_runs = uses_runs or compiler.uses_run
         effect = Effect(rule.effect)
         if (
             rule.approval is not None
@@ -307,11 +356,50 @@ def compile_policy(
             )
         )
     limits = _compile_limits(loaded, ops, {r.id for r in rules}, problems)
+    sources = _compile_sources(loaded, ops, problems)
     if problems:
         raise PolicyError(problems)
     return CompiledPolicy(
-        loaded=loaded, rules=tuple(rules), role_parents=role_parents, operators=ops, limits=limits
-    )
+        loaded=loaded, rules=tuple(rules), role_parents=role_parents, operators=ops, limits=limits,
+        sources=sources, used_labels=frozenset(used_labels), uses_runs=uses_runs,
+    )  # fmt: skip
+
+
+def _compile_sources(
+    loaded: LoadedPolicy, ops: Mapping[str, Operator], problems: list[Problem]
+) -> tuple[CompiledSource, ...]:
+    model = loaded.model
+    out: list[CompiledSource] = []
+    for source, where in zip(model.sources, loaded.source_sources, strict=True):
+        doc = where.doc
+        base: tuple[str | int, ...] = ("sources", where.index)
+
+        def problem(
+            loc: tuple[str | int, ...], message: str, key: bool, _doc: Any = doc
+        ) -> Problem:
+            result: Problem = _doc.problem(loc, message, key=key)
+            return result
+
+        tools = _tool_patterns(source.tools, doc, base, problems)
+        for i, pattern in enumerate(tools):
+            if pattern.startswith("@") and not _GLOB_CHARS.isdisjoint(pattern):
+                problems.append(
+                    doc.problem(
+                        (*base, "tools", i),
+                        f"'{pattern}': pseudo-tools (names starting with '@') are named exactly, never by a glob",
+                    )
+                )
+        condition = None
+        if source.if_ is not None:
+            compiler = ConditionCompiler(operators=ops, lists=model.lists, problem=problem)
+            condition = compiler.compile(source.if_, (*base, "if"))
+            problems.extend(compiler.problems)
+        out.append(
+            CompiledSource(
+                id=source.id, tools=tools, condition=condition, labels=frozenset(source.labels)
+            )
+        )
+    return tuple(out)
 
 
 def _approval_spec(

@@ -7,6 +7,7 @@ Closures return a bool or raise ``EvalError``; composite nodes are three-valued
 
 from __future__ import annotations
 
+import contextvars
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -28,12 +29,29 @@ from .operators import (
 if TYPE_CHECKING:
     from ..model import ToolCall
 
-__all__ = ["CompiledCondition", "ConditionCompiler", "EvalContext", "Leaf"]
+__all__ = [
+    "NO_RUN_ID",
+    "TAINTED_BY",
+    "CompiledCondition",
+    "ConditionCompiler",
+    "EvalContext",
+    "Leaf",
+    "RunLookup",
+]
 
 Loc = tuple[str | int, ...]
 Fn = Callable[["EvalContext"], bool]
 
-ROOTS = ("args", "context", "principal", "tool", "env", "tenant", "now", "item")
+ROOTS = ("args", "context", "principal", "tool", "env", "tenant", "now", "item", "run")
+RUN_FIELDS = ("labels", "calls")
+#: The flow operator (DESIGN.md 2.7): it reads the run, not only the value.
+TAINTED_BY = "tainted_by"
+DEFAULT_MIN_LENGTH = 4
+NO_RUN_ID = "the call has no run_id, so its run (run.*, tainted_by) cannot be read"
+#: ``(call, tenant) -> RunState`` for the call's run; raises EvalError when it cannot.
+RunLookup = Callable[["ToolCall", "str | None"], Any]
+#: The run a `tainted_by` leaf's value chain compares against (set by the leaf).
+_TAINT_RUN: contextvars.ContextVar[Any] = contextvars.ContextVar("veto_taint_run")
 PRINCIPAL_FIELDS = ("agent", "roles", "tenant", "user", "session")
 #: Memoized leaf outcomes: strings up to this length, this many per leaf.
 MEMO_CHARS = 256
@@ -71,7 +89,7 @@ class EvalContext:
     ``_roles`` and ``item`` stay unset until needed.
     """
 
-    __slots__ = ("_roles", "call", "env", "item", "services", "tenant")
+    __slots__ = ("_roles", "_run", "call", "env", "item", "services", "tenant")
     _roles: tuple[str, ...]
     item: Any
 
@@ -82,11 +100,30 @@ class EvalContext:
         tenant: str | None,
         roles_fn: Callable[[tuple[str, ...]], frozenset[str]],
         now_fn: Callable[[], datetime],
+        run_fn: RunLookup | None = None,
     ) -> None:
         self.call = call
         self.env = env
         self.tenant = tenant
-        self.services = (roles_fn, now_fn)
+        self.services = (roles_fn, now_fn, run_fn)
+        self._run: Any = None
+
+    @property
+    def run(self) -> Any:
+        """The call's `RunState` (read once per decision); EvalError when the call has
+        no run_id or its run cannot be read (fail closed: DESIGN.md 2.7)."""
+        if self._run is not None:
+            return self._run
+        run_id = self.call.run_id
+        if not isinstance(run_id, str) or not run_id:
+            raise EvalError(NO_RUN_ID)
+        run_fn = self.services[2]
+        if run_fn is None:
+            raise EvalError(
+                "no run store is available to this decision, so run state cannot be read"
+            )
+        self._run = run_fn(self.call, self.tenant)
+        return self._run
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -102,6 +139,7 @@ class EvalContext:
     def with_item(self, item: Any) -> EvalContext:
         child = EvalContext(self.call, self.env, self.tenant, *self.services)
         child.item = item
+        child._run = self._run
         return child
 
 
@@ -120,6 +158,8 @@ def _root_getter(root: str, sub: str | None) -> Callable[[EvalContext], Any]:
         return lambda ctx: ctx.call.context
     if root == "item":
         return _item
+    if root == "run":
+        return _run_fields
     if root == "tool":
         return _tool_name
     if root == "env":
@@ -156,6 +196,10 @@ def _item(ctx: EvalContext) -> Any:
         raise _MISSING from None
 
 
+def _run_fields(ctx: EvalContext) -> Any:
+    return ctx.run.fields
+
+
 def _tool_name(ctx: EvalContext) -> Any:
     """`tool.name` is the canonical name (NFC), as tool patterns see it (DESIGN.md 2.3)."""
     tool = ctx.call.tool
@@ -186,6 +230,8 @@ class Leaf:
     operand: Any
     fn: Fn
     value: Callable[[EvalContext], Any]
+    #: tainted_by only: (labels, min_length)
+    taint: tuple[frozenset[str], int] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -210,6 +256,10 @@ class ConditionCompiler:
         self._problem = problem
         self.problems: list[Problem] = []
         self.used_lists: set[str] = set()
+        #: labels named by `tainted_by` or compared with `run.labels` (for lint)
+        self.used_labels: set[str] = set()
+        #: a condition compiled so far reads the run (run.* or tainted_by)
+        self.uses_run = False
         self._leaves: list[Leaf] = []
         self._fields: list[str] = []
 
@@ -321,10 +371,16 @@ class ConditionCompiler:
     def _leaf(self, data: Mapping[str, Any], loc: Loc, *, in_item: bool) -> Fn:
         field_path = data["field"]
         ignore_case = data.get("ignore_case", False)
-        ops = [k for k in data if k not in ("field", "ignore_case")]
+        ops = [k for k in data if k not in ("field", "ignore_case", "min_length")]
         if not isinstance(ignore_case, bool):
             return self.fail((*loc, "ignore_case"), "expected true or false")
-        unknown = [k for k in ops if k not in self.operators]
+        if ops == [TAINTED_BY]:
+            return self._taint_leaf(data, loc, in_item=in_item)
+        if "min_length" in data:
+            return self.fail(
+                (*loc, "min_length"), "'min_length' only applies to 'tainted_by'", key=True
+            )
+        unknown = [k for k in ops if k not in self.operators and k != TAINTED_BY]
         if unknown:
             return self._unknown_operator(loc, str(unknown[0]))
         if not ops:
@@ -343,7 +399,20 @@ class ConditionCompiler:
             return self.fail(
                 (*loc, "ignore_case"), f"ignore_case does not apply to '{op_name}'", key=True
             )
+        if TAINTED_BY in ops:
+            other = ops[1] if ops[0] == TAINTED_BY else ops[0]
+            return self.fail(
+                (*loc, other),
+                f"a condition takes exactly one operator, got '{TAINTED_BY}' and '{other}' (combine them with all: [...])",
+                key=True,
+            )
         getter = self._path(field_path, (*loc, "field"), in_item=in_item, allow_quantifiers=True)
+        if op_name in ("contains", "equals", "in") and field_path == "run.labels":
+            operand = data[op_name]
+            if isinstance(operand, str):
+                self.used_labels.add(operand)
+            elif isinstance(operand, list):
+                self.used_labels.update(x for x in operand if isinstance(x, str))
         operand_loc = (*loc, op_name)
         predicate = self._operand(
             op_name, data[op_name], operand_loc, ignore_case=ignore_case, in_item=in_item
@@ -368,6 +437,106 @@ class ConditionCompiler:
         )
         return fn
 
+    def _taint_leaf(self, data: Mapping[str, Any], loc: Loc, *, in_item: bool) -> Fn:
+        """`{field: PATH, tainted_by: LABEL | [LABELS], min_length?: N}` (DESIGN.md 2.7):
+        true if a leaf of the value occurs in one observed output carrying a label."""
+        operand = data[TAINTED_BY]
+        labels = [operand] if isinstance(operand, str) else operand
+        if (
+            not isinstance(labels, list)
+            or not labels
+            or not all(isinstance(x, str) and x for x in labels)
+        ):
+            return self.fail(
+                (*loc, TAINTED_BY),
+                "expected a label or a non-empty list of labels (labels that `sources` give)",
+            )
+        min_length = data.get("min_length", DEFAULT_MIN_LENGTH)
+        if type(min_length) is not int or min_length < 1:
+            return self.fail(
+                (*loc, "min_length"), "expected a whole number of characters, at least 1"
+            )
+        if data.get("ignore_case"):
+            return self.fail(
+                (*loc, "ignore_case"),
+                "tainted_by always compares case-insensitively (NFKC, casefold); drop ignore_case",
+                key=True,
+            )
+        field_path = data["field"]
+        getter = self._path(field_path, (*loc, "field"), in_item=in_item, allow_quantifiers=True)
+        if getter is None:
+            return _never
+        self.uses_run = True
+        self.used_labels.update(labels)
+        text = str(field_path)
+        self._fields.append(text)
+        segments = _split(text)
+        wanted = frozenset(labels)
+
+        def tainted(v: Any) -> bool:
+            if v is None:
+                raise EvalError(f"{text} is null")
+            try:
+                if isinstance(v, str):
+                    check_size(v)
+                return bool(_TAINT_RUN.get().tainted(v, wanted, min_length))
+            except EvalError as exc:
+                raise EvalError(*(f"{text}: {m}" for m in exc.messages)) from None
+            except Exception as exc:  # a value with no text, a deep structure: fail closed
+                raise EvalError(f"{text}: tainted_by failed: {type(exc).__name__}: {exc}") from None
+
+        chain = _step_chain(text, segments, tainted, on_missing=None)
+        head = text.split(".", 1)[0]
+        if head in ("args", "context") and len(segments) == 1 and segments[0][0] == "key":
+            name = segments[0][1]
+            from_args = head == "args"
+            missing = f"{text} is missing"
+
+            def taint_field(ctx: EvalContext) -> bool:
+                """`args.x tainted_by ...`, the common leaf, in one frame."""
+                run = ctx.run
+                try:
+                    v = (ctx.call.args if from_args else ctx.call.context)[name]
+                except KeyError:
+                    raise EvalError(missing) from None
+                except Exception as exc:
+                    raise EvalError(f"{text}: {type(exc).__name__}: {exc}") from None
+                if type(v) is str and len(v) <= 16384:  # 64 KiB is at least 16 Ki characters
+                    return bool(run.tainted(v, wanted, min_length))
+                token = _TAINT_RUN.set(run)
+                try:
+                    return tainted(v)
+                finally:
+                    _TAINT_RUN.reset(token)
+
+            self._leaves.append(
+                Leaf(
+                    loc=loc, field=text, operator=TAINTED_BY, operand=operand, fn=taint_field,
+                    value=_value_getter(text, segments, getter), taint=(wanted, min_length),
+                )
+            )  # fmt: skip
+            return taint_field
+
+        def taint_leaf(ctx: EvalContext) -> bool:
+            run = ctx.run
+            try:
+                root = getter(ctx)
+            except _Missing:
+                raise EvalError(f"{text} is missing") from None
+            token = _TAINT_RUN.set(run)
+            try:
+                return chain(root)
+            finally:
+                _TAINT_RUN.reset(token)
+
+        self._leaves.append(
+            Leaf(
+                loc=loc, field=text, operator=TAINTED_BY, operand=operand, fn=taint_leaf,
+                value=_value_getter(text, segments, getter), taint=(wanted, min_length),
+            )
+        )  # fmt: skip
+        return taint_leaf
+
     def _unknown_operator(self, loc: Loc, bad: str) -> Fn:
         # The message names the leaf by its `field`, the position is the bad key's.
         line_loc = (*loc, bad)
@@ -376,7 +545,7 @@ class ConditionCompiler:
             if _SYMBOLS.get(bad) in self.operators
             else did_you_mean(bad, self.operators)
         )
-        names = ", ".join(sorted(self.operators))
+        names = ", ".join(sorted({*self.operators, TAINTED_BY}))
         problem = self._problem(
             line_loc, f"unknown operator '{bad}'{hint}; the operators are: {names}", True
         )
@@ -488,6 +657,15 @@ class ConditionCompiler:
         if head == "item" and not in_item:
             self.fail(loc, f"'{path}': 'item' is only defined inside for_all / for_any")
             return None
+        if head == "run":
+            field = rest[1:].split(".", 1)[0].split("[", 1)[0] if rest.startswith(".") else ""
+            if field not in RUN_FIELDS:
+                self.fail(
+                    loc,
+                    f"'{path}': expected run.labels or run.calls{did_you_mean(field, RUN_FIELDS)}",
+                )
+                return None
+            self.uses_run = True
         pos = 0
         segs: list[str] = []
         while pos < len(rest):

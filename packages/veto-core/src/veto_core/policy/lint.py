@@ -126,6 +126,27 @@ def _list_refs(node: Any, out: set[str]) -> None:
             _list_refs(value, out)
 
 
+def _label_refs(node: Any, out: set[str]) -> None:
+    """Labels a condition asks about: `tainted_by` operands, and literals compared
+    with `run.labels` (DESIGN.md 2.7)."""
+    if isinstance(node, dict):
+        operand = node.get("tainted_by")
+        if operand is not None:
+            out.update([operand] if isinstance(operand, str) else operand)
+        if node.get("field") == "run.labels":
+            for op in ("contains", "equals", "in", "not_in", "not_equals"):
+                value = node.get(op)
+                if isinstance(value, str):
+                    out.add(value)
+                elif isinstance(value, list):
+                    out.update(v for v in value if isinstance(v, str))
+        for value in node.values():
+            _label_refs(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _label_refs(value, out)
+
+
 def lint_policy(policy: CompiledPolicy) -> list[LintFinding]:
     findings: list[LintFinding] = []
     root = policy.loaded.root.file
@@ -136,13 +157,14 @@ def lint_policy(policy: CompiledPolicy) -> list[LintFinding]:
         rule: CompiledRule | None,
         message: str,
         line: int | None = None,
+        file: str | None = None,
     ) -> None:
         findings.append(
             LintFinding(
                 severity=severity,
                 code=code,
                 rule_id=rule.id if rule else None,
-                file=rule.file if rule else root,
+                file=rule.file if rule else (file or root),
                 line=rule.line if rule else line,
                 message=message,
             )
@@ -197,6 +219,7 @@ def lint_policy(policy: CompiledPolicy) -> list[LintFinding]:
         _list_refs(rule.model.if_, used)
     for name in sorted(set(policy.loaded.model.lists) - used):
         add("info", "unused-list", None, f"list '{name}' is never referenced")
+    _lint_flow(policy, add)
     tests = policy.loaded.model.tests
     root_doc = policy.loaded.root
     if tests is not None and root_doc.path is not None:
@@ -231,3 +254,35 @@ def lint_policy(policy: CompiledPolicy) -> list[LintFinding]:
                 f"rule '{rule.id}' allows every tool unconditionally",
             )
     return findings
+
+
+def _lint_flow(policy: CompiledPolicy, add: Any) -> None:
+    """Labels no source gives (a flow rule that can never see them) and sources no
+    rule reads (DESIGN.md 2.7)."""
+    given = {label for source in policy.sources for label in source.labels}
+    used: set[str] = set()
+    for rule in policy.rules:
+        labels: set[str] = set()
+        _label_refs(rule.model.if_, labels)
+        used |= labels
+        for label in sorted(labels - given):
+            add(
+                "warning",
+                "unknown-label",
+                rule,
+                f"rule '{rule.id}' asks about label '{label}', which no source gives "
+                "(add it to a `sources:` entry, or fix the spelling)",
+            )
+    reads_calls = policy.uses_runs
+    for source, where in zip(policy.sources, policy.loaded.source_sources, strict=True):
+        if source.labels & used:
+            continue
+        add(
+            "info",
+            "unused-source",
+            None,
+            f"source '{source.id}' gives labels {sorted(source.labels)} that no rule reads"
+            + (" (run.calls still records its calls)" if reads_calls else ""),
+            line=where.doc.locate(("sources", where.index))[0],
+            file=where.doc.file,
+        )

@@ -22,7 +22,9 @@ from .schema import (
     PolicyModel,
     RoleModel,
     RuleModel,
+    SourceModel,
     WhenModel,
+    parse_duration,
 )
 from .yamlsrc import SourceDoc, read_yaml_file, read_yaml_text
 
@@ -58,6 +60,7 @@ class LoadedPolicy:
     rule_sources: tuple[RuleSource, ...]
     limit_sources: tuple[RuleSource, ...]
     list_sources: Mapping[str, SourceDoc]
+    source_sources: tuple[RuleSource, ...]
     role_sources: Mapping[str, SourceDoc]
     root: SourceDoc
     files: tuple[Path, ...]
@@ -83,6 +86,8 @@ def _model_for(loc: Loc) -> type[BaseModel] | None:
             return WhenModel
         case ("rules", int(), "approval"):
             return ApprovalModel
+        case ("sources", int()):
+            return SourceModel
         case ("roles", str()):
             return RoleModel
         case ("audit",):
@@ -196,6 +201,8 @@ class _Merged:
     role_sources: dict[str, SourceDoc]
     files: list[Path]
     rule_ids: dict[str, tuple[SourceDoc, int]]
+    source_sources: list[RuleSource]
+    source_ids: dict[str, tuple[SourceDoc, int]]
 
 
 def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
@@ -216,6 +223,19 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
             )
         else:
             rule_ids[rule.id] = (doc, i)
+    source_ids = dict(base.source_ids)
+    for i, source in enumerate(child.sources):
+        if source.id in source_ids:
+            first_doc, first_i = source_ids[source.id]
+            line = first_doc.locate(("sources", first_i, "id"))[0]
+            problems.append(
+                doc.problem(
+                    ("sources", i, "id"),
+                    f"duplicate source id '{source.id}' (already defined in {first_doc.file}:{line})",
+                )
+            )
+        else:
+            source_ids[source.id] = (doc, i)
     lists = dict(bm.lists)
     list_sources = dict(base.list_sources)
     guarded_lists = lists_unsafe_to_narrow(bm)
@@ -282,6 +302,8 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
         roles=roles,
         rules=[*bm.rules, *child.rules],
         limits=[*bm.limits, *child.limits],
+        sources=[*bm.sources, *child.sources],
+        run_ttl=_longer_ttl(bm.run_ttl, child.run_ttl),
         redact=list(dict.fromkeys([*bm.redact, *child.redact])),
         audit=AuditModel(mode=child.audit.mode, retention_days=retention),
         tests=child.tests,
@@ -300,7 +322,20 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
             *base.limit_sources,
             *(RuleSource(doc=doc, index=i) for i in range(len(child.limits))),
         ],
+        source_sources=[
+            *base.source_sources,
+            *(RuleSource(doc=doc, index=i) for i in range(len(child.sources))),
+        ],
+        source_ids=source_ids,
     )
+
+
+def _longer_ttl(a: str | float | None, b: str | float | None) -> str | float | None:
+    """Of two `run_ttl`s the longer: a policy built from several files keeps a run's
+    history as long as any of them asks (flow rules forget nothing early)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a if parse_duration(a) >= parse_duration(b) else b
 
 
 #: Operators whose truth can only grow as a list operand grows ("any of" semantics).
@@ -374,10 +409,11 @@ def _load(doc: SourceDoc, stack: tuple[Path, ...]) -> _Merged:
     empty = PolicyModel.model_construct(
         version=1, name=model.name, description=None, default="allow", extends=[], lists={}, roles={}, rules=[],
         redact=[], audit=AuditModel(mode="best_effort"), tests=None, mode="shadow", limits=[],
+        sources=[], run_ttl=None,
     )  # fmt: skip
     merged = _Merged(
         model=empty, rule_sources=[], list_sources={}, role_sources={}, files=[], rule_ids={},
-        limit_sources=[],
+        limit_sources=[], source_sources=[], source_ids={},
     )  # fmt: skip
     for i, ref in enumerate(model.extends):
         base_dir = doc.path.parent if doc.path else Path.cwd()
@@ -426,6 +462,16 @@ def _combine(acc: _Merged, base: _Merged) -> _Merged:
                 )
             )
         rule_ids[rid] = (rdoc, ri)
+    source_ids = dict(acc.source_ids)
+    for sid, (sdoc, si) in base.source_ids.items():
+        if sid in source_ids:
+            problems.append(
+                sdoc.problem(
+                    ("sources", si, "id"),
+                    f"duplicate source id '{sid}' (also in {source_ids[sid][0].file})",
+                )
+            )
+        source_ids[sid] = (sdoc, si)
     for name, values in base.model.lists.items():
         if name in acc.model.lists and acc.model.lists[name] != values:
             problems.append(
@@ -452,6 +498,8 @@ def _combine(acc: _Merged, base: _Merged) -> _Merged:
         roles={**a.roles, **b.roles},
         rules=[*a.rules, *b.rules],
         limits=[*a.limits, *b.limits],
+        sources=[*a.sources, *b.sources],
+        run_ttl=_longer_ttl(a.run_ttl, b.run_ttl),
         redact=list(dict.fromkeys([*a.redact, *b.redact])),
         audit=b.audit
         if not acc.files
@@ -468,6 +516,8 @@ def _combine(acc: _Merged, base: _Merged) -> _Merged:
         files=[*acc.files, *base.files],
         rule_ids=rule_ids,
         limit_sources=[*acc.limit_sources, *base.limit_sources],
+        source_sources=[*acc.source_sources, *base.source_sources],
+        source_ids=source_ids,
     )
 
 
@@ -483,6 +533,7 @@ def _finish(merged: _Merged, root: SourceDoc) -> LoadedPolicy:
         model=merged.model,
         rule_sources=tuple(merged.rule_sources),
         limit_sources=tuple(merged.limit_sources),
+        source_sources=tuple(merged.source_sources),
         list_sources=merged.list_sources,
         role_sources=merged.role_sources,
         root=root,

@@ -21,6 +21,7 @@ __all__ = [
     "PolicyModel",
     "RoleModel",
     "RuleModel",
+    "SourceModel",
     "WhenModel",
     "parse_duration",
 ]
@@ -50,7 +51,11 @@ CONDITION_OPERATORS: tuple[str, ...] = (
     "ip_in_cidr",
     "time_between",
     "weekday_in",
+    "tainted_by",
 )
+
+#: How long a run's state is kept after its last event when the policy says nothing.
+DEFAULT_RUN_TTL = "24h"
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -82,9 +87,21 @@ def _condition_json_schema() -> dict[str, Any]:
     leaf_props: dict[str, Any] = {
         "field": {"type": "string", "description": "args.x, principal.user, context.k, ..."},
         "ignore_case": {"type": "boolean"},
+        "min_length": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "tainted_by only: shorter values are never tainted (default 4)",
+        },
     }
     for op in CONDITION_OPERATORS:
         leaf_props[op] = operand
+    leaf_props["tainted_by"] = {
+        "description": "a label or labels of `sources`: the value occurs in an output carrying one",
+        "oneOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        ],
+    }
     ref = {"$ref": "#/$defs/Condition"}
     return {
         "title": "Condition",
@@ -227,6 +244,23 @@ class LimitModel(_Strict):
         return self
 
 
+class SourceModel(_Strict):
+    """Labels a tool's output gives to the run (DESIGN.md 2.7)."""
+
+    id: Annotated[str, Field(pattern=_ID, description="unique source id")]
+    tools: StrList = Field(
+        description='exact tool names or anchored globs; pseudo-tools ("@user") only by exact name'
+    )
+    if_: ConditionData | None = Field(
+        default=None, alias="if", description="optional condition on the call that produced it"
+    )
+    labels: Annotated[list[Annotated[str, Field(pattern=_ID)]], Field(min_length=1)]
+
+    _one = field_validator("tools", "labels", mode="before")(
+        classmethod(lambda cls, v: _one_or_many(v))
+    )
+
+
 class RoleModel(_Strict):
     inherits: list[str] = Field(default_factory=list)
     description: str | None = None
@@ -257,6 +291,13 @@ class PolicyModel(_Strict):
     roles: dict[str, RoleModel] = Field(default_factory=dict)
     rules: list[RuleModel] = Field(default_factory=list)
     limits: list[LimitModel] = Field(default_factory=list)
+    sources: list[SourceModel] = Field(
+        default_factory=list, description="labels that tools' outputs give to the run (2.7)"
+    )
+    run_ttl: str | float | None = Field(
+        default=None,
+        description=f"how long a run's state is kept after its last event (default {DEFAULT_RUN_TTL})",
+    )
     redact: list[str] = Field(
         default_factory=list, description='argument paths masked before storage: "args.password"'
     )
@@ -264,6 +305,13 @@ class PolicyModel(_Strict):
     tests: str | None = None
 
     _one = field_validator("extends", mode="before")(classmethod(lambda cls, v: _one_or_many(v)))
+
+    @field_validator("run_ttl")
+    @classmethod
+    def _run_ttl(cls, v: str | float | None) -> str | float | None:
+        if v is not None:
+            parse_duration(v)
+        return v
 
 
 def policy_json_schema() -> dict[str, Any]:

@@ -2,6 +2,23 @@
 
 from __future__ import annotations
 
+from .memory import MemoryRunStore
+from .state import MAX_TEXT_BYTES, RunState, TaintMatch
 from .store import RunEvent, RunStore, RunStoreUnavailable
+from .text import extract_text, normalize
+from .tracker import USER, ObservationError, RunTracker
 
-__all__ = ["RunEvent", "RunStore", "RunStoreUnavailable"]
+__all__ = [
+    "MAX_TEXT_BYTES",
+    "USER",
+    "MemoryRunStore",
+    "ObservationError",
+    "RunEvent",
+    "RunState",
+    "RunStore",
+    "RunStoreUnavailable",
+    "RunTracker",
+    "TaintMatch",
+    "extract_text",
+    "normalize",
+]

@@ -1,0 +1,91 @@
+"""Text of observed outputs and of argument values, as `tainted_by` compares them (2.7).
+
+Both sides are normalized the same way: Unicode NFKC, casefold, and every run of
+whitespace collapsed to one space (leading and trailing whitespace dropped). Numbers
+are compared as their text (``100.0`` is ``100``); booleans and null carry no text.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["extract_text", "normalize", "number_text", "value_texts"]
+
+_MAX_DEPTH = 64
+
+
+def normalize(text: str) -> str:
+    """NFKC, casefold, whitespace collapsed: the form both sides of `tainted_by` take."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return " ".join(text.casefold().split())
+
+
+def number_text(value: int | float) -> str:
+    """A number as text: integral floats without their ``.0`` (``100.0`` -> ``100``)."""
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) < 2**63:
+            return str(int(value))
+        return repr(value)
+    return str(value)
+
+
+def extract_text(output: Any) -> str:
+    """The text an output gives to a run: a string as it is; the string and number
+    leaves and the object keys of JSON-like values (dict/list/tuple), joined by
+    newlines; an object with ``model_dump()`` by its dump, one with ``content`` or
+    ``text`` by that; anything else by ``str()``."""
+    if isinstance(output, str):
+        return output
+    return "\n".join(_parts(output, 0))
+
+
+def _parts(value: Any, depth: int) -> Iterator[str]:
+    if depth > _MAX_DEPTH:
+        yield str(value)
+        return
+    if isinstance(value, str):
+        yield value
+    elif value is None or isinstance(value, bool):
+        return
+    elif isinstance(value, int | float):
+        yield number_text(value)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield str(key)
+            yield from _parts(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _parts(item, depth + 1)
+    elif isinstance(value, bytes | bytearray):
+        yield bytes(value).decode("utf-8", "replace")
+    elif callable(getattr(value, "model_dump", None)):
+        yield from _parts(value.model_dump(), depth + 1)
+    elif hasattr(value, "content") and not callable(value.content):
+        yield from _parts(value.content, depth + 1)
+    elif hasattr(value, "text") and not callable(value.text):
+        yield from _parts(value.text, depth + 1)
+    else:
+        yield str(value)
+
+
+def value_texts(value: Any) -> Iterator[str]:
+    """The leaves of an argument value as text (not normalized): a string or a number
+    is one leaf; a list or an object gives its leaves (values, not keys)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int | float):
+        yield number_text(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from value_texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from value_texts(item)
+    else:
+        raise TypeError(f"a {type(value).__name__} value has no text to compare")
