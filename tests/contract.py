@@ -21,7 +21,13 @@ What it proves, for one adapter in one mode (sync or async):
 - a store that fails in the middle of a write (the sink is connected and working, then
   its INSERT fails) blocks the call;
 - a pending approval is a real pending state: the call waits, has not run while the
-  request stays pending, and runs once when it is then approved.
+  request stays pending, and runs once when it is then approved;
+- runs and data flow (DESIGN.md 2.7): every executed call's output is observed into the
+  run (an approved one with effect ``require_approval``; a denied one never), and so is
+  the run's human input as ``"@user"``; a ``tainted_by`` rule blocks a call whose
+  argument came from an untrusted tool output (observed in an earlier turn of the same
+  run) and allows the same call when the person named the value; an observation that
+  cannot be recorded withholds the output: the body ran, the model gets a refusal.
 
 How to use it for a new adapter (CrewAI, OpenAI Agents, ...)::
 
@@ -68,6 +74,9 @@ Hooks and knobs:
   when the tool ran. An adapter whose hook point can only raise declares
   ``refusal_errors`` instead, and every zero-run check still runs.
 - ``make_veto(db=...)`` builds the ``Veto``; override only to pass extra options.
+- ``self.user_message``: the run's human input. ``run_agent_with_tool_calls`` must
+  give it to the framework as the person's message (the user message, the crew's task
+  input, the Agents SDK run input), so the adapter observes it as ``"@user"``.
 
 Approvals are made through the store, as a person would: ``Human`` decides the
 requests it finds for the scripted tool call ids (``approve`` / ``reject``) as
@@ -134,7 +143,31 @@ rules:
     if: {{field: args.amount, greater_than: 100}}
     approval: {{approvers: [alice, bob], timeout: {APPROVAL_TIMEOUT_S}}}
     reason: Refunds over 100 need a finance approver
+  - id: inbox-readable
+    effect: allow
+    tools: [read_inbox]
+  - id: pay-named-by-user
+    effect: allow
+    tools: [send_money]
+    if: {{field: args.iban, tainted_by: user}}
+    reason: The person named this account
+  - id: pay-from-inbox
+    effect: deny
+    tools: [send_money]
+    if: {{field: args.iban, tainted_by: untrusted}}
+    reason: The account number came from untrusted text
+sources:
+  - id: inbox
+    tools: [read_inbox]
+    labels: [untrusted]
+  - id: the-person
+    tools: ["@user"]
+    labels: [user]
 """
+
+# An account number that appears in the person's message or in an e-mail, per test.
+IBAN = "DE89370400440532013000"
+DEFAULT_USER_MESSAGE = "Please tidy up my files and handle the refunds."
 
 # Outcomes of decision records (one per tool call); approval lifecycle records
 # (approval_requested, approved, approval_consumed, ...) are not decisions.
@@ -199,6 +232,8 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
     ToolSpec(name="read_file", param="path", type=str, description="Read a file."),
     ToolSpec(name="delete_file", param="path", type=str, description="Delete a file."),
     ToolSpec(name="issue_refund", param="amount", type=float, description="Refund money."),
+    ToolSpec(name="read_inbox", param="query", type=str, description="Search the inbox."),
+    ToolSpec(name="send_money", param="iban", type=str, description="Pay an account."),
 )
 
 
@@ -326,6 +361,7 @@ class AdapterContract(abc.ABC):
     )
 
     veto: Veto
+    user_message: str = DEFAULT_USER_MESSAGE
     counters: dict[str, Counter]
     tools: list[Any]
     tmp_path: Path
@@ -367,6 +403,7 @@ class AdapterContract(abc.ABC):
         monkeypatch.setenv("HOME", str(tmp_path))
         monkeypatch.delenv("VETO_DB", raising=False)
         self.tmp_path = tmp_path
+        self.user_message = DEFAULT_USER_MESSAGE
         self.db_url = f"sqlite:///{tmp_path / 'v.db'}"
         self.veto = self.make_veto(db=self.db_url)
         self.counters = {s.name: Counter() for s in TOOL_SPECS}
@@ -457,6 +494,11 @@ class AdapterContract(abc.ABC):
                 "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
             )
             con.commit()
+
+    def run_events(self) -> list[Any]:
+        """The run's observed events (DESIGN.md 2.7), oldest first, read from the store."""
+        store = self.veto.run_store  # type: ignore[attr-defined]
+        return list(store.load(self.tenant, self.run_id, now=self.veto.clock()))
 
     # --- the contract -------------------------------------------------------------------
 
@@ -631,6 +673,78 @@ class AdapterContract(abc.ABC):
         self.assert_refused(result, "c2", "audit unavailable")
         self.assert_not_tool_output(result, "c2")
         assert self.decision_records("c2") == []
+
+
+    # --- runs and data flow (DESIGN.md 2.7) -------------------------------------------------
+
+    def test_outputs_and_user_input_are_observed(self) -> None:
+        calls = [
+            ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"}),
+            ScriptedCall(id="c2", tool="delete_file", args={"path": "/data/a"}),
+        ]
+        result, _ = self.run(calls)
+        self.assert_saw(result, "c1", "read_file done: '/data/a'")
+        events = self.run_events()
+        user = [e for e in events if e.tool == "@user"]
+        assert user and self.user_message in user[0].text, events
+        assert "user" in user[0].labels
+        (read,) = [e for e in events if e.tool == "read_file"]
+        assert read.tool_call_id == "c1" and read.effect == "allow", read
+        assert "read_file done: '/data/a'" in read.text
+        assert dict(read.args) == {"path": "/data/a"}
+        assert not [e for e in events if e.tool == "delete_file"], "a denied call was observed"
+
+    def test_approved_call_is_observed_as_approved(self) -> None:
+        result, _ = self.run(
+            [ScriptedCall(id="c1", tool="issue_refund", args={"amount": 500})], {"c1": "approve"}
+        )
+        self.assert_saw(result, "c1", "issue_refund done: 500")
+        (refund,) = [e for e in self.run_events() if e.tool == "issue_refund"]
+        assert refund.effect == "require_approval" and refund.tool_call_id == "c1", refund
+
+    def test_value_from_untrusted_output_is_blocked(self) -> None:
+        # Turn 1: the agent reads an e-mail that carries the attacker's account number.
+        first, _ = self.run([ScriptedCall(id="c1", tool="read_inbox", args={"query": IBAN})])
+        self.assert_saw(first, "c1", IBAN)
+        assert self.runs("read_inbox") == 1
+        # Turn 2 of the same run: it tries to pay that account.
+        second, _ = self.run([ScriptedCall(id="c2", tool="send_money", args={"iban": IBAN})])
+        assert self.runs("send_money") == 0
+        self.assert_refused(second, "c2", "pay-from-inbox")
+        self.assert_not_tool_output(second, "c2")
+        self.assert_one_decision("c2", "denied")
+
+    def test_value_named_by_the_user_is_allowed(self) -> None:
+        self.user_message = f"Please pay the invoice to {IBAN}, thanks."
+        result, _ = self.run([ScriptedCall(id="c1", tool="send_money", args={"iban": IBAN})])
+        assert self.runs("send_money") == 1
+        self.assert_saw(result, "c1", f"send_money done: '{IBAN}'")
+        rec = self.assert_one_decision("c1", "allowed")
+        assert "pay-named-by-user" in rec.rule_ids
+
+    def test_unnamed_value_is_not_allowed(self) -> None:
+        # Nobody named this account and no output carried it: no rule allows it.
+        result, _ = self.run([ScriptedCall(id="c1", tool="send_money", args={"iban": IBAN})])
+        assert self.runs("send_money") == 0
+        self.assert_refused(result, "c1", "deny")
+        self.assert_one_decision("c1", "denied")
+
+    def test_failed_observation_withholds_the_output(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from veto_core.runs import RunStoreUnavailable
+
+        store = self.veto.run_store  # type: ignore[attr-defined]
+        original = store.append
+
+        def append(tenant: Any, run_id: str, event: Any, **kwargs: Any) -> int:
+            if event.tool == "@user":
+                return int(original(tenant, run_id, event, **kwargs))
+            raise RunStoreUnavailable("run store is down (contract)")
+
+        monkeypatch.setattr(store, "append", append)
+        result, _ = self.run([ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"})])
+        assert self.runs("read_file") == 1  # the body ran: only its output is withheld
+        self.assert_refused(result, "c1", "run store is down")
+        self.assert_not_tool_output(result, "c1")
 
 
 def observe_text(value: Any) -> str:
