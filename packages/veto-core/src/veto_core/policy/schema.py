@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
+from .operator_docs import OPERATOR_DOCS
+
 __all__ = [
     "CONDITION_OPERATORS",
     "ApprovalModel",
@@ -84,7 +86,10 @@ def _condition_json_schema() -> dict[str, Any]:
         "ignore_case": {"type": "boolean"},
     }
     for op in CONDITION_OPERATORS:
-        leaf_props[op] = operand
+        # The same text the docs' operator reference is generated from.
+        leaf_props[op] = {
+            "description": f"{OPERATOR_DOCS[op].summary} Operand: {operand['description']}."
+        }
     ref = {"$ref": "#/$defs/Condition"}
     return {
         "title": "Condition",
