@@ -38,3 +38,17 @@ def pg_url() -> Iterator[str]:
     finally:
         admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         admin.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Count the docs' code blocks that opt out of being run (tests/test_docs.py), with why."""
+    if not any(
+        "test_docs.py" in str(r.nodeid) for r in terminalreporter.stats.get("passed", [])
+    ) and not terminalreporter.stats.get("failed"):
+        return
+    from docs_blocks import inventory
+
+    ran, skipped = inventory()
+    terminalreporter.write_sep("-", f"docs code blocks: {ran} run, {len(skipped)} not run")
+    for block in skipped:
+        terminalreporter.write_line(f"not run {block.where}: {block.not_run}")
