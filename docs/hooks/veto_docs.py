@@ -9,6 +9,7 @@ registry (which operators honour ``ignore_case``, which accept ``null``);
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -94,14 +95,17 @@ def _walk(cmd: click.Command, ctx: click.Context, path: list[str]) -> list[str]:
     name = " ".join(path)
     usage = " ".join(cmd.collect_usage_pieces(ctx))
     out += [f"### `{name}`", ""]
-    help_text = (cmd.help or "").strip()
+    # click keeps the docstring as written: dedent it (an indented line is Markdown code),
+    # drop what follows \f and click's \b no-rewrap markers.
+    help_text = inspect.cleandoc((cmd.help or "").split("\f")[0])
+    help_lines = [line for line in help_text.splitlines() if line.strip() != "\b"]
     if help_text:
-        out += [help_text.split("\f")[0].strip(), ""]
+        out += [*help_lines, ""]
     out += ["```text", f"Usage: {name} {usage}".rstrip(), "```", ""]
     rows = []
     for param in cmd.get_params(ctx):
         record = param.get_help_record(ctx)
-        if record is None:
+        if record is None or param.name == "help":
             continue
         flags, text = record
         rows.append(f"| `{flags}` | {text.replace('|', '&#124;').replace(chr(10), ' ')} |")
@@ -112,7 +116,7 @@ def _walk(cmd: click.Command, ctx: click.Context, path: list[str]) -> list[str]:
             child = cmd.get_command(ctx, sub)
             if child is None or child.hidden:
                 continue
-            sub_ctx = click.Context(child, info_name=sub, parent=ctx)
+            sub_ctx = click.Context(child, info_name=sub, parent=ctx, **child.context_settings)
             out += _walk(child, sub_ctx, [*path, sub])
     return out
 
@@ -120,7 +124,7 @@ def _walk(cmd: click.Command, ctx: click.Context, path: list[str]) -> list[str]:
 def render_cli() -> str:
     from veto_core.cli import main
 
-    ctx = click.Context(main, info_name="veto")
+    ctx = click.Context(main, info_name="veto", **main.context_settings)
     return "\n".join(
         [
             *_walk(main, ctx, ["veto"]),
