@@ -38,3 +38,16 @@ def pg_url() -> Iterator[str]:
     finally:
         admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         admin.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Count the docs' code blocks that opt out of being run (tests/test_docs.py), with why."""
+    reports = [r for rs in terminalreporter.stats.values() for r in rs if hasattr(r, "nodeid")]
+    if not any(r.nodeid.startswith("tests/test_docs.py::") for r in reports):
+        return
+    from docs_blocks import inventory
+
+    ran, skipped = inventory()
+    terminalreporter.write_sep("-", f"docs code blocks: {ran} run, {len(skipped)} not run")
+    for block in skipped:
+        terminalreporter.write_line(f"not run {block.where}: {block.not_run}")

@@ -241,7 +241,7 @@ def schema() -> None:
 
 
 _STARTER_POLICY = """\
-# A starter Veto policy. Reference: the README's "Policy language" section.
+# A starter Veto policy. Reference: docs/policy/language.md (the docs site's "Policy language").
 version: 1
 name: {name}
 default: deny                 # a tool that no rule names never runs

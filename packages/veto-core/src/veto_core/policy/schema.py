@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
+from .operator_docs import OPERATOR_DOCS
+
 __all__ = [
     "CONDITION_OPERATORS",
     "ApprovalModel",
@@ -94,7 +96,10 @@ def _condition_json_schema() -> dict[str, Any]:
         },
     }
     for op in CONDITION_OPERATORS:
-        leaf_props[op] = operand
+        # The same text the docs' operator reference is generated from.
+        leaf_props[op] = {
+            "description": f"{OPERATOR_DOCS[op].summary} Operand: {operand['description']}."
+        }
     leaf_props["tainted_by"] = {
         "description": "a label or labels of `sources`: the value occurs in an output carrying one",
         "oneOf": [
