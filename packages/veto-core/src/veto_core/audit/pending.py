@@ -250,7 +250,8 @@ class PendingRecord:
             prev_hash,
             h,
         )
-        return _new_sealed(rec, self.user_digest, self.args_mac)
+        sealed: SealedRecord = _new_sealed(rec, self.user_digest, self.args_mac)
+        return sealed
 
 
 def _record_factory(cls: type) -> Any:
