@@ -119,7 +119,7 @@ def store_commit_floor(floor: AuditLog, rounds: int) -> list[float]:
     fields = floor._decision_fields(CALL, DECISION, "prod", None, REDACT, 2, None, None, None)
     out: list[float] = []
     for _ in range(rounds):
-        pending = floor._pending(**fields)
+        pending = floor._pending(*fields)
         t0 = time.perf_counter_ns()
         floor.sink.append([pending])
         out.append((time.perf_counter_ns() - t0) / 1000)
@@ -133,7 +133,7 @@ def build_cpu(log: AuditLog, n: int = 5000) -> tuple[float, float]:
     build = seal = float("inf")
     for _ in range(5):
         c0 = time.process_time()
-        ps = [log._pending(**fields) for _ in range(n)]
+        ps = [log._pending(*fields) for _ in range(n)]
         c1 = time.process_time()
         for p in ps:
             p.seal(1, "0" * 64)

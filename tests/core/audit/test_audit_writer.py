@@ -8,6 +8,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -305,3 +306,94 @@ def test_top_level_redaction_matches_the_general_walk(
 
     pats = compile_redactions(patterns)
     assert redact_plain(args, tuple(patterns)) == _redact(args, pats, [(p, 0) for p in pats])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(_keys, _json, max_size=5),
+    st.lists(st.sampled_from(["args.password", "args.*a*", "*b*", "args.x.y", "args.l[*].k"])),
+)
+def test_redacted_args_are_written_with_the_args_encoder_kind(
+    args: dict[str, Any], patterns: list[str]
+) -> None:
+    """The hot path encodes the redacted copy with the kind found for the args (no second
+    walk): the stored text is still the canonical JSON of the stored value."""
+    from veto_core.audit.record import encode_plain, plain_args_kind, redact_plain
+
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in _STDLIB.encode(args)):
+        return  # lone surrogates cannot be stored either way (not UTF-8)
+    plain, text, kind = plain_args_kind(args)
+    assert text == _STDLIB.encode(args)
+    stored = redact_plain(plain, tuple(patterns))
+    assert encode_plain(stored, kind) == _STDLIB.encode(stored)
+
+
+# -- the writer's wait for a full batch ---------------------------------------------------
+
+
+class _GatedCommits:
+    """A commit function that records batch sizes and holds the first commit until
+    :attr:`gate` is set (so callers pile up behind it)."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.gate = threading.Event()
+
+    def __call__(self, batch: Sequence[int]) -> list[int]:
+        if not self.sizes:
+            self.gate.wait(10)
+        self.sizes.append(len(batch))
+        return list(batch)
+
+
+def _submit_all(writer: Any, items: Sequence[int]) -> list[threading.Thread]:
+    threads = [threading.Thread(target=writer.submit, args=(i,)) for i in items]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _two_queued_behind_an_inline_commit(writer: Any, commits: _GatedCommits) -> None:
+    """Batch sizes [1, 2]: the writer's last batch had two callers, so it now lingers."""
+    first = _submit_all(writer, [0])
+    while writer._idle:  # the inline commit has started
+        threading.Event().wait(0.001)
+    queued = _submit_all(writer, [1, 2])
+    while len(writer._queue) < 2:
+        threading.Event().wait(0.001)
+    commits.gate.set()
+    for t in first + queued:
+        t.join(10)
+    assert commits.sizes == [1, 2]
+
+
+def test_a_lingering_writer_is_woken_by_the_caller_that_completes_its_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from veto_core.audit import writer as writer_mod
+
+    monkeypatch.setattr(writer_mod, "_LINGER_S", 30.0)  # only a wake-up ends it in time
+    commits = _GatedCommits()
+    writer = writer_mod.AuditWriter(commits)
+    _two_queued_behind_an_inline_commit(writer, commits)
+    start = time.monotonic()
+    for t in _submit_all(writer, [3, 4]):
+        t.join(10)
+    assert time.monotonic() - start < 10  # woken by the second caller, not by the timeout
+    assert commits.sizes == [1, 2, 2]
+    writer.close()
+
+
+def test_a_lingering_writer_commits_what_arrived_when_its_wait_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from veto_core.audit import writer as writer_mod
+
+    monkeypatch.setattr(writer_mod, "_LINGER_S", 0.2)
+    commits = _GatedCommits()
+    writer = writer_mod.AuditWriter(commits)
+    _two_queued_behind_an_inline_commit(writer, commits)
+    assert writer.submit(3) == 3  # alone: committed once the wait timed out
+    assert commits.sizes == [1, 2, 1]
+    assert writer._enough.locked() and writer._want == 0  # ready for the next wait
+    writer.close()

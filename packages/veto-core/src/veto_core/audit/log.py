@@ -25,11 +25,11 @@ from veto_core.audit.record import (
     SealedRecord,
     args_digest,
     args_mac,
-    canonical_plain,
+    encode_plain,
     keyed_sha256,
     loads_plain,
     new_uuid7,
-    plain_args_json,
+    plain_args_kind,
     redact_plain,
     ts_to_us,
     user_digest,
@@ -315,7 +315,7 @@ class AuditLog:
         """
         try:
             return self._record(
-                **self._decision_fields(
+                *self._decision_fields(
                     call, decision, env, tenant, redact, latency_us, outcome, approval, now
                 )
             )
@@ -347,9 +347,9 @@ class AuditLog:
             fields = self._decision_fields(
                 call, decision, env, tenant, redact, latency_us, outcome, approval, now
             )
-            if fields["tenant"] not in self._macs:
-                await asyncio.to_thread(self._tenant_macs, fields["tenant"])
-            sealed = (await self._writer.asubmit(self._pending(**fields))).record
+            if fields[0] not in self._macs:
+                await asyncio.to_thread(self._tenant_macs, fields[0])
+            sealed = (await self._writer.asubmit(self._pending(*fields))).record
         except AuditUnavailable:
             raise
         except Exception as exc:
@@ -371,28 +371,30 @@ class AuditLog:
         outcome: str | None,
         approval: ApprovalInfo | None,
         now: _dt.datetime | None,
-    ) -> dict[str, Any]:
-        return {
-            "tenant": call.tenant or call.principal.tenant or tenant or DEFAULT_TENANT,
-            "env": call.env or env,
-            "principal": call.principal,
-            "framework": call.framework,
-            "run_id": call.run_id,
-            "tool": call.tool,
-            "tool_call_id": call.tool_call_id,
-            "args": call.args,
-            "redact": redact,
-            "effect": decision.effect.value,
-            "outcome": outcome or outcome_for(decision.effect),
-            "rule_ids": decision.rule_ids,
-            "reasons": decision.reasons,
-            "errors": decision.errors,
-            "policy_name": decision.policy_name,
-            "policy_revision": decision.policy_revision,
-            "approval": approval,
-            "latency_us": latency_us,
-            "now": now,
-        }
+    ) -> tuple[Any, ...]:
+        """The arguments of :meth:`_pending` for a decision, in its parameter order
+        (positional: no keyword dict per record on the hot path)."""
+        return (
+            call.tenant or call.principal.tenant or tenant or DEFAULT_TENANT,
+            call.env or env,
+            call.principal,
+            call.framework,
+            call.run_id,
+            call.tool,
+            call.tool_call_id,
+            call.args,
+            redact,
+            decision.effect.value,
+            outcome or outcome_for(decision.effect),
+            decision.rule_ids,
+            decision.reasons,
+            decision.errors,
+            decision.policy_name,
+            decision.policy_revision,
+            approval,
+            latency_us,
+            now,
+        )
 
     def record_event(
         self,
@@ -457,8 +459,8 @@ class AuditLog:
         except Exception as exc:
             raise AuditUnavailable(f"audit record not written: {exc!r}") from exc
 
-    def _record(self, **fields: Any) -> AuditRecord:
-        sealed = self._writer.submit(self._pending(**fields)).record
+    def _record(self, *args: Any, **fields: Any) -> AuditRecord:
+        sealed = self._writer.submit(self._pending(*args, **fields)).record
         self._appended_one(sealed)
         return sealed
 
@@ -480,7 +482,6 @@ class AuditLog:
 
     def _pending(
         self,
-        *,
         tenant: str,
         env: str | None,
         principal: Principal,
@@ -504,10 +505,11 @@ class AuditLog:
     ) -> PendingRecord:
         """Everything of a record but its chain position, on the caller's thread."""
         key, digest_mac, args_mac_ = self._tenant_macs(tenant)
-        plain, plain_json = plain_args_json(args)
+        plain, plain_json, kind = plain_args_kind(args)
         if redact:
             stored: Any = redact_plain(plain, redact)
-            stored_json = canonical_plain(stored)
+            # Redaction only replaces values by strings: the args' encoder kind holds.
+            stored_json = plain_json if stored is plain else encode_plain(stored, kind)
         else:
             stored, stored_json = loads_plain(plain_json), plain_json
         frag_key = (tenant, principal)
@@ -525,32 +527,32 @@ class AuditLog:
             digest = h.hexdigest()
         m = args_mac_.copy()
         m.update(stored_json.encode())
-        return PendingRecord(
-            id=new_uuid7(),
-            ts_us=time.time_ns() // 1000 if now is None else ts_to_us(now),
-            tenant=tenant,
-            env=env,
-            principal=principal,
-            principal_json=frags[0],
-            principal_view=frags[1],
-            framework=framework,
-            run_id=run_id,
-            tool=tool,
-            tool_call_id=tool_call_id,
-            args=stored,
-            args_json=stored_json,
-            args_digest=digest,
-            effect=effect,
-            outcome=outcome,
-            rule_ids=tuple(rule_ids),
-            reasons=tuple(reasons),
-            errors=tuple(errors),
-            policy_name=policy_name,
-            policy_revision=policy_revision,
-            approval=approval,
-            latency_us=int(latency_us),
-            user_digest=frags[2],
-            args_mac=m.hexdigest(),
+        return PendingRecord(  # positional, in its parameter order (the hot path)
+            new_uuid7(),
+            time.time_ns() // 1000 if now is None else ts_to_us(now),
+            tenant,
+            env,
+            principal,
+            frags[0],
+            frags[1],
+            framework,
+            run_id,
+            tool,
+            tool_call_id,
+            stored,
+            stored_json,
+            digest,
+            effect,
+            outcome,
+            rule_ids if type(rule_ids) is tuple else tuple(rule_ids),
+            reasons if type(reasons) is tuple else tuple(reasons),
+            errors if type(errors) is tuple else tuple(errors),
+            policy_name,
+            policy_revision,
+            approval,
+            int(latency_us),
+            frags[2],
+            m.hexdigest(),
         )
 
     # -- reading -----------------------------------------------------------------

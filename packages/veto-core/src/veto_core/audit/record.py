@@ -232,8 +232,9 @@ _dumps = orjson.dumps
 _SORT = orjson.OPT_SORT_KEYS
 
 
-def _encode_plain(value: Any, kind: int) -> str:
-    """Canonical JSON of a plain value (``kind`` from :func:`_plain_kind`)."""
+def encode_plain(value: Any, kind: int) -> str:
+    """Canonical JSON of a plain value (``kind`` from :func:`_plain_kind`; 0 or 2: the
+    ``json`` encoder, which is canonical for every JSON value)."""
     if kind == 1:
         try:
             return _dumps(value, option=_SORT).decode()
@@ -244,7 +245,7 @@ def _encode_plain(value: Any, kind: int) -> str:
 
 def canonical_plain(value: Any) -> str:
     """:func:`canonical_str` of a plain JSON value, through orjson where that is the same."""
-    return _encode_plain(value, _plain_kind(value))
+    return encode_plain(value, _plain_kind(value))
 
 
 def str_list_json(values: Iterable[str]) -> str:
@@ -269,7 +270,7 @@ _LIST_JSON: dict[tuple[Any, ...], str] = {}
 
 
 def loads_plain(text: str) -> Any:
-    """Parse canonical JSON written by :func:`_encode_plain` (a fresh copy of args)."""
+    """Parse canonical JSON written by :func:`encode_plain` (a fresh copy of args)."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:  # what orjson cannot parse (ints beyond 64 bits)
@@ -289,13 +290,21 @@ def check_args(args: Mapping[str, Any]) -> None:
 def plain_args_json(args: Mapping[str, Any]) -> tuple[Any, str]:
     """``(JSON args, canonical JSON)``: plain JSON as it is (the C encoder), anything
     else through :func:`to_jsonable` (tagged, or :class:`ArgumentsError`)."""
+    plain, text, _ = plain_args_kind(args)
+    return plain, text
+
+
+def plain_args_kind(args: Mapping[str, Any]) -> tuple[Any, str, int]:
+    """:func:`plain_args_json` and the encoder kind of the JSON args (0 for tagged
+    ones): a redacted copy of them only replaces values by strings, so
+    ``encode_plain(redacted, kind)`` is its canonical JSON without a second walk."""
     try:
         if type(args) is dict:
             kind = _plain_kind(args)
             if kind:
-                return args, _encode_plain(args, kind)
+                return args, encode_plain(args, kind), kind
         plain = to_jsonable(args)
-        return plain, _ENCODER.encode(plain)
+        return plain, _ENCODER.encode(plain), 0
     except RecursionError:
         raise ArgumentsError("args are nested too deeply to be JSON values") from None
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -33,8 +32,9 @@ R = TypeVar("R")
 _allocate_lock = threading.Lock
 # When the last batch had several callers, wait up to this long for as many again
 # (a fraction of one fsync; a lone caller never waits: it commits inline).
+# The writer sleeps on a lock that the caller completing the batch releases: no
+# polling (each poll woke the writer and took the GIL from the callers building records).
 _LINGER_S = 0.0005
-_LINGER_STEP_S = 0.00002
 
 
 class _Waiter:
@@ -80,6 +80,9 @@ class AuditWriter(Generic[T, R]):
         self._queue: list[_Waiter] = []
         self._signal = _allocate_lock()  # held while the writer has nothing to do
         self._signal.acquire()
+        self._enough = _allocate_lock()  # held; released once ``_want`` records are queued
+        self._enough.acquire()
+        self._want = 0  # > 0 while the writer lingers for that many queued records
         self._idle = True
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -142,14 +145,21 @@ class AuditWriter(Generic[T, R]):
                 raise AuditUnavailable("audit log is closed")
             if self._pid != os.getpid():  # first use, or a forked child: no writer here yet
                 self._start()
-            self._queue.append(w)
+            queue = self._queue
+            queue.append(w)
             if self._idle:
                 self._idle = False
                 self._signal.release()
+            elif self._want and len(queue) >= self._want:
+                self._want = 0
+                self._enough.release()  # the lingering writer commits now
 
     def _start(self) -> None:
         self._signal = _allocate_lock()
         self._signal.acquire()
+        self._enough = _allocate_lock()
+        self._enough.acquire()
+        self._want = 0
         self._idle = True
         self._queue = []  # a forked child owns none of the parent's waiters
         self._pid = os.getpid()
@@ -162,6 +172,7 @@ class AuditWriter(Generic[T, R]):
     def _run(self) -> None:
         lock = self._lock
         signal = self._signal
+        enough = self._enough
         last = 1
         while True:
             signal.acquire()
@@ -169,9 +180,7 @@ class AuditWriter(Generic[T, R]):
                 if last > 1 and len(self._queue) < last:
                     # Callers are concurrent: give the ones still building their record
                     # a moment (the GIL) to join this commit instead of paying the next.
-                    deadline = time.perf_counter() + _LINGER_S
-                    while len(self._queue) < last and time.perf_counter() < deadline:
-                        time.sleep(_LINGER_STEP_S)
+                    self._linger(lock, enough, last)
                 with lock:
                     batch = self._queue[: self._max]
                     del self._queue[: self._max]
@@ -183,6 +192,19 @@ class AuditWriter(Generic[T, R]):
                 self._commit_batch(batch)
             if stop:
                 return
+
+    def _linger(self, lock: Any, enough: Any, want: int) -> None:
+        """Sleep until ``want`` records are queued (the caller queuing the last one
+        wakes us) or :data:`_LINGER_S` has passed."""
+        with lock:
+            if len(self._queue) >= want:
+                return
+            self._want = want
+        got = enough.acquire(timeout=_LINGER_S)
+        with lock:
+            if not got and self._want == 0:
+                enough.acquire()  # released just after our timeout: hold it again
+            self._want = 0
 
     def _commit_batch(self, batch: list[_Waiter]) -> None:
         error: BaseException | None = None
