@@ -101,7 +101,7 @@ def _condition_json_schema() -> dict[str, Any]:
             "description": f"{OPERATOR_DOCS[op].summary} Operand: {operand['description']}."
         }
     leaf_props["tainted_by"] = {
-        "description": "a label or labels of `sources`: the value occurs in an output carrying one",
+        "description": f"{OPERATOR_DOCS['tainted_by'].summary} Operand: a label or labels of `sources`.",
         "oneOf": [
             {"type": "string"},
             {"type": "array", "items": {"type": "string"}, "minItems": 1},
