@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from veto_core import Effect, Principal, ToolCall, Veto
+from veto_core.policy import cache as cache_module
 from veto_core.policy import loader, records
 from veto_core.policy.cache import CACHE_KEY_NAME, ENV_POLICY_CACHE, PolicyCache, using
 from veto_core.policy.errors import PolicyError
@@ -294,6 +295,23 @@ def test_the_cli_uses_the_cache_and_a_hit_says_the_same(
     assert len(list((tmp_path / ".cache" / "veto" / "policies").glob("*.json"))) == 2  # + base
     assert runs[0].output == runs[1].output and "0 finding(s)" in runs[0].output
     assert runs[2].output == runs[3].output and runs[2].exit_code == runs[3].exit_code == 1
+
+
+def test_the_oldest_entries_go_beyond_the_limit(
+    tmp_path: Path, cache: PolicyCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "MAX_ENTRIES", 3)
+    path = tmp_path / "p.yaml"
+    for i in range(5):
+        path.write_text(f"version: 1\nname: v{i}\n")
+        _load(path, cache)
+        for n, entry in enumerate(sorted(_entries(cache), key=lambda p: p.stat().st_mtime)):
+            os.utime(entry, (n, n))  # strictly ordered, whatever the clock's resolution
+    assert len(_entries(cache)) == 3
+    path.write_text("version: 1\nname: v4\n")
+    validations = Validations(monkeypatch)
+    _load(path, cache)
+    assert validations.count == 0  # the newest is kept
 
 
 # --- records ---------------------------------------------------------------------------

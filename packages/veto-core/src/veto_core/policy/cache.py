@@ -51,6 +51,8 @@ __all__ = [
 
 ENV_POLICY_CACHE = "VETO_POLICY_CACHE"
 CACHE_KEY_NAME = "policy-cache.key"
+#: Entries kept; the oldest go first (a run that writes one removes the excess).
+MAX_ENTRIES = 1000
 _OFF = frozenset({"0", "off", "false", "no"})
 _FORMAT = b"veto-policy-cache-v1\n"
 #: The modules whose code decides what a file validates to.
@@ -162,9 +164,19 @@ class PolicyCache:
             finally:
                 os.close(fd)
             os.replace(tmp, target)
+            self._prune()
         except OSError:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+
+    def _prune(self) -> None:
+        """Keep the newest ``MAX_ENTRIES`` entries (each edit of a policy adds one)."""
+        entries = list(self.directory.glob("*.json"))
+        if len(entries) <= MAX_ENTRIES:
+            return
+        entries.sort(key=lambda p: p.stat().st_mtime)
+        for old in entries[: len(entries) - MAX_ENTRIES]:
+            old.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -76,18 +76,30 @@ def from_model(model: M) -> M:
     from pydantic import BaseModel
 
     dumped = cast("BaseModel", model).model_dump(mode="json", by_alias=True)
+    kinds: dict[type[BaseModel], tuple[str, dict[str, str]]] = {}
 
     def convert(value: Any, json: Any) -> Any:
         if isinstance(value, BaseModel):
-            fields = type(value).model_fields
-            aliases = {n: f.alias for n, f in fields.items() if f.alias and f.alias != n}
+            cls = type(value)
+            if cls not in kinds:
+                fields = cls.model_fields
+                kinds[cls] = (
+                    cls.__name__,
+                    {n: f.alias for n, f in fields.items() if f.alias and f.alias != n},
+                )
+            kind, aliases = kinds[cls]
             return Record(
-                type(value).__name__,
-                {n: convert(getattr(value, n), json.get(aliases.get(n, n))) for n in fields},
+                kind,
+                {  # a model's fields are its __dict__ (extra keys are forbidden)
+                    n: v if isinstance(v, _SCALARS) else convert(v, json.get(aliases.get(n, n)))
+                    for n, v in value.__dict__.items()
+                },
                 aliases=aliases,
                 json=json,
             )
         if isinstance(value, list):
+            if all(isinstance(v, _SCALARS) for v in value):
+                return list(value)
             jsons = (
                 json if isinstance(json, list) and len(json) == len(value) else [None] * len(value)
             )
