@@ -7,9 +7,11 @@ stale entry is ignored and the file is validated again.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -356,6 +358,9 @@ def test_records_are_immutable_values() -> None:
         records.replace(rule, efect="allow")
     assert records.replace(rule, effect="deny") == rule
     assert records.replace(rule, effect="allow") != rule
+    for copied in (copy.copy(loaded), copy.deepcopy(loaded), pickle.loads(pickle.dumps(loaded))):
+        assert copied == loaded
+        assert records.json_form(copied) == records.json_form(loaded)
 
 
 def test_revisions_are_what_pydantic_dumped(tmp_path: Path) -> None:

@@ -65,9 +65,18 @@ class Record:
 
     __hash__ = None  # type: ignore[assignment]  # like a frozen model with list fields
 
+    def __reduce__(self) -> tuple[Any, ...]:  # copy, deepcopy and pickle
+        return (_rebuild, (self._kind, self._values, self._aliases, self._json))
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
         return f"{self._kind}({fields})"
+
+
+def _rebuild(
+    kind: str, values: dict[str, Any], aliases: dict[str, str], json: dict[str, Any] | None
+) -> Record:
+    return Record(kind, values, aliases=aliases, json=json)
 
 
 def from_model(model: M) -> M:
