@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Any
 from ..identity import IdentityError, canonical_identity
 from ..model import ApprovalRequirement, ApprovalSpec, Effect
 from .conditions import CompiledCondition, ConditionCompiler, EvalContext, Leaf
-from .durations import parse_duration
+from .durations import DEFAULT_RUN_TTL, parse_duration
 from .errors import PolicyError, Problem, did_you_mean
 from .gcpause import gc_paused
 from .loader import LoadedPolicy
 from .operators import BUILTIN_OPERATORS, EvalError, OperandError, Operator, compile_glob
-from .durations import DEFAULT_RUN_TTL, parse_duration
 
 if TYPE_CHECKING:  # validated policies are records, not pydantic models (records.py)
     from .schema import ApprovalModel, RuleModel

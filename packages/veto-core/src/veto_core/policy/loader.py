@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import records
 from .cache import cached_validation
 from .collect import defer, salvage
+from .durations import parse_duration
 from .errors import PolicyError, Problem, did_you_mean, format_path
 from .gcpause import gc_paused
 from .yamlsrc import SourceDoc, read_yaml_file, read_yaml_text

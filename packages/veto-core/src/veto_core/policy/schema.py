@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from .operator_docs import OPERATOR_DOCS
 from .durations import DEFAULT_RUN_TTL, parse_duration
+from .operator_docs import OPERATOR_DOCS
 
 __all__ = [
     "CONDITION_OPERATORS",
