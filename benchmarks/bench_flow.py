@@ -149,7 +149,7 @@ def build_history(veto: Veto, run_id: str, rng: random.Random) -> None:
     for i in range(HISTORY_CALLS):
         out = inbox_output(rng, HISTORY_BYTES // HISTORY_CALLS)
         veto.observe(call("read_inbox", run_id, page=i), out)
-    state = veto._runs.state(None, run_id)  # noqa: SLF001 - the benchmark checks its setup
+    state = veto._runs.state(None, run_id)
     assert len(state.calls) == HISTORY_CALLS, state.calls
     assert state.text_bytes >= HISTORY_BYTES * 0.95, state.text_bytes
 
@@ -161,7 +161,7 @@ def bench_decide(n_calls: int, seed: int) -> dict[str, tuple[list[int], list[int
     run_id = "bench-run"
     build_history(flow, run_id, rng)
     # sanity: the flow rule sees the history (a copied IBAN needs approval)
-    tainted = flow._runs.state(None, run_id)._obs[3].norm  # noqa: SLF001
+    tainted = flow._runs.state(None, run_id)._obs[3].norm
     assert tainted is not None
     at = tainted.find("please pay ") + len("please pay ")
     copied = tainted[at : at + 27]
