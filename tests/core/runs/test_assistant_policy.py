@@ -39,7 +39,9 @@ def veto() -> Veto:
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_assistant_policy_case(veto: Veto, case: dict[str, Any]) -> None:
-    run_id = f"case-{CASES.index(case)}" if case["call"].get("run_id") else None
+    # steps and the call share one fresh run; a case without steps names its own (or none)
+    named = case["call"].get("run_id") or ("test" if case.get("steps") else None)
+    run_id = f"case-{CASES.index(case)}-{named}" if named else None
     for step in case.get("steps", ()):
         if "observe" in step:
             spec = step["observe"]
