@@ -785,6 +785,13 @@ def demo(policy: str | None, db: str | None) -> None:
         veto.close()
 
 
+def _open_runs(db: str | None) -> RunStore:
+    """The run store next to the audit store at ``db`` ($VETO_RUNS_URL when set)."""
+    from .runs.backends import open_run_store
+
+    return open_run_store(None, default=db)
+
+
 @main.command()
 @_policy_argument
 @click.option(
@@ -808,11 +815,11 @@ def replay(
     """
     from .audit import AuditError, open_audit
     from .audit.cli import parse_since
+    from .replay import ReplayRunStore, warmup_window
     from .replay import replay as run_replay
-    from .replay import warmup_window
 
     policy = _require_policy(policy)
-    veto = _load(policy)
+    veto = _load(policy, run_store=ReplayRunStore())
     start = parse_since(since)
     try:
         with open_audit(db) as audit:
@@ -822,7 +829,7 @@ def replay(
                 tenant=tenant,
                 newest_first=False,
             )
-            report = run_replay(records, veto, report_since=start)
+            report = run_replay(records, veto, report_since=start, history=lambda: _open_runs(db))
     except AuditError as exc:
         click.echo(f"audit store: {exc}", err=True)
         raise SystemExit(2) from None
