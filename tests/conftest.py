@@ -19,6 +19,11 @@ import pytest
 # a package offline (the example channel plugin) still find it.
 os.environ.setdefault("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))
 
+# The CLI keeps validated policies in ~/.cache/veto (policy/cache.py). Tests load
+# thousands of throwaway policies: keep them out of the real home; the cache's own
+# tests switch it on in a temporary one.
+os.environ.setdefault("VETO_POLICY_CACHE", "off")
+
 PG_URL = os.environ.get("VETO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 

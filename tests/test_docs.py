@@ -36,7 +36,13 @@ import yaml
 from docs_blocks import CODE_LANGS, DOCS, OUTPUT_LANGS, REPO, Block, blocks, inventory, pages
 from veto_core import Decision, Effect, Principal, ToolCall, Veto
 from veto_core.config import load_config
-from veto_core.policy.operator_docs import MISSING, OPERATOR_DOCS, OperatorCase
+from veto_core.policy.operator_docs import (
+    MISSING,
+    OPERATOR_DOCS,
+    RUN_OPERATORS,
+    TAINT_EXAMPLE,
+    OperatorCase,
+)
 
 sys.path.insert(0, str(DOCS / "hooks"))
 import veto_docs  # the mkdocs hook, imported by path as mkdocs does
@@ -208,9 +214,20 @@ def _decide(leaf: dict[str, Any], case: OperatorCase) -> Decision:
         "default": "allow",
         "rules": [{"id": "probe", "effect": "deny", "tools": ["t"], "if": leaf}],
     }
-    veto = Veto.from_yaml(json.dumps(policy))
     field = str(leaf["field"])
     present = case.value != MISSING
+    if RUN_OPERATORS & leaf.keys():  # decided in a run that observed the example output
+        from veto_core import MemoryRunStore
+
+        policy["sources"] = [TAINT_EXAMPLE["source"]]
+        veto = Veto.from_yaml(json.dumps(policy), run_store=MemoryRunStore())
+        who = Principal(agent="a")
+        seen = ToolCall(tool=str(TAINT_EXAMPLE["tool"]), principal=who, run_id="r")
+        veto.observe(seen, TAINT_EXAMPLE["output"])
+        key = field.partition(".")[2]
+        args = {key: case.value} if present else {}
+        return veto.decide(ToolCall(tool="t", args=args, principal=who, run_id="r"))
+    veto = Veto.from_yaml(json.dumps(policy))
     if field == "now":
         return veto.decide(ToolCall(tool="t", now=datetime.fromisoformat(case.value)))
     root, _, key = field.partition(".")
@@ -234,7 +251,8 @@ def test_operator_reference_covers_the_registry_and_the_schema() -> None:
     from veto_core.policy.operators import BUILTIN_OPERATORS
     from veto_core.policy.schema import CONDITION_OPERATORS, policy_json_schema
 
-    assert set(OPERATOR_DOCS) == set(CONDITION_OPERATORS) == set(BUILTIN_OPERATORS)
+    assert set(OPERATOR_DOCS) == set(CONDITION_OPERATORS)
+    assert set(CONDITION_OPERATORS) == set(BUILTIN_OPERATORS) | RUN_OPERATORS
     rendered = veto_docs.render_operators()
     leaf = policy_json_schema()["$defs"]["Condition"]["oneOf"][-1]["properties"]
     for op, doc in OPERATOR_DOCS.items():

@@ -29,7 +29,7 @@ def _leaf_yaml(leaf: dict[str, Any]) -> str:
 
 
 def render_operators() -> str:
-    from veto_core.policy.operator_docs import MISSING, OPERATOR_DOCS
+    from veto_core.policy.operator_docs import MISSING, OPERATOR_DOCS, RUN_OPERATORS
     from veto_core.policy.operators import (
         ALWAYS_CASE_INSENSITIVE,
         BUILTIN_OPERATORS,
@@ -39,7 +39,7 @@ def render_operators() -> str:
     from veto_core.policy.schema import CONDITION_OPERATORS
 
     missing = set(CONDITION_OPERATORS) ^ set(OPERATOR_DOCS)
-    unregistered = set(CONDITION_OPERATORS) ^ set(BUILTIN_OPERATORS)
+    unregistered = set(CONDITION_OPERATORS) ^ (set(BUILTIN_OPERATORS) | RUN_OPERATORS)
     if missing or unregistered:
         raise RuntimeError(
             f"operator reference out of date: undocumented {sorted(missing)}, "

@@ -45,8 +45,8 @@ HEAVY = (
 POLICY_ONLY = ("pydantic", "yaml", "re2", "idna")
 #: Only commands that open a store need the plugin system (stores are plugins).
 STORE_ONLY = ("pluggy", "sqlite3")
-#: Deciding or linting once never watches the policy files.
-NOT_ON_CHECK = ("veto_core.policy.watch",)
+#: Deciding or linting once never watches the policy files, nor writes an audit record.
+NOT_ON_CHECK = ("veto_core.policy.watch", "veto_core.audit.record")
 #: The WHATWG URL parser loads only for a policy with URL, e-mail or IP operators.
 URL_ONLY = ("ada_url",)
 
@@ -76,14 +76,14 @@ main(sys.argv[2:], prog_name="veto")
 """
 
 
-def _modules(tmp_path: Path, *args: str) -> set[str]:
+def _modules(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> set[str]:
     out = tmp_path / "modules.json"
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE, str(out), *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", **(env or {})},
     )
     assert proc.returncode in (0, 1, 3), proc.stderr
     return set(json.loads(out.read_text()))
@@ -120,6 +120,40 @@ def test_common_commands_do_not_import_heavy_modules(
     assert "veto_core" in loaded and "click" in loaded  # the probe really ran the command
     heavy = sorted(m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden))
     assert heavy == []
+
+
+#: What validating a policy costs, and a policy validated before does not need
+#: (policy/cache.py): pydantic, and the package-metadata scan its plugin loader makes.
+VALIDATION_ONLY = ("pydantic", "pydantic_core", "annotated_types", "importlib.metadata", "email")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("check", "{policy}", "--tool", "read_file", "--json"),
+        ("lint", "{policy}"),
+        ("check", "{extending}", "--tool", "send_email"),  # extends base.yaml
+    ],
+)
+def test_a_policy_validated_before_is_checked_without_pydantic(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    argv = [
+        a.replace("{policy}", str(POLICY)).replace(
+            "{extending}", str(REPO / "policies" / "support-agent.yaml")
+        )
+        for a in args
+    ]
+    first = _modules(tmp_path, *argv)
+    assert "pydantic" in first  # validated (and cached) on the first run
+    again = _modules(tmp_path, *argv)
+    assert "veto_core.policy.compiler" in again  # it really loaded and compiled
+    assert (
+        sorted(m for m in again if any(m == f or m.startswith(f + ".") for f in VALIDATION_ONLY))
+        == []
+    )
+    off = _modules(tmp_path, *argv, env={"VETO_POLICY_CACHE": "off"})
+    assert "pydantic" in off
 
 
 def test_lazily_listed_commands_show_their_real_help() -> None:

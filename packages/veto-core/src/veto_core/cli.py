@@ -126,6 +126,23 @@ def _console() -> Console:
     return console
 
 
+def _from_file(
+    path: str,
+    env: str | None = None,
+    tenant: str | None = None,
+    *,
+    db: str | None = None,
+    run_store: RunStore | None = None,
+) -> Veto:
+    """``Veto.from_file`` with the user's validated-policy cache (policy/cache.py): a
+    file validated before is not validated again, and pydantic is not even imported."""
+    from .engine import Veto
+    from .policy.cache import PolicyCache, using
+
+    with using(PolicyCache.from_env()):
+        return Veto.from_file(path, env=env, tenant=tenant, db=db, run_store=run_store)
+
+
 def _load(
     path: str,
     env: str | None = None,
@@ -135,11 +152,10 @@ def _load(
     run_store: RunStore | None = None,
 ) -> Veto:
     """Load a policy or exit 2 with the loader's file:line:col messages."""
-    from .engine import Veto
     from .policy.errors import PolicyError
 
     try:
-        return Veto.from_file(path, env=env, tenant=tenant, db=db, run_store=run_store)
+        return _from_file(path, env=env, tenant=tenant, db=db, run_store=run_store)
     except PolicyError as exc:
         click.echo(str(exc), err=True)
         raise SystemExit(2) from None
@@ -199,13 +215,12 @@ def lint(policy: str | None, as_json: bool) -> None:
 
     Exit codes: 0 no warnings, 1 warnings found, 2 the policy does not load.
     """
-    from .engine import Veto
     from .policy.errors import PolicyError
     from .policy.lint import lint_policy
 
     policy = _require_policy(policy)
     try:
-        veto = Veto.from_file(policy)
+        veto = _from_file(policy)
     except PolicyError as exc:
         from .policy.collect import collect_load_problems
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import os
-import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from .keyfile import KeyFileError, read_private_key
 
 __all__ = [
     "ADMIN_KEY_NAME",
@@ -36,7 +35,6 @@ __all__ = [
 ADMIN_KEY_NAME = "admin.key"
 ENV_TOKEN = "VETO_TOKEN"
 ENV_URL = "VETO_URL"
-_KEY_BYTES = 32
 
 
 class CredentialError(Exception):
@@ -67,52 +65,13 @@ def admin_key_path() -> Path:
     return Path.home() / ".veto" / ADMIN_KEY_NAME
 
 
-def _create(path: Path) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        return  # another process created it first: load theirs
-    try:
-        os.write(fd, (secrets.token_hex(_KEY_BYTES) + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def load_admin_key(path: Path | None = None, *, create: bool = True) -> AdminKey:
     """The admin key at ``path`` (default ``~/.veto/admin.key``), created with mode 0600
     if missing and ``create``. Refuses a symlink, a file of another user, a file that
     group or others may read or write, and anything but 64 hex digits."""
     path = path or admin_key_path()
-    if create and not path.exists() and not path.is_symlink():
-        _create(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        raise CredentialError(f"no admin key at {path}") from None
-    except OSError as exc:
-        raise CredentialError(f"cannot open the admin key {path}: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CredentialError(f"the admin key {path} is not a regular file")
-        if hasattr(os, "getuid") and st.st_uid != os.getuid():
-            raise CredentialError(f"the admin key {path} belongs to another user")
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            raise CredentialError(
-                f"the admin key {path} has mode {mode:04o}: others may read it, so it is "
-                f"refused; run `chmod 600 {path}` if it has not leaked, else delete it"
-            )
-        raw = os.read(fd, 4096).decode("ascii", "replace").strip()
-    finally:
-        os.close(fd)
-    try:
-        secret = bytes.fromhex(raw)
-    except ValueError:
-        secret = b""
-    if len(secret) != _KEY_BYTES:
-        raise CredentialError(f"the admin key {path} is malformed (expected 64 hex digits)")
+        secret = read_private_key(path, create=create, what="admin key")
+    except KeyFileError as exc:
+        raise CredentialError(str(exc)) from None
     return AdminKey(path=path, secret=secret, owner=getpass.getuser())

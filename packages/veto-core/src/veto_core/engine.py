@@ -8,6 +8,7 @@ attribute assignment, so a decision sees either the old or the new policy whole.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -17,7 +18,6 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from .audit.errors import AuditUnavailable
-from .audit.record import ArgumentsError, check_args
 from .decision import decide
 from .model import Authorization, Decision, Effect, Principal, ToolCall, make_decision
 from .policy.compiler import (
@@ -50,6 +50,15 @@ if TYPE_CHECKING:
 __all__ = ["Explanation", "RuleTrace", "TaintTrace", "Veto"]
 
 _ALLOW, _DENY, _APPROVE = Effect.ALLOW, Effect.DENY, Effect.REQUIRE_APPROVAL
+
+
+@functools.cache
+def _args_checker() -> tuple[Callable[[Any], None], type[Exception]]:
+    """The audit record's argument check, imported on first use: deciding alone
+    (`veto check`) writes no record and need not load the record's encoders."""
+    from .audit.record import ArgumentsError, check_args
+
+    return check_args, ArgumentsError
 
 
 def _utcnow() -> datetime:
@@ -728,10 +737,11 @@ class Veto:
         """Arguments must be JSON values or have a tagged form (DESIGN.md 7), so two
         different values never share an ``args_digest``: anything else is denied, with
         its record (whose arguments are left out: they have no canonical form)."""
+        check_args, arguments_error = _args_checker()
         try:
             check_args(call.args)
             return None
-        except ArgumentsError as exc:
+        except arguments_error as exc:
             decision = self._refuse(f"the call's arguments cannot be decided: {exc}")
         record_id = None
         with contextlib.suppress(Exception):  # a denial is still worth its record

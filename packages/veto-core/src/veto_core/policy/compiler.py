@@ -6,16 +6,19 @@ import json
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..identity import IdentityError, canonical_identity
 from ..model import ApprovalRequirement, ApprovalSpec, Effect
 from .conditions import CompiledCondition, ConditionCompiler, EvalContext, Leaf
+from .durations import DEFAULT_RUN_TTL, parse_duration
 from .errors import PolicyError, Problem, did_you_mean
 from .gcpause import gc_paused
 from .loader import LoadedPolicy
 from .operators import BUILTIN_OPERATORS, EvalError, OperandError, Operator, compile_glob
-from .schema import DEFAULT_RUN_TTL, ApprovalModel, RuleModel, parse_duration
+
+if TYPE_CHECKING:  # validated policies are records, not pydantic models (records.py)
+    from .schema import ApprovalModel, RuleModel
 
 __all__ = [
     "CompiledLimit",

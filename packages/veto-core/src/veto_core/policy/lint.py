@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..model import Effect
+from . import records
 from .compiler import CompiledPolicy, CompiledRule
 from .operators import compile_glob
 
@@ -105,7 +106,7 @@ def _fingerprint(rule: CompiledRule) -> str:
     return json.dumps(
         [
             sorted(rule.tools),
-            m.when.model_dump() if m.when else None,
+            records.as_dict(m.when) if m.when else None,
             m.if_,
             m.otherwise,
             rule.effect.value,

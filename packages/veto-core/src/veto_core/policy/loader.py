@@ -9,24 +9,20 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
-
+from . import records
+from .cache import cached_validation
 from .collect import defer, salvage
+from .durations import parse_duration
 from .errors import PolicyError, Problem, did_you_mean, format_path
 from .gcpause import gc_paused
-from .schema import (
-    ApprovalModel,
-    AuditModel,
-    PolicyModel,
-    RoleModel,
-    RuleModel,
-    SourceModel,
-    WhenModel,
-    parse_duration,
-)
 from .yamlsrc import SourceDoc, read_yaml_file, read_yaml_text
+
+if TYPE_CHECKING:  # pydantic is imported only to validate a file (see records.py)
+    from pydantic import BaseModel, ValidationError
+
+    from .schema import PolicyModel
 
 __all__ = [
     "LoadedPolicy",
@@ -54,7 +50,9 @@ class RuleSource:
 
 @dataclass(frozen=True, kw_only=True)
 class LoadedPolicy:
-    """A validated policy with `extends` applied, before compilation."""
+    """A validated policy with `extends` applied, before compilation. ``model`` and the
+    models in it are :class:`~veto_core.policy.records.Record` values (typed as the
+    schema's models: their fields, without pydantic's methods)."""
 
     model: PolicyModel
     rule_sources: tuple[RuleSource, ...]
@@ -77,6 +75,16 @@ def canonical_json(value: Any) -> str:
 
 def _model_for(loc: Loc) -> type[BaseModel] | None:
     """The model that validates the mapping at ``loc`` (for 'expected one of' lists)."""
+    from .schema import (
+        ApprovalModel,
+        AuditModel,
+        PolicyModel,
+        RoleModel,
+        RuleModel,
+        SourceModel,
+        WhenModel,
+    )
+
     match loc:
         case ():
             return PolicyModel
@@ -182,14 +190,24 @@ def _validate(doc: SourceDoc) -> PolicyModel:
                 )
             ]
         )
+    return cached_validation(doc, _validate_model)
+
+
+def _validate_model(doc: SourceDoc) -> tuple[PolicyModel, bool]:
+    """pydantic's verdict on ``doc`` as records; True when it is the validated file
+    itself (not `veto lint`'s salvaged stand-in), which the policy cache may keep."""
+    from pydantic import ValidationError
+
+    from .schema import PolicyModel
+
     try:
-        return PolicyModel.model_validate(doc.data)
+        return records.from_model(PolicyModel.model_validate(doc.data)), True
     except ValidationError as exc:
         problems = validation_problems(doc, exc)
         salvaged = salvage(doc, exc, problems)  # `veto lint` goes on to the later phases
         if salvaged is None:
             raise PolicyError(problems) from None
-        return salvaged
+        return records.from_model(salvaged), False
 
 
 @dataclass
@@ -291,7 +309,8 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
     if problems:
         defer(problems)
     retention = child.audit.retention_days or bm.audit.retention_days
-    model = PolicyModel.model_construct(
+    model = records.replace(
+        child,
         version=child.version,
         name=child.name,
         description=child.description,
@@ -305,7 +324,7 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
         sources=[*bm.sources, *child.sources],
         run_ttl=_longer_ttl(bm.run_ttl, child.run_ttl),
         redact=list(dict.fromkeys([*bm.redact, *child.redact])),
-        audit=AuditModel(mode=child.audit.mode, retention_days=retention),
+        audit=records.replace(child.audit, retention_days=retention),
         tests=child.tests,
     )
     return _Merged(
@@ -406,10 +425,10 @@ def lists_unsafe_to_narrow(model: PolicyModel) -> dict[str, str]:
 
 def _load(doc: SourceDoc, stack: tuple[Path, ...]) -> _Merged:
     model = _validate(doc)
-    empty = PolicyModel.model_construct(
-        version=1, name=model.name, description=None, default="allow", extends=[], lists={}, roles={}, rules=[],
-        redact=[], audit=AuditModel(mode="best_effort"), tests=None, mode="shadow", limits=[],
-        sources=[], run_ttl=None,
+    empty = records.replace(
+        model, version=1, name=model.name, description=None, default="allow", extends=[], lists={}, roles={},
+        rules=[], redact=[], audit=records.replace(model.audit, mode="best_effort", retention_days=None),
+        tests=None, mode="shadow", limits=[], sources=[], run_ttl=None,
     )  # fmt: skip
     merged = _Merged(
         model=empty, rule_sources=[], list_sources={}, role_sources={}, files=[], rule_ids={},
@@ -483,7 +502,8 @@ def _combine(acc: _Merged, base: _Merged) -> _Merged:
     if problems:
         defer(problems)
     a, b = acc.model, base.model
-    model = PolicyModel.model_construct(
+    model = records.replace(
+        b,
         version=1,
         name=b.name,
         description=None,
@@ -503,8 +523,10 @@ def _combine(acc: _Merged, base: _Merged) -> _Merged:
         redact=list(dict.fromkeys([*a.redact, *b.redact])),
         audit=b.audit
         if not acc.files
-        else AuditModel(
-            mode="required" if "required" in (a.audit.mode, b.audit.mode) else "best_effort"
+        else records.replace(
+            b.audit,
+            mode="required" if "required" in (a.audit.mode, b.audit.mode) else "best_effort",
+            retention_days=None,
         ),
         tests=None,
     )
@@ -522,7 +544,7 @@ def _combine(acc: _Merged, base: _Merged) -> _Merged:
 
 
 def _finish(merged: _Merged, root: SourceDoc) -> LoadedPolicy:
-    dumped = merged.model.model_dump(mode="json", by_alias=True, exclude={"extends", "tests"})
+    dumped = records.json_form(merged.model, exclude=frozenset({"extends", "tests"}))
     try:
         canonical = canonical_json(dumped)
     except ValueError:

@@ -7,12 +7,11 @@ them is written out below so editors can still complete and check them.
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
+from .durations import DEFAULT_RUN_TTL, parse_duration
 from .operator_docs import OPERATOR_DOCS
 
 __all__ = [
@@ -56,30 +55,8 @@ CONDITION_OPERATORS: tuple[str, ...] = (
     "tainted_by",
 )
 
-#: How long a run's state is kept after its last event when the policy says nothing.
-DEFAULT_RUN_TTL = "24h"
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: str | int | float) -> float:
-    """'30m' -> 1800.0 seconds. Plain numbers are seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like '30s', '15m', '2h' or '1d'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(value)
-        if not m:
-            raise ValueError(f"expected a duration like '30s', '15m', '2h' or '1d', got {value!r}")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if not math.isfinite(seconds):  # "999...9d" overflows to Infinity: a window that never ends
-        raise ValueError("a duration must be a finite number of seconds")
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
-    return seconds
 
 
 def _condition_json_schema() -> dict[str, Any]:
@@ -101,7 +78,7 @@ def _condition_json_schema() -> dict[str, Any]:
             "description": f"{OPERATOR_DOCS[op].summary} Operand: {operand['description']}."
         }
     leaf_props["tainted_by"] = {
-        "description": "a label or labels of `sources`: the value occurs in an output carrying one",
+        "description": f"{OPERATOR_DOCS['tainted_by'].summary} Operand: a label or labels of `sources`.",
         "oneOf": [
             {"type": "string"},
             {"type": "array", "items": {"type": "string"}, "minItems": 1},

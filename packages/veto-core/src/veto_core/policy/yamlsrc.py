@@ -9,6 +9,7 @@ hostile file (alias bombs) from exhausting memory or time.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,8 @@ class SourceDoc:
     value_marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     path: Path | None = None
+    #: SHA-256 of the text (hex): what the policy cache knows a file by.
+    sha256: str = ""
 
     def locate(self, loc: Loc, *, key: bool = False) -> tuple[int | None, int | None]:
         """Line and column of ``loc`` (its key when ``key``), else of its nearest parent."""
@@ -303,12 +306,19 @@ def read_yaml_text(text: str, *, file: str, path: Path | None = None) -> SourceD
                 )
             ]
         ) from None
-    if _FastLoader is not None:
-        try:
-            return _read(text, file, path, _FastLoader)
-        except PolicyError:
-            pass  # parse again below for the precise message
-    return _read(text, file, path, _Loader)
+    doc = _read_fast(text, file, path, _FastLoader) if _FastLoader is not None else None
+    if doc is None:  # parse again for the precise message
+        doc = _read(text, file, path, _Loader)
+    doc.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return doc
+
+
+def _read_fast(text: str, file: str, path: Path | None, loader_cls: type[Any]) -> SourceDoc | None:
+    """The libyaml parse, or None when it refuses ``text`` (its messages are vaguer)."""
+    try:
+        return _read(text, file, path, loader_cls)
+    except PolicyError:
+        return None
 
 
 def _read(text: str, file: str, path: Path | None, loader_cls: type[Any]) -> SourceDoc:

@@ -7,13 +7,15 @@ text of each labelled observation, at most `MAX_TEXT_BYTES` per run (the oldest
 outputs' text is dropped first).
 
 Taint lookup (`tainted`): a value is tainted by a label when its normalized text
-occurs inside the normalized text of ONE observation carrying that label. Per label,
-the sets of every 4-byte and every 8-byte window of its observations' UTF-8 text (as
-integers: built in C by shifted ``memoryview.cast``) answer most lookups with a few
-set probes: a value with a window no labelled output has is not tainted (values of
-8 bytes or more are probed with 8-byte windows, which ordinary words rarely share). Otherwise the
-label's observations are searched with ``in``, newest first. The index is built
-lazily, on the first lookup after an observation, so `observe` stays cheap.
+occurs inside the normalized text of ONE observation carrying that label. Each
+observation's text is normalized once, when it is added (observe time); per label,
+the kept texts are joined with NUL separators into one haystack (rebuilt lazily after
+an observation, one C-level join), so a lookup is one C substring search per label,
+and a normalized value never contains NUL, so a hit never spans two observations.
+Answers are memoized per state and value (cleared when the state grows), the way the
+engine memoizes other pure string operators. Memory stays proportional to the kept
+text (at most `MAX_TEXT_BYTES` per run, plus one haystack per label): no per-window
+index, whose sets cost ~90 bytes per distinct window and seconds to build per MiB.
 
 A state is extended in place under its lock (append-only); readers see the
 ``labels``/``calls`` tuples swapped whole.
@@ -21,7 +23,6 @@ A state is extended in place under its lock (append-only); readers see the
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -34,9 +35,6 @@ __all__ = ["MAX_TEXT_BYTES", "RunState", "TaintMatch"]
 
 #: Text kept per run (UTF-8 bytes of the extracted text); older outputs are dropped first.
 MAX_TEXT_BYTES = 1 << 20
-_GRAM = 4
-_ORDER = sys.byteorder  # memoryview.cast("I") reads native-endian 4-byte windows
-_PROBES = 8  # 4-grams of a value looked up in the index (spread over the value)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -52,25 +50,26 @@ class TaintMatch:
 
 
 class _Observation:
-    __slots__ = ("event", "norm", "size", "text")
+    __slots__ = ("event", "norm", "size")
 
-    def __init__(self, event: RunEvent, text: str, size: int) -> None:
+    def __init__(self, event: RunEvent, norm: str, size: int) -> None:
         self.event = event
-        self.text: str | None = text  # raw, until indexed (then None)
-        self.norm: str | None = None  # normalized, once indexed; None when dropped
+        self.norm: str | None = norm  # normalized text; None once dropped by the bound
         self.size = size
+
+
+_MEMO_LIMIT = 4096  # distinct (value, labels) answers kept per state
+_SEP = "\x00"  # never inside a normalized value (`tainted` checks), so never spans two texts
 
 
 class RunState:
     """One run's history as flow rules see it (see the module docstring)."""
 
     __slots__ = (
-        "_grams",
-        "_grams8",
-        "_indexed",
+        "_hay",
         "_kept_from",
-        "_label_bits",
         "_lock",
+        "_memo",
         "_obs",
         "_text_bytes",
         "calls",
@@ -82,10 +81,8 @@ class RunState:
     def __init__(self, events: Iterable[RunEvent] = ()) -> None:
         self._lock = threading.Lock()
         self._obs: list[_Observation] = []
-        self._grams: dict[str, set[int]] = {}  # label -> 4-byte windows of its texts
-        self._grams8: dict[str, set[int]] = {}  # label -> 8-byte windows of its texts
-        self._indexed = 0  # observations [0, _indexed) are in _grams
-        self._label_bits: dict[str, int] = {}
+        self._hay: dict[str, str] | None = {}  # label -> NUL-joined kept texts; None: stale
+        self._memo: dict[tuple[str, frozenset[str]], tuple[bool, int]] = {}
         self._text_bytes = 0
         self._kept_from = 0  # observations before this one have had their text dropped
         self.head = 0
@@ -102,6 +99,7 @@ class RunState:
         with self._lock:
             labels = set(self.labels)
             calls = list(self.calls)
+            grew = False
             for event in events:
                 if event.seq and event.seq <= self.head:
                     continue
@@ -111,6 +109,10 @@ class RunState:
                     calls.append({"tool": event.tool, "args": event.args, "effect": event.effect})
                 if event.labels and event.text:
                     self._add_text(event)
+                    grew = True
+            if grew:  # readers holding the old haystacks/memo finish with a consistent view
+                self._hay = None
+                self._memo = {}
             self.labels = tuple(sorted(labels))
             self.calls = tuple(calls)
             self.fields = {"labels": self.labels, "calls": self.calls}
@@ -121,38 +123,28 @@ class RunState:
         if size > MAX_TEXT_BYTES:  # one output alone over the bound: keep its beginning
             text = text.encode("utf-8", "surrogatepass")[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
             size = len(text.encode("utf-8", "surrogatepass"))
-        bit = 1 << len(self._obs)
-        self._obs.append(_Observation(event, text, size))
-        for label in event.labels:
-            self._label_bits[label] = self._label_bits.get(label, 0) | bit
+        self._obs.append(_Observation(event, normalize(text), size))
         self._text_bytes += size
         while self._text_bytes > MAX_TEXT_BYTES:  # drop the oldest text first
             old = self._obs[self._kept_from]
             self._kept_from += 1
-            old.norm = old.text = None
+            old.norm = None
             self._text_bytes -= old.size
             old.size = 0
 
-    def _index(self) -> None:
-        """Index the observations added since the last lookup (under the lock)."""
-        for i in range(self._indexed, len(self._obs)):
-            obs = self._obs[i]
-            if obs.text is None:  # dropped before it was ever read
-                continue
-            norm = obs.norm = normalize(obs.text)
-            obs.text = None
-            data = norm.encode("utf-8", "surrogatepass")
-            for index, windows in (
-                (self._grams, _windows(data, 4)),
-                (self._grams8, _windows(data, 8)),
-            ):
-                for label in obs.event.labels:
-                    found = index.get(label)
-                    if found is None:
-                        index[label] = set(windows)
-                    else:
-                        found |= windows
-        self._indexed = len(self._obs)
+    def _haystacks(self) -> dict[str, str]:
+        hay = self._hay
+        if hay is None:
+            with self._lock:
+                hay = self._hay
+                if hay is None:
+                    parts: dict[str, list[str]] = {}
+                    for obs in self._obs[self._kept_from :]:
+                        if obs.norm:
+                            for label in obs.event.labels:
+                                parts.setdefault(label, []).append(obs.norm)
+                    hay = self._hay = {label: _SEP.join(texts) for label, texts in parts.items()}
+        return hay
 
     # --- reading ----------------------------------------------------------------------
 
@@ -161,81 +153,36 @@ class RunState:
         """Bytes of observed text currently kept (at most `MAX_TEXT_BYTES`)."""
         return self._text_bytes
 
-    def _candidates(self, norm: str, labels: frozenset[str]) -> int:
-        """Bitmask of observations carrying one of ``labels`` that may contain ``norm``:
-        those of the labels whose windows include a spread of the value's windows."""
-        data = norm.encode("utf-8", "surrogatepass")
-        size = 8 if len(data) >= 8 else _GRAM
-        grams = self._grams8 if size == 8 else self._grams
-        if len(labels) == 1:  # the common case, in as few steps as possible
-            (label,) = labels
-            windows = grams.get(label)
-            if windows is None:
-                return 0
-            last = len(data) - size
-            if last >= 0 and (
-                int.from_bytes(data[:size], _ORDER) not in windows
-                or int.from_bytes(data[last:], _ORDER) not in windows
-            ):
-                return 0
-            step = max(1, last // (_PROBES - 1))
-            for j in range(step, last, step):
-                if int.from_bytes(data[j : j + size], _ORDER) not in windows:
-                    return 0
-            return self._label_bits.get(label, 0)
-        live = [grams[label] for label in labels if label in grams]
-        if not live:
-            return 0
-        last = len(data) - size
-        if last >= 0:  # else shorter than a window (min_length under 4): every output
-            step = max(1, last // (_PROBES - 1)) if last > 0 else 1
-            for j in (0, last, *range(step, last, step)):
-                probe = int.from_bytes(data[j : j + size], _ORDER)
-                live = [w for w in live if probe in w]
-                if not live:  # the common case: a window no labelled output has
-                    return 0
-        mask = 0
-        for label in labels:
-            if label in grams and any(w is grams[label] for w in live):
-                mask |= self._label_bits.get(label, 0)
-        return mask
-
     def tainted(self, value: Any, labels: frozenset[str], min_length: int) -> bool:
         """True if any leaf of ``value`` (normalized, at least ``min_length`` long) occurs
         in the text of one observation carrying one of ``labels``."""
-        if self._indexed < len(self._obs):
-            with self._lock:
-                self._index()
         if type(value) is str:
-            norm = normalize(value)
-            return len(norm) >= min_length and norm != "" and self._contains(norm, labels)
-        for text in value_texts(value):
+            return self._contains(value, labels, min_length)
+        return any(self._contains(text, labels, min_length) for text in value_texts(value))
+
+    def _contains(self, text: str, labels: frozenset[str], min_length: int) -> bool:
+        memo = self._memo
+        key = (text, labels)
+        hit = memo.get(key)
+        if hit is None:
             norm = normalize(text)
-            if len(norm) >= min_length and norm and self._contains(norm, labels):
-                return True
-        return False
+            if not norm:
+                found = False
+            elif _SEP in norm:  # cannot occur within one normalized text, only across two
+                found = any(norm in obs.norm for obs in self._live(labels) if obs.norm)
+            else:
+                hay = self._haystacks()
+                found = any(norm in hay[label] for label in labels if label in hay)
+            hit = (found, len(norm))
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            memo[key] = hit
+        return hit[0] and hit[1] >= min_length
 
-    def _contains(self, norm: str, labels: frozenset[str]) -> bool:
-        mask = self._candidates(norm, labels)
-        obs = self._obs
-        while mask:  # newest first: the likeliest source of a value about to be used
-            i = mask.bit_length() - 1
-            mask ^= 1 << i
-            text = obs[i].norm
-            if text is not None and norm in text:
-                return True
-        return False
-
-    def _find(self, norm: str, labels: frozenset[str]) -> list[_Observation]:
-        mask = self._candidates(norm, labels)
-        found: list[_Observation] = []
-        while mask:
-            i = mask.bit_length() - 1
-            mask ^= 1 << i
-            obs = self._obs[i]
-            if obs.norm is not None and norm in obs.norm:
-                found.append(obs)
-        return found
+    def _live(self, labels: frozenset[str]) -> Iterable[_Observation]:
+        for obs in reversed(self._obs[self._kept_from :]):  # newest first
+            if obs.norm is not None and not labels.isdisjoint(obs.event.labels):
+                yield obs
 
     def matches(
         self, value: Any, labels: frozenset[str], min_length: int
@@ -246,12 +193,11 @@ class RunState:
             norm = normalize(text)
             if len(norm) < min_length or not norm:
                 continue
-            with self._lock:
-                self._index()
-                found = self._find(norm, labels)
-            for obs in found:
+            for obs in self._live(labels):
                 assert obs.norm is not None
                 at = obs.norm.find(norm)
+                if at < 0:
+                    continue
                 start, end = max(0, at - 40), min(len(obs.norm), at + len(norm) + 40)
                 excerpt = (
                     ("…" if start else "")
@@ -265,16 +211,3 @@ class RunState:
                     )
                 )  # fmt: skip
         return tuple(out)
-
-
-def _windows(data: bytes, size: int) -> set[int]:
-    """Every ``size``-byte window (4 or 8) of ``data`` as an integer (native byte
-    order, as `int.from_bytes` reads a probe), built in C."""
-    out: set[int] = set()
-    view = memoryview(data)
-    for k in range(size):
-        end = k + (len(data) - k) // size * size
-        if end > k:
-            part = view[k:end]
-            out.update((part.cast("I") if size == 4 else part.cast("Q")).tolist())
-    return out
