@@ -830,7 +830,7 @@ def replay(
     """
     from .audit import AuditError, open_audit
     from .audit.cli import parse_since
-    from .replay import ReplayRunStore, warmup_window
+    from .replay import UNKNOWN, ReplayRunStore, warmup_window
     from .replay import replay as run_replay
 
     policy = _require_policy(policy)
@@ -858,6 +858,11 @@ def replay(
             click.echo(f"  skipped {count}: {why}")
         for (before, after, rules), count in report.groups():
             click.echo(f"  {count:6d}  {before} -> {after}  by {rules}")
+        unknown = [c for c in report.changes if c.after == UNKNOWN]
+        if unknown:
+            click.echo(
+                f"  {len(unknown)} calls of runs whose history is not in the run store could not be re-decided (unknown): {unknown[0].reasons[0]}"
+            )
         for change in report.changes[:20]:
             click.echo(
                 f"    {change.record_id}  {change.tenant}  {change.tool}: {change.before} -> {change.after}"

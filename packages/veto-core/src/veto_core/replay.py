@@ -365,8 +365,10 @@ def _replay(
             continue
         replayed += 1
         after = decision.effect.value
-        if any(_NO_HISTORY in e for e in decision.errors):
-            after = UNKNOWN
+        reasons = decision.reasons
+        missing = [e for e in decision.errors if _NO_HISTORY in e]
+        if missing:  # never "unchanged": the run it read is not the one it had
+            after, reasons = UNKNOWN, (missing[0], *reasons)
         if after == before:
             unchanged += 1
             continue
@@ -380,7 +382,7 @@ def _replay(
                 after=after,
                 before_rules=record.rule_ids,
                 after_rules=decision.deciding_rule_ids,
-                reasons=decision.reasons,
+                reasons=reasons,
             )
         )
     return ReplayReport(
