@@ -330,3 +330,36 @@ def test_a_second_process_continues_the_run_from_the_sqlite_store(tmp_path: Path
     assert batch == expected
     lines = run_as_batch(Veto.from_file(policy, run_store=MemoryRunStore()), steps)
     assert {"observed": True} in lines and not any("error" in line for line in lines)
+
+
+# --- lint: labels read through a quantifier over run.labels ------------------------------------
+
+
+def test_lint_sees_labels_compared_with_item_of_run_labels() -> None:
+    from veto_core.policy.lint import lint_policy
+
+    veto = Veto.from_yaml(
+        """\
+version: 1
+name: p
+sources:
+  - {id: inbox, tools: [read], labels: [untrusted]}
+  - {id: keys, tools: [key], labels: [secret]}
+rules:
+  - id: a
+    effect: deny
+    tools: [pay]
+    if: {for_any: run.labels, if: {field: item, in: [untrusted, secert]}}
+  - id: b
+    effect: deny
+    tools: [mail]
+    if: {for_any: run.calls, if: {field: item, equals: secret}}
+""",
+        run_store=MemoryRunStore(),
+    )
+    found = {(f.code, f.rule_id): f for f in lint_policy(veto.policy)}
+    assert "secert" in found[("unknown-label", "a")].message
+    assert "untrusted" not in found[("unknown-label", "a")].message
+    assert ("unknown-label", "b") not in found  # item of run.calls is a call, not a label
+    unused = [f.message for f in found.values() if f.code == "unused-source"]
+    assert len(unused) == 1 and "keys" in unused[0]

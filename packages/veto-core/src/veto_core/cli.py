@@ -690,7 +690,9 @@ def test_command(
     """Run policy tests: TARGET is a NAME.tests.yaml file (or a policy with `tests:`,
     given as TARGET or as -p POLICY).
 
-    Prints a table and the rule coverage (rules no test exercised).
+    Prints a table and the rule coverage (rules no test exercised) and, for flow
+    policies, the sources no test's `steps:` observed. A case's `steps:` (calls and
+    `observe:` outputs) run before its call, in a fresh in-memory run.
     Exit codes: 0 all pass, 1 a test failed (or coverage below --min-coverage), 2 a policy or tests-file error.
     """
     from rich.markup import escape
