@@ -324,7 +324,8 @@ class VetoEngine(Engine):
     def translate(self) -> Any:
         import yaml
 
-        return yaml.safe_dump(self.policy, sort_keys=False)
+        policy = {k: v for k, v in self.policy.items() if k != "_principals"}
+        return yaml.safe_dump(policy, sort_keys=False)
 
     def load(self, native: Any) -> None:
         from veto_core import Veto
@@ -1040,7 +1041,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # not a load time.
         warm = make_policy(10)
         warm["_principals"] = []
-        for k, w in workers.items():
+        for w in workers.values():
             w.call(cmd="load", key="warm-up", policy=warm, calls=[], strict=False)
             w.call(cmd="drop", key="warm-up")
         for size in (int(s) for s in args.sizes.split(",")):
