@@ -1126,6 +1126,119 @@ def _why(reason: str) -> str:
     return reason.split(" (")[0].split(":")[0]
 
 
+CEDAR_ERRORS = "https://cedarland.blog/design/why-ignore-errors/content.html"
+CEDAR_AUTHZ = "https://cedar-policy.github.io/cedar-spec/docs/Cedar/Thm/Authorization.html"
+CASBIN_ABAC = "https://casbin.org/docs/abac/"
+CASBIN_EFFECT = "https://casbin.org/docs/priority-model/"
+CASBIN_DOMAINS = "https://casbin.org/docs/rbac-with-domains/"
+CEL_LANGDEF = "https://github.com/google/cel-spec/blob/master/doc/langdef.md"
+OLD = "https://github.com/PlawIO/veto/blob/main/packages/sdk-python"
+OLD_CONDITIONS = f"{OLD}/veto/rules/condition_evaluator.py"
+OLD_PYPI = "https://pypi.org/project/veto/0.15.2/"
+TESTS = "tests/core"
+THIS = "benchmarks/compare.py (checked by tests/test_compare_smoke.py)"
+
+# Feature -> one cell per engine (veto, cedar, casbin, cel, veto-0.15.2): (text, evidence).
+# Evidence is a test in this repo or a link to the other project's own docs or source.
+FEATURES: list[tuple[str, list[tuple[str, str]]]] = [
+    (
+        "Conditions on tool arguments",
+        [
+            ("yes, 23 operators", f"{TESTS}/test_operators.py"),
+            ("yes (context record)", CEDAR_AUTHZ),
+            ("yes (ABAC `eval`)", CASBIN_ABAC),
+            ("yes (expressions)", CEL_LANGDEF),
+            ("yes, 14 operators, case-insensitive", OLD_CONDITIONS),
+        ],
+    ),
+    (
+        "A missing or malformed field in a deny rule blocks the call",
+        [
+            ("yes (three-valued, errors listed)", f"{TESTS}/test_semantics.py"),
+            ("no: a policy that errors is ignored", CEDAR_ERRORS),
+            ("pycasbin raises AttributeDoesNotExist (observed); the caller decides", CASBIN_ABAC),
+            ("errors are values; the embedder decides", f"{CEL_LANGDEF}#runtime-errors"),
+            ("no: a missing field is no match", OLD_CONDITIONS),
+        ],
+    ),
+    (
+        "require_approval (approvers, quorum, timeout)",
+        [
+            ("yes", f"{TESTS}/approvals/test_lifecycle.py"),
+            ("no: Allow / Deny", CEDAR_AUTHZ),
+            ("no: allow / deny effects", CASBIN_EFFECT),
+            ("no: an expression's value only", CEL_LANGDEF),
+            ("an action; approval by callback or its cloud", OLD_PYPI),
+        ],
+    ),
+    (
+        "Durable, tamper-evident audit trail",
+        [
+            ("yes (signed hash chain, verify)", f"{TESTS}/audit/test_audit_attacks.py"),
+            ("no: a decision and diagnostics", CEDAR_AUTHZ),
+            ("not in the authorization model", CASBIN_ABAC),
+            ("no", CEL_LANGDEF),
+            ("in-memory history; hash-chain helper", f"{OLD}/tests/test_audit_chain.py"),
+        ],
+    ),
+    (
+        "Tenants",
+        [
+            ("yes (overlays that cannot widen)", f"{TESTS}/test_bundles.py"),
+            ("by modelling entities", CEDAR_AUTHZ),
+            ("yes (RBAC with domains)", CASBIN_DOMAINS),
+            ("no", CEL_LANGDEF),
+            ("no tenant input", OLD_PYPI),
+        ],
+    ),
+    (
+        "Role inheritance",
+        [
+            ("yes", f"{TESTS}/test_semantics.py"),
+            ("yes (`principal in Role`)", THIS),
+            ("yes (role hierarchy `g`)", THIS),
+            ("no: roles computed by the caller", THIS),
+            ("no: one role string per call", THIS),
+        ],
+    ),
+    (
+        "Order-independent decisions",
+        [
+            ("yes (deny > approval > allow)", f"{TESTS}/test_semantics.py"),
+            ("yes (forbid overrides permit)", CEDAR_AUTHZ),
+            ("per model; `priority` is first match", CASBIN_EFFECT),
+            ("n/a (the embedder combines)", CEL_LANGDEF),
+            ("no: first matching block/approval wins", f"{OLD}/veto/core/veto.py"),
+        ],
+    ),
+    (
+        "Flow rules (earlier calls and data in the run)",
+        [
+            ("not yet on main (DESIGN 2.7, in progress)", "DESIGN.md 2.7"),
+            ("no", CEDAR_AUTHZ),
+            ("no", CASBIN_ABAC),
+            ("no", CEL_LANGDEF),
+            ("sequence constraints on call history", f"{OLD}/tests/test_sequence_constraints.py"),
+        ],
+    ),
+]
+
+
+def feature_table() -> str:
+    engines = ["veto", "cedar", "casbin", "cel", "veto-0.15.2"]
+    lines = [
+        "| feature | " + " | ".join(LABELS[e] for e in engines) + " |",
+        "|---|" + "---|" * len(engines),
+    ]
+    for feature, cells in FEATURES:
+        rendered = [
+            f"{text} ([source]({ev}))" if ev.startswith("http") else f"{text} (`{ev}`)"
+            for text, ev in cells
+        ]
+        lines.append(f"| {feature} | " + " | ".join(rendered) + " |")
+    return "\n".join(lines)
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = []
     vers = ", ".join(f"{LABELS[k]} {v}" for k, v in result["versions"].items())
@@ -1172,6 +1285,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"- {LABELS[k]} cannot express {len(reasons):,} of {last['rules_full']:,} rules: "
             + "; ".join(f"{n} x {why}" for why, n in sorted(counts.items()))
         )
+    lines.append("")
+    lines.append(feature_table())
     return "\n".join(lines)
 
 
