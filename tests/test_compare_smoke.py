@@ -29,9 +29,9 @@ def _compare() -> ModuleType:
 
 
 def test_a_small_run_decides_identically_and_reports_every_engine() -> None:
+    argv = ["--sizes", "10", "--calls", "200", "--batches", "2", "--budget", "5", "--json"]
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--sizes", "10", "--calls", "200", "--batches", "2"]
-        + ["--budget", "5", "--json"],
+        [sys.executable, str(SCRIPT), *argv],
         capture_output=True,
         text=True,
         timeout=600,
