@@ -389,24 +389,31 @@ class CedarEngine(Engine):
         for s in self.simples:
             if s.effect not in EFFECTS:
                 raise Unsupported(s.effect)
+            # Idiomatic Cedar: one exact tool and one role go in the policy's scope (which
+            # Cedar checks before the `when` clause); anything else is a condition.
             conds = []
-            if s.roles is not None:
+            principal, resource = "principal", "resource"
+            if s.roles is not None and len(s.roles) == 1:
+                principal = f"principal in Role::{_cedar_str(s.roles[0])}"
+            elif s.roles is not None:
                 conds.append(
                     "(" + " || ".join(f"principal in Role::{_cedar_str(r)}" for r in s.roles) + ")"
                 )
-            tool_conds = []
-            for t in s.tools:
-                if t.endswith("*"):
-                    tool_conds.append(f"context.tool like {_cedar_str(t)}")
-                else:
-                    tool_conds.append(f"context.tool == {_cedar_str(t)}")
-            conds.append("(" + " || ".join(tool_conds) + ")")
+            if len(s.tools) == 1 and not s.tools[0].endswith("*"):
+                resource = f"resource == Tool::{_cedar_str(s.tools[0])}"
+            else:
+                tool_conds = [
+                    f"context.tool {'like' if t.endswith('*') else '=='} {_cedar_str(t)}"
+                    for t in s.tools
+                ]
+                conds.insert(0, "(" + " || ".join(tool_conds) + ")")
             if s.env is not None:
                 conds.append(f"[{', '.join(_cedar_str(v) for v in s.env)}].contains(context.env)")
             if s.cond is not None:
                 conds.append(self.expr(s.cond))
             head = "permit" if s.effect == "allow" else "forbid"
-            text.append(f"{head}(principal, action, resource) when {{ {' && '.join(conds)} }};")
+            when = f" when {{ {' && '.join(conds)} }}" if conds else ""
+            text.append(f"{head}({principal}, action, {resource}){when};")
             self.kinds.append(s.effect)
         users: dict[str, list[str]] = {}
         for p in self.policy.get("_principals", []):
