@@ -55,8 +55,11 @@ def test_a_small_run_decides_identically_and_reports_every_engine() -> None:
         assert stats["load_ms"] > 0
         assert stats["calls"] > 0
     assert row["rules_full"] == 10
-    # The common policy drops the rules some engine cannot express, and says which.
-    assert 0 < row["rules_common"] < 10
+    # The common policy drops exactly the rules some engine cannot express, and says why.
+    dropped = set().union(*row["unsupported"].values()) if row["unsupported"] else set()
+    assert row["rules_common"] == 10 - len(dropped)
+    for reasons in row["unsupported"].values():
+        assert all(isinstance(why, str) and why for why in reasons.values())
     assert sum(row["effects_common"].values()) == 200
     # The Markdown renderer takes the same result.
     table = _compare().markdown(result)
