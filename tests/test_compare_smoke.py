@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,22 @@ def test_translation_writes_out_veto_missing_field_semantics() -> None:
         assert "matches" in str(exc)
     else:
         raise AssertionError("a regex rule must be reported as not translated")
+
+
+def test_an_engine_that_cannot_be_installed_is_skipped_and_said(tmp_path: Path) -> None:
+    # No `uv` on PATH and an empty cache: no comparison engine can be installed.
+    env = {**os.environ, "PATH": str(tmp_path), "VETO_COMPARE_CACHE": str(tmp_path / "cache")}
+    argv = ["--sizes", "10", "--calls", "100", "--batches", "2"]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for label in ("Cedar (cedarpy)", "Casbin (pycasbin)", "published veto 0.15.2"):
+        assert f"Skipped {label}: not installable." in proc.stdout
+    assert "| Veto (this repo) |" in proc.stdout
+    assert "| Veto (this repo), full mix |" in proc.stdout
