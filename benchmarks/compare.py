@@ -1248,7 +1248,7 @@ def feature_table() -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = []
-    vers = ", ".join(f"{LABELS[k]} {v}" for k, v in result["versions"].items())
+    vers = ", ".join(f"{ENGINES[k][2]} {v}" for k, v in result["versions"].items())
     lines.append(
         f"Python {result['python']}; {vers}. {result['calls']:,} calls per size, "
         f"{result['batches']} interleaved batches; load average (1/5/15 min) "
