@@ -1221,7 +1221,10 @@ FEATURES: list[tuple[str, list[tuple[str, str]]]] = [
     (
         "Flow rules (earlier calls and data in the run)",
         [
-            ("not yet on main (DESIGN 2.7, in progress)", "DESIGN.md 2.7"),
+            (
+                "yes: `sources`, `tainted_by`, `run.labels`, `run.calls` across adapters",
+                f"{TESTS}/runs/test_flow_semantics.py",
+            ),
             ("no", CEDAR_AUTHZ),
             ("no", CASBIN_ABAC),
             ("no", CEL_LANGDEF),
