@@ -680,12 +680,12 @@ class Veto:
     def wait_for_approval(self, auth: Authorization, timeout: float | None = None) -> Authorization:
         """The waiting half of `authorize_and_wait`, for an ``Authorization`` already
         obtained from `authorize` (e.g. after telling the user the call waits)."""
+        request = auth.approval
+        if auth.decision.effect is not _APPROVE or request is None or auth.released:
+            return auth  # every allowed or denied call: no imports on this path
         from .approvals import ApprovalState
         from .approvals.service import describe_error
 
-        request = auth.approval
-        if auth.decision.effect is not _APPROVE or request is None or auth.released:
-            return auth
         try:
             service = self.approvals
             state = service.wait(request.id, timeout)

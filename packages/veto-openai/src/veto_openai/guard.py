@@ -157,6 +157,7 @@ class VetoGuard:
         # each turn reuses one copy: {(id(original), agent, nested): (original, copy)}.
         self._copies: dict[tuple[int, str | None, bool], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
+        self._principals: dict[tuple[Principal, str | None, tuple[str, ...]], Principal] = {}
 
     # --- building the call ------------------------------------------------------------
 
@@ -171,6 +172,22 @@ class VetoGuard:
         if isinstance(spec, str):
             raise TypeError("roles must be a list of role names, not a string")
         return tuple(spec)
+
+    def _principal(self, base: Principal, agent: str | None, extra: tuple[str, ...]) -> Principal:
+        """``base`` as ``agent`` with ``extra`` roles: a frozen value, made once per
+        combination (the SDK shows one call to Veto three times)."""
+        key = (base, agent, extra)
+        hit = self._principals.get(key)
+        if hit is not None:
+            return hit
+        roles = tuple(dict.fromkeys((*base.roles, *extra))) if extra else base.roles
+        made = Principal(
+            agent=agent, roles=roles, tenant=base.tenant, user=base.user, session=base.session
+        )
+        if len(self._principals) >= _COPIES_MAX:
+            self._principals.clear()
+        self._principals[key] = made
+        return made
 
     def build_call(
         self,
@@ -189,15 +206,12 @@ class VetoGuard:
             raise ValueError(f"tool name is missing or not a string: {tool!r}")
         parsed = parse_arguments(args)
         if schema is not None:
-            schema.check(parsed)
+            schema.check(parsed, text=args if isinstance(args, str) and args else None)
         over = VetoContext.from_run_context(run_context)
         base = (over.principal if over and over.principal else None) or self.principal
         agent = agent_name or base.agent
         extra = self._roles_for(agent) if self.roles is not None else ()
-        roles = tuple(dict.fromkeys((*base.roles, *extra))) if extra else base.roles
-        principal = Principal(
-            agent=agent, roles=roles, tenant=base.tenant, user=base.user, session=base.session
-        )
+        principal = self._principal(base, agent, extra)
         run_id = over.run_id if over and over.run_id else None
         if run_id is None:
             run_id = self.run_id(run_context) if callable(self.run_id) else self.run_id
