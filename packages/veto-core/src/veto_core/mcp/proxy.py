@@ -114,10 +114,7 @@ class McpProxy:
         except TokenRefused as exc:
             return error_result(f"Veto: tool call '{tool}' was not run (denied): {exc}")
         if self.upstream_error is not None:
-            return error_result(
-                f"Veto: tool call '{tool}' was not run (error): the upstream MCP server is "
-                f"unavailable: {self.upstream_error}"
-            )
+            return error_result(self.unavailable(tool))
         verdict = await self.gate.check(self.catalog, name, arguments, caller, info.progress)
         if not verdict.run:
             return error_result(verdict.reason, meta=verdict.info())
@@ -136,15 +133,24 @@ class McpProxy:
             except Exception as exc:
                 log.warning("upstream call %s failed: %s: %s", label, type(exc).__name__, exc)
                 self._note_failure(exc)
-                return error_result(
-                    f"Veto: tool call '{label}' was allowed but the upstream MCP server failed "
-                    f"(its result is unknown): {type(exc).__name__}: {exc}"
-                )
+                return error_result(self.failed(label, f"{type(exc).__name__}: {exc}"))
             finally:
                 self._inflight.discard(scope)
-        return error_result(
-            f"Veto: tool call '{label}' was allowed but the upstream MCP server failed "
-            f"(its result is unknown): {self.upstream_error or self._broken_why}"
+        return error_result(self.failed(label, self.upstream_error or self._broken_why))
+
+    def unavailable(self, tool: str) -> str:
+        """The refusal of a call made after the upstream connection is gone."""
+        return (
+            f"Veto: tool call '{tool}' was not run (error): the upstream MCP server is "
+            f"unavailable: {self.upstream_error}"
+        )
+
+    @staticmethod
+    def failed(tool: str, why: str) -> str:
+        """The error of an allowed call whose forwarding failed: never a success."""
+        return (
+            f"Veto: tool call '{tool}' was allowed but the upstream MCP server failed "
+            f"(its result is unknown): {why}"
         )
 
     async def refresh(self) -> ToolCatalog:
@@ -212,9 +218,15 @@ class McpProxy:
             tg.cancel_scope.cancel()
 
     async def _run(self) -> None:
+        s = self.settings
+        if s.listen is None:
+            # One client on stdio: relay its session to the upstream (relay.py).
+            from .relay import serve_stdio
+
+            await serve_stdio(self)
+            return
         from .sdk import open_upstream
 
-        s = self.settings
         async with open_upstream(
             command=s.command or None,
             url=s.url,
@@ -224,17 +236,7 @@ class McpProxy:
         ) as session:
             self.session = session
             await self.refresh()
-            server = self.build_server()
-            if s.listen is None:
-                await self._serve_stdio(server)
-            else:
-                await self._serve_http(server, *s.listen)
-
-    async def _serve_stdio(self, server: Any) -> None:
-        from mcp.server.stdio import stdio_server
-
-        async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
+            await self._serve_http(self.build_server(), *s.listen)
 
     def http_app(self, server: Any, host: str = "127.0.0.1") -> Any:
         """The ASGI app serving ``server`` over streamable HTTP at ``settings.path``,
