@@ -266,7 +266,9 @@ class Relay:
 
     async def _send_up(self, item: Any) -> None:
         if self.proxy.upstream_error is not None:
-            raise UpstreamGone(f"the upstream MCP server is unavailable: {self.proxy.upstream_error}")
+            raise UpstreamGone(
+                f"the upstream MCP server is unavailable: {self.proxy.upstream_error}"
+            )
         try:
             await self.up_write.send(item)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
@@ -338,9 +340,7 @@ class Relay:
     async def _visible(self, result: Mapping[str, Any]) -> dict[str, Any]:
         tools = [t for t in result.get("tools") or () if isinstance(t, Mapping)]
         catalog = ToolCatalog.build(self.gate.server, tools)
-        shown = set(
-            await anyio.to_thread.run_sync(self.gate.visible, catalog, self.caller)
-        )
+        shown = set(await anyio.to_thread.run_sync(self.gate.visible, catalog, self.caller))
         return {**result, "tools": [t for t in tools if t.get("name") in shown]}
 
     async def _upstream_request(self, method: str, rid: Any) -> None:
