@@ -1,9 +1,13 @@
 """``veto mcp proxy``: an MCP server that forwards to the real one (DESIGN.md 7a).
 
-The proxy is one client session to the upstream server (a subprocess over stdio,
-or a streamable HTTP endpoint) and an MCP server of its own (stdio, or streamable
-HTTP for many clients). ``tools/list`` passes through (``hide_denied`` leaves out
-tools the policy can never allow for the caller); every ``tools/call`` goes through
+Serving one client over stdio, the proxy is a relay of the SDK's own messages
+(:mod:`veto_core.mcp.relay`): the client's session runs end to end with the
+upstream server and only ``tools/call`` (and ``tools/list`` for ``hide_denied``)
+is intercepted. Serving streamable HTTP (many clients, one upstream), it is one
+SDK client session to the upstream server (a subprocess over stdio, or a
+streamable HTTP endpoint) behind an SDK ``Server`` of its own. Either way
+``tools/list`` passes through (``hide_denied`` leaves out tools the policy can
+never allow for the caller) and every ``tools/call`` goes through
 :class:`~veto_core.mcp.gate.McpGate` before it is forwarded. Upstream failures
 (crash, malformed messages, timeouts) become ``isError`` results: a call whose
 answer cannot be trusted is never reported as a success.
@@ -308,9 +312,10 @@ class McpProxy:
 
 async def _cancel_on_signal(scope: anyio.CancelScope, grace_s: float = 5.0) -> None:
     """SIGTERM/SIGINT: cancel everything (calls waiting for approval cancel their
-    requests), then exit. The SDK reads stdin in a worker thread that no cancellation
-    can interrupt while the client keeps stdin open, so a watchdog ends the process
-    after ``grace_s`` seconds if the orderly shutdown has not."""
+    requests), then exit. When stdin is not a pipe the SDK reads it in a worker
+    thread that no cancellation can interrupt while the client keeps it open, so a
+    watchdog ends the process after ``grace_s`` seconds if the orderly shutdown has
+    not."""
     import os
     import signal
     import threading
