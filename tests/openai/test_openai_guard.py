@@ -30,6 +30,7 @@ from veto_core import Principal, Veto
 from veto_openai import (
     ToolNames,
     VetoContext,
+    VetoInputGuardrail,
     VetoToolGuardrail,
     approvals,
     guard_agent,
@@ -61,7 +62,10 @@ roles:
 @pytest.fixture
 def veto(tmp_path: Any) -> Any:
     v = Veto.from_yaml(
-        POLICY + EXTRA, env="prod", tenant="acme", db=f"sqlite:///{tmp_path / 'v.db'}"
+        POLICY.replace("sources:\n", EXTRA.lstrip("\n") + "sources:\n", 1),
+        env="prod",
+        tenant="acme",
+        db=f"sqlite:///{tmp_path / 'v.db'}",
     )
     yield v
     v.close()
@@ -101,7 +105,13 @@ def test_guard_returns_copies_and_leaves_the_originals_alone(veto: Veto, tools: 
         assert callable(new.needs_approval)
     # Guarding twice replaces the Veto guardrail rather than stacking a second one.
     again = guard_tools(guarded.tools, veto)
-    assert [len(t.tool_input_guardrails) for t in again] == [1, 1, 1]
+    assert [len(t.tool_input_guardrails) for t in again] == [1] * len(tools)
+    # The run input guardrail (records the person's words as "@user") is added once.
+    assert (
+        isinstance(guarded.input_guardrails[0], VetoInputGuardrail) and not agent.input_guardrails
+    )
+    twice = guard_agent(guarded, veto)
+    assert [type(g) for g in twice.input_guardrails] == [VetoInputGuardrail]
     assert isinstance(guarded, Agent) and guarded.name == "bot"
     with pytest.raises(TypeError):
         guard_tool(WebSearchTool(), veto)  # type: ignore[arg-type]
@@ -208,7 +218,7 @@ def test_int_for_float_parameter_is_bound_to_the_raw_arguments(veto: Veto, tmp_p
         return f"refunded {amount!r}"
 
     model = ScriptedModel([Call("c1", "issue_refund", {"amount": 500})])
-    agent = guard_agent(Agent(name="bot", model=model, tools=[issue_refund]), veto)
+    agent = guard_agent(Agent(name="bot", model=model, tools=[issue_refund]), veto, run_id="run-1")
     result = Runner.run_sync(agent, "go", run_config=run_config())
     (p,) = approvals.sync(result, veto)
     assert p.call is not None and p.call.args == {"amount": 500}
@@ -260,7 +270,7 @@ def test_without_pre_approval_guardrails_sync_opens_the_request(
     veto: Veto, tools: Any, counters: Any
 ) -> None:
     model = ScriptedModel([Call("c1", "issue_refund", {"amount": 500})])
-    agent = guard_agent(Agent(name="bot", model=model, tools=tools), veto)
+    agent = guard_agent(Agent(name="bot", model=model, tools=tools), veto, run_id="run-1")
     result = Runner.run_sync(agent, "go")  # no run_config(): the SDK pauses, Veto records nothing
     assert len(result.interruptions) == 1 and records(veto, "c1") == []
     assert veto.approvals.list(limit=None) == []
@@ -454,7 +464,7 @@ def test_local_mcp_server_tools_are_guarded(veto: Veto) -> None:
         [Call("m1", "get_issue", {"repo": "a"}), Call("m2", "delete_repo", {"repo": "a"})]
     )
     server = FakeServer()
-    agent = guard_agent(Agent(name="bot", model=model, mcp_servers=[server]), veto)
+    agent = guard_agent(Agent(name="bot", model=model, mcp_servers=[server]), veto, run_id="run-1")
     Runner.run_sync(agent, "go", run_config=run_config())
     assert ran == ["get_issue"]
     assert "get_issue ok" in model.seen["m1"]
