@@ -59,10 +59,16 @@ roles:
 """
 
 
+MCP_SOURCE = """  - id: github-issues
+    tools: [mcp__github__get_issue]
+    labels: [untrusted]
+"""
+
+
 @pytest.fixture
 def veto(tmp_path: Any) -> Any:
     v = Veto.from_yaml(
-        POLICY.replace("sources:\n", EXTRA.lstrip("\n") + "sources:\n", 1),
+        POLICY.replace("sources:\n", EXTRA.lstrip("\n") + "sources:\n", 1) + MCP_SOURCE,
         env="prod",
         tenant="acme",
         db=f"sqlite:///{tmp_path / 'v.db'}",
@@ -471,3 +477,11 @@ def test_local_mcp_server_tools_are_guarded(veto: Veto) -> None:
     assert "Nobody deletes repositories" in model.seen["m2"]
     assert [r.outcome for r in records(veto, "m2")] == ["denied"]
     assert records(veto, "m1")[0].tool == "mcp__github__get_issue"
+    # The MCP tool's output joined the run (a source: its text is kept); the denied
+    # call's did not.
+    observed = list(veto.run_store.load("acme", "run-1", now=veto.clock()))
+    assert [(e.tool, e.tool_call_id) for e in observed] == [
+        ("@user", None),
+        ("mcp__github__get_issue", "m1"),
+    ]
+    assert "get_issue ok" in observed[1].text and set(observed[1].labels) == {"untrusted"}
