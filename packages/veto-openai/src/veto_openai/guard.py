@@ -24,6 +24,17 @@ decided too: tools added to a guarded agent after ``guard_agent`` (its
 run inside a guarded tool body (``Agent.as_tool``): while a guarded tool runs, a
 nested run's tools are guarded with the same guard (see :func:`_scoped_get_all_tools`).
 
+Runs and data flow (DESIGN.md 2.7): after the body of an allowed (or approved and
+consumed) call ran, the body gate records its output in the call's run
+(``veto.observe``, effect ``require_approval`` for an approved one) before the model
+sees it; an output that cannot be recorded (no ``run_id``, the store down) is withheld
+and the model reads why. A guarded agent's input guardrail (:class:`VetoInputGuardrail`,
+run before the first model call, not in parallel) records the run input as ``"@user"``
+once per ``Runner.run``/``run_sync`` (not on a resume from a ``RunState``: the run's
+history is in the store; not for an agent run inside a guarded tool, whose input a
+model wrote). Hosted tools (OpenAI-side web/file search, code interpreter, hosted MCP)
+return their output to the model without passing Veto: it cannot be observed.
+
 Everything fails closed: an exception anywhere in the check is a refusal the model
 reads (``reject_content``) or, with ``on_deny="raise"``, a
 ``ToolInputGuardrailTripwireTriggered`` that ends the run.
@@ -928,7 +939,11 @@ def guard_agent(agent: Agent[Any], veto: Veto | VetoGuard, **options: Any) -> Ag
     - handoffs (``Agent`` objects and ``handoff()`` objects) lead to guarded agents;
     - agents used as tools (``Agent.as_tool``), and any agent run inside a guarded tool,
       have their tools decided under the same guard (a required approval in there
-      cannot pause the outer run: it waits with ``approvals="wait"``, else is refused).
+      cannot pause the outer run: it waits with ``approvals="wait"``, else is refused);
+    - the run input is recorded as ``"@user"`` by an input guardrail (first in
+      ``input_guardrails``), and every executed call's output is recorded in the run
+      named by ``run_id`` (DESIGN.md 2.7): give each run a ``run_id``, or its tool
+      outputs are withheld from the model.
 
     ``options`` are :class:`VetoGuard`'s. Run it with :func:`run_config` so approvals
     are recorded when the run pauses.
