@@ -150,3 +150,24 @@ def test_a_run_without_run_id_withholds_outputs(
     Runner.run_sync(agent, "go", run_config=run_config())
     assert counters["read_file"].value == 1
     assert "withheld" in model.seen["c1"] and "without a run_id" in model.seen["c1"]
+
+
+def test_guard_tools_users_add_the_input_guardrail_themselves(
+    veto: Veto, tools: list[Any], counters: dict[str, Counter]
+) -> None:
+    from veto_openai import VetoGuard, guard_tools
+
+    guard = VetoGuard(veto)
+    model = ScriptedModel([Call("c1", "send_money", {"iban": IBAN})])
+    agent = Agent(
+        name="bot",
+        model=model,
+        tools=guard_tools(tools, guard),
+        input_guardrails=[guard.input_guardrail],
+    )
+    Runner.run_sync(agent, f"Pay {IBAN}", run_config=run_config(), context=CONTEXT)
+    assert counters["send_money"].value == 1
+    assert [(e.tool, e.text) for e in events(veto)] == [
+        ("@user", f"Pay {IBAN}"),
+        ("send_money", ""),
+    ]
