@@ -171,3 +171,17 @@ def test_guard_tools_users_add_the_input_guardrail_themselves(
         ("@user", f"Pay {IBAN}"),
         ("send_money", ""),
     ]
+
+
+def test_handoff_target_outputs_join_the_run(
+    veto: Veto, tools: list[Any], counters: dict[str, Counter]
+) -> None:
+    inner_model = ScriptedModel([Call("i1", "read_inbox", {"query": IBAN})])
+    inner = Agent(name="inbox", model=inner_model, tools=tools)
+    outer_model = ScriptedModel([Call("h1", "transfer_to_inbox", {})])
+    outer = guard_agent(Agent(name="bot", model=outer_model, handoffs=[inner]), veto)
+    Runner.run_sync(outer, "Read my mail.", run_config=run_config(), context=CONTEXT)
+    assert counters["read_inbox"].value == 1
+    observed = events(veto)
+    assert [(e.tool, e.tool_call_id) for e in observed] == [("@user", None), ("read_inbox", "i1")]
+    assert IBAN in observed[1].text and set(observed[1].labels) == {"untrusted"}
