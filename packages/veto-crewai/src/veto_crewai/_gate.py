@@ -5,18 +5,27 @@ that raises, an approval service that fails) becomes a refusal with a reason, ne
 run. Only ``Verdict.run`` lets a tool body execute. The ``Verdict`` and the mapping
 are the ones all adapters share (:mod:`veto_core.adapters`); CrewAI words a held
 approval with the ``Authorization``'s own reason.
+
+After a call ran, :func:`observe` / :func:`aobserve` record its output in the run
+(DESIGN.md 2.7) with the shared toolkit; a failure gives the text to show the model
+instead of the output. Before the first call of a kickoff is decided, :func:`check`
+records the kickoff's inputs as ``"@user"`` (:mod:`veto_crewai._runs`).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from veto_core import Authorization, ToolCall, Veto
+from typing import Any
+
+from veto_core import Authorization, Effect, ToolCall, Veto
 from veto_core import adapters as _shared
 from veto_core.adapters import Verdict, decision_text
 from veto_core.adapters import error_verdict as failure
 
-__all__ = ["Verdict", "check", "failure"]
+from ._runs import observe_kickoff_inputs
+
+__all__ = ["Verdict", "aobserve", "check", "failure", "observe"]
 
 
 def _explain_approval(auth: Authorization, outcome: str) -> str:
@@ -48,7 +57,40 @@ def check(veto: Veto, call: ToolCall, *, approval_timeout: float | None = None) 
     """
 
     def decide() -> Verdict:
+        unrecorded = observe_kickoff_inputs(veto, call)
+        if unrecorded is not None:
+            return _shared.refusal(
+                call.tool, "error", unrecorded.removeprefix("Veto: "), call=call
+            )
         timeout = 0.0 if _on_event_loop_thread() else approval_timeout
         return from_authorization(call, veto.authorize_and_wait(call, timeout=timeout))
 
     return _shared.fail_closed(call.tool, decide, call=call)
+
+
+def _effect(verdict: Verdict) -> Effect:
+    decision = verdict.decision
+    return decision.effect if decision is not None else Effect.ALLOW
+
+
+def _unobservable(verdict: Verdict) -> str:
+    return (
+        f"Veto: the output of tool call '{verdict.call.tool if verdict.call else '?'}' was "
+        "withheld: the call that ran is unknown, so its output cannot be recorded (fail closed)"
+    )
+
+
+def observe(veto: Veto, verdict: Verdict, output: Any) -> str | None:
+    """Record the output of a call that ran (``verdict.run``) with the decision's effect
+    (``require_approval`` for an approved one). None when recorded, else the text the
+    model gets instead of the output."""
+    if verdict.call is None:
+        return _unobservable(verdict)
+    return _shared.observe_output(veto, verdict.call, output, effect=_effect(verdict))
+
+
+async def aobserve(veto: Veto, verdict: Verdict, output: Any) -> str | None:
+    """:func:`observe` for async code paths."""
+    if verdict.call is None:
+        return _unobservable(verdict)
+    return await _shared.aobserve_output(veto, verdict.call, output, effect=_effect(verdict))
