@@ -52,18 +52,31 @@ def check(veto: Veto, call: ToolCall, *, approval_timeout: float | None = None) 
     decided or expires (``Veto.authorize_and_wait``; ``approval_timeout`` caps the rule's
     timeout). Runs only if allowed, or APPROVED and consumed by this very call.
 
+    The kickoff's inputs are recorded as ``"@user"`` first (once per kickoff); when
+    that fails the call is still decided and recorded, but refused (no approval wait).
+
     Called on a thread that runs an event loop, it never blocks: an approval that is not
     already granted is refused (with that reason) instead of waited for.
     """
 
     def decide() -> Verdict:
         unrecorded = observe_kickoff_inputs(veto, call)
-        if unrecorded is not None:
-            return _shared.refusal(
-                call.tool, "error", unrecorded.removeprefix("Veto: "), call=call
-            )
-        timeout = 0.0 if _on_event_loop_thread() else approval_timeout
-        return from_authorization(call, veto.authorize_and_wait(call, timeout=timeout))
+        waits = unrecorded is None and not _on_event_loop_thread()
+        timeout = approval_timeout if waits else 0.0
+        verdict = from_authorization(call, veto.authorize_and_wait(call, timeout=timeout))
+        if unrecorded is None or not verdict.run:
+            return verdict
+        # Decided and recorded as usual, but the run's input is not in its history, so
+        # the decision may have missed what the person named: the call does not run
+        # (a call refused anyway keeps its own reason).
+        return _shared.refusal(
+            call.tool,
+            "error",
+            unrecorded.removeprefix("Veto: "),
+            decision=verdict.decision,
+            approval_id=verdict.approval_id,
+            call=call,
+        )
 
     return _shared.fail_closed(call.tool, decide, call=call)
 
@@ -80,12 +93,21 @@ def _unobservable(verdict: Verdict) -> str:
     )
 
 
+def _outside_runs(verdict: Verdict) -> bool:
+    # A call made outside any run (a direct ``tool.run`` with no kickoff and no run id
+    # configured) has no history to join: no later decision can read one, and a flow
+    # rule on such a call is itself an error (2.7). Its output is shown as is.
+    return verdict.call is not None and not verdict.call.run_id
+
+
 def observe(veto: Veto, verdict: Verdict, output: Any) -> str | None:
     """Record the output of a call that ran (``verdict.run``) with the decision's effect
-    (``require_approval`` for an approved one). None when recorded, else the text the
-    model gets instead of the output."""
+    (``require_approval`` for an approved one). None when recorded (or the call belongs
+    to no run), else the text the model gets instead of the output."""
     if verdict.call is None:
         return _unobservable(verdict)
+    if _outside_runs(verdict):
+        return None
     return _shared.observe_output(veto, verdict.call, output, effect=_effect(verdict))
 
 
@@ -93,4 +115,6 @@ async def aobserve(veto: Veto, verdict: Verdict, output: Any) -> str | None:
     """:func:`observe` for async code paths."""
     if verdict.call is None:
         return _unobservable(verdict)
+    if _outside_runs(verdict):
+        return None
     return await _shared.aobserve_output(veto, verdict.call, output, effect=_effect(verdict))
