@@ -246,3 +246,25 @@ def test_run_crew_passes_the_message_as_the_kickoff_input(
     veto_crewai.install(veto, **OPTIONS)
     run_crew([READ], tools, is_async=False, user_message="Please look at /data/a")
     assert [u.text for u in events(veto, "@user")] == ["Please look at /data/a"]
+
+
+def test_a_flows_inputs_are_the_persons_words_not_its_crews(
+    veto: Veto, tools: list[BaseTool], counters: dict[str, Counter]
+) -> None:
+    # The flow step builds its crew's input itself (here: from text the person never
+    # wrote); the crew's first tool call must still see only the flow's input as "@user".
+    from crewai.flow.flow import Flow, start
+
+    veto_crewai.install(veto, **OPTIONS)
+    llm = ScriptedLLM(turns=[[tool_call(PAY.tool, dict(PAY.args), PAY.id)], "Ok."])
+
+    class Payments(Flow[dict[str, Any]]):
+        @start()
+        def pay(self) -> Any:
+            crew = make_crew(llm, tools, description=REQUEST_TASK)
+            return crew.kickoff(inputs={"request": f"pay {IBAN}"})
+
+    Payments().kickoff(inputs={"request": "What is my balance?"})
+    assert counters["send_money"].value == 0
+    assert "(denied)" in llm.tool_results["p1"]
+    assert [u.text for u in events(veto, "@user")] == ["What is my balance?"]
