@@ -31,9 +31,7 @@ class Install(CrewAIContract):
     ) -> AgentRun:
         veto_crewai.install(self.veto, **self.options())
         try:
-            return run_crew(
-                calls, tools, is_async=self.is_async, user_message=self.user_message
-            )
+            return run_crew(calls, tools, is_async=self.is_async, user_message=self.user_message)
         finally:
             veto_crewai.uninstall(self.veto)
 
@@ -51,9 +49,7 @@ class Scope(CrewAIContract):
         self, tools: Sequence[Any], calls: Sequence[ScriptedCall], *, human: Human
     ) -> AgentRun:
         with veto_crewai.scope(self.veto, **self.options()):
-            return run_crew(
-                calls, tools, is_async=self.is_async, user_message=self.user_message
-            )
+            return run_crew(calls, tools, is_async=self.is_async, user_message=self.user_message)
 
 
 class TestScopeSync(Scope):
@@ -69,9 +65,7 @@ class GuardTools(CrewAIContract):
         self, tools: Sequence[Any], calls: Sequence[ScriptedCall], *, human: Human
     ) -> AgentRun:
         guarded = veto_crewai.guard_tools(tools, self.veto, **self.options())
-        return run_crew(
-            calls, guarded, is_async=self.is_async, user_message=self.user_message
-        )
+        return run_crew(calls, guarded, is_async=self.is_async, user_message=self.user_message)
 
 
 class TestGuardToolsSync(GuardTools):

@@ -15,7 +15,6 @@ records the kickoff's inputs as ``"@user"`` (:mod:`veto_crewai._runs`).
 from __future__ import annotations
 
 import asyncio
-
 from typing import Any
 
 from veto_core import Authorization, Effect, ToolCall, Veto
