@@ -6,7 +6,9 @@ Reports, per tool call:
 - hook alone: median of ``VetoHooks.before_tool_call`` on an allowed call (what CrewAI
   runs before the tool), split into the decision (``Veto.decide``), the durable record
   (``Veto.authorize`` - ``decide``) and the adapter's own work (building the call,
-  reading the model's tool-call id, the verdict);
+  reading the model's tool-call id, the verdict); and the hook again with
+  ``Veto.authorize`` answered by a pre-made result (``_premade.py``): the adapter's own
+  work with no fsync in the loop;
 - dispatch: CrewAI's own ``run_before_tool_call_hooks`` + ``run_after_tool_call_hooks``
   for one call (what its executor runs around every tool), without and with
   ``install()``; the difference is what Veto adds to a tool call. (A whole
@@ -31,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _premade import premade_authorize
 from crewai.hooks.tool_hooks import (
     ToolCallHookContext,
     register_after_tool_call_hook,
@@ -96,7 +99,21 @@ def bench_hook(veto: Veto, n: int) -> dict[str, float]:
         t0 = time.perf_counter()
         assert veto.authorize(call).run_tool
         auth_t.append(time.perf_counter() - t0)
+    own = []  # the hook with no fsync in the loop (see _premade.py)
+    with premade_authorize(veto):
+        for i in range(n + 100):
+            ctx = ToolCallHookContext(
+                tool_name="read_file",
+                tool_input={"path": f"/data/p{i}"},
+                tool=READ_FILE,
+                agent=agent,  # type: ignore[arg-type]
+            )
+            t0 = time.perf_counter()
+            assert hooks.before_tool_call(ctx) is None
+            if i >= 100:
+                own.append(time.perf_counter() - t0)
     return {
+        "own_no_record": median_us(own),
         "hook": median_us(hook_t),
         "decide": median_us(decide_t),
         "record": median_us(auth_t) - median_us(decide_t),
@@ -148,6 +165,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"    durable record         {hook['record']:8.1f} us")
         print(
             f"    adapter (rest)         {adapter:8.1f} us   (build_call alone {hook['build_call']:.1f} us)"
+        )
+        print(
+            f"    adapter, no record     {hook['own_no_record']:8.1f} us   (authorize answered "
+            "by a pre-made result)"
         )
         agent = Agent(role="Reader", goal="g", backstory="b", llm=ScriptedLLM(turns=["x"]))
         without = time_dispatch(agent, args.hook_calls)

@@ -7,7 +7,9 @@ Reports, per tool call:
 - agent: median wall time of a whole ``agent.invoke`` (model turn, tool call, final turn)
   without and with the middleware, and the difference divided by the calls per turn;
 - middleware alone: median of ``VetoMiddleware.wrap_tool_call`` around a no-op handler,
-  split into the decision (``Veto.decide``) and the durable record (``authorize`` - ``decide``).
+  split into the decision (``Veto.decide``) and the durable record (``authorize`` - ``decide``);
+  and again with ``Veto.authorize`` answered by a pre-made result (``_premade.py``): the
+  adapter's own work with no fsync in the loop.
 The record is committed (fsync) before the tool may run, so one sequential caller pays
 one fsync per call; concurrent callers share fsyncs (group commit, see bench_audit.py).
 """
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _premade import premade_authorize
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import tool
@@ -106,6 +109,13 @@ def main() -> None:
             wrap.append(t1 - t0)
             decide.append(t2 - t1)
             authorize.append(t3 - t2)
+        own = []  # the same call with no fsync in the loop (see _premade.py)
+        with premade_authorize(veto):
+            for i in range(n + 100):
+                t0 = time.perf_counter()
+                mw.wrap_tool_call(Req(), lambda r: msg)
+                if i >= 100:
+                    own.append(time.perf_counter() - t0)
         veto.close()
     print(f"create_agent, {k} tool call(s) per turn, {len(base)} runs each (median):")
     print(f"  without middleware   {b:9.1f} us per invoke")
@@ -116,6 +126,9 @@ def main() -> None:
     print(f"  Veto.decide          {median_us(decide):9.1f} us")
     print(f"  Veto.authorize       {median_us(authorize):9.1f} us (decide + fsync'd record)")
     print(f"  adapter itself       {median_us(wrap) - median_us(authorize):9.1f} us")
+    print(
+        f"  adapter, no record   {median_us(own):9.1f} us (authorize answered by a pre-made result)"
+    )
 
 
 if __name__ == "__main__":

@@ -674,7 +674,6 @@ class AdapterContract(abc.ABC):
         self.assert_not_tool_output(result, "c2")
         assert self.decision_records("c2") == []
 
-
     # --- runs and data flow (DESIGN.md 2.7) -------------------------------------------------
 
     def test_outputs_and_user_input_are_observed(self) -> None:
@@ -690,7 +689,9 @@ class AdapterContract(abc.ABC):
         assert "user" in user[0].labels
         (read,) = [e for e in events if e.tool == "read_file"]
         assert read.tool_call_id == "c1" and read.effect == "allow", read
-        assert "read_file done: '/data/a'" in read.text
+        # read_file is no source: the call joins run.calls, its text is not kept (2.7);
+        # a source's text is (test_value_from_untrusted_output_is_blocked needs it).
+        assert not read.labels and not read.text, read
         assert dict(read.args) == {"path": "/data/a"}
         assert not [e for e in events if e.tool == "delete_file"], "a denied call was observed"
 

@@ -320,3 +320,21 @@ def test_everything_exported_exists() -> None:
     assert sorted(A.__all__) == sorted(set(A.__all__))
     for name in A.__all__:
         assert hasattr(A, name), name
+
+
+def test_coerce_follows_a_run_context_changed_in_place() -> None:
+    VetoContext = A.VetoContext
+    run = {"run_id": "r1", "env": "prod"}
+    first = VetoContext.coerce(run)
+    assert VetoContext.coerce(run) == first  # the same items: the same answer
+    run["run_id"] = "r2"
+    assert VetoContext.coerce(run) == VetoContext(run_id="r2", env="prod")
+    run["principal"] = Principal(user="a")
+    assert VetoContext.coerce(run).principal == Principal(user="a")  # type: ignore[union-attr]
+    nested = {"principal": {"user": "a"}}
+    assert VetoContext.coerce(nested).principal == Principal(user="a")  # type: ignore[union-attr]
+    nested["principal"]["user"] = "b"  # type: ignore[index]
+    assert VetoContext.coerce(nested).principal == Principal(user="b")  # type: ignore[union-attr]
+    run["env"] = 5  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="env"):
+        VetoContext.coerce(run)

@@ -410,3 +410,19 @@ def test_sdk_only_approval_in_raise_mode_ends_the_run(veto: Veto, tools: Tools) 
         Runner.run_sync(guarded, state, run_config=run_config())
     assert tools.runs("issue_refund") == 0
     assert "approved in the SDK only" in caught.value.output.output_info["veto"]["reason"]
+
+
+def test_schema_memo_keyed_by_json_text_is_as_strict_as_the_values() -> None:
+    from veto_openai._calls import ArgumentSchema, parse_arguments
+
+    schema = ArgumentSchema(
+        {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    )
+    good = '{"n": 5}'
+    for _ in range(2):  # the second check is answered from the memo
+        schema.check(parse_arguments(good), text=good)
+    schema.check({"n": 5})  # the same value, keyed by its canonical text
+    for bad in ('{"n": "5"}', '{"n":5.5}', '{"n": true}', "{}"):
+        for _ in range(2):  # a text never found valid is checked every time
+            with pytest.raises(ValueError, match="argument"):
+                schema.check(parse_arguments(bad), text=bad)

@@ -116,28 +116,41 @@ class VetoContext:
         if value is None or isinstance(value, VetoContext):
             return value
         if isinstance(value, Mapping):
-            unknown = set(value) - _VETO_CONTEXT_KEYS
-            if unknown:
-                raise TypeError(f"unknown VetoContext keys: {sorted(unknown)}")
-            principal = value.get("principal")
-            if isinstance(principal, Mapping):
-                data = dict(principal)
-                if "roles" in data and not isinstance(data["roles"], str):
-                    data["roles"] = tuple(data["roles"])
-                principal = Principal(**data)
-            if principal is not None and not isinstance(principal, Principal):
-                raise TypeError(f"VetoContext.principal must be a Principal, not {principal!r}")
-            context = value.get("context")
-            if context is not None and not isinstance(context, Mapping):
-                raise TypeError("VetoContext.context must be a mapping")
-            return cls(
-                principal=principal,
-                env=_opt_str(value.get("env"), "env"),
-                tenant=_opt_str(value.get("tenant"), "tenant"),
-                run_id=_opt_str(value.get("run_id"), "run_id"),
-                context=context,
-            )
+            items = tuple(value.items())
+            hit = _COERCED.get(id(value))
+            if hit is not None and hit[0] is value and hit[1] == items:
+                return hit[2]
+            made = cls._of_mapping(value)
+            if not isinstance(value.get("principal"), Mapping):  # nothing nested to go stale
+                if len(_COERCED) >= _COERCED_MAX:
+                    _COERCED.clear()
+                _COERCED[id(value)] = (value, items, made)
+            return made
         raise TypeError(f"expected a VetoContext or a mapping, got {type(value).__name__}")
+
+    @classmethod
+    def _of_mapping(cls, value: Mapping[str, Any]) -> VetoContext:
+        unknown = set(value) - _VETO_CONTEXT_KEYS
+        if unknown:
+            raise TypeError(f"unknown VetoContext keys: {sorted(unknown)}")
+        principal = value.get("principal")
+        if isinstance(principal, Mapping):
+            data = dict(principal)
+            if "roles" in data and not isinstance(data["roles"], str):
+                data["roles"] = tuple(data["roles"])
+            principal = Principal(**data)
+        if principal is not None and not isinstance(principal, Principal):
+            raise TypeError(f"VetoContext.principal must be a Principal, not {principal!r}")
+        context = value.get("context")
+        if context is not None and not isinstance(context, Mapping):
+            raise TypeError("VetoContext.context must be a mapping")
+        return cls(
+            principal=principal,
+            env=_opt_str(value.get("env"), "env"),
+            tenant=_opt_str(value.get("tenant"), "tenant"),
+            run_id=_opt_str(value.get("run_id"), "run_id"),
+            context=context,
+        )
 
     @classmethod
     def from_run_context(cls, context: Any) -> VetoContext | None:
@@ -160,6 +173,14 @@ class VetoContext:
             run_id=self.run_id if self.run_id is not None else base.run_id,
             context=self.context if self.context is not None else base.context,
         )
+
+
+# A run's context mapping is read again on every call of the run (three times per call in
+# veto-openai): the VetoContext made of it is kept while its items are the same objects
+# (strings, a Principal, the ``context`` mapping a VetoContext holds by reference anyway).
+# A ``principal`` given as a mapping is converted each time: it could change in place.
+_COERCED: dict[int, tuple[Mapping[str, Any], tuple[tuple[Any, Any], ...], VetoContext]] = {}
+_COERCED_MAX = 256
 
 
 def _opt_str(value: Any, name: str) -> str | None:

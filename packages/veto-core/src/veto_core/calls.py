@@ -8,7 +8,7 @@ from typing import Any
 
 from .model import Principal, ToolCall
 
-__all__ = ["CallFormatError", "call_from_mapping", "call_to_mapping"]
+__all__ = ["CallFormatError", "call_from_mapping", "call_to_mapping", "observation_from_mapping"]
 
 _CALL_KEYS = (
     "tool",
@@ -126,3 +126,32 @@ def call_to_mapping(call: ToolCall) -> dict[str, Any]:
     if call.now is not None:
         out["now"] = call.now.isoformat()
     return out
+
+
+def observation_from_mapping(data: Any) -> tuple[ToolCall, Any]:
+    """``{"observe": {call..., "run_id", "output"}}`` -> (the call, its output)."""
+    if not isinstance(data, Mapping):
+        raise CallFormatError(f"expected a JSON object, got {type(data).__name__}")
+    extra = [k for k in data if k != "observe"]
+    if extra:
+        raise CallFormatError(
+            f"unknown key '{extra[0]}' next to 'observe' (an observe line has only 'observe')"
+        )
+    body = data.get("observe")
+    if not isinstance(body, Mapping):
+        raise CallFormatError(
+            'observe: expected an object {"tool", "args", "principal", "env", "tenant", '
+            f'"run_id", "output"}}, got {type(body).__name__}'
+        )
+    if "output" not in body:
+        raise CallFormatError("observe.output: required (null for a call that returned nothing)")
+    if not isinstance(body.get("run_id"), str) or not body.get("run_id"):
+        raise CallFormatError("observe.run_id: required (a non-empty string naming the run)")
+    fields = {k: v for k, v in body.items() if k != "output"}
+    try:
+        call = call_from_mapping(fields)
+    except CallFormatError as exc:
+        message = str(exc)
+        sep = "." if message.split(" ", 1)[0].endswith(":") else ": "
+        raise CallFormatError(f"observe{sep}{message}") from None
+    return call, body["output"]

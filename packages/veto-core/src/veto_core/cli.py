@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from .engine import Explanation, Veto
     from .model import Decision, ToolCall
+    from .runs.store import RunStore
 
 # Heavy modules (pydantic, rich, the audit store, the server extra...) are imported
 # inside the commands that need them: `veto --help`, `check`, `lint` and
@@ -126,7 +127,12 @@ def _console() -> Console:
 
 
 def _from_file(
-    path: str, env: str | None = None, tenant: str | None = None, *, db: str | None = None
+    path: str,
+    env: str | None = None,
+    tenant: str | None = None,
+    *,
+    db: str | None = None,
+    run_store: RunStore | None = None,
 ) -> Veto:
     """``Veto.from_file`` with the user's validated-policy cache (policy/cache.py): a
     file validated before is not validated again, and pydantic is not even imported."""
@@ -134,17 +140,22 @@ def _from_file(
     from .policy.cache import PolicyCache, using
 
     with using(PolicyCache.from_env()):
-        return Veto.from_file(path, env=env, tenant=tenant, db=db)
+        return Veto.from_file(path, env=env, tenant=tenant, db=db, run_store=run_store)
 
 
 def _load(
-    path: str, env: str | None = None, tenant: str | None = None, *, db: str | None = None
+    path: str,
+    env: str | None = None,
+    tenant: str | None = None,
+    *,
+    db: str | None = None,
+    run_store: RunStore | None = None,
 ) -> Veto:
     """Load a policy or exit 2 with the loader's file:line:col messages."""
     from .policy.errors import PolicyError
 
     try:
-        return _from_file(path, env=env, tenant=tenant, db=db)
+        return _from_file(path, env=env, tenant=tenant, db=db, run_store=run_store)
     except PolicyError as exc:
         click.echo(str(exc), err=True)
         raise SystemExit(2) from None
@@ -415,20 +426,30 @@ def _batch_lines(stream: IO[str]) -> Iterator[str]:
 
 
 def run_batch(veto: Veto, source: IO[str], out: IO[str]) -> tuple[int, int]:
-    """One decision line per input line, in order; a malformed line gets {"error": ...}.
-    Returns (lines, errors)."""
+    """One line per input line, in order: a decision per call line, ``{"observed": true}``
+    per observe line (runs kept in memory: `OfflineRuns`), ``{"error": ...}`` per
+    malformed or refused line. Returns (lines, errors)."""
     lines = errors = 0
-    from .calls import CallFormatError, call_from_mapping
+    from .calls import CallFormatError, call_from_mapping, observation_from_mapping
+    from .runs.offline import OfflineRuns
+    from .runs.tracker import ObservationError
 
+    runs = OfflineRuns(veto)
     dumps = json.dumps
     write = out.write
-    decide = veto.decide
+    decide = runs.decide
     for number, raw in enumerate(source, start=1):
         if not raw.strip():
             continue
         lines += 1
         try:
-            call = call_from_mapping(json.loads(raw))
+            data = json.loads(raw)
+            if isinstance(data, dict) and "observe" in data:
+                observed, output = observation_from_mapping(data)
+                runs.observe(observed, output)
+                write('{"observed": true}\n')
+                continue
+            call = call_from_mapping(data)
         except json.JSONDecodeError as exc:
             errors += 1
             write(
@@ -436,9 +457,9 @@ def run_batch(veto: Veto, source: IO[str], out: IO[str]) -> tuple[int, int]:
                 + "\n"
             )
             continue
-        except CallFormatError as exc:
+        except (CallFormatError, ObservationError) as exc:
             errors += 1
-            write(dumps({"error": f"line {number}: {exc}"}) + "\n")
+            write(dumps({"error": f"line {number}: {exc}"}, ensure_ascii=False) + "\n")
             continue
         except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting too deep
             errors += 1
@@ -486,19 +507,24 @@ def check(
 ) -> None:
     """Decide one call given by flags, or every call of a JSON-lines --batch.
 
-    A batch line is {"tool", "args", "principal": {...}, "env", "tenant", "context", "now"?};
-    each yields one line {"effect", "rule_ids", "deciding_rule_ids", "reasons", "errors"},
-    in order; a malformed line yields {"error": "..."} and the rest go on.
+    A batch line is {"tool", "args", "principal": {...}, "env", "tenant", "context", "now"?,
+    "run_id"?}; each yields one line {"effect", "rule_ids", "deciding_rule_ids", "reasons",
+    "errors"}, in order; a malformed line yields {"error": "..."} and the rest go on. A line
+    {"observe": {call..., "run_id", "output"}} records a call's output in the batch's
+    in-memory run and yields {"observed": true}; allowed calls join their run as if they ran.
 
     Exit codes (single call): 0 allow, 1 deny, 3 require_approval, 2 policy/usage error.
     Batch: 0 when every line was processed (malformed lines included), 2 policy error.
     """
-    veto = _load(_require_policy(policy), env=None, tenant=None)
     if batch is not None:
+        from .runs.memory import MemoryRunStore
+
+        veto = _load(_require_policy(policy), env=None, tenant=None, run_store=MemoryRunStore())
         lines, errors = run_batch(veto, batch, output)
         output.flush()
         click.echo(f"{lines} calls, {errors} malformed", err=True)
         raise SystemExit(0)
+    veto = _load(_require_policy(policy), env=None, tenant=None)
     decision = veto.decide(_call_from_flags(call_flags))
     if as_json:
         click.echo(json.dumps(_decision_json(decision), ensure_ascii=False))
@@ -664,7 +690,9 @@ def test_command(
     """Run policy tests: TARGET is a NAME.tests.yaml file (or a policy with `tests:`,
     given as TARGET or as -p POLICY).
 
-    Prints a table and the rule coverage (rules no test exercised).
+    Prints a table and the rule coverage (rules no test exercised) and, for flow
+    policies, the sources no test's `steps:` observed. A case's `steps:` (calls and
+    `observe:` outputs) run before its call, in a fresh in-memory run.
     Exit codes: 0 all pass, 1 a test failed (or coverage below --min-coverage), 2 a policy or tests-file error.
     """
     from rich.markup import escape
@@ -682,7 +710,9 @@ def test_command(
     except PolicyError as exc:
         click.echo(str(exc), err=True)
         raise SystemExit(2) from None
-    veto = _load(str(policy_path))
+    from .runs.memory import MemoryRunStore
+
+    veto = _load(str(policy_path), run_store=MemoryRunStore())
     report = run_policy_tests(veto, cases, policy_file=str(policy_path), tests_file=str(tests_path))
     coverage = report.coverage * 100
     ok = report.passed and coverage >= min_coverage
@@ -691,7 +721,7 @@ def test_command(
             json.dumps(
                 {
                     "policy": report.policy_file, "tests": report.tests_file, "passed": report.passed, "coverage": round(coverage, 2),
-                    "uncovered_rules": list(report.uncovered),
+                    "uncovered_rules": list(report.uncovered), "unused_sources": list(report.unused_sources),
                     "results": [
                         {"name": r.case.name, "passed": r.passed, "expected": r.case.expect.value, "got": r.decision.effect.value, "rules": list(r.decision.deciding_rule_ids), "message": r.message}
                         for r in report.results
@@ -723,6 +753,13 @@ def test_command(
     )
     if report.uncovered:
         console.print(f"[yellow]never exercised[/]: {', '.join(report.uncovered)}")
+    if report.source_ids:
+        used = len(report.source_ids) - len(report.unused_sources)
+        console.print(
+            f"source coverage: {used}/{len(report.source_ids)} sources gave labels in steps"
+        )
+        if report.unused_sources:
+            console.print(f"[yellow]never observed[/]: {', '.join(report.unused_sources)}")
     raise SystemExit(0 if ok else 1)
 
 
@@ -765,6 +802,13 @@ def demo(policy: str | None, db: str | None) -> None:
         veto.close()
 
 
+def _open_runs(db: str | None) -> RunStore:
+    """The run store next to the audit store at ``db`` ($VETO_RUNS_URL when set)."""
+    from .runs.backends import open_run_store
+
+    return open_run_store(None, default=db)
+
+
 @main.command()
 @_policy_argument
 @click.option(
@@ -788,11 +832,11 @@ def replay(
     """
     from .audit import AuditError, open_audit
     from .audit.cli import parse_since
+    from .replay import UNKNOWN, ReplayRunStore, warmup_window
     from .replay import replay as run_replay
-    from .replay import warmup_window
 
     policy = _require_policy(policy)
-    veto = _load(policy)
+    veto = _load(policy, run_store=ReplayRunStore())
     start = parse_since(since)
     try:
         with open_audit(db) as audit:
@@ -802,7 +846,7 @@ def replay(
                 tenant=tenant,
                 newest_first=False,
             )
-            report = run_replay(records, veto, report_since=start)
+            report = run_replay(records, veto, report_since=start, history=lambda: _open_runs(db))
     except AuditError as exc:
         click.echo(f"audit store: {exc}", err=True)
         raise SystemExit(2) from None
@@ -816,6 +860,11 @@ def replay(
             click.echo(f"  skipped {count}: {why}")
         for (before, after, rules), count in report.groups():
             click.echo(f"  {count:6d}  {before} -> {after}  by {rules}")
+        unknown = [c for c in report.changes if c.after == UNKNOWN]
+        if unknown:
+            click.echo(
+                f"  {len(unknown)} calls of runs whose history is not in the run store could not be re-decided (unknown): {unknown[0].reasons[0]}"
+            )
         for change in report.changes[:20]:
             click.echo(
                 f"    {change.record_id}  {change.tenant}  {change.tool}: {change.before} -> {change.after}"

@@ -285,12 +285,26 @@ def resolve_principal(settings: Settings, base: Principal | None, agent: Any) ->
         return principal
     name = settings.agent_name(agent)
     roles = _mapped_roles(settings.roles, agent)
+    key = (principal, str(name) if name else None, roles)
+    hit = _PRINCIPALS.get(key)
+    if hit is not None:
+        return hit
     changes: dict[str, Any] = {}
     if name:
         changes["agent"] = str(name)
     if roles is not None:
         changes["roles"] = roles
-    return replace(principal, **changes) if changes else principal
+    made = replace(principal, **changes) if changes else principal
+    if len(_PRINCIPALS) >= _PRINCIPALS_MAX:
+        _PRINCIPALS.clear()
+    _PRINCIPALS[key] = made
+    return made
+
+
+# Principals are frozen values: one per (base, agent name, roles), built once (a
+# ``dataclasses.replace`` per call was a fifth of the hook's own work).
+_PRINCIPALS: dict[tuple[Principal, str | None, tuple[str, ...] | None], Principal] = {}
+_PRINCIPALS_MAX = 1024
 
 
 def _run_id_from_crewai(crew: Any) -> str | None:

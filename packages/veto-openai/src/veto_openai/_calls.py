@@ -107,14 +107,19 @@ class ArgumentSchema:
             self._validator = cls(self.schema)
         return self._validator
 
-    def check(self, args: Mapping[str, Any]) -> None:
-        """Raise ``ValueError`` naming the first argument the schema does not accept."""
+    def check(self, args: Mapping[str, Any], *, text: str | None = None) -> None:
+        """Raise ``ValueError`` naming the first argument the schema does not accept.
+
+        ``text``: the JSON text ``args`` were parsed from, if any (one text parses to
+        one value, so it is a key as strict as the canonical text, without encoding)."""
         if self.schema is None:
             return
-        try:  # strict JSON text: no value outside JSON shares a key with one inside it
-            key: str | None = json.dumps(args, sort_keys=True, separators=(",", ":"))
-        except (TypeError, ValueError):
-            key = None
+        key: str | None = text
+        if key is None:
+            try:  # strict JSON text: no value outside JSON shares a key with one inside it
+                key = json.dumps(args, sort_keys=True, separators=(",", ":"))
+            except (TypeError, ValueError):
+                key = None
         with self._lock:
             if key is not None and key in self._known:
                 return

@@ -127,25 +127,29 @@ def _list_refs(node: Any, out: set[str]) -> None:
             _list_refs(value, out)
 
 
-def _label_refs(node: Any, out: set[str]) -> None:
+def _label_refs(node: Any, out: set[str], labels_field: str = "run.labels") -> None:
     """Labels a condition asks about: `tainted_by` operands, and literals compared
-    with `run.labels` (DESIGN.md 2.7)."""
+    with `run.labels` (or with ``item`` inside ``for_any``/``for_all: run.labels``)
+    (DESIGN.md 2.7)."""
     if isinstance(node, dict):
         operand = node.get("tainted_by")
         if operand is not None:
             out.update([operand] if isinstance(operand, str) else operand)
-        if node.get("field") == "run.labels":
+        if node.get("field") in ("run.labels", labels_field):
             for op in ("contains", "equals", "in", "not_in", "not_equals"):
                 value = node.get(op)
                 if isinstance(value, str):
                     out.add(value)
                 elif isinstance(value, list):
                     out.update(v for v in value if isinstance(v, str))
+        over = node.get("for_any", node.get("for_all"))
+        if over is not None:  # ``item`` is a label only when quantifying over run.labels
+            labels_field = "item" if over == "run.labels" else "run.labels"
         for value in node.values():
-            _label_refs(value, out)
+            _label_refs(value, out, labels_field)
     elif isinstance(node, list):
         for value in node:
-            _label_refs(value, out)
+            _label_refs(value, out, labels_field)
 
 
 def lint_policy(policy: CompiledPolicy) -> list[LintFinding]:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ __all__ = [
     "RuleSource",
     "bundle_tenants",
     "canonical_json",
+    "labels_unsafe_to_add",
     "lists_unsafe_to_narrow",
     "load_bundle",
     "load_policy_file",
@@ -254,6 +255,17 @@ def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
             )
         else:
             source_ids[source.id] = (doc, i)
+    guarded_labels = labels_unsafe_to_add(bm) if child.sources else {}
+    for i, source in enumerate(child.sources):
+        for label in source.labels:
+            why = guarded_labels.get(label) or guarded_labels.get(ANY_LABEL)
+            if why:
+                problems.append(
+                    doc.problem(
+                        ("sources", i, "labels"),
+                        f"source '{source.id}' gives label '{label}', which {why}",
+                    )
+                )
     lists = dict(bm.lists)
     list_sources = dict(base.list_sources)
     guarded_lists = lists_unsafe_to_narrow(bm)
@@ -366,16 +378,12 @@ _GROWS_WITH_LIST = frozenset(
 _SHRINKS_WITH_LIST = frozenset({"not_in"})
 
 
-def lists_unsafe_to_narrow(model: PolicyModel) -> dict[str, str]:
-    """Lists whose narrowing could let more calls through, with why (for messages).
-
-    Narrowing a list makes a condition that uses it positively ("in", "contains", ...)
-    true less often. That is safe in an allow rule (fewer allows) but widens in a deny
-    or require_approval rule (fewer blocks); under a ``not`` or ``not_in`` it is the
-    reverse. A list used by an operator that is neither (``equals`` compares the whole
-    list) may not be redefined at all.
-    """
-    unsafe: dict[str, str] = {}
+def _walk_leaves(
+    model: PolicyModel, visit: Callable[[Mapping[str, Any], bool, bool, str], None]
+) -> None:
+    """Call ``visit(leaf, positive, restrictive, rule_id)`` for every condition leaf of
+    ``model``'s rules: ``positive`` is False under an odd number of ``not``s,
+    ``restrictive`` is True in deny and require_approval rules."""
 
     def walk(node: Any, positive: bool, restrictive: bool, rule_id: str) -> None:
         if isinstance(node, list):
@@ -392,34 +400,94 @@ def lists_unsafe_to_narrow(model: PolicyModel) -> dict[str, str]:
         if "for_all" in node or "for_any" in node:
             walk(node.get("if"), positive, restrictive, rule_id)
         if "field" in node:
-            for op, operand in node.items():
-                if not (isinstance(operand, Mapping) and set(operand) == {"list"}):
-                    continue
-                name = str(operand["list"])
-                if op in _GROWS_WITH_LIST:
-                    grows_truth: bool | None = positive
-                elif op in _SHRINKS_WITH_LIST:
-                    grows_truth = not positive
-                else:
-                    grows_truth = None
-                if grows_truth is None:
-                    unsafe.setdefault(
-                        name,
-                        f"is compared as a whole by rule '{rule_id}' of the base policy ('{op}'); it cannot be redefined",
-                    )
-                elif grows_truth and restrictive:
-                    unsafe.setdefault(
-                        name,
-                        "is used by a deny or require_approval rule of the base policy; narrowing it would widen what is allowed",
-                    )
-                elif not grows_truth and not restrictive:
-                    unsafe.setdefault(
-                        name,
-                        f"is used negated by allow rule '{rule_id}' of the base policy; narrowing it would widen what is allowed",
-                    )
+            visit(node, positive, restrictive, rule_id)
 
     for rule in model.rules:
         walk(rule.if_, True, rule.effect != "allow", rule.id)
+
+
+def lists_unsafe_to_narrow(model: PolicyModel) -> dict[str, str]:
+    """Lists whose narrowing could let more calls through, with why (for messages).
+
+    Narrowing a list makes a condition that uses it positively ("in", "contains", ...)
+    true less often. That is safe in an allow rule (fewer allows) but widens in a deny
+    or require_approval rule (fewer blocks); under a ``not`` or ``not_in`` it is the
+    reverse. A list used by an operator that is neither (``equals`` compares the whole
+    list) may not be redefined at all.
+    """
+    unsafe: dict[str, str] = {}
+
+    def visit(node: Mapping[str, Any], positive: bool, restrictive: bool, rule_id: str) -> None:
+        for op, operand in node.items():
+            if not (isinstance(operand, Mapping) and set(operand) == {"list"}):
+                continue
+            name = str(operand["list"])
+            if op in _GROWS_WITH_LIST:
+                grows_truth: bool | None = positive
+            elif op in _SHRINKS_WITH_LIST:
+                grows_truth = not positive
+            else:
+                grows_truth = None
+            if grows_truth is None:
+                unsafe.setdefault(
+                    name,
+                    f"is compared as a whole by rule '{rule_id}' of the base policy ('{op}'); it cannot be redefined",
+                )
+            elif grows_truth and restrictive:
+                unsafe.setdefault(
+                    name,
+                    "is used by a deny or require_approval rule of the base policy; narrowing it would widen what is allowed",
+                )
+            elif not grows_truth and not restrictive:
+                unsafe.setdefault(
+                    name,
+                    f"is used negated by allow rule '{rule_id}' of the base policy; narrowing it would widen what is allowed",
+                )
+
+    _walk_leaves(model, visit)
+    return unsafe
+
+
+#: In `labels_unsafe_to_add`: every label (a rule compares `run.labels` as a whole).
+ANY_LABEL = "*"
+
+
+def labels_unsafe_to_add(model: PolicyModel) -> dict[str, str]:
+    """Labels that a new source (from an extending file or a tenant overlay) may not give,
+    with why: giving a label more often makes ``tainted_by`` it, and ``run.labels``
+    containing it, true more often. That only narrows a deny or require_approval rule
+    that uses it positively, but widens an allow rule (``tainted_by: user`` is "the
+    person named it") or a negated use in a deny rule. `ANY_LABEL` means every label."""
+    unsafe: dict[str, str] = {}
+
+    def visit(node: Mapping[str, Any], positive: bool, restrictive: bool, rule_id: str) -> None:
+        labels: list[str] = []
+        grows_truth: bool | None = positive
+        if "tainted_by" in node:
+            operand = node["tainted_by"]
+            labels = [operand] if isinstance(operand, str) else [str(x) for x in operand or ()]
+        elif node.get("field") == "run.labels":
+            for op, operand in node.items():
+                if op in ("field", "ignore_case"):
+                    continue
+                if op in ("contains", "in") and not isinstance(operand, Mapping):
+                    labels = [operand] if isinstance(operand, str) else [str(x) for x in operand]
+                elif op == "not_in" or op == "exists":
+                    continue  # not_in over the field's list is not used on labels; exists never changes
+                else:
+                    labels, grows_truth = [ANY_LABEL], None
+        if grows_truth is None:
+            why = f"is compared as a whole by rule '{rule_id}' of the base policy; no source may be added"
+        elif grows_truth and not restrictive:
+            why = f"makes allow rule '{rule_id}' of the base policy match more calls"
+        elif not grows_truth and restrictive:
+            why = f"is used negated by rule '{rule_id}' of the base policy; giving it more often would widen what is allowed"
+        else:
+            return
+        for label in labels:
+            unsafe.setdefault(label, why)
+
+    _walk_leaves(model, visit)
     return unsafe
 
 

@@ -8,9 +8,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..calls import CallFormatError, call_from_mapping
+from ..calls import CallFormatError, call_from_mapping, observation_from_mapping
 from ..engine import Veto
 from ..model import Decision, Effect, ToolCall
+from ..runs.offline import OfflineRuns
+from ..runs.tracker import ObservationError
 from .errors import PolicyError, Problem
 from .loader import validation_problems
 from .yamlsrc import read_yaml_file
@@ -19,6 +21,7 @@ __all__ = [
     "PolicyTestCase",
     "PolicyTestReport",
     "PolicyTestResult",
+    "PolicyTestStep",
     "find_policy_and_tests",
     "load_policy_tests",
     "run_policy_tests",
@@ -31,6 +34,22 @@ class _CaseModel(BaseModel):
     call: dict[str, Any]
     expect: Literal["allow", "deny", "require_approval"]
     rule: str | None = None
+    steps: list[Any] | None = None
+
+
+#: The run of a case with ``steps:`` when its calls name none (each case has its own).
+DEFAULT_RUN_ID = "test"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicyTestStep:
+    """A call (decided; it joins the run when allowed) or an observation of an output
+    (``observe``), applied before the case's call, as `veto check --batch` applies lines."""
+
+    call: ToolCall
+    observe: bool
+    output: Any
+    line: int | None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -40,6 +59,7 @@ class PolicyTestCase:
     expect: Effect
     rule: str | None
     line: int | None
+    steps: tuple[PolicyTestStep, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,6 +77,9 @@ class PolicyTestReport:
     results: tuple[PolicyTestResult, ...]
     rule_ids: tuple[str, ...]
     uncovered: tuple[str, ...]
+    #: sources (2.7) whose labels no test's steps acquired
+    source_ids: tuple[str, ...] = ()
+    unused_sources: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -109,8 +132,13 @@ def load_policy_tests(path: str | Path) -> tuple[list[PolicyTestCase], str | Non
         if model.name in names:
             problems.append(doc.problem((*loc, "name"), f"duplicate test name '{model.name}'"))
         names.add(model.name)
+        steps: list[PolicyTestStep] = []
+        if model.steps is not None:
+            steps, step_problems = _steps(doc, (*loc, "steps"), model.steps)
+            problems.extend(step_problems)
+        raw_call = _with_run(model.call) if model.steps is not None else model.call
         try:
-            call = call_from_mapping(model.call)
+            call = call_from_mapping(raw_call)
         except CallFormatError as exc:
             problems.append(doc.problem((*loc, "call"), str(exc)))
             continue
@@ -121,11 +149,53 @@ def load_policy_tests(path: str | Path) -> tuple[list[PolicyTestCase], str | Non
                 expect=Effect(model.expect),
                 rule=model.rule,
                 line=doc.locate(loc)[0],
+                steps=tuple(steps),
             )
         )
     if problems:
         raise PolicyError(problems)
     return cases, policy_ref
+
+
+def _with_run(data: Any) -> Any:
+    """A step's or a stepped case's call without ``run_id`` is in the case's run."""
+    if isinstance(data, dict) and data.get("run_id") is None:
+        return {**data, "run_id": DEFAULT_RUN_ID}
+    return data
+
+
+def _steps(
+    doc: Any, loc: tuple[str | int, ...], raw: list[Any]
+) -> tuple[list[PolicyTestStep], list[Problem]]:
+    """Parse ``steps:`` (each ``{call: {...}}`` or ``{observe: {call..., output}}``)."""
+    steps: list[PolicyTestStep] = []
+    problems: list[Problem] = []
+    expected = "expected {call: {tool, args, ...}} or {observe: {tool, args, ..., output}}"
+    for j, item in enumerate(raw):
+        where = (*loc, j)
+        if (
+            not isinstance(item, dict)
+            or len(item) != 1
+            or next(iter(item)) not in ("call", "observe")
+        ):
+            keys = ", ".join(map(str, item)) if isinstance(item, dict) else type(item).__name__
+            problems.append(doc.problem(where, f"{expected}; got {keys or 'an empty object'}"))
+            continue
+        ((kind, body),) = item.items()
+        try:
+            if kind == "call":
+                call, output = call_from_mapping(_with_run(body)), None
+            else:
+                call, output = observation_from_mapping({"observe": _with_run(body)})
+        except CallFormatError as exc:
+            problems.append(doc.problem((*where, kind), str(exc)))
+            continue
+        steps.append(
+            PolicyTestStep(
+                call=call, observe=kind == "observe", output=output, line=doc.locate(where)[0]
+            )
+        )
+    return steps, problems
 
 
 def find_policy_and_tests(
@@ -161,13 +231,27 @@ def find_policy_and_tests(
 def run_policy_tests(
     veto: Veto, cases: list[PolicyTestCase], *, policy_file: str = "", tests_file: str = ""
 ) -> PolicyTestReport:
+    """Decide each case (after its ``steps:``, in a fresh in-memory run per case: ``veto``
+    must keep runs in memory, ``Veto(..., run_store=MemoryRunStore())``)."""
     results: list[PolicyTestResult] = []
     exercised: set[str] = set()
+    used_sources: set[str] = set()
     known = set(veto.policy.rules_by_id)
-    for case in cases:
-        decision = veto.decide(case.call)
-        exercised.update(decision.rule_ids)
+    for index, case in enumerate(cases):
+        runs = OfflineRuns(veto, namespace=f"{index}\x1f")
         problems: list[str] = []
+        for number, step in enumerate(case.steps, start=1):
+            where = f"step {number}" + (f" (line {step.line})" if step.line else "")
+            if step.observe:
+                try:
+                    runs.observe(step.call, step.output)
+                except ObservationError as exc:
+                    problems.append(f"{where}: cannot observe {step.call.tool!r}: {exc}")
+            else:
+                exercised.update(runs.decide(step.call).rule_ids)
+        decision = runs.decide(case.call)
+        used_sources.update(runs.source_ids())
+        exercised.update(decision.rule_ids)
         if decision.effect is not case.expect:
             problems.append(f"expected {case.expect.value}, got {decision.effect.value}")
         if case.rule is not None:
@@ -185,10 +269,13 @@ def run_policy_tests(
         )
     rule_ids = tuple(r.id for r in veto.policy.rules)
     uncovered = tuple(r for r in rule_ids if r not in exercised)
+    source_ids = tuple(s.id for s in veto.policy.sources)
     return PolicyTestReport(
         policy_file=policy_file,
         tests_file=tests_file,
         results=tuple(results),
         rule_ids=rule_ids,
         uncovered=uncovered,
+        source_ids=source_ids,
+        unused_sources=tuple(s for s in source_ids if s not in used_sources),
     )
