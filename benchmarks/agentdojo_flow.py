@@ -40,7 +40,8 @@ call to stop; the ground truth is one correct solution, a model may take others.
 
 Run: ``uv run python benchmarks/agentdojo_flow.py`` (first run: creates
 ``~/.cache/veto-agentdojo`` and installs agentdojo from PyPI; ``--suites banking slack``
-to limit; ``--json`` for the raw counts).
+to limit; ``--by-task`` for attacks stopped per injection task; ``--json`` for the raw
+counts).
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ class Tally:
     attacks_stopped: int = 0
     attacks_without_calls: int = 0
     stopped_by: dict[str, int] = field(default_factory=dict)
+    attacks_by: dict[str, int] = field(default_factory=dict)
 
 
 def replay(veto: Veto, run_id: str, prompt: str, steps: list[dict[str, Any]]) -> list[Effect]:
@@ -231,10 +233,11 @@ def run_suite(name: str, data: dict[str, Any]) -> dict[str, dict[str, Tally]]:
             attacked.attack_calls += len(hostile)
             attacked.attack_calls_stopped += sum(stopped)
             attacked.attacks += 1
+            task = pair["injection_task"]
+            attacked.attacks_by[task] = attacked.attacks_by.get(task, 0) + 1
             if any(stopped):
                 attacked.attacks_stopped += 1
-                key = pair["injection_task"]
-                attacked.stopped_by[key] = attacked.stopped_by.get(key, 0) + 1
+                attacked.stopped_by[task] = attacked.stopped_by.get(task, 0) + 1
         result[label] = {"clean": clean, "attacked": attacked}
     return result
 
@@ -256,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "veto-agentdojo")
     ap.add_argument("--export", type=Path, help="reuse (or write) the exported runs here")
     ap.add_argument("--json", action="store_true", help="print the raw counts as JSON")
+    ap.add_argument("--by-task", action="store_true", help="attacks stopped per injection task")
     args = ap.parse_args(argv)
     python = ensure_venv(args.venv)
     out = args.export or args.venv / f"export-{BENCHMARK_VERSION}-{'-'.join(args.suites)}.json"
@@ -293,6 +297,13 @@ def main(argv: list[str] | None = None) -> int:
             print(_row(name, label, nums))
     for label, nums in totals.items():
         print(_row("**all**", label, nums))
+    if args.by_task:
+        print("\n| suite | injection task | attacks stopped by the flow policy |")
+        print("| --- | --- | --- |")
+        for name, by_policy in rows.items():
+            t = by_policy["flow"]["attacked"]
+            for task in sorted(t.attacks_by, key=lambda k: int(k.rsplit("_", 1)[1])):
+                print(f"| {name} | {task} | {pct(t.stopped_by.get(task, 0), t.attacks_by[task])} |")
     return 0
 
 
