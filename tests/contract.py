@@ -690,7 +690,9 @@ class AdapterContract(abc.ABC):
         assert "user" in user[0].labels
         (read,) = [e for e in events if e.tool == "read_file"]
         assert read.tool_call_id == "c1" and read.effect == "allow", read
-        assert "read_file done: '/data/a'" in read.text
+        # read_file is no source: the call joins run.calls, its text is not kept (2.7);
+        # a source's text is (test_value_from_untrusted_output_is_blocked needs it).
+        assert not read.labels and not read.text, read
         assert dict(read.args) == {"path": "/data/a"}
         assert not [e for e in events if e.tool == "delete_file"], "a denied call was observed"
 

@@ -39,7 +39,7 @@ class MiddlewareWait(LangChainContract):
             list(tools),
             middleware=[VetoMiddleware(self.veto, **self.options())],
         )
-        return run_agent(agent, is_async=self.is_async)
+        return run_agent(agent, is_async=self.is_async, user_message=self.user_message)
 
 
 class TestMiddlewareWaitSync(MiddlewareWait):
@@ -66,7 +66,7 @@ class MiddlewareInterrupt(LangChainContract):
             checkpointer=InMemorySaver(),
         )
         config = {"configurable": {"thread_id": str(uuid.uuid4())}}
-        inputs: Any = {"messages": [("user", "go")]}
+        inputs: Any = {"messages": [("user", self.user_message)]}
         try:
             for _ in range(5):
                 out = invoke(agent, inputs, config, is_async=self.is_async)
@@ -101,7 +101,7 @@ class GuardTools(LangChainContract):
     ) -> AgentRun:
         guarded = guard_tools(tools, self.veto, **self.options())
         agent = create_agent(scripted_model(calls), guarded)
-        return run_agent(agent, is_async=self.is_async)
+        return run_agent(agent, is_async=self.is_async, user_message=self.user_message)
 
 
 class TestGuardToolsSync(GuardTools):
@@ -128,7 +128,12 @@ class CallbackHandler(LangChainContract):
     ) -> AgentRun:
         agent = create_agent(scripted_model(calls), list(tools))
         handler = VetoCallbackHandler(self.veto, **self.options())
-        return run_agent(agent, is_async=self.is_async, config={"callbacks": [handler]})
+        return run_agent(
+            agent,
+            is_async=self.is_async,
+            config={"callbacks": [handler]},
+            user_message=self.user_message,
+        )
 
 
 class TestCallbackHandlerSync(CallbackHandler):

@@ -97,5 +97,22 @@ def build_call(
     return call
 
 
+def run_of(
+    defaults: CallDefaults, config: Mapping[str, Any] | None, runtime_context: Any = None
+) -> ToolCall:
+    """Who, where and which run, as the pseudo-call ``"@user"`` (no arguments): what the
+    run's human input is observed under (DESIGN.md 2.7)."""
+    ctx, thread_id = resolve_context(defaults, config, runtime_context)
+    return ToolCall(
+        tool="@user",
+        principal=ctx.principal or Principal(),
+        env=ctx.env,
+        tenant=ctx.tenant,
+        context=dict(ctx.context) if ctx.context else {},
+        run_id=ctx.run_id or thread_id,
+        framework=FRAMEWORK,
+    )
+
+
 def with_args(call: ToolCall, args: Mapping[str, Any]) -> ToolCall:
     return replace(call, args=dict(args))

@@ -28,7 +28,7 @@ from ._calls import ToolNames
 if TYPE_CHECKING:
     from .callbacks import NestedGuard
 
-__all__ = ["finished", "governing", "start_of_decided_call"]
+__all__ = ["finished", "governing", "in_decided_call", "start_of_decided_call"]
 
 
 @dataclass(eq=False, kw_only=True)
@@ -61,6 +61,13 @@ def start_of_decided_call(veto: Veto, tool: str, tool_call_id: str | None, run_i
             return None
         token.active.add(run_id)
         return token
+
+
+def in_decided_call() -> bool:
+    """True while the body of a decided call runs (on this thread or task). An agent
+    started there is a tool of the outer run: its input came from the outer model, not
+    from the person, so it is never observed as ``"@user"`` (DESIGN.md 2.7)."""
+    return _DECIDED.get() is not None
 
 
 def finished(token: Any, run_id: Any) -> None:

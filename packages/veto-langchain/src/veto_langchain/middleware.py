@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from langchain.agents.middleware import AgentMiddleware
+from langchain.agents.middleware import AgentMiddleware, AgentState
+from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.messages import ToolMessage
+from langgraph.config import get_config
 from langgraph.types import Command, interrupt
+from typing_extensions import NotRequired
 
 from veto_core import Effect, Principal, ToolCall, Veto
+from veto_core.adapters import aobserve_output, observe_output
 
-from . import _gate
+from . import _flow, _gate
 from ._args import received_args
-from ._calls import CallDefaults, ToolNames, VetoContext, build_call, has_checkpointer
-from ._nested import governing
+from ._calls import CallDefaults, ToolNames, VetoContext, build_call, has_checkpointer, run_of
+from ._nested import governing, in_decided_call
 from .errors import ToolCallDenied
 
 __all__ = ["VetoMiddleware"]
@@ -24,6 +28,14 @@ __all__ = ["VetoMiddleware"]
 OnDeny = Literal["message", "raise"]
 ApprovalMode = Literal["auto", "interrupt", "wait"]
 _Step = _gate.Verdict | _gate.PendingApproval
+_SEEN = "veto_user_messages"  # ids of the human messages already observed as "@user"
+
+
+class VetoState(AgentState[Any]):
+    """The agent state with the ids of the human messages Veto has observed, so each is
+    observed once per run, also across invocations of a checkpointed thread."""
+
+    veto_user_messages: NotRequired[Annotated[list[str], PrivateStateAttr]]
 
 
 class VetoMiddleware(AgentMiddleware):
@@ -54,6 +66,14 @@ class VetoMiddleware(AgentMiddleware):
     ``config["configurable"]["veto"]`` or the runtime ``context``. The run id
     defaults to the LangGraph ``thread_id``. ``tool_names`` maps LangChain tool
     names to canonical policy names (MCP tools → ``mcp__server__tool``).
+
+    Runs and data flow (DESIGN.md 2.7): before the agent starts, the human messages of
+    its input are recorded in the run as ``"@user"`` (each once: their ids are kept in
+    the agent state); if that fails the run does not start
+    (:class:`~veto_langchain.RunInputNotRecorded`). An agent started inside a tool call
+    (a sub-agent) does not do this: its input comes from the outer model. After an
+    allowed or approved call ran, what the model will see of it is recorded; if that
+    fails the model gets a refusal instead of the output (the body ran).
 
     Placement: put it **first** in ``middleware=[...]`` (outermost), so the call is
     authorized once before any retry/fallback middleware calls the handler again.
@@ -93,7 +113,28 @@ class VetoMiddleware(AgentMiddleware):
             tool_names=tool_names or ToolNames(),
         )
 
+    state_schema = VetoState
+
     # --- the hooks ----------------------------------------------------------------------
+
+    def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        pending = self._unobserved(state)
+        if pending is None:
+            return None
+        messages, seen = pending
+        if _flow.observe_user_messages(self.veto, messages, self._run(runtime)) is not None:
+            return None  # not marked as seen: each tool call retries, and is refused if it fails
+        return {_SEEN: seen}
+
+    async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        pending = self._unobserved(state)
+        if pending is None:
+            return None
+        messages, seen = pending
+        call = self._run(runtime)
+        if await asyncio.to_thread(_flow.observe_user_messages, self.veto, messages, call):
+            return None
+        return {_SEEN: seen}
 
     def wrap_tool_call(
         self,
@@ -103,6 +144,7 @@ class VetoMiddleware(AgentMiddleware):
         call = self._call(request)
         if isinstance(call, _gate.Verdict):
             return self._blocked(request, call, None)
+        unrecorded = self._input_unrecorded(request, call)
         if self._interrupts(request):
             step = self._before_interrupt(call)
             verdict = step if isinstance(step, _gate.Verdict) else None
@@ -118,12 +160,18 @@ class VetoMiddleware(AgentMiddleware):
                 verdict = self._after_resume(call, step)
         else:
             verdict = _gate.authorize_and_wait(self.veto, call, self.approval_timeout)
+        if verdict.run and unrecorded is not None:
+            verdict = _gate.withheld(call, unrecorded)
         if verdict.run:
             try:
                 with governing(self.veto, call, self._defaults.tool_names):
-                    return handler(request)
+                    result = handler(request)
             except ToolCallDenied as exc:  # a tool inside this one was refused
                 return self._blocked(request, _inner_refusal(exc), call)
+            withheld = observe_output(
+                self.veto, call, _flow.output_of(result), effect=_flow.effect_of(verdict)
+            )
+            return result if withheld is None else self._withheld(request, call, withheld)
         return self._blocked(request, verdict, call)
 
     async def awrap_tool_call(
@@ -134,6 +182,7 @@ class VetoMiddleware(AgentMiddleware):
         call = self._call(request)
         if isinstance(call, _gate.Verdict):
             return self._blocked(request, call, None)
+        unrecorded = await asyncio.to_thread(self._input_unrecorded, request, call)
         if self._interrupts(request):
             step = await asyncio.to_thread(self._before_interrupt, call)
             verdict = step if isinstance(step, _gate.Verdict) else None
@@ -151,15 +200,55 @@ class VetoMiddleware(AgentMiddleware):
             verdict = await asyncio.to_thread(
                 _gate.authorize_and_wait, self.veto, call, self.approval_timeout
             )
+        if verdict.run and unrecorded is not None:
+            verdict = _gate.withheld(call, unrecorded)
         if verdict.run:
             try:
                 with governing(self.veto, call, self._defaults.tool_names):
-                    return await handler(request)
+                    result = await handler(request)
             except ToolCallDenied as exc:  # a tool inside this one was refused
                 return self._blocked(request, _inner_refusal(exc), call)
+            withheld = await aobserve_output(
+                self.veto, call, _flow.output_of(result), effect=_flow.effect_of(verdict)
+            )
+            return result if withheld is None else self._withheld(request, call, withheld)
         return self._blocked(request, verdict, call)
 
     # --- steps --------------------------------------------------------------------------
+
+    def _unobserved(self, state: Any) -> tuple[list[Any], list[str]] | None:
+        """The human messages not yet observed and the ids seen after observing them;
+        None when there is nothing to do (or this agent runs inside a tool call)."""
+        if in_decided_call():
+            return None
+        seen = list(state.get(_SEEN) or ())
+        known = set(seen)
+        new = [m for m in _flow.human_messages(state) if m.id is None or m.id not in known]
+        if not new:
+            return None
+        seen.extend(m.id for m in new if m.id is not None)
+        return new, seen
+
+    def _input_unrecorded(self, request: Any, call: ToolCall) -> str | None:
+        """Why the run's human input is not in its history, if it is not (``before_agent``
+        could not record it, and recording it again now failed too): the call is decided
+        and recorded as usual, but does not run."""
+        state = getattr(request, "state", None)
+        pending = self._unobserved(state) if isinstance(state, Mapping) else None
+        if pending is None:
+            return None
+        return _flow.observe_user_messages(self.veto, pending[0], call)
+
+    def _run(self, runtime: Any) -> ToolCall:
+        try:
+            config = get_config()
+        except RuntimeError:  # not inside a runnable: only the constructor's values apply
+            config = None
+        return run_of(self._defaults, config, getattr(runtime, "context", None))
+
+    def _withheld(self, request: Any, call: ToolCall, text: str) -> ToolMessage | Command[Any]:
+        """The call ran but its output could not be recorded: the model gets ``text``."""
+        return self._blocked(request, _gate.withheld(call, text), call)
 
     def _call(self, request: Any) -> ToolCall | _gate.Verdict:
         tc = request.tool_call
