@@ -14,7 +14,13 @@ from langgraph.types import Command
 from lc_helpers import invoke, make_tool, observations, run_agent, scripted_model
 
 from contract import AdapterContract, AgentRun, Counter, Human, ScriptedCall, ToolSpec
-from veto_langchain import ToolCallDenied, VetoCallbackHandler, VetoMiddleware, guard_tools
+from veto_langchain import (
+    ToolCallDenied,
+    VetoCallbackHandler,
+    VetoMiddleware,
+    guard_tools,
+    observe_run_input,
+)
 
 
 class LangChainContract(AdapterContract):
@@ -101,6 +107,11 @@ class GuardTools(LangChainContract):
     ) -> AgentRun:
         guarded = guard_tools(tools, self.veto, **self.options())
         agent = create_agent(scripted_model(calls), guarded)
+        # guard_tools cannot see the agent's input: the application records it. When that
+        # fails (a store that is down) the run goes on: its calls fail closed on their own.
+        observe_run_input(
+            self.veto, [("user", self.user_message)], **self.options()
+        )
         return run_agent(agent, is_async=self.is_async, user_message=self.user_message)
 
 

@@ -16,12 +16,16 @@ from typing import Any
 from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage, convert_to_messages
 from langgraph.types import Command
 
-from veto_core import Effect, ToolCall, Veto
+from veto_core import Effect, Principal, ToolCall, Veto
 from veto_core.adapters import Verdict, observe_user_input
+
+from ._calls import CallDefaults, ToolNames, VetoContext, run_of
+from ._nested import in_decided_call
 
 __all__ = [
     "effect_of",
     "human_messages",
+    "observe_run_input",
     "observe_user_messages",
     "output_of",
 ]
@@ -84,3 +88,43 @@ def observe_user_messages(
         if reason is not None:
             return reason
     return None
+
+
+def observe_run_input(
+    veto: Veto,
+    inputs: Any,
+    *,
+    principal: Principal | None = None,
+    env: str | None = None,
+    tenant: str | None = None,
+    run_id: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    tool_names: ToolNames | None = None,
+) -> str | None:
+    """Record the person's messages in ``inputs`` (what you pass to ``agent.invoke``: a
+    mapping with ``messages``, a list of messages, or one message/string) as ``"@user"``
+    in the run (DESIGN.md 2.7), for integrations that cannot see an agent's input:
+    :func:`~veto_langchain.guard_tools` (call it before each ``invoke`` with the same
+    ``inputs`` and ``config``). :class:`~veto_langchain.VetoMiddleware` and
+    :class:`~veto_langchain.VetoCallbackHandler` do it themselves.
+
+    The run is ``run_id``, else ``config["configurable"]["veto"]``'s, else the
+    ``thread_id``; principal/env/tenant likewise. Returns None when recorded (or when
+    called inside a decided tool call: that input comes from a model, not a person),
+    else why not. Starting the run anyway stays on the safe side: a rule that asks
+    whether the person named a value (``tainted_by: user``) finds nothing and does not
+    allow the call, and a run store that is down blocks every flow-rule decision and
+    withholds every output; refuse to start the run if you prefer to stop earlier.
+    """
+    if in_decided_call():
+        return None
+    base = VetoContext(principal=principal, env=env, tenant=tenant, run_id=run_id)
+    call = run_of(CallDefaults(base=base, tool_names=tool_names or ToolNames()), config)
+    try:
+        messages = human_messages(inputs)
+    except Exception as exc:
+        return (
+            "Veto: the run's input could not be recorded in its history (fail closed): "
+            f"{type(exc).__name__}: {exc}"
+        )
+    return observe_user_messages(veto, messages, call)

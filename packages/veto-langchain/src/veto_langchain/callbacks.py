@@ -20,11 +20,19 @@ What a callback can and cannot do (LangChain ``BaseCallbackHandler`` semantics):
   ``interrupt()``/resume through a callback.
 - It only sees tools whose runs carry it: pass it in the runnable config
   (``config={"callbacks": [handler]}``) of every run, or to each tool.
+- Runs and data flow (DESIGN.md 2.7): the human messages of the input of the run it
+  is configured on (the outermost runnable's ``messages``) are recorded as ``"@user"``
+  just before that run's first tool call is decided; the output of every call it let
+  run is recorded in ``on_tool_end``. Since a callback cannot replace an output, one
+  that cannot be recorded raises :class:`ToolCallDenied` from ``on_tool_end``: the
+  tool's result never reaches the model (the body ran). An input that cannot be
+  recorded refuses the run's first tool call the same way.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -34,11 +42,12 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import ensure_config
 
 from veto_core import Principal, ToolCall, Veto
+from veto_core.adapters import observe_output
 
-from . import _gate
+from . import _flow, _gate
 from ._args import received_args, tool_on_stack
 from ._calls import CallDefaults, ToolNames, VetoContext, build_call
-from ._nested import finished, start_of_decided_call
+from ._nested import finished, in_decided_call, start_of_decided_call
 from .errors import ToolCallDenied
 
 __all__ = ["VetoCallbackHandler"]
@@ -75,6 +84,52 @@ class VetoCallbackHandler(BaseCallbackHandler):
             ),
             tool_names=tool_names or ToolNames(),
         )
+        self._lock = threading.Lock()
+        self._parents: dict[UUID, UUID | None] = {}  # running chains -> their parent
+        self._inputs: dict[UUID, Any] = {}  # root run -> its human input, not yet observed
+        self._ran: dict[UUID, tuple[ToolCall, _gate.Verdict]] = {}  # tool runs let through
+
+    # --- the run's human input (recorded before its first tool call is decided) -------------
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        with self._lock:
+            self._parents[run_id] = parent_run_id
+            if parent_run_id is None and not in_decided_call():
+                self._inputs[run_id] = inputs
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> Any:
+        self._chain_done(run_id)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
+        self._chain_done(run_id)
+
+    def _chain_done(self, run_id: UUID) -> None:
+        with self._lock:
+            self._parents.pop(run_id, None)
+            self._inputs.pop(run_id, None)
+
+    def _take_input(self, parent_run_id: UUID | None) -> Any:
+        """The not yet observed input of the root run this tool runs in (taken once)."""
+        with self._lock:
+            node = parent_run_id
+            for _ in range(1024):  # a cycle would be a LangChain bug; stop anyway
+                if node is None or node not in self._parents:
+                    break
+                parent = self._parents[node]
+                if parent is None:
+                    return self._inputs.pop(node, None)
+                node = parent
+            return None
+
+    # --- tool calls ---------------------------------------------------------------------
 
     def on_tool_start(
         self,
@@ -97,7 +152,10 @@ class VetoCallbackHandler(BaseCallbackHandler):
             )
         if call is None:
             return None
+        unrecorded = self._observe_input(parent_run_id, call)
         verdict = _gate.authorize_and_wait(self.veto, call, self.approval_timeout)
+        if verdict.run and unrecorded is not None:  # decided and recorded, but does not run
+            verdict = _gate.withheld(call, unrecorded)
         if not verdict.run:
             raise ToolCallDenied(
                 verdict.reason,
@@ -107,7 +165,48 @@ class VetoCallbackHandler(BaseCallbackHandler):
                 decision=verdict.decision,
                 approval_id=verdict.approval_id,
             )
+        with self._lock:
+            self._ran[run_id] = (call, verdict)
         return None
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> Any:
+        with self._lock:
+            ran = self._ran.pop(run_id, None)
+        if ran is None:
+            return None
+        call, verdict = ran
+        withheld = observe_output(
+            self.veto, call, _flow.output_of(output), effect=_flow.effect_of(verdict)
+        )
+        if withheld is not None:
+            raise ToolCallDenied(
+                withheld,
+                tool=call.tool,
+                outcome="error",
+                tool_call_id=call.tool_call_id,
+                decision=verdict.decision,
+                approval_id=verdict.approval_id,
+            )
+        return None
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
+        with self._lock:
+            self._ran.pop(run_id, None)
+
+    def _observe_input(self, parent_run_id: UUID | None, call: ToolCall) -> str | None:
+        """Record the human input of this tool's root run, if not yet done; why not, if
+        it cannot be."""
+        inputs = self._take_input(parent_run_id)
+        if inputs is None:
+            return None
+        try:
+            messages = _flow.human_messages(inputs)
+        except Exception as exc:
+            return (
+                "Veto: the run's input could not be read, so it cannot be recorded in its "
+                f"history (fail closed): {type(exc).__name__}: {exc}"
+            )
+        return _flow.observe_user_messages(self.veto, messages, call)
 
     def _read_call(
         self,
@@ -191,11 +290,22 @@ class NestedGuard(VetoCallbackHandler):
             return None
         return super().on_tool_start(serialized, input_str, run_id=run_id, **kwargs)
 
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, **kwargs: Any) -> Any:
+        return None  # an inner agent's input comes from the outer model, not the person
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> Any:
+        return None
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
+        return None
+
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> Any:
         self._release(run_id)
+        return super().on_tool_end(output, run_id=run_id, **kwargs)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
         self._release(run_id)
+        return super().on_tool_error(error, run_id=run_id, **kwargs)
 
     def _release(self, run_id: UUID) -> None:
         token = self._skipped.pop(run_id, None)

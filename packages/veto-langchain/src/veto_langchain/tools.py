@@ -12,8 +12,9 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, PrivateAttr
 
 from veto_core import Principal, ToolCall, Veto
+from veto_core.adapters import aobserve_output, observe_output
 
-from . import _gate
+from . import _flow, _gate
 from ._args import received_args
 from ._calls import CallDefaults, ToolNames, VetoContext, build_call
 from ._nested import governing
@@ -103,11 +104,17 @@ class GuardedTool(BaseTool):
             return self._blocked(verdict, call, tool_call_id)
         try:
             with governing(self._veto, call, self._defaults.tool_names):
-                return self.inner.run(tool_input, *args, **kwargs)
+                output = self.inner.run(tool_input, *args, **kwargs)
         except ToolCallDenied as exc:  # a tool inside this one was refused
             if self._on_deny == "message" and tool_call_id:
                 return self._blocked(_inner_refusal(exc), call, tool_call_id)
             raise
+        withheld = observe_output(
+            self._veto, call, _flow.output_of(output), effect=_flow.effect_of(verdict)
+        )
+        if withheld is None:
+            return output
+        return self._blocked(_gate.withheld(call, withheld), call, tool_call_id)
 
     async def arun(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
         config = kwargs.get("config")
@@ -117,11 +124,17 @@ class GuardedTool(BaseTool):
             return self._blocked(verdict, call, tool_call_id)
         try:
             with governing(self._veto, call, self._defaults.tool_names):
-                return await self.inner.arun(tool_input, *args, **kwargs)
+                output = await self.inner.arun(tool_input, *args, **kwargs)
         except ToolCallDenied as exc:  # a tool inside this one was refused
             if self._on_deny == "message" and tool_call_id:
                 return self._blocked(_inner_refusal(exc), call, tool_call_id)
             raise
+        withheld = await aobserve_output(
+            self._veto, call, _flow.output_of(output), effect=_flow.effect_of(verdict)
+        )
+        if withheld is None:
+            return output
+        return self._blocked(_gate.withheld(call, withheld), call, tool_call_id)
 
 
 def guard_tool(
