@@ -28,7 +28,7 @@ from ._calls import ToolNames
 if TYPE_CHECKING:
     from .callbacks import NestedGuard
 
-__all__ = ["finished", "governing", "in_decided_call", "start_of_decided_call"]
+__all__ = ["finished", "governing", "in_decided_call", "outer_run_id", "start_of_decided_call"]
 
 
 @dataclass(eq=False, kw_only=True)
@@ -38,6 +38,7 @@ class _Decided:
     veto: Veto
     tool: str
     tool_call_id: str | None
+    run_id: str | None = None
     active: set[Any] = field(default_factory=set)  # LangChain run ids of its running starts
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -70,6 +71,13 @@ def in_decided_call() -> bool:
     return _DECIDED.get() is not None
 
 
+def outer_run_id() -> str | None:
+    """The run id of the decided call whose body is running, if any: an agent started
+    there belongs to that run."""
+    token = _DECIDED.get()
+    return None if token is None else token.run_id
+
+
 def finished(token: Any, run_id: Any) -> None:
     """The decided call's run ``run_id`` ended (so a retry is the same call again)."""
     with token.lock:
@@ -82,7 +90,9 @@ def governing(veto: Veto, call: ToolCall, tool_names: ToolNames) -> Iterator[Non
     from .callbacks import NestedGuard
 
     guard = NestedGuard(veto, call, tool_names)
-    decided = _DECIDED.set(_Decided(veto=veto, tool=call.tool, tool_call_id=call.tool_call_id))
+    decided = _DECIDED.set(_Decided(
+            veto=veto, tool=call.tool, tool_call_id=call.tool_call_id, run_id=call.run_id
+        ))
     installed = _GUARD.set(guard)
     try:
         yield

@@ -47,7 +47,7 @@ from veto_core.adapters import observe_output
 from . import _flow, _gate
 from ._args import received_args, tool_on_stack
 from ._calls import CallDefaults, ToolNames, VetoContext, build_call
-from ._nested import finished, in_decided_call, start_of_decided_call
+from ._nested import finished, in_decided_call, outer_run_id, start_of_decided_call
 from .errors import ToolCallDenied
 
 __all__ = ["VetoCallbackHandler"]
@@ -86,6 +86,7 @@ class VetoCallbackHandler(BaseCallbackHandler):
         )
         self._lock = threading.Lock()
         self._parents: dict[UUID, UUID | None] = {}  # running chains -> their parent
+        self._runs: dict[UUID, str] = {}  # root run -> its Veto run id
         self._inputs: dict[UUID, Any] = {}  # root run -> its human input, not yet observed
         self._ran: dict[UUID, tuple[ToolCall, _gate.Verdict]] = {}  # tool runs let through
 
@@ -102,8 +103,11 @@ class VetoCallbackHandler(BaseCallbackHandler):
     ) -> Any:
         with self._lock:
             self._parents[run_id] = parent_run_id
-            if parent_run_id is None and not in_decided_call():
-                self._inputs[run_id] = inputs
+            if parent_run_id is None:
+                outer = outer_run_id()  # a chain inside a decided call belongs to its run
+                self._runs[run_id] = outer or f"langchain-{run_id}"
+                if not in_decided_call():
+                    self._inputs[run_id] = inputs
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> Any:
         self._chain_done(run_id)
@@ -114,20 +118,26 @@ class VetoCallbackHandler(BaseCallbackHandler):
     def _chain_done(self, run_id: UUID) -> None:
         with self._lock:
             self._parents.pop(run_id, None)
+            self._runs.pop(run_id, None)
             self._inputs.pop(run_id, None)
 
-    def _take_input(self, parent_run_id: UUID | None) -> Any:
-        """The not yet observed input of the root run this tool runs in (taken once)."""
+    def _root(self, run_id: UUID, parent_run_id: UUID | None) -> tuple[str | None, Any]:
+        """The Veto run id of the outermost run this tool runs in (one invocation of the
+        outermost runnable, or of the tool itself when invoked on its own) and that run's
+        input if not yet observed (taken: observed once). ``(None, None)`` when the tool
+        runs inside something this handler did not see start: its run is unknown."""
+        if parent_run_id is None:  # the tool is the outermost run
+            return outer_run_id() or f"langchain-{run_id}", None
         with self._lock:
-            node = parent_run_id
+            node: UUID | None = parent_run_id
             for _ in range(1024):  # a cycle would be a LangChain bug; stop anyway
                 if node is None or node not in self._parents:
                     break
                 parent = self._parents[node]
                 if parent is None:
-                    return self._inputs.pop(node, None)
+                    return self._runs.get(node), self._inputs.pop(node, None)
                 node = parent
-            return None
+            return None, None
 
     # --- tool calls ---------------------------------------------------------------------
 
@@ -152,7 +162,10 @@ class VetoCallbackHandler(BaseCallbackHandler):
             )
         if call is None:
             return None
-        unrecorded = self._observe_input(parent_run_id, call)
+        root, inputs = self._root(run_id, parent_run_id)
+        if call.run_id is None and root is not None:  # one outermost invocation, one run
+            call = replace(call, run_id=root)
+        unrecorded = self._observe_input(inputs, call)
         verdict = _gate.authorize_and_wait(self.veto, call, self.approval_timeout)
         if verdict.run and unrecorded is not None:  # decided and recorded, but does not run
             verdict = _gate.withheld(call, unrecorded)
@@ -193,10 +206,9 @@ class VetoCallbackHandler(BaseCallbackHandler):
         with self._lock:
             self._ran.pop(run_id, None)
 
-    def _observe_input(self, parent_run_id: UUID | None, call: ToolCall) -> str | None:
-        """Record the human input of this tool's root run, if not yet done; why not, if
-        it cannot be."""
-        inputs = self._take_input(parent_run_id)
+    def _observe_input(self, inputs: Any, call: ToolCall) -> str | None:
+        """Record the human messages of the root run's ``inputs`` (None: nothing to do);
+        why not, if they cannot be."""
         if inputs is None:
             return None
         try:

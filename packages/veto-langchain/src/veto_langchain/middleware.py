@@ -4,7 +4,9 @@ LangChain v1 agent built with ``create_agent(model, tools, middleware=[...])``."
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware, AgentState
@@ -20,7 +22,7 @@ from veto_core.adapters import aobserve_output, observe_output
 from . import _flow, _gate
 from ._args import received_args
 from ._calls import CallDefaults, ToolNames, VetoContext, build_call, has_checkpointer, run_of
-from ._nested import governing, in_decided_call
+from ._nested import governing, in_decided_call, outer_run_id
 from .errors import ToolCallDenied
 
 __all__ = ["VetoMiddleware"]
@@ -29,13 +31,16 @@ OnDeny = Literal["message", "raise"]
 ApprovalMode = Literal["auto", "interrupt", "wait"]
 _Step = _gate.Verdict | _gate.PendingApproval
 _SEEN = "veto_user_messages"  # ids of the human messages already observed as "@user"
+_RUN = "veto_run_id"  # the run id made for an invocation that has none
 
 
 class VetoState(AgentState[Any]):
-    """The agent state with the ids of the human messages Veto has observed, so each is
-    observed once per run, also across invocations of a checkpointed thread."""
+    """The agent state with the ids of the human messages Veto has observed (each is
+    observed once per run, also across invocations of a checkpointed thread) and, for an
+    invocation given no run id, the one made for it."""
 
     veto_user_messages: NotRequired[Annotated[list[str], PrivateStateAttr]]
+    veto_run_id: NotRequired[Annotated[str, PrivateStateAttr]]
 
 
 class VetoMiddleware(AgentMiddleware):
@@ -64,8 +69,10 @@ class VetoMiddleware(AgentMiddleware):
     ``principal``/``env``/``tenant``/``context``/``run_id`` set the defaults; each
     run may override them with a :class:`VetoContext` in
     ``config["configurable"]["veto"]`` or the runtime ``context``. The run id
-    defaults to the LangGraph ``thread_id``. ``tool_names`` maps LangChain tool
-    names to canonical policy names (MCP tools → ``mcp__server__tool``).
+    defaults to the LangGraph ``thread_id``, else the invocation's ``config["run_id"]``,
+    else a new id made for the invocation (kept in the agent state). ``tool_names``
+    maps LangChain tool names to canonical policy names (MCP tools →
+    ``mcp__server__tool``).
 
     Runs and data flow (DESIGN.md 2.7): before the agent starts, the human messages of
     its input are recorded in the run as ``"@user"`` (each once: their ids are kept in
@@ -118,23 +125,22 @@ class VetoMiddleware(AgentMiddleware):
     # --- the hooks ----------------------------------------------------------------------
 
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        run, update = self._start(state, runtime)
         pending = self._unobserved(state)
-        if pending is None:
-            return None
-        messages, seen = pending
-        if _flow.observe_user_messages(self.veto, messages, self._run(runtime)) is not None:
-            return None  # not marked as seen: each tool call retries, and is refused if it fails
-        return {_SEEN: seen}
+        if pending is not None:
+            if _flow.observe_user_messages(self.veto, pending[0], run) is None:
+                update[_SEEN] = pending[1]
+            # else not marked as seen: each tool call retries, and does not run if it fails
+        return update or None
 
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        run, update = self._start(state, runtime)
         pending = self._unobserved(state)
-        if pending is None:
-            return None
-        messages, seen = pending
-        call = self._run(runtime)
-        if await asyncio.to_thread(_flow.observe_user_messages, self.veto, messages, call):
-            return None
-        return {_SEEN: seen}
+        if pending is not None:
+            why = await asyncio.to_thread(_flow.observe_user_messages, self.veto, pending[0], run)
+            if why is None:
+                update[_SEEN] = pending[1]
+        return update or None
 
     def wrap_tool_call(
         self,
@@ -239,12 +245,20 @@ class VetoMiddleware(AgentMiddleware):
             return None
         return _flow.observe_user_messages(self.veto, pending[0], call)
 
-    def _run(self, runtime: Any) -> ToolCall:
+    def _start(self, state: Any, runtime: Any) -> tuple[ToolCall, dict[str, Any]]:
+        """The run this invocation belongs to, and the state update that names it when
+        nothing else does: the run of the tool call this agent runs inside (a sub-agent),
+        else a new id for this invocation (kept in the state, so a resume keeps it)."""
         try:
             config = get_config()
         except RuntimeError:  # not inside a runnable: only the constructor's values apply
             config = None
-        return run_of(self._defaults, config, getattr(runtime, "context", None))
+        run = run_of(self._defaults, config, getattr(runtime, "context", None))
+        if run.run_id is not None:
+            return run, {}
+        run_id = state.get(_RUN) or outer_run_id() or f"langchain-{uuid.uuid4()}"
+        update = {} if state.get(_RUN) == run_id else {_RUN: run_id}
+        return replace(run, run_id=run_id), update
 
     def _withheld(self, request: Any, call: ToolCall, text: str) -> ToolMessage | Command[Any]:
         """The call ran but its output could not be recorded: the model gets ``text``."""
@@ -255,7 +269,7 @@ class VetoMiddleware(AgentMiddleware):
         name = tc.get("name") if isinstance(tc, Mapping) else None
         try:
             runtime = getattr(request, "runtime", None)
-            return build_call(
+            call = build_call(
                 self._defaults,
                 name=name,  # type: ignore[arg-type]
                 args=received_args(getattr(request, "tool", None), tc.get("args")),
@@ -263,6 +277,10 @@ class VetoMiddleware(AgentMiddleware):
                 config=getattr(runtime, "config", None),
                 runtime_context=getattr(runtime, "context", None),
             )
+            state = getattr(request, "state", None)
+            if call.run_id is None and isinstance(state, Mapping) and state.get(_RUN):
+                call = replace(call, run_id=str(state[_RUN]))
+            return call
         except Exception as exc:
             placeholder = ToolCall(tool=str(name or "?"))
             return _gate.refusal(
