@@ -674,7 +674,6 @@ class AdapterContract(abc.ABC):
         self.assert_not_tool_output(result, "c2")
         assert self.decision_records("c2") == []
 
-
     # --- runs and data flow (DESIGN.md 2.7) -------------------------------------------------
 
     def test_outputs_and_user_input_are_observed(self) -> None:

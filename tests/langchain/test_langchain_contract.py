@@ -109,9 +109,7 @@ class GuardTools(LangChainContract):
         agent = create_agent(scripted_model(calls), guarded)
         # guard_tools cannot see the agent's input: the application records it. When that
         # fails (a store that is down) the run goes on: its calls fail closed on their own.
-        observe_run_input(
-            self.veto, [("user", self.user_message)], **self.options()
-        )
+        observe_run_input(self.veto, [("user", self.user_message)], **self.options())
         return run_agent(agent, is_async=self.is_async, user_message=self.user_message)
 
 

@@ -61,9 +61,7 @@ def human_messages(value: Any) -> list[HumanMessage]:
         value = value.get("messages")
     if value is None:
         return []
-    if isinstance(value, BaseMessage | str) or (
-        isinstance(value, Mapping) and "role" in value
-    ):
+    if isinstance(value, BaseMessage | str) or (isinstance(value, Mapping) and "role" in value):
         value = [value]
     if not isinstance(value, Sequence):
         return []

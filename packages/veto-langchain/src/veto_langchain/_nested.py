@@ -90,9 +90,9 @@ def governing(veto: Veto, call: ToolCall, tool_names: ToolNames) -> Iterator[Non
     from .callbacks import NestedGuard
 
     guard = NestedGuard(veto, call, tool_names)
-    decided = _DECIDED.set(_Decided(
-            veto=veto, tool=call.tool, tool_call_id=call.tool_call_id, run_id=call.run_id
-        ))
+    decided = _DECIDED.set(
+        _Decided(veto=veto, tool=call.tool, tool_call_id=call.tool_call_id, run_id=call.run_id)
+    )
     installed = _GUARD.set(guard)
     try:
         yield

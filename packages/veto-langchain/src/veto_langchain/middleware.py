@@ -7,14 +7,13 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from langchain.agents.middleware import AgentMiddleware, AgentState
 from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.messages import ToolMessage
 from langgraph.config import get_config
 from langgraph.types import Command, interrupt
-from typing_extensions import NotRequired
 
 from veto_core import Effect, Principal, ToolCall, Veto
 from veto_core.adapters import aobserve_output, observe_output
@@ -127,10 +126,9 @@ class VetoMiddleware(AgentMiddleware):
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         run, update = self._start(state, runtime)
         pending = self._unobserved(state)
-        if pending is not None:
-            if _flow.observe_user_messages(self.veto, pending[0], run) is None:
-                update[_SEEN] = pending[1]
-            # else not marked as seen: each tool call retries, and does not run if it fails
+        # Not recorded: not marked as seen; each tool call retries, and does not run if it fails.
+        if pending is not None and _flow.observe_user_messages(self.veto, pending[0], run) is None:
+            update[_SEEN] = pending[1]
         return update or None
 
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
