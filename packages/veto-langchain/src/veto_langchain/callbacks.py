@@ -47,7 +47,14 @@ from veto_core.adapters import observe_output
 from . import _flow, _gate
 from ._args import received_args, tool_on_stack
 from ._calls import CallDefaults, ToolNames, VetoContext, build_call
-from ._nested import finished, in_decided_call, outer_run_id, start_of_decided_call
+from ._nested import (
+    enter_call,
+    finished,
+    in_decided_call,
+    leave_call,
+    outer_run_id,
+    start_of_decided_call,
+)
 from .errors import ToolCallDenied
 
 __all__ = ["VetoCallbackHandler"]
@@ -88,7 +95,7 @@ class VetoCallbackHandler(BaseCallbackHandler):
         self._parents: dict[UUID, UUID | None] = {}  # running chains -> their parent
         self._runs: dict[UUID, str] = {}  # root run -> its Veto run id
         self._inputs: dict[UUID, Any] = {}  # root run -> its human input, not yet observed
-        self._ran: dict[UUID, tuple[ToolCall, _gate.Verdict]] = {}  # tool runs let through
+        self._ran: dict[UUID, tuple[ToolCall, _gate.Verdict, Any]] = {}  # tool runs let run
 
     # --- the run's human input (recorded before its first tool call is decided) -------------
 
@@ -179,7 +186,7 @@ class VetoCallbackHandler(BaseCallbackHandler):
                 approval_id=verdict.approval_id,
             )
         with self._lock:
-            self._ran[run_id] = (call, verdict)
+            self._ran[run_id] = (call, verdict, enter_call(call.run_id))
         return None
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> Any:
@@ -187,7 +194,8 @@ class VetoCallbackHandler(BaseCallbackHandler):
             ran = self._ran.pop(run_id, None)
         if ran is None:
             return None
-        call, verdict = ran
+        call, verdict, inside = ran
+        leave_call(inside)
         withheld = observe_output(
             self.veto, call, _flow.output_of(output), effect=_flow.effect_of(verdict)
         )
@@ -204,7 +212,9 @@ class VetoCallbackHandler(BaseCallbackHandler):
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
         with self._lock:
-            self._ran.pop(run_id, None)
+            ran = self._ran.pop(run_id, None)
+        if ran is not None:
+            leave_call(ran[2])
 
     def _observe_input(self, inputs: Any, call: ToolCall) -> str | None:
         """Record the human messages of the root run's ``inputs`` (None: nothing to do);
