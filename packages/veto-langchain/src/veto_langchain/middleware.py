@@ -74,12 +74,14 @@ class VetoMiddleware(AgentMiddleware):
     ``mcp__server__tool``).
 
     Runs and data flow (DESIGN.md 2.7): before the agent starts, the human messages of
-    its input are recorded in the run as ``"@user"`` (each once: their ids are kept in
-    the agent state); if that fails the run does not start
-    (:class:`~veto_langchain.RunInputNotRecorded`). An agent started inside a tool call
-    (a sub-agent) does not do this: its input comes from the outer model. After an
-    allowed or approved call ran, what the model will see of it is recorded; if that
-    fails the model gets a refusal instead of the output (the body ran).
+    its state are recorded in the run as ``"@user"`` (each once: their ids are kept in
+    the agent state). If that fails, each tool call tries again before it is decided and,
+    if it still fails, is decided and recorded but does not run (the model is told why).
+    An agent started inside a tool call (a sub-agent) records no input: it comes from the
+    outer model; its calls join the outer call's run. After an allowed or approved call
+    ran, what the model will see of it is recorded (an approved one with effect
+    ``require_approval``); if that fails the model gets a refusal instead of the output
+    (the body ran).
 
     Placement: put it **first** in ``middleware=[...]`` (outermost), so the call is
     authorized once before any retry/fallback middleware calls the handler again.
