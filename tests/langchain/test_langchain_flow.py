@@ -218,8 +218,9 @@ def test_a_checkpointed_thread_observes_each_human_message_once(veto: Veto) -> N
     assert texts == ["first message", f"now pay {IBAN}"], texts
 
 
+@pytest.mark.parametrize("integration", ["middleware", "callback"])
 def test_a_run_whose_input_cannot_be_recorded_runs_no_tool(
-    veto: Veto, monkeypatch: pytest.MonkeyPatch
+    veto: Veto, integration: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from veto_core.runs import RunStoreUnavailable
 
@@ -234,8 +235,12 @@ def test_a_run_whose_input_cannot_be_recorded_runs_no_tool(
     monkeypatch.setattr(store, "append", append)
     ran = Ran()
     model = turns(("read_inbox", {"query": "invoice"}, "c1"))
-    agent, _ = build("middleware", veto, make_tools(ran), model, run_id="r-input")
-    seen = observations(invoke(agent, {"messages": [("user", "go")]})["messages"])
+    agent, config = build(integration, veto, make_tools(ran), model, run_id="r-input")
+    try:
+        seen = observations(invoke(agent, {"messages": [("user", "go")]}, config)["messages"])
+    except ToolCallDenied as exc:  # the callback can only raise
+        assert integration == "callback", exc
+        seen = {"c1": exc.reason}
     assert ran.calls == []
     assert "input could not be recorded" in seen["c1"], seen
     assert "run store is down for the input" in seen["c1"], seen

@@ -21,12 +21,13 @@ What a callback can and cannot do (LangChain ``BaseCallbackHandler`` semantics):
 - It only sees tools whose runs carry it: pass it in the runnable config
   (``config={"callbacks": [handler]}``) of every run, or to each tool.
 - Runs and data flow (DESIGN.md 2.7): the human messages of the input of the run it
-  is configured on (the outermost runnable's ``messages``) are recorded as ``"@user"``
+  is configured on (the outermost runnable's ``messages``, or its input when that is a
+  list of messages; not a bare string or ``{"input": ...}``) are recorded as ``"@user"``
   just before that run's first tool call is decided; the output of every call it let
   run is recorded in ``on_tool_end``. Since a callback cannot replace an output, one
   that cannot be recorded raises :class:`ToolCallDenied` from ``on_tool_end``: the
-  tool's result never reaches the model (the body ran). An input that cannot be
-  recorded refuses the run's first tool call the same way.
+  tool's result never reaches the model (the body ran). While the input cannot be
+  recorded, each tool call of the run is decided and recorded but refused the same way.
 """
 
 from __future__ import annotations
@@ -113,8 +114,8 @@ class VetoCallbackHandler(BaseCallbackHandler):
             if parent_run_id is None:
                 outer = outer_run_id()  # a chain inside a decided call belongs to its run
                 self._runs[run_id] = outer or f"langchain-{run_id}"
-                if not in_decided_call():
-                    self._inputs[run_id] = inputs
+                if not in_decided_call() and not isinstance(inputs, str | bytes):
+                    self._inputs[run_id] = inputs  # its messages, not a bare string
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> Any:
         self._chain_done(run_id)
@@ -128,10 +129,10 @@ class VetoCallbackHandler(BaseCallbackHandler):
             self._runs.pop(run_id, None)
             self._inputs.pop(run_id, None)
 
-    def _root(self, run_id: UUID, parent_run_id: UUID | None) -> tuple[str | None, Any]:
+    def _root(self, run_id: UUID, parent_run_id: UUID | None) -> tuple[str | None, UUID | None]:
         """The Veto run id of the outermost run this tool runs in (one invocation of the
-        outermost runnable, or of the tool itself when invoked on its own) and that run's
-        input if not yet observed (taken: observed once). ``(None, None)`` when the tool
+        outermost runnable, or of the tool itself when invoked on its own) and that
+        run's LangChain id when this handler saw it start. ``(None, None)`` when the tool
         runs inside something this handler did not see start: its run is unknown."""
         if parent_run_id is None:  # the tool is the outermost run
             return outer_run_id() or f"langchain-{run_id}", None
@@ -142,7 +143,7 @@ class VetoCallbackHandler(BaseCallbackHandler):
                     break
                 parent = self._parents[node]
                 if parent is None:
-                    return self._runs.get(node), self._inputs.pop(node, None)
+                    return self._runs.get(node), node
                 node = parent
             return None, None
 
@@ -169,10 +170,10 @@ class VetoCallbackHandler(BaseCallbackHandler):
             )
         if call is None:
             return None
-        root, inputs = self._root(run_id, parent_run_id)
-        if call.run_id is None and root is not None:  # one outermost invocation, one run
-            call = replace(call, run_id=root)
-        unrecorded = self._observe_input(inputs, call)
+        run, root = self._root(run_id, parent_run_id)
+        if call.run_id is None and run is not None:  # one outermost invocation, one run
+            call = replace(call, run_id=run)
+        unrecorded = self._observe_input(root, call)
         verdict = _gate.authorize_and_wait(self.veto, call, self.approval_timeout)
         if verdict.run and unrecorded is not None:  # decided and recorded, but does not run
             verdict = _gate.withheld(call, unrecorded)
@@ -216,19 +217,28 @@ class VetoCallbackHandler(BaseCallbackHandler):
         if ran is not None:
             leave_call(ran[2])
 
-    def _observe_input(self, inputs: Any, call: ToolCall) -> str | None:
-        """Record the human messages of the root run's ``inputs`` (None: nothing to do);
-        why not, if they cannot be."""
+    def _observe_input(self, root: UUID | None, call: ToolCall) -> str | None:
+        """Record the human messages of the input of the outermost run ``root``, once
+        (None: done, or nothing to do); why not, if they cannot be (the next tool call of
+        the run tries again)."""
+        if root is None:
+            return None
+        with self._lock:
+            inputs = self._inputs.pop(root, None)
         if inputs is None:
             return None
         try:
-            messages = _flow.human_messages(inputs)
+            why = _flow.observe_user_messages(self.veto, _flow.human_messages(inputs), call)
         except Exception as exc:
-            return (
+            why = (
                 "Veto: the run's input could not be read, so it cannot be recorded in its "
                 f"history (fail closed): {type(exc).__name__}: {exc}"
             )
-        return _flow.observe_user_messages(self.veto, messages, call)
+        if why is not None:
+            with self._lock:
+                if root in self._parents:
+                    self._inputs.setdefault(root, inputs)
+        return why
 
     def _read_call(
         self,
