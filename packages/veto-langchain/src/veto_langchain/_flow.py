@@ -25,6 +25,7 @@ from ._nested import in_decided_call
 __all__ = [
     "effect_of",
     "human_messages",
+    "input_unreadable",
     "observe_run_input",
     "observe_user_messages",
     "output_of",
@@ -66,6 +67,14 @@ def human_messages(value: Any) -> list[HumanMessage]:
     if not isinstance(value, Sequence):
         return []
     return [m for m in convert_to_messages(value) if isinstance(m, HumanMessage)]
+
+
+def input_unreadable(exc: BaseException) -> str:
+    """Why a run's input was not recorded when its messages cannot be read."""
+    return (
+        "Veto: the run's input could not be read, so it cannot be recorded in its "
+        f"history (fail closed): {type(exc).__name__}: {exc}"
+    )
 
 
 def observe_user_messages(
@@ -121,8 +130,5 @@ def observe_run_input(
     try:
         messages = human_messages(inputs)
     except Exception as exc:
-        return (
-            "Veto: the run's input could not be recorded in its history (fail closed): "
-            f"{type(exc).__name__}: {exc}"
-        )
+        return input_unreadable(exc)
     return observe_user_messages(veto, messages, call)

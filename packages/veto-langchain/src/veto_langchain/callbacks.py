@@ -230,10 +230,7 @@ class VetoCallbackHandler(BaseCallbackHandler):
         try:
             why = _flow.observe_user_messages(self.veto, _flow.human_messages(inputs), call)
         except Exception as exc:
-            why = (
-                "Veto: the run's input could not be read, so it cannot be recorded in its "
-                f"history (fail closed): {type(exc).__name__}: {exc}"
-            )
+            why = _flow.input_unreadable(exc)
         if why is not None:
             with self._lock:
                 if root in self._parents:

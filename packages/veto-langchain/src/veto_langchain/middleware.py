@@ -127,20 +127,11 @@ class VetoMiddleware(AgentMiddleware):
 
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         run, update = self._start(state, runtime)
-        pending = self._unobserved(state)
-        # Not recorded: not marked as seen; each tool call retries, and does not run if it fails.
-        if pending is not None and _flow.observe_user_messages(self.veto, pending[0], run) is None:
-            update[_SEEN] = pending[1]
-        return update or None
+        return self._record_input(state, run, update)
 
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         run, update = self._start(state, runtime)
-        pending = self._unobserved(state)
-        if pending is not None:
-            why = await asyncio.to_thread(_flow.observe_user_messages, self.veto, pending[0], run)
-            if why is None:
-                update[_SEEN] = pending[1]
-        return update or None
+        return await asyncio.to_thread(self._record_input, state, run, update)
 
     def wrap_tool_call(
         self,
@@ -235,12 +226,28 @@ class VetoMiddleware(AgentMiddleware):
         seen.extend(m.id for m in new if m.id is not None)
         return new, seen
 
+    def _record_input(
+        self, state: Any, run: ToolCall, update: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Record the human messages not yet observed; mark them seen only when recorded
+        (if not, each tool call tries again and does not run while it fails)."""
+        try:
+            pending = self._unobserved(state)
+        except Exception:  # unreadable messages: each tool call reports it
+            pending = None
+        if pending is not None and _flow.observe_user_messages(self.veto, pending[0], run) is None:
+            update[_SEEN] = pending[1]
+        return update or None
+
     def _input_unrecorded(self, request: Any, call: ToolCall) -> str | None:
         """Why the run's human input is not in its history, if it is not (``before_agent``
         could not record it, and recording it again now failed too): the call is decided
         and recorded as usual, but does not run."""
         state = getattr(request, "state", None)
-        pending = self._unobserved(state) if isinstance(state, Mapping) else None
+        try:
+            pending = self._unobserved(state) if isinstance(state, Mapping) else None
+        except Exception as exc:
+            return _flow.input_unreadable(exc)
         if pending is None:
             return None
         return _flow.observe_user_messages(self.veto, pending[0], call)
