@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import authorize as pipeline
 from .authorize import CallContext, tenant_of
-from .authorize import shadow_outcome as _shadow_outcome  # noqa: F401  (telemetry imports it)
+from .authorize import shadow_outcome as _shadow_outcome  # noqa: F401  (its old home: kept for importers)
 from .decision import decide
 from .decision.explain import Explanation, RuleTrace, TaintTrace, explain
 from .model import Authorization, Decision, Effect, Principal, ToolCall, make_decision
