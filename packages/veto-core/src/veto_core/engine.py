@@ -385,6 +385,12 @@ class Veto:
 
     # --- runs and data flow (DESIGN.md 2.7) ---------------------------------------------------
 
+    def _refresh_run(self, call: ToolCall) -> None:
+        """Catch the cached run of ``call`` up with the store (what `authorize` does
+        before deciding; `veto replay` calls it after feeding a run's history)."""
+
+        pipeline.refresh_run(self._call_context(), call)
+
     @property
     def run_store(self) -> RunStore:
         """The run store (opened on first use; raises ``RunStoreUnavailable``)."""
