@@ -388,7 +388,6 @@ class Veto:
     def _refresh_run(self, call: ToolCall) -> None:
         """Catch the cached run of ``call`` up with the store (what `authorize` does
         before deciding; `veto replay` calls it after feeding a run's history)."""
-
         pipeline.refresh_run(self._call_context(), call)
 
     @property
