@@ -14,7 +14,7 @@ from .conditions import CompiledCondition, ConditionCompiler, EvalContext, Leaf
 from .durations import DEFAULT_RUN_TTL, parse_duration
 from .errors import PolicyError, Problem, did_you_mean
 from .gcpause import gc_paused
-from .loader import LoadedPolicy
+from .loader import LoadedPolicy, RuleSource
 from .operators import BUILTIN_OPERATORS, EvalError, OperandError, Operator, compile_glob
 
 if TYPE_CHECKING:  # validated policies are records, not pydantic models (records.py)
@@ -52,7 +52,7 @@ class CompiledRule:
     reason: str
     approval: ApprovalSpec | None
     file: str
-    line: int | None
+    source: RuleSource  # where it was written (`line` is found from it when asked)
     model: RuleModel
     shadow: bool  # mode: shadow: evaluated and recorded, never enforced
     reasons: tuple[str, ...]  # (f"{reason} [{id}]",), precomputed for the hot path
@@ -60,6 +60,11 @@ class CompiledRule:
     @property
     def leaves(self) -> tuple[Leaf, ...]:
         return self.condition.leaves if self.condition else ()
+
+    @property
+    def line(self) -> int | None:
+        """The line the rule starts on (positions are found on first use: yamlsrc)."""
+        return self.source.doc.locate(("rules", self.source.index))[0]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -344,7 +349,7 @@ def compile_policy(
                 reasons=(f"{rule.reason or _default_reason(rule)} [{rule.id}]",),
                 approval=approval,
                 file=doc.file,
-                line=doc.locate(base)[0],
+                source=source,
                 model=rule,
                 shadow=rule.mode == "shadow",
             )
