@@ -158,23 +158,6 @@ def _mark(node: yaml.Node | yaml.Event) -> tuple[int, int]:
     return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
-def _bytes_to_char_columns(doc: SourceDoc, text: str) -> None:
-    """libyaml counts columns in UTF-8 bytes; editors (and PyYAML) count characters."""
-    lines = text.split("\n")
-
-    def fix(mark: tuple[int, int]) -> tuple[int, int]:
-        line, col = mark
-        if line - 1 >= len(lines) or lines[line - 1].isascii():
-            return mark
-        prefix = lines[line - 1].encode("utf-8")[: col - 1]
-        return (line, len(prefix.decode("utf-8", errors="ignore")) + 1)
-
-    doc._marks = (
-        {k: fix(v) for k, v in doc.value_marks.items()},
-        {k: fix(v) for k, v in doc.key_marks.items()},
-    )
-
-
 def _too_deep(file: str, mark: tuple[int, int]) -> PolicyError:
     return PolicyError(
         [
@@ -523,8 +506,6 @@ def _read(text: str, file: str, path: Path | None, loader_cls: type[Any]) -> Sou
         _walk(doc, node, (), problems, [MAX_NODES])
         if problems:
             raise PolicyError(problems)
-        if loader_cls is not _Loader and not text.isascii():
-            _bytes_to_char_columns(doc, text)
         try:
             doc.data = _construct(loader, node, {})
         except _Unusual:
