@@ -1151,7 +1151,7 @@ FEATURES: list[tuple[str, list[tuple[str, str]]]] = [
     (
         "Conditions on tool arguments",
         [
-            ("yes, 23 operators", f"{TESTS}/test_operators.py"),
+            ("yes, 24 operators (one reads the run)", f"{TESTS}/test_operators.py"),
             ("yes (context record)", CEDAR_AUTHZ),
             ("yes (ABAC `eval`)", CASBIN_ABAC),
             ("yes (expressions)", CEL_LANGDEF),
