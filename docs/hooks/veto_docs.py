@@ -4,7 +4,9 @@
 ``veto_core.policy.operator_docs`` (the same text ``veto schema`` carries) and the operator
 registry (which operators honour ``ignore_case``, which accept ``null``);
 ``<!-- generated: cli -->`` becomes the CLI reference, walked from the click group that
-``veto`` runs. ``tests/test_docs.py`` imports the same functions.
+``veto`` runs; ``<!-- generated: compare-features -->`` becomes the feature table of
+``benchmarks/compare.py`` (its ``feature_table()``). ``tests/test_docs.py`` imports the same
+functions.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import click
 
 OPERATORS_MARKER = "<!-- generated: operators -->"
 CLI_MARKER = "<!-- generated: cli -->"
+FEATURES_MARKER = "<!-- generated: compare-features -->"
 
 
 def _flow(value: Any) -> str:
@@ -133,9 +136,28 @@ def render_cli() -> str:
     )
 
 
+def render_compare_features() -> str:
+    """The feature table of ``benchmarks/compare.py``, imported by path (not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "compare.py"
+    spec = importlib.util.spec_from_file_location("veto_compare_bench", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
+    spec.loader.exec_module(module)
+    table: str = module.feature_table()
+    return table + "\n\n*Generated from `FEATURES` in `benchmarks/compare.py` at build time.*"
+
+
 def on_page_markdown(markdown: str, **_: Any) -> str:
     if OPERATORS_MARKER in markdown:
         markdown = markdown.replace(OPERATORS_MARKER, render_operators())
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, render_cli())
+    if FEATURES_MARKER in markdown:
+        markdown = markdown.replace(FEATURES_MARKER, render_compare_features())
     return markdown
