@@ -216,6 +216,48 @@ async def http_session(url: str, token: str | None) -> AsyncIterator[ClientSessi
         yield session
 
 
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}  # fmt: skip
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+
+class RawClient:
+    """``veto mcp proxy`` over stdio driven line by line (JSON-RPC written by hand:
+    what a broken or unusual client sends)."""
+
+    def __init__(self, world: World, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [VETO, *world.proxy_args(*extra)], env=world.environ(), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        world.procs.append(self.proc)
+        self.answers: dict[Any, dict[str, Any]] = {}
+        self.notes: list[dict[str, Any]] = []
+
+    def send(self, *messages: dict[str, Any] | str) -> None:
+        assert self.proc.stdin is not None
+        for m in messages:
+            self.proc.stdin.write((m if isinstance(m, str) else json.dumps(m)) + "\n")
+        self.proc.stdin.flush()
+
+    def answer(self, *ids: Any) -> dict[Any, dict[str, Any]]:
+        """Read until every request in ``ids`` is answered (answers come in any order)."""
+        assert self.proc.stdout is not None
+        while not set(ids) <= set(self.answers):
+            line = self.proc.stdout.readline()
+            assert line, f"the proxy closed its output; answers so far: {self.answers}"
+            message = json.loads(line)
+            if "id" in message:
+                self.answers[message["id"]] = message
+            else:
+                self.notes.append(message)
+        return {i: self.answers[i] for i in ids}
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+
+
 def text_of(result: Any) -> str:
     return "\n".join(getattr(c, "text", "") for c in result.content)
 

@@ -173,3 +173,33 @@ def test_the_cli_imports_no_mcp_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_single_client_gate_decides_and_records_like_the_threaded_one(tmp_path: Path) -> None:
+    """The stdio proxy's gate authorizes outright allows/denies on the loop's thread
+    (local SQLite store): same verdicts, same durable records."""
+    from veto_core.audit import open_audit
+
+    delete = {"type": "object", "properties": {"name": {"type": "string"}}}
+    catalog = ToolCatalog.build(
+        "gh",
+        [{"name": "echo", "inputSchema": SCHEMA}, {"name": "delete_repo", "inputSchema": delete}],
+    )
+    caller = Caller(principal=Principal(user="bob"))
+    for single in (False, True):
+        db = f"sqlite:///{tmp_path / f'{single}.db'}"
+        gate = McpGate(Veto.from_yaml(POLICY, db=db, tenant="acme"), "gh", single_client=single)
+        assert gate.inline is single
+        assert anyio.run(gate.check, catalog, "echo", {"text": "x"}, caller).run
+        assert not anyio.run(gate.check, catalog, "delete_repo", {"name": "x"}, caller).run
+        assert not anyio.run(gate.check, catalog, "echo", {"text": 1}, caller).run
+        gate.veto.close()
+        with open_audit(db) as audit:
+            outcomes = sorted((r.tool, r.outcome) for r in audit.query(tenant="acme"))
+        assert outcomes == [
+            ("mcp__gh__delete_repo", "denied"),
+            ("mcp__gh__echo", "allowed"),
+            ("mcp__gh__echo", "denied"),
+        ]
+    remote = Veto.from_yaml(POLICY, db="postgresql://127.0.0.1:1/none", tenant="acme")
+    assert not McpGate(remote, "gh", single_client=True).inline  # a remote store: threads

@@ -6,11 +6,20 @@ denied, pending, rejected, expired and refused calls run zero times.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anyio
-from mcp_helpers import World, call, is_error, run, stdio_session, text_of
+from mcp_helpers import (
+    INIT,
+    INITIALIZED,
+    RawClient,
+    World,
+    call,
+    is_error,
+    run,
+    stdio_session,
+    text_of,
+)
 
 from veto_core.approvals import ApprovalState
 
@@ -216,35 +225,17 @@ def test_malformed_json_rpc_from_the_upstream_fails_the_call_in_flight(world: Wo
 def test_malformed_json_rpc_from_the_client_runs_nothing(world: World) -> None:
     """Raw lines on the proxy's stdin: garbage, a tools/call with non-object
     arguments, a tools/call without a name. Each is answered with an error."""
-    import subprocess
-
-    from mcp_helpers import VETO
-
-    proc = subprocess.Popen(
-        [VETO, *world.proxy_args()], env=world.environ(), stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    world.procs.append(proc)
-    assert proc.stdin is not None and proc.stdout is not None
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}  # fmt: skip
-    lines = [
-        json.dumps(init),
-        json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    raw = RawClient(world)
+    raw.send(
+        INIT,
+        INITIALIZED,
         "{this is not json",
-        json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": ["x"]}}),
-        json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"arguments": {"text": "x"}}}),
-        json.dumps({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "delete_repo", "arguments": {"name": "x"}}}),
-    ]  # fmt: skip
-    proc.stdin.write("\n".join(lines) + "\n")
-    proc.stdin.flush()
-    answers: dict[Any, Any] = {}
-    while not {1, 2, 3, 4} <= set(answers):  # answers come in any order; stdin stays open
-        line = proc.stdout.readline()
-        assert line, f"the proxy closed its output; answers so far: {answers}"
-        message = json.loads(line)
-        answers[message.get("id")] = message
-    proc.stdin.close()
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": ["x"]}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"arguments": {"text": "x"}}},
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "delete_repo", "arguments": {"name": "x"}}},
+    )  # fmt: skip
+    answers = raw.answer(1, 2, 3, 4)  # stdin stays open
+    raw.close()
     assert "result" in answers[1]
     for rid in (2, 3):
         assert "error" in answers[rid] or answers[rid]["result"].get("isError") is True, answers[
@@ -254,28 +245,64 @@ def test_malformed_json_rpc_from_the_client_runs_nothing(world: World) -> None:
     assert world.runs() == []
 
 
+def test_only_tools_are_served(world: World) -> None:
+    """The relay announces the upstream's tools alone: what else the upstream offers
+    (resources, prompts) is not governed by the policy, so it is not reachable."""
+    raw = RawClient(world)
+    raw.send(INIT)
+    init = raw.answer(1)[1]["result"]
+    assert init["capabilities"] == {"tools": init["capabilities"]["tools"]}
+    raw.send(
+        INITIALIZED,
+        {"jsonrpc": "2.0", "id": 2, "method": "resources/list", "params": {}},
+        {"jsonrpc": "2.0", "id": 3, "method": "prompts/get", "params": {"name": "x"}},
+        {"jsonrpc": "2.0", "id": 4, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "ok"}}},
+    )  # fmt: skip
+    answers = raw.answer(2, 3, 4, 5)
+    raw.close()
+    assert answers[2]["error"]["code"] == -32601 and answers[3]["error"]["code"] == -32601
+    assert answers[4]["result"] == {}
+    assert answers[5]["result"]["content"][0]["text"] == "echo: ok"
+    assert world.runs() == [{"tool": "echo", "args": {"text": "ok"}}]
+
+
+def test_client_that_cancels_a_pending_call_cancels_the_request(world: World) -> None:
+    """notifications/cancelled for a call waiting for approval: the request is
+    cancelled, the call never forwarded, and the session goes on."""
+    import time
+
+    raw = RawClient(world)
+    raw.send(
+        INIT,
+        INITIALIZED,
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "refund", "arguments": {"amount": 600, "to": "acct-7"}}},
+    )  # fmt: skip
+    req = anyio.run(world.pending)
+    raw.send(
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2, "reason": "changed my mind"}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "still here"}}},
+    )  # fmt: skip
+    assert raw.answer(3)[3]["result"]["content"][0]["text"] == "echo: still here"
+    deadline = time.monotonic() + 10
+    while world.request(req.id).state is ApprovalState.PENDING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert world.request(req.id).state is ApprovalState.CANCELLED
+    assert 2 not in raw.answers  # a cancelled request is not answered
+    raw.close()
+    assert world.runs() == [{"tool": "echo", "args": {"text": "still here"}}]
+
+
 def test_proxy_stopped_with_sigterm_while_pending_cancels_the_request(world: World) -> None:
     """What MCP clients do to a server that does not exit on its own (SIGTERM): the
     waiting call's request is cancelled before the proxy exits."""
     import signal
-    import subprocess
     import time
 
-    from mcp_helpers import VETO
-
-    proc = subprocess.Popen(
-        [VETO, *world.proxy_args()], env=world.environ(), stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    world.procs.append(proc)
-    assert proc.stdin is not None and proc.stdout is not None
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}  # fmt: skip
-    call_refund = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                   "params": {"name": "refund", "arguments": {"amount": 800, "to": "acct-6"}}}  # fmt: skip
-    for message in (init, {"jsonrpc": "2.0", "method": "notifications/initialized"}, call_refund):
-        proc.stdin.write(json.dumps(message) + "\n")
-        proc.stdin.flush()
+    raw = RawClient(world)
+    raw.send(INIT, INITIALIZED, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+             "params": {"name": "refund", "arguments": {"amount": 800, "to": "acct-6"}}})  # fmt: skip
+    proc = raw.proc
     req = anyio.run(world.pending)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0

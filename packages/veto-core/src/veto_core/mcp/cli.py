@@ -146,7 +146,7 @@ def proxy_cmd(
     )  # fmt: skip
     tokens = None
     try:
-        gate = McpGate(veto, name, max_arg_bytes=max_arg_bytes)
+        gate = McpGate(veto, name, max_arg_bytes=max_arg_bytes, single_client=where is None)
         if where is not None and auth == "token":
             tokens = TokenAuthority(store, identity)
     except (ValueError, ConfigError) as exc:

@@ -101,6 +101,14 @@ class ToolCatalog:
         return hit
 
 
+def _local_store(veto: Veto) -> bool:
+    """True when the audit store is a local SQLite file (the default store too)."""
+    import os
+
+    url = veto.db or os.environ.get("VETO_DB") or "sqlite"
+    return str(url).startswith("sqlite")
+
+
 def may_ever_run(veto: Veto, tool: str, caller: Caller) -> bool:
     """False when the policy can never let ``tool`` run for this caller, whatever the
     arguments: an unconditional deny rule applies, or no rule could allow it or ask
@@ -140,6 +148,14 @@ class McpGate:
 
     ``approval_poll_s`` is how often a waiting call reports progress; the wait
     itself ends when the request is decided or expires (its rule's timeout).
+
+    ``single_client``: the gate serves one client's calls (the stdio proxy). Then a
+    call that is allowed or denied outright (no approval request, no limit counters)
+    and recorded in a local SQLite store is authorized on the event loop's own
+    thread: the durable record is one local commit either way, and the two thread
+    hand-offs it saves are two waits for a core on a busy machine. Everything else
+    (approvals, which may notify channels; limits; PostgreSQL; many clients, whose
+    records the store's writer commits together) is authorized in a worker thread.
     """
 
     def __init__(
@@ -149,6 +165,7 @@ class McpGate:
         *,
         max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES,
         approval_poll_s: float = 1.0,
+        single_client: bool = False,
     ) -> None:
         if not server or "__" in server:
             raise ValueError(f"invalid MCP server name {server!r} (non-empty, no '__')")
@@ -156,6 +173,20 @@ class McpGate:
         self.server = server
         self.max_arg_bytes = max_arg_bytes
         self.approval_poll_s = approval_poll_s
+        self.inline = single_client and _local_store(veto)
+
+    def _inline_ok(self, call: ToolCall) -> bool:
+        """True when ``call`` may be authorized on the loop's thread (see the class doc):
+        a heuristic that picks the thread, never the decision (both run ``authorize``)."""
+        if not self.inline:
+            return False
+        try:
+            veto = self.veto
+            if veto.policy.limits:
+                return False
+            return veto.decide(call).effect is not Effect.REQUIRE_APPROVAL
+        except Exception:
+            return False
 
     def visible(self, catalog: ToolCatalog, caller: Caller) -> list[str]:
         """The announced tool names this caller may ever run (for ``--hide-denied``)."""
@@ -201,8 +232,13 @@ class McpGate:
         )
         why = self._precheck(catalog, name, args)
         if why is not None:
+            if self.inline:
+                return self._refuse(call, why)
             return await anyio.to_thread.run_sync(self._refuse, call, why)
-        auth = await anyio.to_thread.run_sync(self.veto.authorize, call)
+        if self._inline_ok(call):
+            auth = self.veto.authorize(call)
+        else:
+            auth = await anyio.to_thread.run_sync(self.veto.authorize, call)
         d = auth.decision
         waits = d.effect is Effect.REQUIRE_APPROVAL and d.enforced and auth.approval_error is None
         if waits and auth.approval is not None:

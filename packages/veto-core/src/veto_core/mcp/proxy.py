@@ -1,9 +1,13 @@
 """``veto mcp proxy``: an MCP server that forwards to the real one (DESIGN.md 7a).
 
-The proxy is one client session to the upstream server (a subprocess over stdio,
-or a streamable HTTP endpoint) and an MCP server of its own (stdio, or streamable
-HTTP for many clients). ``tools/list`` passes through (``hide_denied`` leaves out
-tools the policy can never allow for the caller); every ``tools/call`` goes through
+Serving one client over stdio, the proxy is a relay of the SDK's own messages
+(:mod:`veto_core.mcp.relay`): the client's session runs end to end with the
+upstream server and only ``tools/call`` (and ``tools/list`` for ``hide_denied``)
+is intercepted. Serving streamable HTTP (many clients, one upstream), it is one
+SDK client session to the upstream server (a subprocess over stdio, or a
+streamable HTTP endpoint) behind an SDK ``Server`` of its own. Either way
+``tools/list`` passes through (``hide_denied`` leaves out tools the policy can
+never allow for the caller) and every ``tools/call`` goes through
 :class:`~veto_core.mcp.gate.McpGate` before it is forwarded. Upstream failures
 (crash, malformed messages, timeouts) become ``isError`` results: a call whose
 answer cannot be trusted is never reported as a success.
@@ -114,10 +118,7 @@ class McpProxy:
         except TokenRefused as exc:
             return error_result(f"Veto: tool call '{tool}' was not run (denied): {exc}")
         if self.upstream_error is not None:
-            return error_result(
-                f"Veto: tool call '{tool}' was not run (error): the upstream MCP server is "
-                f"unavailable: {self.upstream_error}"
-            )
+            return error_result(self.unavailable(tool))
         verdict = await self.gate.check(self.catalog, name, arguments, caller, info.progress)
         if not verdict.run:
             return error_result(verdict.reason, meta=verdict.info())
@@ -136,15 +137,24 @@ class McpProxy:
             except Exception as exc:
                 log.warning("upstream call %s failed: %s: %s", label, type(exc).__name__, exc)
                 self._note_failure(exc)
-                return error_result(
-                    f"Veto: tool call '{label}' was allowed but the upstream MCP server failed "
-                    f"(its result is unknown): {type(exc).__name__}: {exc}"
-                )
+                return error_result(self.failed(label, f"{type(exc).__name__}: {exc}"))
             finally:
                 self._inflight.discard(scope)
-        return error_result(
-            f"Veto: tool call '{label}' was allowed but the upstream MCP server failed "
-            f"(its result is unknown): {self.upstream_error or self._broken_why}"
+        return error_result(self.failed(label, self.upstream_error or self._broken_why))
+
+    def unavailable(self, tool: str) -> str:
+        """The refusal of a call made after the upstream connection is gone."""
+        return (
+            f"Veto: tool call '{tool}' was not run (error): the upstream MCP server is "
+            f"unavailable: {self.upstream_error}"
+        )
+
+    @staticmethod
+    def failed(tool: str, why: str) -> str:
+        """The error of an allowed call whose forwarding failed: never a success."""
+        return (
+            f"Veto: tool call '{tool}' was allowed but the upstream MCP server failed "
+            f"(its result is unknown): {why}"
         )
 
     async def refresh(self) -> ToolCatalog:
@@ -212,9 +222,15 @@ class McpProxy:
             tg.cancel_scope.cancel()
 
     async def _run(self) -> None:
+        s = self.settings
+        if s.listen is None:
+            # One client on stdio: relay its session to the upstream (relay.py).
+            from .relay import serve_stdio
+
+            await serve_stdio(self)
+            return
         from .sdk import open_upstream
 
-        s = self.settings
         async with open_upstream(
             command=s.command or None,
             url=s.url,
@@ -224,17 +240,7 @@ class McpProxy:
         ) as session:
             self.session = session
             await self.refresh()
-            server = self.build_server()
-            if s.listen is None:
-                await self._serve_stdio(server)
-            else:
-                await self._serve_http(server, *s.listen)
-
-    async def _serve_stdio(self, server: Any) -> None:
-        from mcp.server.stdio import stdio_server
-
-        async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
+            await self._serve_http(self.build_server(), *s.listen)
 
     def http_app(self, server: Any, host: str = "127.0.0.1") -> Any:
         """The ASGI app serving ``server`` over streamable HTTP at ``settings.path``,
@@ -306,9 +312,10 @@ class McpProxy:
 
 async def _cancel_on_signal(scope: anyio.CancelScope, grace_s: float = 5.0) -> None:
     """SIGTERM/SIGINT: cancel everything (calls waiting for approval cancel their
-    requests), then exit. The SDK reads stdin in a worker thread that no cancellation
-    can interrupt while the client keeps stdin open, so a watchdog ends the process
-    after ``grace_s`` seconds if the orderly shutdown has not."""
+    requests), then exit. When stdin is not a pipe the SDK reads it in a worker
+    thread that no cancellation can interrupt while the client keeps it open, so a
+    watchdog ends the process after ``grace_s`` seconds if the orderly shutdown has
+    not."""
     import os
     import signal
     import threading

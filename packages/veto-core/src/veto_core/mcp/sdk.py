@@ -30,12 +30,19 @@ __all__ = [
     "MCP_MAJOR",
     "RequestInfo",
     "build_server",
+    "call_params",
     "call_upstream",
     "dump",
+    "error_payload",
     "error_result",
     "list_all_tools",
     "list_result",
+    "message",
+    "open_transport",
     "open_upstream",
+    "session_message",
+    "tools_page",
+    "unwrap",
     "upstream_env",
 ]
 
@@ -135,20 +142,58 @@ def upstream_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("VETO_")}
 
 
+def message(data: Mapping[str, Any]) -> Any:
+    """The SDK's JSON-RPC message for a wire-form dict (1.x: the ``JSONRPCMessage``
+    root model; 2.x: the matching ``JSONRPCRequest``/``...Response`` model)."""
+    if MCP_MAJOR >= 2:
+        return types.jsonrpc_message_adapter.validate_python(dict(data), by_name=False)  # type: ignore[attr-defined]
+    return types.JSONRPCMessage.model_validate(dict(data))
+
+
+def session_message(data: Mapping[str, Any]) -> Any:
+    """``message(data)`` wrapped for a transport stream."""
+    from mcp.shared.message import SessionMessage
+
+    return SessionMessage(message(data))
+
+
+def unwrap(item: Any) -> Any:
+    """The JSON-RPC request/notification/response/error model of a transport item
+    (a ``SessionMessage``), whichever major wraps it how."""
+    msg = item.message
+    return getattr(msg, "root", msg)
+
+
+def call_params(params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
+    """``(name, arguments)`` of a ``tools/call``, checked by the SDK's own model
+    (raises ``ValueError`` for params that are not a valid ``tools/call``)."""
+    parsed = types.CallToolRequestParams.model_validate(dict(params or {}))
+    arguments = parsed.arguments
+    return parsed.name, None if arguments is None else dict(arguments)
+
+
+def tools_page(result: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """The tools (wire-form dicts) and next cursor of one ``tools/list`` answer,
+    checked by the SDK's ``ListToolsResult`` model (raises ``ValueError``)."""
+    page = dump(types.ListToolsResult.model_validate(dict(result)))
+    cursor = page.get("nextCursor")
+    return list(page.get("tools") or ()), cursor if isinstance(cursor, str) and cursor else None
+
+
+def error_payload(text: str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The wire form of :func:`error_result`."""
+    return dump(error_result(text, meta))
+
+
 @asynccontextmanager
-async def open_upstream(
+async def open_transport(
     *,
     command: Sequence[str] | None = None,
     url: str | None = None,
     headers: Mapping[str, str] | None = None,
-    message_handler: Callable[[Any], Awaitable[None]] | None = None,
-    call_timeout_s: float | None = None,
-) -> AsyncIterator[Any]:
-    """An initialized ``ClientSession`` to the upstream server: a subprocess over
-    stdio (``command``) or a streamable HTTP endpoint (``url``)."""
-    timeout: Any = None
-    if call_timeout_s is not None:
-        timeout = call_timeout_s if MCP_MAJOR >= 2 else timedelta(seconds=call_timeout_s)
+) -> AsyncIterator[tuple[Any, Any]]:
+    """The SDK's client transport streams ``(read, write)`` to the upstream server: a
+    subprocess over stdio (``command``) or a streamable HTTP endpoint (``url``)."""
     if command:
         params = StdioServerParameters(
             command=command[0], args=list(command[1:]), env=upstream_env()
@@ -164,7 +209,24 @@ async def open_upstream(
     else:
         raise ValueError("an upstream needs a command or a URL")
     async with transport as streams:
-        read, write = streams[0], streams[1]
+        yield streams[0], streams[1]
+
+
+@asynccontextmanager
+async def open_upstream(
+    *,
+    command: Sequence[str] | None = None,
+    url: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    message_handler: Callable[[Any], Awaitable[None]] | None = None,
+    call_timeout_s: float | None = None,
+) -> AsyncIterator[Any]:
+    """An initialized ``ClientSession`` to the upstream server: a subprocess over
+    stdio (``command``) or a streamable HTTP endpoint (``url``)."""
+    timeout: Any = None
+    if call_timeout_s is not None:
+        timeout = call_timeout_s if MCP_MAJOR >= 2 else timedelta(seconds=call_timeout_s)
+    async with open_transport(command=command, url=url, headers=headers) as (read, write):
         handler: Any = message_handler
         async with ClientSession(
             read, write, read_timeout_seconds=timeout, message_handler=handler
@@ -200,4 +262,17 @@ async def call_upstream(
         async def relay(done: float, total: float | None, message: str | None) -> None:
             await progress(done, total, message or "")
 
-    return await session.call_tool(name, dict(arguments), progress_callback=relay)
+    if MCP_MAJOR >= 2:
+        # 2.x: call_tool adds per-tool request headers and checks structured output
+        # with a cached validator.
+        return await session.call_tool(name, dict(arguments), progress_callback=relay)
+    # 1.x: call_tool's only extra is re-validating structured output with
+    # jsonschema.validate, which compiles (and meta-validates) the output schema on
+    # every call (~1 ms). The proxy forwards the result as it came: the client that
+    # asked for it checks it against the schema it was given.
+    request = types.ClientRequest(
+        types.CallToolRequest(
+            params=types.CallToolRequestParams(name=name, arguments=dict(arguments))
+        )
+    )
+    return await session.send_request(request, types.CallToolResult, progress_callback=relay)
