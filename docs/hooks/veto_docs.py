@@ -136,20 +136,32 @@ def render_cli() -> str:
     )
 
 
-def render_compare_features() -> str:
-    """The feature table of ``benchmarks/compare.py``, imported by path (not a package)."""
+def _compare_module() -> Any:
+    """``benchmarks/compare.py``, imported by path (it is a script, not a package)."""
     import importlib.util
     import sys
     from pathlib import Path
 
+    name = "veto_compare_bench"
+    if name in sys.modules:
+        return sys.modules[name]
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "compare.py"
-    spec = importlib.util.spec_from_file_location("veto_compare_bench", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise RuntimeError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
+    sys.modules[name] = module  # its dataclasses look their module up while defined
     spec.loader.exec_module(module)
-    table: str = module.feature_table()
+    return module
+
+
+def compare_features() -> list[str]:
+    """The feature names of the comparison's feature table."""
+    return [feature for feature, _ in _compare_module().FEATURES]
+
+
+def render_compare_features() -> str:
+    table: str = _compare_module().feature_table()
     return table + "\n\n*Generated from `FEATURES` in `benchmarks/compare.py` at build time.*"
 
 
