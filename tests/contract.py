@@ -677,11 +677,13 @@ class AdapterContract(abc.ABC):
     # --- runs and data flow (DESIGN.md 2.7) -------------------------------------------------
 
     def test_outputs_and_user_input_are_observed(self) -> None:
-        calls = [
-            ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"}),
-            ScriptedCall(id="c2", tool="delete_file", args={"path": "/data/a"}),
-        ]
-        result, _ = self.run(calls)
+        allowed = ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"})
+        denied = ScriptedCall(id="c2", tool="delete_file", args={"path": "/data/a"})
+        if self.refusal_ends_run:  # the refusal would end c1's turn too: one turn each
+            result, _ = self.run([allowed])
+            self.run([denied])
+        else:
+            result, _ = self.run([allowed, denied])
         self.assert_saw(result, "c1", "read_file done: '/data/a'")
         events = self.run_events()
         user = [e for e in events if e.tool == "@user"]
@@ -689,7 +691,9 @@ class AdapterContract(abc.ABC):
         assert "user" in user[0].labels
         (read,) = [e for e in events if e.tool == "read_file"]
         assert read.tool_call_id == "c1" and read.effect == "allow", read
-        assert "read_file done: '/data/a'" in read.text
+        # read_file is no source: the call joins run.calls, its text is not kept (2.7);
+        # a source's text is (test_value_from_untrusted_output_is_blocked needs it).
+        assert not read.labels and not read.text, read
         assert dict(read.args) == {"path": "/data/a"}
         assert not [e for e in events if e.tool == "delete_file"], "a denied call was observed"
 

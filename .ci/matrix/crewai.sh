@@ -20,7 +20,7 @@ for spec in "${specs[@]}"; do
   venv="$MATRIX_DIR/$FRAMEWORK-$spec"
   [ -x "$venv/bin/python" ] || uv venv --quiet "$venv"
   VIRTUAL_ENV="$venv" uv pip install --quiet --upgrade \
-    -e packages/veto-core -e packages/veto-crewai "$req" \
+    -e "packages/veto-core[otel]" -e packages/veto-crewai "$req" \
     pytest pytest-timeout vcrpy
   got="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("crewai"))')"
   if [ "$spec" != newest ] && [ "$got" != "$spec" ]; then

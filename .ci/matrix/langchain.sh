@@ -30,7 +30,7 @@ for spec in "${specs[@]}"; do
   venv="$MATRIX_DIR/$FRAMEWORK-${spec/:/-}"
   [ -x "$venv/bin/python" ] || uv venv --quiet "$venv"
   VIRTUAL_ENV="$venv" uv pip install --quiet --upgrade \
-    -e packages/veto-core -e packages/veto-langchain "$req" \
+    -e "packages/veto-core[otel]" -e packages/veto-langchain "$req" \
     pytest pytest-timeout vcrpy langchain-openai
   note=""
   if [ -n "$forced" ]; then

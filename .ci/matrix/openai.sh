@@ -22,7 +22,7 @@ for version in "${VERSIONS[@]}"; do
   # Editable installs, so the venv always tests this checkout; the pin is re-applied
   # every run (uv makes it a no-op when the venv already has it).
   VIRTUAL_ENV="$venv" uv pip install --quiet --python "$venv/bin/python" \
-    -e packages/veto-core -e packages/veto-openai \
+    -e "packages/veto-core[otel]" -e packages/veto-openai \
     "openai-agents==$version" \
     "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "vcrpy>=6" "httpx>=0.27"
   "$venv/bin/python" -c "import agents, importlib.metadata as m; print('openai-agents', m.version('openai-agents'), 'openai', m.version('openai'))"

@@ -55,7 +55,17 @@ def scripted_llm(calls: Sequence[ScriptedCall], final: str = "All done.") -> Scr
     return ScriptedLLM(turns=[[tool_call(c.tool, dict(c.args), c.id) for c in calls], final])
 
 
-def make_crew(llm: ScriptedLLM, tools: Sequence[BaseTool], *, role: str = "Support Agent") -> Crew:
+#: The task description when the person's words come in as the kickoff input ``request``.
+REQUEST_TASK = "Handle the customer's request: {request}"
+
+
+def make_crew(
+    llm: ScriptedLLM,
+    tools: Sequence[BaseTool],
+    *,
+    role: str = "Support Agent",
+    description: str = "Handle the ticket.",
+) -> Crew:
     agent = Agent(
         role=role,
         goal="Help the customer",
@@ -66,14 +76,14 @@ def make_crew(llm: ScriptedLLM, tools: Sequence[BaseTool], *, role: str = "Suppo
         max_iter=4,
         verbose=False,
     )
-    task = Task(description="Handle the ticket.", expected_output="A short summary.", agent=agent)
+    task = Task(description=description, expected_output="A short summary.", agent=agent)
     return Crew(agents=[agent], tasks=[task], verbose=False)
 
 
-def kickoff(crew: Crew, *, is_async: bool) -> Any:
+def kickoff(crew: Crew, *, is_async: bool, inputs: dict[str, Any] | None = None) -> Any:
     if is_async:
-        return asyncio.run(crew.akickoff())
-    return crew.kickoff()
+        return asyncio.run(crew.akickoff(inputs=inputs))
+    return crew.kickoff(inputs=inputs)
 
 
 def run_crew(
@@ -82,11 +92,20 @@ def run_crew(
     *,
     is_async: bool,
     role: str = "Support Agent",
+    user_message: str | None = None,
 ) -> AgentRun:
+    """Kick off a one-agent crew whose model emits ``calls``; ``user_message`` is the
+    person's request, given as the kickoff input ``request`` (the task says
+    ``{request}``)."""
     llm = scripted_llm(calls)
-    crew = make_crew(llm, tools, role=role)
+    if user_message is None:
+        crew = make_crew(llm, tools, role=role)
+        inputs = None
+    else:
+        crew = make_crew(llm, tools, role=role, description=REQUEST_TASK)
+        inputs = {"request": user_message}
     try:
-        kickoff(crew, is_async=is_async)
+        kickoff(crew, is_async=is_async, inputs=inputs)
     except Exception as exc:
         return AgentRun(observations=llm.tool_results, error=exc)
     return AgentRun(observations=llm.tool_results)

@@ -1,6 +1,7 @@
 """The shared adapter contract (tests/contract.py) for every CrewAI integration point:
 ``install()`` (global hooks), ``scope()`` (execution-scoped hooks) and ``guard_tools``,
-each with a sync ``kickoff`` and an async ``akickoff``; approvals block (``"wait"``)."""
+each with a sync ``kickoff`` and an async ``akickoff``; approvals block (``"wait"``).
+The person's message is the crew's kickoff input ``request``."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class Install(CrewAIContract):
     ) -> AgentRun:
         veto_crewai.install(self.veto, **self.options())
         try:
-            return run_crew(calls, tools, is_async=self.is_async)
+            return run_crew(calls, tools, is_async=self.is_async, user_message=self.user_message)
         finally:
             veto_crewai.uninstall(self.veto)
 
@@ -48,7 +49,7 @@ class Scope(CrewAIContract):
         self, tools: Sequence[Any], calls: Sequence[ScriptedCall], *, human: Human
     ) -> AgentRun:
         with veto_crewai.scope(self.veto, **self.options()):
-            return run_crew(calls, tools, is_async=self.is_async)
+            return run_crew(calls, tools, is_async=self.is_async, user_message=self.user_message)
 
 
 class TestScopeSync(Scope):
@@ -64,7 +65,7 @@ class GuardTools(CrewAIContract):
         self, tools: Sequence[Any], calls: Sequence[ScriptedCall], *, human: Human
     ) -> AgentRun:
         guarded = veto_crewai.guard_tools(tools, self.veto, **self.options())
-        return run_crew(calls, guarded, is_async=self.is_async)
+        return run_crew(calls, guarded, is_async=self.is_async, user_message=self.user_message)
 
 
 class TestGuardToolsSync(GuardTools):

@@ -54,9 +54,12 @@ def invoke(agent: Any, inputs: Any, config: Any = None, *, is_async: bool) -> An
     return agent.invoke(inputs, config)
 
 
-def run_agent(agent: Any, *, is_async: bool, config: Any = None) -> AgentRun:
+def run_agent(
+    agent: Any, *, is_async: bool, config: Any = None, user_message: str = "go"
+) -> AgentRun:
+    """Run ``agent`` on the person's ``user_message``; what the model saw per call id."""
     try:
-        out = invoke(agent, {"messages": [("user", "go")]}, config, is_async=is_async)
+        out = invoke(agent, {"messages": [("user", user_message)]}, config, is_async=is_async)
     except Exception as exc:
         return AgentRun(error=exc)
     return AgentRun(observations=observations(out["messages"]))

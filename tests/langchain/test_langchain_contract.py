@@ -14,7 +14,13 @@ from langgraph.types import Command
 from lc_helpers import invoke, make_tool, observations, run_agent, scripted_model
 
 from contract import AdapterContract, AgentRun, Counter, Human, ScriptedCall, ToolSpec
-from veto_langchain import ToolCallDenied, VetoCallbackHandler, VetoMiddleware, guard_tools
+from veto_langchain import (
+    ToolCallDenied,
+    VetoCallbackHandler,
+    VetoMiddleware,
+    guard_tools,
+    observe_run_input,
+)
 
 
 class LangChainContract(AdapterContract):
@@ -39,7 +45,7 @@ class MiddlewareWait(LangChainContract):
             list(tools),
             middleware=[VetoMiddleware(self.veto, **self.options())],
         )
-        return run_agent(agent, is_async=self.is_async)
+        return run_agent(agent, is_async=self.is_async, user_message=self.user_message)
 
 
 class TestMiddlewareWaitSync(MiddlewareWait):
@@ -66,7 +72,7 @@ class MiddlewareInterrupt(LangChainContract):
             checkpointer=InMemorySaver(),
         )
         config = {"configurable": {"thread_id": str(uuid.uuid4())}}
-        inputs: Any = {"messages": [("user", "go")]}
+        inputs: Any = {"messages": [("user", self.user_message)]}
         try:
             for _ in range(5):
                 out = invoke(agent, inputs, config, is_async=self.is_async)
@@ -101,7 +107,10 @@ class GuardTools(LangChainContract):
     ) -> AgentRun:
         guarded = guard_tools(tools, self.veto, **self.options())
         agent = create_agent(scripted_model(calls), guarded)
-        return run_agent(agent, is_async=self.is_async)
+        # guard_tools cannot see the agent's input: the application records it. When that
+        # fails (a store that is down) the run goes on: its calls fail closed on their own.
+        observe_run_input(self.veto, [("user", self.user_message)], **self.options())
+        return run_agent(agent, is_async=self.is_async, user_message=self.user_message)
 
 
 class TestGuardToolsSync(GuardTools):
@@ -128,7 +137,12 @@ class CallbackHandler(LangChainContract):
     ) -> AgentRun:
         agent = create_agent(scripted_model(calls), list(tools))
         handler = VetoCallbackHandler(self.veto, **self.options())
-        return run_agent(agent, is_async=self.is_async, config={"callbacks": [handler]})
+        return run_agent(
+            agent,
+            is_async=self.is_async,
+            config={"callbacks": [handler]},
+            user_message=self.user_message,
+        )
 
 
 class TestCallbackHandlerSync(CallbackHandler):

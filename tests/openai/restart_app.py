@@ -40,6 +40,10 @@ rules:
     if: {field: args.amount, greater_than: 100}
     approval: {approvers: [alice], timeout: 1h}
     reason: Refunds over 100 need a finance approver
+sources:
+  - id: the-person
+    tools: ["@user"]
+    labels: [user]
 """
 
 CONTEXT = {"veto": {"run_id": "run-restart", "principal": {"user": "u1"}}}
@@ -61,6 +65,19 @@ def make_agent(d: Path, veto: Veto) -> tuple[Agent[Any], ScriptedModel]:
 
     model = ScriptedModel([Call("call_refund_1", "issue_refund", {"amount": 500})])
     return guard_agent(Agent(name="support-bot", model=model, tools=[issue_refund]), veto), model
+
+
+def events(d: Path) -> list[dict[str, Any]]:
+    """The run's observed history (DESIGN 2.7), read from the store by a fresh Veto."""
+    veto = make_veto(d)
+    try:
+        loaded = veto.run_store.load("acme", CONTEXT["veto"]["run_id"], now=veto.clock())
+        return [
+            {"tool": e.tool, "effect": e.effect, "id": e.tool_call_id, "text": e.text}
+            for e in loaded
+        ]
+    finally:
+        veto.close()
 
 
 def runs(d: Path) -> int:

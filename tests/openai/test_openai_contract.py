@@ -50,7 +50,11 @@ class NativeResume(OpenAIContract):
         cfg = run_config()
         try:
             result = run(
-                guarded, "go", is_async=self.is_async, run_config=cfg, context=self.context()
+                guarded,
+                self.user_message,
+                is_async=self.is_async,
+                run_config=cfg,
+                context=self.context(),
             )
             for _ in range(5):
                 if not result.interruptions:
@@ -84,7 +88,7 @@ class BlockingWait(OpenAIContract):
         agent, model = self.agent(tools, calls)
         guarded = guard_agent(agent, self.veto, approvals="wait")
         try:
-            result = run(guarded, "go", is_async=self.is_async, context=self.context())
+            result = run(guarded, self.user_message, is_async=self.is_async, context=self.context())
             assert not result.interruptions
         except Exception as exc:
             return AgentRun(observations=dict(model.seen), error=exc)

@@ -30,6 +30,7 @@ from veto_core import Principal, Veto
 from veto_openai import (
     ToolNames,
     VetoContext,
+    VetoInputGuardrail,
     VetoToolGuardrail,
     approvals,
     guard_agent,
@@ -58,10 +59,19 @@ roles:
 """
 
 
+MCP_SOURCE = """  - id: github-issues
+    tools: [mcp__github__get_issue]
+    labels: [untrusted]
+"""
+
+
 @pytest.fixture
 def veto(tmp_path: Any) -> Any:
     v = Veto.from_yaml(
-        POLICY + EXTRA, env="prod", tenant="acme", db=f"sqlite:///{tmp_path / 'v.db'}"
+        POLICY.replace("sources:\n", EXTRA.lstrip("\n") + "sources:\n", 1) + MCP_SOURCE,
+        env="prod",
+        tenant="acme",
+        db=f"sqlite:///{tmp_path / 'v.db'}",
     )
     yield v
     v.close()
@@ -101,7 +111,13 @@ def test_guard_returns_copies_and_leaves_the_originals_alone(veto: Veto, tools: 
         assert callable(new.needs_approval)
     # Guarding twice replaces the Veto guardrail rather than stacking a second one.
     again = guard_tools(guarded.tools, veto)
-    assert [len(t.tool_input_guardrails) for t in again] == [1, 1, 1]
+    assert [len(t.tool_input_guardrails) for t in again] == [1] * len(tools)
+    # The run input guardrail (records the person's words as "@user") is added once.
+    assert (
+        isinstance(guarded.input_guardrails[0], VetoInputGuardrail) and not agent.input_guardrails
+    )
+    twice = guard_agent(guarded, veto)
+    assert [type(g) for g in twice.input_guardrails] == [VetoInputGuardrail]
     assert isinstance(guarded, Agent) and guarded.name == "bot"
     with pytest.raises(TypeError):
         guard_tool(WebSearchTool(), veto)  # type: ignore[arg-type]
@@ -208,7 +224,7 @@ def test_int_for_float_parameter_is_bound_to_the_raw_arguments(veto: Veto, tmp_p
         return f"refunded {amount!r}"
 
     model = ScriptedModel([Call("c1", "issue_refund", {"amount": 500})])
-    agent = guard_agent(Agent(name="bot", model=model, tools=[issue_refund]), veto)
+    agent = guard_agent(Agent(name="bot", model=model, tools=[issue_refund]), veto, run_id="run-1")
     result = Runner.run_sync(agent, "go", run_config=run_config())
     (p,) = approvals.sync(result, veto)
     assert p.call is not None and p.call.args == {"amount": 500}
@@ -260,7 +276,7 @@ def test_without_pre_approval_guardrails_sync_opens_the_request(
     veto: Veto, tools: Any, counters: Any
 ) -> None:
     model = ScriptedModel([Call("c1", "issue_refund", {"amount": 500})])
-    agent = guard_agent(Agent(name="bot", model=model, tools=tools), veto)
+    agent = guard_agent(Agent(name="bot", model=model, tools=tools), veto, run_id="run-1")
     result = Runner.run_sync(agent, "go")  # no run_config(): the SDK pauses, Veto records nothing
     assert len(result.interruptions) == 1 and records(veto, "c1") == []
     assert veto.approvals.list(limit=None) == []
@@ -454,10 +470,18 @@ def test_local_mcp_server_tools_are_guarded(veto: Veto) -> None:
         [Call("m1", "get_issue", {"repo": "a"}), Call("m2", "delete_repo", {"repo": "a"})]
     )
     server = FakeServer()
-    agent = guard_agent(Agent(name="bot", model=model, mcp_servers=[server]), veto)
+    agent = guard_agent(Agent(name="bot", model=model, mcp_servers=[server]), veto, run_id="run-1")
     Runner.run_sync(agent, "go", run_config=run_config())
     assert ran == ["get_issue"]
     assert "get_issue ok" in model.seen["m1"]
     assert "Nobody deletes repositories" in model.seen["m2"]
     assert [r.outcome for r in records(veto, "m2")] == ["denied"]
     assert records(veto, "m1")[0].tool == "mcp__github__get_issue"
+    # The MCP tool's output joined the run (a source: its text is kept); the denied
+    # call's did not.
+    observed = list(veto.run_store.load("acme", "run-1", now=veto.clock()))
+    assert [(e.tool, e.tool_call_id) for e in observed] == [
+        ("@user", None),
+        ("mcp__github__get_issue", "m1"),
+    ]
+    assert "get_issue ok" in observed[1].text and set(observed[1].labels) == {"untrusted"}

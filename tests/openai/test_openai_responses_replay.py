@@ -41,7 +41,7 @@ def test_responses_api_replay_denies_and_allows(tmp_path: Path) -> None:
     counters = {s.name: Counter() for s in TOOL_SPECS}
     tools = [make_tool(s, counters[s.name]) for s in TOOL_SPECS]
     veto = Veto.from_yaml(POLICY, env="prod", tenant="acme", db=f"sqlite:///{tmp_path / 'v.db'}")
-    agent = guard_agent(Agent(name="files-bot", model=model, tools=tools), veto)
+    agent = guard_agent(Agent(name="files-bot", model=model, tools=tools), veto, run_id="run-1")
 
     recorder = vcr.VCR(record_mode="none", match_on=["method", "scheme", "host", "path"])
     with recorder.use_cassette(str(CASSETTE)) as cassette:

@@ -67,6 +67,13 @@ def test_approve_in_store_then_resume_in_new_process_runs_once(tmp_path: Path) -
     outcomes = _outcomes(tmp_path)
     assert outcomes.count("pending_approval") == 1  # one decision record, made before the pause
     assert "approval_consumed" in outcomes
+    # The run kept its history across the processes: the person's input, observed once
+    # as the first process started the run, then the approved call's output, observed
+    # by the second process with the effect it was decided with.
+    assert restart_app.events(tmp_path) == [
+        {"tool": "@user", "effect": "allow", "id": None, "text": "refund 500"},
+        {"tool": "issue_refund", "effect": "require_approval", "id": "call_refund_1", "text": ""},
+    ]
     # Resuming the same saved state again (a replay, a second worker) runs nothing more.
     again = restart_app.resume(tmp_path, "store")
     assert again["runs"] == 1

@@ -358,3 +358,16 @@ def test_run_expires_after_run_ttl() -> None:
     now[0] = FIXED_NOW + timedelta(hours=2)
     assert store.head(None, "r1", now=now[0]) == 0
     assert veto.policy.run_ttl_s == 3600.0
+
+
+def test_a_policy_that_reads_no_run_records_nothing() -> None:
+    """No sources and no `run.*`: observing is a no-op (no run_id needed, no store
+    write), so adapters cost nothing extra for policies without flow rules."""
+    store = MemoryRunStore()
+    plain = Veto.from_yaml(
+        "version: 1\nname: plain\nrules: [{id: r, effect: allow, tools: [read_inbox]}]\n",
+        run_store=store,
+    )
+    plain.observe(ToolCall(tool="read_inbox"), "no run id, nothing to keep")
+    plain.observe(ToolCall(tool="read_inbox", run_id="r1"), "still nothing to keep")
+    assert store.load(None, "r1", now=plain.clock()) == ()

@@ -550,6 +550,10 @@ class Veto:
 
         Raises ``ObservationError`` when the call has no ``run_id`` or the output
         cannot be recorded: the adapter must then withhold the output from the model.
+
+        A policy with no ``sources`` and no rule reading ``run.*`` records nothing (no
+        decision could read it, and each record is a store write): runs that started
+        before a flow policy was deployed have no history from before it.
         """
         try:
             other = self._tenant_veto(call) if self._bundle is not None else None
@@ -560,6 +564,9 @@ class Veto:
         if other is not None:
             other.observe(call, output, effect=effect)
             return
+        policy = self._policy
+        if not (policy.uses_runs or policy.sources):
+            return
         self._runs.observe(
             self._policy, call, output, tenant=self._tenant_of(call),
             env=call.env or self.env, effect=effect,
@@ -567,6 +574,9 @@ class Veto:
 
     async def aobserve(self, call: ToolCall, output: Any, *, effect: Effect = _ALLOW) -> None:
         """`observe` for async code (the store write runs in a worker thread)."""
+        policy = self._policy
+        if self._bundle is None and not (policy.uses_runs or policy.sources):
+            return  # nothing to record: no thread hop either
         import asyncio
 
         await asyncio.to_thread(self.observe, call, output, effect=effect)

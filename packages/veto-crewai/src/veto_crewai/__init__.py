@@ -13,6 +13,11 @@ approval when required.
   the decision happens inside ``_run``/``_arun``, with or without hooks.
 - :func:`run_context`: per-kickoff principal, env, tenant, run id and context.
 
+Runs and data flow (DESIGN.md 2.7): the output of every call that ran is recorded in
+its run (withheld from the model when that fails), and the outermost kickoff's
+``inputs`` (the person's words; not the task text) as ``"@user"`` before the
+kickoff's first tool call is decided.
+
 Approvals block the calling thread until decided or expired (CrewAI has no
 suspend/resume); ``akickoff`` runs tools in worker threads, so the event loop is free.
 """

@@ -11,6 +11,12 @@ How the hooks keep a blocked call blocked (verified on crewai 1.15):
 - On ``return False`` CrewAI tells the model "Tool execution blocked by hook". The
   after-tool-call hook, which CrewAI runs for blocked calls too and hands the *same*
   ``tool_input`` dict, replaces that text with Veto's reason and rule ids.
+- For a call that ran, the same after hook records the output in the run
+  (``Veto.observe``, DESIGN.md 2.7; effect ``require_approval`` when approved) and,
+  if that fails, returns the refusal text, which CrewAI shows the model instead of
+  the output. It never raises: CrewAI would swallow that and show the output.
+- The kickoff's ``inputs`` (the person's words) are recorded as ``"@user"`` before
+  the first call of the kickoff is decided (:mod:`veto_crewai._runs`).
 - Hooks are synchronous. ``Crew.akickoff`` runs tool execution in worker threads, so
   an approval wait never blocks the event loop; if a hook ever runs on an event-loop
   thread, approvals are refused rather than waited for (see ``_gate.check``).
@@ -34,7 +40,7 @@ from typing import Any
 
 from veto_core import Principal, Veto
 
-from . import _gate
+from . import _gate, _runs
 from ._args import received_args
 from ._calls import CallInput, RoleMap, Settings, ToolNameMap, build_call, call_site
 from .tools import GuardedTool
@@ -46,7 +52,9 @@ _MAX_PENDING = 4096
 
 class VetoHooks:
     """The pair of CrewAI hooks for one ``Veto``: ``before_tool_call`` decides (and blocks
-    by returning ``False``), ``after_tool_call`` tells the model why.
+    by returning ``False``), ``after_tool_call`` tells the model why, or records the
+    output of a call that ran in the run (DESIGN.md 2.7) and withholds it when that
+    fails.
 
     Made by :func:`install` (global) or :func:`scope` (one block of code); usable
     directly with ``crewai.hooks.register_before_tool_call_hook`` etc. if you manage
@@ -56,9 +64,10 @@ class VetoHooks:
     def __init__(self, veto: Veto, settings: Settings | None = None) -> None:
         self.veto = veto
         self.settings = settings or Settings()
-        # id(tool_input) -> (tool_input, verdict): what the after hook must say. The
-        # dict is kept alive while listed, so its id cannot be reused meanwhile.
-        self._blocked: OrderedDict[int, tuple[Any, _gate.Verdict]] = OrderedDict()
+        # id(tool_input) -> (tool_input, verdict): what the after hook must do (observe
+        # the output of a call that ran, or give the reason it did not). The dict is kept
+        # alive while listed, so its id cannot be reused meanwhile.
+        self._pending: OrderedDict[int, tuple[Any, _gate.Verdict]] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- the hooks -------------------------------------------------------------------------
@@ -74,22 +83,35 @@ class VetoHooks:
             verdict = self.decide(ctx)
         except Exception as exc:  # fail closed, whatever it was
             verdict = _gate.failure(tool_name, exc)
-        if verdict.run:
-            return None
-        self._remember(ctx, verdict)
-        return False
+        try:
+            self._remember(ctx, verdict)
+        except Exception:
+            return False  # its output could not be observed: it must not run
+        return None if verdict.run else False
 
     def after_tool_call(self, ctx: Any) -> str | None:
-        """For a call this object blocked: the reason, replacing CrewAI's generic text."""
+        """For a call this object blocked: the reason, replacing CrewAI's generic text.
+        For one it let run: record the output in the run (DESIGN.md 2.7) and return None
+        (the model gets the output), or, when that fails, the refusal that replaces it.
+        Never raises (CrewAI would swallow it and show the unrecorded output)."""
         try:
             tool_input = getattr(ctx, "tool_input", None)
             with self._lock:
-                entry = self._blocked.pop(id(tool_input), None)
+                entry = self._pending.pop(id(tool_input), None)
             if entry is None or entry[0] is not tool_input:
                 return None
-            return entry[1].reason
+            verdict = entry[1]
         except Exception:
             return None
+        if not verdict.run:
+            return verdict.reason
+        try:
+            output = getattr(ctx, "tool_result", None)
+            if output is None:
+                output = getattr(ctx, "raw_tool_result", None)
+            return _gate.observe(self.veto, verdict, output)
+        except Exception as exc:  # observe fails closed itself; belt and braces
+            return f"Veto: the output was withheld (fail closed): {type(exc).__name__}: {exc}"
 
     # -- internals -------------------------------------------------------------------------
 
@@ -118,9 +140,9 @@ class VetoHooks:
     def _remember(self, ctx: Any, verdict: _gate.Verdict) -> None:
         tool_input = getattr(ctx, "tool_input", None)
         with self._lock:
-            self._blocked[id(tool_input)] = (tool_input, verdict)
-            while len(self._blocked) > _MAX_PENDING:
-                self._blocked.popitem(last=False)
+            self._pending[id(tool_input)] = (tool_input, verdict)
+            while len(self._pending) > _MAX_PENDING:
+                self._pending.popitem(last=False)
 
 
 def _guarded_by(tool: Any, veto: Veto) -> bool:
@@ -185,6 +207,7 @@ def install(
         "approval_timeout": approval_timeout,
     }
     hooks = VetoHooks(veto, _settings(**options))
+    _runs.listen()
     with _INSTALL_LOCK:
         for old in [h for h in _INSTALLED if h.veto is veto]:
             _unregister(old)
@@ -271,6 +294,7 @@ def scope(
         "approval_timeout": approval_timeout,
     }
     hooks = VetoHooks(veto, _settings(**options))
+    _runs.listen()
     inherited = {point: get_scoped_hooks(point) for point in InterceptionPoint}
     with scoped_hooks({p: h for p, h in inherited.items() if h}):
         register_scoped(InterceptionPoint.PRE_TOOL_CALL, hooks.before_tool_call)

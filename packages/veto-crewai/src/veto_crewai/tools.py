@@ -13,7 +13,7 @@ from pydantic import ConfigDict, PrivateAttr
 
 from veto_core import Principal, Veto
 
-from . import _gate
+from . import _gate, _runs
 from ._args import received_args
 from ._calls import CallInput, CallSite, RoleMap, Settings, ToolNameMap, build_call, call_site
 from .errors import ToolCallDenied
@@ -35,7 +35,9 @@ class GuardedTool(BaseTool):
     the same tool. Each call is decided (and durably recorded) first, with the
     arguments the tool would really get (after CrewAI's validation):
 
-    - allowed (or approved): ``inner.run(...)`` / ``inner.arun(...)`` once;
+    - allowed (or approved): ``inner.run(...)`` / ``inner.arun(...)`` once, then its
+      output is recorded in the run (DESIGN.md 2.7); if that fails the output is
+      withheld and the reason returned (or raised) instead;
     - anything else (denied, approval rejected/expired/pending, any error): the tool
       body does not run; the call returns the reason text (the model reads it as the
       tool's result) or, with ``on_deny="raise"``, raises :class:`ToolCallDenied`.
@@ -107,6 +109,21 @@ class GuardedTool(BaseTool):
             )
         return verdict.reason
 
+    def _withheld(self, verdict: _gate.Verdict, text: str) -> str:
+        """The body ran but its output could not be recorded in the run: the model (or,
+        with ``on_deny="raise"``, the application) gets ``text`` instead."""
+        if self._on_deny == "raise":
+            call = verdict.call
+            raise ToolCallDenied(
+                text,
+                tool=call.tool if call else self.name,
+                outcome="error",
+                tool_call_id=call.tool_call_id if call else None,
+                decision=verdict.decision,
+                approval_id=verdict.approval_id,
+            )
+        return text
+
     def _run(self, *args: Any, **kwargs: Any) -> Any:
         try:
             verdict = self._check(args, kwargs, self._site())
@@ -114,7 +131,9 @@ class GuardedTool(BaseTool):
             verdict = _gate.failure(self.name, exc)
         if not verdict.run:
             return self._blocked(verdict)
-        return self.inner.run(*args, **kwargs)
+        output = self.inner.run(*args, **kwargs)
+        withheld = _gate.observe(self._veto, verdict, output)
+        return output if withheld is None else self._withheld(verdict, withheld)
 
     async def _arun(self, *args: Any, **kwargs: Any) -> Any:
         site = self._site()
@@ -124,7 +143,9 @@ class GuardedTool(BaseTool):
             verdict = _gate.failure(self.name, exc)
         if not verdict.run:
             return self._blocked(verdict)
-        return await self.inner.arun(*args, **kwargs)
+        output = await self.inner.arun(*args, **kwargs)
+        withheld = await _gate.aobserve(self._veto, verdict, output)
+        return output if withheld is None else self._withheld(verdict, withheld)
 
 
 def guard_tool(
@@ -182,6 +203,7 @@ def guard_tool(
     )
     guarded._veto = veto
     guarded._settings = settings
+    _runs.listen()
     guarded._on_deny = on_deny
     return guarded
 

@@ -8,12 +8,14 @@ approval when required.
   ``interrupt()`` approvals when the graph has a checkpointer).
 - :class:`VetoCallbackHandler` for runnables without middleware (it can stop a
   call, not answer the model; see its module docstring).
-- :func:`guard_tool` / :func:`guard_tools` wrap any ``BaseTool``.
+- :func:`guard_tool` / :func:`guard_tools` wrap any ``BaseTool`` (with them, record the
+  person's input with :func:`observe_run_input` before each run).
 - :class:`VetoContext` overrides principal/env/tenant/run id per run;
   :class:`ToolNames` canonicalizes names (MCP tools → ``mcp__server__tool``).
 """
 
 from ._calls import ToolNames, VetoContext
+from ._flow import observe_run_input
 from .callbacks import VetoCallbackHandler
 from .errors import ToolCallDenied
 from .middleware import VetoMiddleware
@@ -28,6 +30,7 @@ __all__ = [
     "VetoMiddleware",
     "guard_tool",
     "guard_tools",
+    "observe_run_input",
 ]
 
 __version__ = "0.1.0"

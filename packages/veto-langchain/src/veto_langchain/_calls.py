@@ -24,6 +24,7 @@ __all__ = ["FRAMEWORK", "CallDefaults", "ToolNames", "VetoContext", "build_call"
 
 FRAMEWORK = "langchain"
 _CHECKPOINTER_KEY = "__pregel_checkpointer"  # langgraph's CONFIG_KEY_CHECKPOINTER
+_RUNTIME_KEY = "__pregel_runtime"  # langgraph's CONFIG_KEY_RUNTIME
 
 
 _PLAIN_NAMES = ToolNames()
@@ -42,8 +43,9 @@ def resolve_context(
 ) -> tuple[VetoContext, str | None]:
     """Constructor values, then ``config["configurable"]["veto"]``, then the runtime context.
 
-    Returns the merged context and the LangGraph ``thread_id`` (the default run id:
-    stable across an interrupt and its resume).
+    Returns the merged context and the default run id: the LangGraph ``thread_id``
+    (stable across an interrupt and its resume), else the invocation's ``run_id``
+    (``config={"run_id": ...}``, LangGraph's ``execution_info.run_id``).
     """
     ctx = defaults.base
     thread_id: str | None = None
@@ -53,6 +55,9 @@ def resolve_context(
         if over is not None:
             ctx = over.over(ctx)
         tid = configurable.get("thread_id")
+        if tid is None:  # the invocation's own run id, when the caller gave one
+            info = getattr(configurable.get(_RUNTIME_KEY), "execution_info", None)
+            tid = getattr(info, "run_id", None)
         thread_id = None if tid is None else str(tid)
     over = VetoContext.from_run_context(runtime_context)
     if over is not None:
@@ -95,6 +100,23 @@ def build_call(
         framework=FRAMEWORK,
     )
     return call
+
+
+def run_of(
+    defaults: CallDefaults, config: Mapping[str, Any] | None, runtime_context: Any = None
+) -> ToolCall:
+    """Who, where and which run, as the pseudo-call ``"@user"`` (no arguments): what the
+    run's human input is observed under (DESIGN.md 2.7)."""
+    ctx, thread_id = resolve_context(defaults, config, runtime_context)
+    return ToolCall(
+        tool="@user",
+        principal=ctx.principal or Principal(),
+        env=ctx.env,
+        tenant=ctx.tenant,
+        context=dict(ctx.context) if ctx.context else {},
+        run_id=ctx.run_id or thread_id,
+        framework=FRAMEWORK,
+    )
 
 
 def with_args(call: ToolCall, args: Mapping[str, Any]) -> ToolCall:

@@ -32,6 +32,7 @@ __all__ = [
     "decision_text",
     "find_pending",
     "refusal",
+    "withheld",
 ]
 
 _DEFAULT_TENANT = "default"
@@ -49,6 +50,12 @@ class PendingApproval:
 def refusal(call: ToolCall, outcome: str, why: str, **kw: Any) -> Verdict:
     """A ``Verdict`` that does not run the tool, with a reason the model can read."""
     return _shared.refusal(call.tool, outcome, why, **kw)
+
+
+def withheld(call: ToolCall, text: str) -> Verdict:
+    """The call ran but its output could not be recorded in the run (``text``, from
+    ``observe_output``): the model gets this ``error`` answer instead of the output."""
+    return Verdict(run=False, outcome="error", reason=text, call=call)
 
 
 def _error(call: ToolCall, exc: BaseException) -> Verdict:

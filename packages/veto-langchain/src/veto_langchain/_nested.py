@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,15 @@ from ._calls import ToolNames
 if TYPE_CHECKING:
     from .callbacks import NestedGuard
 
-__all__ = ["finished", "governing", "start_of_decided_call"]
+__all__ = [
+    "enter_call",
+    "finished",
+    "governing",
+    "in_decided_call",
+    "leave_call",
+    "outer_run_id",
+    "start_of_decided_call",
+]
 
 
 @dataclass(eq=False, kw_only=True)
@@ -38,6 +46,7 @@ class _Decided:
     veto: Veto
     tool: str
     tool_call_id: str | None
+    run_id: str | None = None
     active: set[Any] = field(default_factory=set)  # LangChain run ids of its running starts
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -63,6 +72,40 @@ def start_of_decided_call(veto: Veto, tool: str, tool_call_id: str | None, run_i
         return token
 
 
+_IN_CALL: ContextVar[tuple[str | None] | None] = ContextVar("veto_langchain_in_call", default=None)
+
+
+def in_decided_call() -> bool:
+    """True while the body of a decided call runs (on this thread or task). An agent
+    started there is a tool of the outer run: its input came from the outer model, not
+    from the person, so it is never observed as ``"@user"`` (DESIGN.md 2.7)."""
+    return _DECIDED.get() is not None or _IN_CALL.get() is not None
+
+
+def outer_run_id() -> str | None:
+    """The run id of the decided call whose body is running, if any: an agent started
+    there belongs to that run."""
+    token = _DECIDED.get()
+    if token is not None:
+        return token.run_id
+    marked = _IN_CALL.get()
+    return None if marked is None else marked[0]
+
+
+def enter_call(run_id: str | None) -> Token[tuple[str | None] | None]:
+    """Mark the current context as inside a decided call of run ``run_id`` (for the
+    callback handler, which lets a body run from ``on_tool_start``; the tool's body runs
+    in a copy of this context). Undo with :func:`leave_call`."""
+    return _IN_CALL.set((run_id,))
+
+
+def leave_call(token: Token[tuple[str | None] | None]) -> None:
+    try:
+        _IN_CALL.reset(token)
+    except ValueError:  # ended in another context: clear it there
+        _IN_CALL.set(None)
+
+
 def finished(token: Any, run_id: Any) -> None:
     """The decided call's run ``run_id`` ended (so a retry is the same call again)."""
     with token.lock:
@@ -75,7 +118,9 @@ def governing(veto: Veto, call: ToolCall, tool_names: ToolNames) -> Iterator[Non
     from .callbacks import NestedGuard
 
     guard = NestedGuard(veto, call, tool_names)
-    decided = _DECIDED.set(_Decided(veto=veto, tool=call.tool, tool_call_id=call.tool_call_id))
+    decided = _DECIDED.set(
+        _Decided(veto=veto, tool=call.tool, tool_call_id=call.tool_call_id, run_id=call.run_id)
+    )
     installed = _GUARD.set(guard)
     try:
         yield

@@ -20,11 +20,20 @@ What a callback can and cannot do (LangChain ``BaseCallbackHandler`` semantics):
   ``interrupt()``/resume through a callback.
 - It only sees tools whose runs carry it: pass it in the runnable config
   (``config={"callbacks": [handler]}``) of every run, or to each tool.
+- Runs and data flow (DESIGN.md 2.7): the human messages of the input of the run it
+  is configured on (the outermost runnable's ``messages``, or its input when that is a
+  list of messages; not a bare string or ``{"input": ...}``) are recorded as ``"@user"``
+  just before that run's first tool call is decided; the output of every call it let
+  run is recorded in ``on_tool_end``. Since a callback cannot replace an output, one
+  that cannot be recorded raises :class:`ToolCallDenied` from ``on_tool_end``: the
+  tool's result never reaches the model (the body ran). While the input cannot be
+  recorded, each tool call of the run is decided and recorded but refused the same way.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -34,11 +43,19 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import ensure_config
 
 from veto_core import Principal, ToolCall, Veto
+from veto_core.adapters import observe_output
 
-from . import _gate
+from . import _flow, _gate
 from ._args import received_args, tool_on_stack
 from ._calls import CallDefaults, ToolNames, VetoContext, build_call
-from ._nested import finished, start_of_decided_call
+from ._nested import (
+    enter_call,
+    finished,
+    in_decided_call,
+    leave_call,
+    outer_run_id,
+    start_of_decided_call,
+)
 from .errors import ToolCallDenied
 
 __all__ = ["VetoCallbackHandler"]
@@ -75,6 +92,62 @@ class VetoCallbackHandler(BaseCallbackHandler):
             ),
             tool_names=tool_names or ToolNames(),
         )
+        self._lock = threading.Lock()
+        self._parents: dict[UUID, UUID | None] = {}  # running chains -> their parent
+        self._runs: dict[UUID, str] = {}  # root run -> its Veto run id
+        self._inputs: dict[UUID, Any] = {}  # root run -> its human input, not yet observed
+        self._ran: dict[UUID, tuple[ToolCall, _gate.Verdict, Any]] = {}  # tool runs let run
+
+    # --- the run's human input (recorded before its first tool call is decided) -------------
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        with self._lock:
+            self._parents[run_id] = parent_run_id
+            if parent_run_id is None:
+                outer = outer_run_id()  # a chain inside a decided call belongs to its run
+                self._runs[run_id] = outer or f"langchain-{run_id}"
+                if not in_decided_call() and not isinstance(inputs, str | bytes):
+                    self._inputs[run_id] = inputs  # its messages, not a bare string
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> Any:
+        self._chain_done(run_id)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
+        self._chain_done(run_id)
+
+    def _chain_done(self, run_id: UUID) -> None:
+        with self._lock:
+            self._parents.pop(run_id, None)
+            self._runs.pop(run_id, None)
+            self._inputs.pop(run_id, None)
+
+    def _root(self, run_id: UUID, parent_run_id: UUID | None) -> tuple[str | None, UUID | None]:
+        """The Veto run id of the outermost run this tool runs in (one invocation of the
+        outermost runnable, or of the tool itself when invoked on its own) and that
+        run's LangChain id when this handler saw it start. ``(None, None)`` when the tool
+        runs inside something this handler did not see start: its run is unknown."""
+        if parent_run_id is None:  # the tool is the outermost run
+            return outer_run_id() or f"langchain-{run_id}", None
+        with self._lock:
+            node: UUID | None = parent_run_id
+            for _ in range(1024):  # a cycle would be a LangChain bug; stop anyway
+                if node is None or node not in self._parents:
+                    break
+                parent = self._parents[node]
+                if parent is None:
+                    return self._runs.get(node), node
+                node = parent
+            return None, None
+
+    # --- tool calls ---------------------------------------------------------------------
 
     def on_tool_start(
         self,
@@ -97,7 +170,13 @@ class VetoCallbackHandler(BaseCallbackHandler):
             )
         if call is None:
             return None
+        run, root = self._root(run_id, parent_run_id)
+        if call.run_id is None and run is not None:  # one outermost invocation, one run
+            call = replace(call, run_id=run)
+        unrecorded = self._observe_input(root, call)
         verdict = _gate.authorize_and_wait(self.veto, call, self.approval_timeout)
+        if verdict.run and unrecorded is not None:  # decided and recorded, but does not run
+            verdict = _gate.withheld(call, unrecorded)
         if not verdict.run:
             raise ToolCallDenied(
                 verdict.reason,
@@ -107,7 +186,56 @@ class VetoCallbackHandler(BaseCallbackHandler):
                 decision=verdict.decision,
                 approval_id=verdict.approval_id,
             )
+        with self._lock:
+            self._ran[run_id] = (call, verdict, enter_call(call.run_id))
         return None
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> Any:
+        with self._lock:
+            ran = self._ran.pop(run_id, None)
+        if ran is None:
+            return None
+        call, verdict, inside = ran
+        leave_call(inside)
+        withheld = observe_output(
+            self.veto, call, _flow.output_of(output), effect=_flow.effect_of(verdict)
+        )
+        if withheld is not None:
+            raise ToolCallDenied(
+                withheld,
+                tool=call.tool,
+                outcome="error",
+                tool_call_id=call.tool_call_id,
+                decision=verdict.decision,
+                approval_id=verdict.approval_id,
+            )
+        return None
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
+        with self._lock:
+            ran = self._ran.pop(run_id, None)
+        if ran is not None:
+            leave_call(ran[2])
+
+    def _observe_input(self, root: UUID | None, call: ToolCall) -> str | None:
+        """Record the human messages of the input of the outermost run ``root``, once
+        (None: done, or nothing to do); why not, if they cannot be (the next tool call of
+        the run tries again)."""
+        if root is None:
+            return None
+        with self._lock:
+            inputs = self._inputs.pop(root, None)
+        if inputs is None:
+            return None
+        try:
+            why = _flow.observe_user_messages(self.veto, _flow.human_messages(inputs), call)
+        except Exception as exc:
+            why = _flow.input_unreadable(exc)
+        if why is not None:
+            with self._lock:
+                if root in self._parents:
+                    self._inputs.setdefault(root, inputs)
+        return why
 
     def _read_call(
         self,
@@ -191,11 +319,22 @@ class NestedGuard(VetoCallbackHandler):
             return None
         return super().on_tool_start(serialized, input_str, run_id=run_id, **kwargs)
 
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, **kwargs: Any) -> Any:
+        return None  # an inner agent's input comes from the outer model, not the person
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> Any:
+        return None
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
+        return None
+
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> Any:
         self._release(run_id)
+        return super().on_tool_end(output, run_id=run_id, **kwargs)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
         self._release(run_id)
+        return super().on_tool_error(error, run_id=run_id, **kwargs)
 
     def _release(self, run_id: UUID) -> None:
         token = self._skipped.pop(run_id, None)

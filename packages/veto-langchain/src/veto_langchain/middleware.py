@@ -4,19 +4,24 @@ LangChain v1 agent built with ``create_agent(model, tools, middleware=[...])``."
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Annotated, Any, Literal, NotRequired
 
-from langchain.agents.middleware import AgentMiddleware
+from langchain.agents.middleware import AgentMiddleware, AgentState
+from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.messages import ToolMessage
+from langgraph.config import get_config
 from langgraph.types import Command, interrupt
 
 from veto_core import Effect, Principal, ToolCall, Veto
+from veto_core.adapters import aobserve_output, observe_output
 
-from . import _gate
+from . import _flow, _gate
 from ._args import received_args
-from ._calls import CallDefaults, ToolNames, VetoContext, build_call, has_checkpointer
-from ._nested import governing
+from ._calls import CallDefaults, ToolNames, VetoContext, build_call, has_checkpointer, run_of
+from ._nested import governing, in_decided_call, outer_run_id
 from .errors import ToolCallDenied
 
 __all__ = ["VetoMiddleware"]
@@ -24,6 +29,17 @@ __all__ = ["VetoMiddleware"]
 OnDeny = Literal["message", "raise"]
 ApprovalMode = Literal["auto", "interrupt", "wait"]
 _Step = _gate.Verdict | _gate.PendingApproval
+_SEEN = "veto_user_messages"  # ids of the human messages already observed as "@user"
+_RUN = "veto_run_id"  # the run id made for an invocation that has none
+
+
+class VetoState(AgentState[Any]):
+    """The agent state with the ids of the human messages Veto has observed (each is
+    observed once per run, also across invocations of a checkpointed thread) and, for an
+    invocation given no run id, the one made for it."""
+
+    veto_user_messages: NotRequired[Annotated[list[str], PrivateStateAttr]]
+    veto_run_id: NotRequired[Annotated[str, PrivateStateAttr]]
 
 
 class VetoMiddleware(AgentMiddleware):
@@ -52,8 +68,20 @@ class VetoMiddleware(AgentMiddleware):
     ``principal``/``env``/``tenant``/``context``/``run_id`` set the defaults; each
     run may override them with a :class:`VetoContext` in
     ``config["configurable"]["veto"]`` or the runtime ``context``. The run id
-    defaults to the LangGraph ``thread_id``. ``tool_names`` maps LangChain tool
-    names to canonical policy names (MCP tools → ``mcp__server__tool``).
+    defaults to the LangGraph ``thread_id``, else the invocation's ``config["run_id"]``,
+    else a new id made for the invocation (kept in the agent state). ``tool_names``
+    maps LangChain tool names to canonical policy names (MCP tools →
+    ``mcp__server__tool``).
+
+    Runs and data flow (DESIGN.md 2.7): before the agent starts, the human messages of
+    its state are recorded in the run as ``"@user"`` (each once: their ids are kept in
+    the agent state). If that fails, each tool call tries again before it is decided and,
+    if it still fails, is decided and recorded but does not run (the model is told why).
+    An agent started inside a tool call (a sub-agent) records no input: it comes from the
+    outer model; its calls join the outer call's run. After an allowed or approved call
+    ran, what the model will see of it is recorded (an approved one with effect
+    ``require_approval``); if that fails the model gets a refusal instead of the output
+    (the body ran).
 
     Placement: put it **first** in ``middleware=[...]`` (outermost), so the call is
     authorized once before any retry/fallback middleware calls the handler again.
@@ -93,7 +121,17 @@ class VetoMiddleware(AgentMiddleware):
             tool_names=tool_names or ToolNames(),
         )
 
+    state_schema = VetoState
+
     # --- the hooks ----------------------------------------------------------------------
+
+    def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        run, update = self._start(state, runtime)
+        return self._record_input(state, run, update)
+
+    async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        run, update = self._start(state, runtime)
+        return await asyncio.to_thread(self._record_input, state, run, update)
 
     def wrap_tool_call(
         self,
@@ -103,6 +141,7 @@ class VetoMiddleware(AgentMiddleware):
         call = self._call(request)
         if isinstance(call, _gate.Verdict):
             return self._blocked(request, call, None)
+        unrecorded = self._input_unrecorded(request, call)
         if self._interrupts(request):
             step = self._before_interrupt(call)
             verdict = step if isinstance(step, _gate.Verdict) else None
@@ -118,12 +157,18 @@ class VetoMiddleware(AgentMiddleware):
                 verdict = self._after_resume(call, step)
         else:
             verdict = _gate.authorize_and_wait(self.veto, call, self.approval_timeout)
+        if verdict.run and unrecorded is not None:
+            verdict = _gate.withheld(call, unrecorded)
         if verdict.run:
             try:
                 with governing(self.veto, call, self._defaults.tool_names):
-                    return handler(request)
+                    result = handler(request)
             except ToolCallDenied as exc:  # a tool inside this one was refused
                 return self._blocked(request, _inner_refusal(exc), call)
+            withheld = observe_output(
+                self.veto, call, _flow.output_of(result), effect=_flow.effect_of(verdict)
+            )
+            return result if withheld is None else self._withheld(request, call, withheld)
         return self._blocked(request, verdict, call)
 
     async def awrap_tool_call(
@@ -134,6 +179,7 @@ class VetoMiddleware(AgentMiddleware):
         call = self._call(request)
         if isinstance(call, _gate.Verdict):
             return self._blocked(request, call, None)
+        unrecorded = await asyncio.to_thread(self._input_unrecorded, request, call)
         if self._interrupts(request):
             step = await asyncio.to_thread(self._before_interrupt, call)
             verdict = step if isinstance(step, _gate.Verdict) else None
@@ -151,22 +197,86 @@ class VetoMiddleware(AgentMiddleware):
             verdict = await asyncio.to_thread(
                 _gate.authorize_and_wait, self.veto, call, self.approval_timeout
             )
+        if verdict.run and unrecorded is not None:
+            verdict = _gate.withheld(call, unrecorded)
         if verdict.run:
             try:
                 with governing(self.veto, call, self._defaults.tool_names):
-                    return await handler(request)
+                    result = await handler(request)
             except ToolCallDenied as exc:  # a tool inside this one was refused
                 return self._blocked(request, _inner_refusal(exc), call)
+            withheld = await aobserve_output(
+                self.veto, call, _flow.output_of(result), effect=_flow.effect_of(verdict)
+            )
+            return result if withheld is None else self._withheld(request, call, withheld)
         return self._blocked(request, verdict, call)
 
     # --- steps --------------------------------------------------------------------------
+
+    def _unobserved(self, state: Any) -> tuple[list[Any], list[str]] | None:
+        """The human messages not yet observed and the ids seen after observing them;
+        None when there is nothing to do (or this agent runs inside a tool call)."""
+        if in_decided_call():
+            return None
+        seen = list(state.get(_SEEN) or ())
+        known = set(seen)
+        new = [m for m in _flow.human_messages(state) if m.id is None or m.id not in known]
+        if not new:
+            return None
+        seen.extend(m.id for m in new if m.id is not None)
+        return new, seen
+
+    def _record_input(
+        self, state: Any, run: ToolCall, update: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Record the human messages not yet observed; mark them seen only when recorded
+        (if not, each tool call tries again and does not run while it fails)."""
+        try:
+            pending = self._unobserved(state)
+        except Exception:  # unreadable messages: each tool call reports it
+            pending = None
+        if pending is not None and _flow.observe_user_messages(self.veto, pending[0], run) is None:
+            update[_SEEN] = pending[1]
+        return update or None
+
+    def _input_unrecorded(self, request: Any, call: ToolCall) -> str | None:
+        """Why the run's human input is not in its history, if it is not (``before_agent``
+        could not record it, and recording it again now failed too): the call is decided
+        and recorded as usual, but does not run."""
+        state = getattr(request, "state", None)
+        try:
+            pending = self._unobserved(state) if isinstance(state, Mapping) else None
+        except Exception as exc:
+            return _flow.input_unreadable(exc)
+        if pending is None:
+            return None
+        return _flow.observe_user_messages(self.veto, pending[0], call)
+
+    def _start(self, state: Any, runtime: Any) -> tuple[ToolCall, dict[str, Any]]:
+        """The run this invocation belongs to, and the state update that names it when
+        nothing else does: the run of the tool call this agent runs inside (a sub-agent),
+        else a new id for this invocation (kept in the state, so a resume keeps it)."""
+        try:
+            config = get_config()
+        except RuntimeError:  # not inside a runnable: only the constructor's values apply
+            config = None
+        run = run_of(self._defaults, config, getattr(runtime, "context", None))
+        if run.run_id is not None:
+            return run, {}
+        run_id = state.get(_RUN) or outer_run_id() or f"langchain-{uuid.uuid4()}"
+        update = {} if state.get(_RUN) == run_id else {_RUN: run_id}
+        return replace(run, run_id=run_id), update
+
+    def _withheld(self, request: Any, call: ToolCall, text: str) -> ToolMessage | Command[Any]:
+        """The call ran but its output could not be recorded: the model gets ``text``."""
+        return self._blocked(request, _gate.withheld(call, text), call)
 
     def _call(self, request: Any) -> ToolCall | _gate.Verdict:
         tc = request.tool_call
         name = tc.get("name") if isinstance(tc, Mapping) else None
         try:
             runtime = getattr(request, "runtime", None)
-            return build_call(
+            call = build_call(
                 self._defaults,
                 name=name,  # type: ignore[arg-type]
                 args=received_args(getattr(request, "tool", None), tc.get("args")),
@@ -174,6 +284,10 @@ class VetoMiddleware(AgentMiddleware):
                 config=getattr(runtime, "config", None),
                 runtime_context=getattr(runtime, "context", None),
             )
+            state = getattr(request, "state", None)
+            if call.run_id is None and isinstance(state, Mapping) and state.get(_RUN):
+                call = replace(call, run_id=str(state[_RUN]))
+            return call
         except Exception as exc:
             placeholder = ToolCall(tool=str(name or "?"))
             return _gate.refusal(

@@ -4,19 +4,23 @@ tool is invoked (an agent's tool node, a legacy ``AgentExecutor``, a plain ``too
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
+from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, PrivateAttr
 
 from veto_core import Principal, ToolCall, Veto
+from veto_core.adapters import aobserve_output, observe_output
 
-from . import _gate
+from . import _flow, _gate
 from ._args import received_args
-from ._calls import CallDefaults, ToolNames, VetoContext, build_call
-from ._nested import governing
+from ._calls import _RUNTIME_KEY, CallDefaults, ToolNames, VetoContext, build_call
+from ._nested import governing, outer_run_id
 from .errors import ToolCallDenied
 
 __all__ = ["GuardedTool", "guard_tool", "guard_tools"]
@@ -40,6 +44,15 @@ class GuardedTool(BaseTool):
     Approval: blocks until the request is decided or times out (``approval_timeout``
     caps the rule's timeout); the async path waits in a worker thread. For LangGraph
     ``interrupt()``-style approvals use :class:`VetoMiddleware`.
+
+    Runs and data flow (DESIGN.md 2.7): after the wrapped tool ran, what the model will
+    see of it is recorded in the run; when that fails the refusal replaces the output
+    (the body ran). The run is the ``run_id`` given (constructor or ``VetoContext``),
+    else the LangGraph ``thread_id``, else the invocation's ``config["run_id"]``; a
+    ``tool.invoke`` on its own is a run of its own. Inside an agent whose run has none
+    of these the output cannot be recorded and is withheld: give the run an id. The
+    tool cannot see the agent's input: record the person's messages with
+    :func:`~veto_langchain.observe_run_input` before each run.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -56,7 +69,11 @@ class GuardedTool(BaseTool):
     # -- the gate ------------------------------------------------------------------------
 
     def _check(
-        self, tool_input: Any, config: Mapping[str, Any] | None, tool_call_id: str | None
+        self,
+        tool_input: Any,
+        config: Mapping[str, Any] | None,
+        tool_call_id: str | None,
+        run_id: Any = None,
     ) -> tuple[_gate.Verdict, ToolCall | None]:
         try:
             args = received_args(self.inner, tool_input)
@@ -70,6 +87,8 @@ class GuardedTool(BaseTool):
                 config=config,
                 runtime_context=getattr(runtime, "context", None),
             )
+            if call.run_id is None:
+                call = replace(call, run_id=_default_run_id(config, run_id))
         except Exception as exc:
             return _gate.refusal(
                 ToolCall(tool=self.name),
@@ -98,30 +117,44 @@ class GuardedTool(BaseTool):
     def run(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
         config = kwargs.get("config")
         tool_call_id = kwargs.get("tool_call_id")
-        verdict, call = self._check(tool_input, config, tool_call_id)
+        verdict, call = self._check(tool_input, config, tool_call_id, kwargs.get("run_id"))
         if not verdict.run or call is None:
             return self._blocked(verdict, call, tool_call_id)
         try:
             with governing(self._veto, call, self._defaults.tool_names):
-                return self.inner.run(tool_input, *args, **kwargs)
+                output = self.inner.run(tool_input, *args, **kwargs)
         except ToolCallDenied as exc:  # a tool inside this one was refused
             if self._on_deny == "message" and tool_call_id:
                 return self._blocked(_inner_refusal(exc), call, tool_call_id)
             raise
+        withheld = observe_output(
+            self._veto, call, _flow.output_of(output), effect=_flow.effect_of(verdict)
+        )
+        if withheld is None:
+            return output
+        return self._blocked(_gate.withheld(call, withheld), call, tool_call_id)
 
     async def arun(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
         config = kwargs.get("config")
         tool_call_id = kwargs.get("tool_call_id")
-        verdict, call = await asyncio.to_thread(self._check, tool_input, config, tool_call_id)
+        verdict, call = await asyncio.to_thread(
+            self._check, tool_input, config, tool_call_id, kwargs.get("run_id")
+        )
         if not verdict.run or call is None:
             return self._blocked(verdict, call, tool_call_id)
         try:
             with governing(self._veto, call, self._defaults.tool_names):
-                return await self.inner.arun(tool_input, *args, **kwargs)
+                output = await self.inner.arun(tool_input, *args, **kwargs)
         except ToolCallDenied as exc:  # a tool inside this one was refused
             if self._on_deny == "message" and tool_call_id:
                 return self._blocked(_inner_refusal(exc), call, tool_call_id)
             raise
+        withheld = await aobserve_output(
+            self._veto, call, _flow.output_of(output), effect=_flow.effect_of(verdict)
+        )
+        if withheld is None:
+            return output
+        return self._blocked(_gate.withheld(call, withheld), call, tool_call_id)
 
 
 def guard_tool(
@@ -173,6 +206,22 @@ def guard_tool(
 def guard_tools(tools: Iterable[BaseTool], veto: Veto, **options: Any) -> list[GuardedTool]:
     """``guard_tool`` for each tool, with the same options."""
     return [guard_tool(t, veto, **options) for t in tools]
+
+
+def _default_run_id(config: Mapping[str, Any] | None, run_id: Any) -> str | None:
+    """The run of a guarded call given no run id: the decided call it runs inside; else,
+    when it is the outermost invocation (``tool.invoke`` on its own), a run of its own
+    (its LangChain ``run_id`` when given); else unknown (None: its output cannot be
+    recorded, so it is withheld: give the run an id)."""
+    outer = outer_run_id()
+    if outer is not None:
+        return outer
+    callbacks = (config or {}).get("callbacks")
+    if isinstance(callbacks, BaseCallbackManager) and callbacks.parent_run_id is not None:
+        return None  # inside a chain or graph whose run has no id
+    if _RUNTIME_KEY in ((config or {}).get("configurable") or {}):
+        return None
+    return f"langchain-{run_id or uuid.uuid4()}"
 
 
 def _inner_refusal(exc: ToolCallDenied) -> _gate.Verdict:

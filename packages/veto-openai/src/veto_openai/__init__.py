@@ -12,6 +12,10 @@ paused for approval through the SDK's own human-in-the-loop flow.
   and approval request are recorded as the run pauses.
 - :mod:`veto_openai.approvals`: ``sync`` (the Veto request of each interruption),
   ``resume`` / ``resume_sync`` (apply the store's decisions and continue).
+- Runs and data flow (DESIGN 2.7): a guarded agent records the run input as
+  ``"@user"`` (an input guardrail that runs before the model) and every executed
+  call's output (the body gate), in the run named by the ``run_id``; an output that
+  cannot be recorded (no ``run_id``, store down) is withheld from the model.
 - :class:`VetoContext` (in the SDK run context) overrides principal/env/tenant/run id
   per run; :class:`ToolNames` canonicalizes names.
 """
@@ -22,7 +26,9 @@ from ._gate import Verdict
 from .approvals import PendingCall
 from .guard import (
     GUARDRAIL_NAME,
+    INPUT_GUARDRAIL_NAME,
     VetoGuard,
+    VetoInputGuardrail,
     VetoToolGuardrail,
     guard_agent,
     guard_of,
@@ -34,11 +40,13 @@ from .guard import (
 __all__ = [
     "FRAMEWORK",
     "GUARDRAIL_NAME",
+    "INPUT_GUARDRAIL_NAME",
     "PendingCall",
     "ToolNames",
     "Verdict",
     "VetoContext",
     "VetoGuard",
+    "VetoInputGuardrail",
     "VetoToolGuardrail",
     "approvals",
     "guard_agent",

@@ -24,6 +24,17 @@ decided too: tools added to a guarded agent after ``guard_agent`` (its
 run inside a guarded tool body (``Agent.as_tool``): while a guarded tool runs, a
 nested run's tools are guarded with the same guard (see :func:`_scoped_get_all_tools`).
 
+Runs and data flow (DESIGN.md 2.7): after the body of an allowed (or approved and
+consumed) call ran, the body gate records its output in the call's run
+(``veto.observe``, effect ``require_approval`` for an approved one) before the model
+sees it; an output that cannot be recorded (no ``run_id``, the store down) is withheld
+and the model reads why. A guarded agent's input guardrail (:class:`VetoInputGuardrail`,
+run before the first model call, not in parallel) records the run input as ``"@user"``
+once per ``Runner.run``/``run_sync`` (not on a resume from a ``RunState``: the run's
+history is in the store; not for an agent run inside a guarded tool, whose input a
+model wrote). Hosted tools (OpenAI-side web/file search, code interpreter, hosted MCP)
+return their output to the model without passing Veto: it cannot be observed.
+
 Everything fails closed: an exception anywhere in the check is a refusal the model
 reads (``reject_content``) or, with ``on_deny="raise"``, a
 ``ToolInputGuardrailTripwireTriggered`` that ends the run.
@@ -43,7 +54,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from agents import Agent, FunctionTool, Handoff, HostedMCPTool, RunConfig
+from agents import (
+    Agent,
+    FunctionTool,
+    GuardrailFunctionOutput,
+    Handoff,
+    HostedMCPTool,
+    InputGuardrail,
+    RunConfig,
+)
 from agents.agent import AgentBase
 from agents.exceptions import ToolInputGuardrailTripwireTriggered
 from agents.run_config import ToolExecutionConfig
@@ -58,6 +77,7 @@ from agents.tool_guardrails import (
 from agents.util._approvals import evaluate_needs_approval_setting
 
 from veto_core import Effect, Principal, ToolCall, Veto
+from veto_core.adapters import aobserve_output, observe_output, observe_user_input
 
 from . import _gate
 from ._calls import (
@@ -73,7 +93,9 @@ from ._gate import Verdict
 
 __all__ = [
     "GUARDRAIL_NAME",
+    "INPUT_GUARDRAIL_NAME",
     "VetoGuard",
+    "VetoInputGuardrail",
     "VetoToolGuardrail",
     "guard_agent",
     "guard_tool",
@@ -84,6 +106,7 @@ __all__ = [
 log = logging.getLogger("veto_openai")
 
 GUARDRAIL_NAME = "veto"
+INPUT_GUARDRAIL_NAME = "veto-run-input"
 ApprovalMode = Literal["resume", "wait"]
 OnDeny = Literal["reject", "raise"]
 HostedPolicy = Literal["decide", "keep", "drop"]
@@ -158,6 +181,7 @@ class VetoGuard:
         self._copies: dict[tuple[int, str | None, bool], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
         self._principals: dict[tuple[Principal, str | None, tuple[str, ...]], Principal] = {}
+        self._input_guardrail: VetoInputGuardrail | None = None
 
     # --- building the call ------------------------------------------------------------
 
@@ -207,6 +231,22 @@ class VetoGuard:
         parsed = parse_arguments(args)
         if schema is not None:
             schema.check(parsed, text=args if isinstance(args, str) and args else None)
+        who = self.identity(run_context, agent_name)
+        return ToolCall(
+            tool=tool,
+            args=parsed,
+            principal=who.principal or self.principal,
+            env=who.env,
+            tenant=who.tenant,
+            context=who.context or {},
+            run_id=who.run_id,
+            tool_call_id=tool_call_id,
+            framework=FRAMEWORK,
+        )
+
+    def identity(self, run_context: Any, agent_name: str | None) -> VetoContext:
+        """Who calls, where, and in which run, for the SDK run context object
+        ``run_context`` (the guard's defaults under its :class:`VetoContext`)."""
         over = VetoContext.from_run_context(run_context)
         base = (over.principal if over and over.principal else None) or self.principal
         agent = agent_name or base.agent
@@ -218,17 +258,50 @@ class VetoGuard:
         policy_context = self.context
         if over and over.context:
             policy_context = {**self.context, **over.context}
-        return ToolCall(
-            tool=tool,
-            args=parsed,
+        return VetoContext(
             principal=principal,
             env=(over.env if over and over.env else None) or self.env,
             tenant=(over.tenant if over and over.tenant else None) or self.tenant,
-            context=policy_context,
             run_id=run_id,
-            tool_call_id=tool_call_id,
-            framework=FRAMEWORK,
+            context=policy_context,
         )
+
+    # --- the run's input --------------------------------------------------------------------
+
+    @property
+    def input_guardrail(self) -> VetoInputGuardrail:
+        """The input guardrail that records a run's human input as ``"@user"`` before
+        the first model call (:func:`guard_agent` adds it to every guarded agent; add it
+        to an agent's ``input_guardrails`` yourself when you only use :func:`guard_tools`)."""
+        made = self._input_guardrail
+        if made is None:
+            made = self._input_guardrail = _make_input_guardrail(self)
+        return made
+
+    def observe_input(self, run_context: Any, agent_name: str | None, input: Any) -> str | None:
+        """Record the run input (a string, or the text of its ``role: user`` items) in
+        the run as ``"@user"`` (DESIGN 2.7). None when recorded (or not the person's:
+        a run inside a guarded tool gets its input from a model); else why not."""
+        if _SCOPE.get() is not None:
+            return None  # Agent.as_tool / a run in a tool body: the input is model text
+        who = self.identity(run_context, agent_name)
+        try:
+            text = user_text(input)
+        except Exception as exc:
+            why: str | None = (
+                "Veto: the run's input could not be recorded in its history (fail closed): "
+                f"{type(exc).__name__}: {exc}"
+            )
+        else:
+            why = observe_user_input(
+                self.veto,
+                run_id=who.run_id or "",
+                text=text,
+                principal=who.principal,
+                env=who.env,
+                tenant=who.tenant,
+            )
+        return why
 
     # --- the three moments of a call ------------------------------------------------------
 
@@ -466,6 +539,74 @@ class VetoToolGuardrail(ToolInputGuardrail[Any]):
     nested: bool = field(default=False, kw_only=True)
 
 
+@dataclass
+class VetoInputGuardrail(InputGuardrail[Any]):
+    """The input guardrail Veto adds to a guarded agent: it records the run's human
+    input as ``"@user"`` before the first model call (it runs before the model, not in
+    parallel). When that fails the run goes on without it (logged, and in the result's
+    ``input_guardrail_results``): its history lacks the person's words, so rules that
+    allow what the user named (``tainted_by: user``) do not allow; nothing else is
+    loosened."""
+
+    guard: VetoGuard | None = field(default=None, kw_only=True)
+
+
+def _make_input_guardrail(guard: VetoGuard) -> VetoInputGuardrail:
+    async def veto_run_input(
+        context: RunContextWrapper[Any], agent: Agent[Any], input: Any
+    ) -> GuardrailFunctionOutput:
+        try:
+            why = await asyncio.to_thread(
+                guard.observe_input, context.context, getattr(agent, "name", None), input
+            )
+        except Exception as exc:  # no identity for the run: its tool calls fail too
+            why = f"Veto: the run's identity could not be read: {type(exc).__name__}: {exc}"
+        if why is not None:
+            log.warning("veto-openai: %s", why)
+        # The run goes on without the person's words in its history: a `tainted_by: user`
+        # condition is then false, so what only the user could name is not allowed; each
+        # tool call is still decided (a store that is down refuses it) and an output that
+        # cannot be recorded is withheld. The reason is in result.input_guardrail_results.
+        return GuardrailFunctionOutput(
+            output_info={"veto": {"outcome": "error" if why else "recorded", "reason": why}},
+            tripwire_triggered=False,
+        )
+
+    return VetoInputGuardrail(
+        guardrail_function=veto_run_input,
+        name=INPUT_GUARDRAIL_NAME,
+        run_in_parallel=False,
+        guard=guard,
+    )
+
+
+def user_text(input: Any) -> str:
+    """The person's words in an SDK run input: the string itself, or the text of the
+    ``role: user`` items of an input list (string content, or its text parts), one
+    per line. Anything else is a ``TypeError`` (the run does not start)."""
+    if isinstance(input, str):
+        return input
+    if not isinstance(input, list | tuple):
+        raise TypeError(f"the run input is neither a string nor a list of items: {input!r}")
+    texts: list[str] = []
+    for item in input:
+        if _field(item, "role") != "user":
+            continue
+        content = _field(item, "content")
+        if isinstance(content, str):
+            texts.append(content)
+            continue
+        for part in content or ():
+            text = _field(part, "text")
+            if isinstance(text, str):
+                texts.append(text)
+    return "\n".join(texts)
+
+
+def _field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
 # While a guarded tool body runs, agents run inside it (``Agent.as_tool``, or any
 # ``Runner.run`` in a tool) have their tools guarded with the same guard.
 _SCOPE: ContextVar[VetoGuard | None] = ContextVar("veto_openai_scope", default=None)
@@ -559,17 +700,32 @@ def _make_body_gate(
         except Exception as exc:  # fail closed, whatever happened
             verdict = _gate.error(canonical, exc)
         if not verdict.run:
-            out = guard.output(verdict)
-            if guard.on_deny == "raise":
-                raise ToolInputGuardrailTripwireTriggered(guardrail=guardrail, output=out)
-            return verdict.reason
+            return _refuse(guard, guardrail, verdict)
         token = _SCOPE.set(guard)
         try:
-            return await invoke(ctx, input)
+            output = await invoke(ctx, input)
         finally:
             _SCOPE.reset(token)
+        # The body ran: record its output in the run (DESIGN 2.7) before the model sees
+        # it; an output that could not be recorded is withheld (fail closed).
+        effect = Effect.REQUIRE_APPROVAL if verdict.outcome == "approved" else Effect.ALLOW
+        if guard.approvals == "wait":
+            withheld = await aobserve_output(guard.veto, call, output, effect=effect)
+        else:
+            withheld = observe_output(guard.veto, call, output, effect=effect)
+        if withheld is None:
+            return output
+        return _refuse(guard, guardrail, Verdict(run=False, outcome="error", reason=withheld))
 
     return veto_body_gate
+
+
+def _refuse(guard: VetoGuard, guardrail: VetoToolGuardrail, verdict: Verdict) -> str:
+    """What the model reads instead of a tool's output (``on_deny="raise"``: end the run)."""
+    if guard.on_deny == "raise":
+        out = guard.output(verdict)
+        raise ToolInputGuardrailTripwireTriggered(guardrail=guardrail, output=out)
+    return verdict.reason
 
 
 def _make_needs_approval(
@@ -797,7 +953,11 @@ def guard_agent(agent: Agent[Any], veto: Veto | VetoGuard, **options: Any) -> Ag
     - handoffs (``Agent`` objects and ``handoff()`` objects) lead to guarded agents;
     - agents used as tools (``Agent.as_tool``), and any agent run inside a guarded tool,
       have their tools decided under the same guard (a required approval in there
-      cannot pause the outer run: it waits with ``approvals="wait"``, else is refused).
+      cannot pause the outer run: it waits with ``approvals="wait"``, else is refused);
+    - the run input is recorded as ``"@user"`` by an input guardrail (first in
+      ``input_guardrails``), and every executed call's output is recorded in the run
+      named by ``run_id`` (DESIGN.md 2.7): give each run a ``run_id``, or its tool
+      outputs are withheld from the model.
 
     ``options`` are :class:`VetoGuard`'s. Run it with :func:`run_config` so approvals
     are recorded when the run pauses.
@@ -827,6 +987,10 @@ def _guard_agent(agent: Agent[Any], guard: VetoGuard, seen: dict[int, Agent[Any]
     new.__class__ = cls
     seen[id(agent)] = new
     new.tools = _guard_tool_list(list(agent.tools), guard, agent.name, decide_hosted=False)
+    new.input_guardrails = [
+        guard.input_guardrail,
+        *(g for g in agent.input_guardrails if not isinstance(g, VetoInputGuardrail)),
+    ]
     new.handoffs = [
         _guard_agent(h, guard, seen) if isinstance(h, Agent) else guard.guarded_handoff(h)
         for h in agent.handoffs

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ..adapters import Verdict, error_verdict, from_authorization, refusal
+from ..adapters import Verdict, aobserve_output, error_verdict, from_authorization, refusal
 from ..engine import Veto
 from ..model import Authorization, Effect, Principal, ToolCall, make_decision
 from ..policy.compiler import normalize_tool_name
@@ -191,6 +191,17 @@ class McpGate:
     def visible(self, catalog: ToolCatalog, caller: Caller) -> list[str]:
         """The announced tool names this caller may ever run (for ``--hide-denied``)."""
         return [n for n, c in catalog.canonical.items() if may_ever_run(self.veto, c, caller)]
+
+    async def observe(self, verdict: Verdict, result: Any) -> str | None:
+        """Record a forwarded call's result in its run (DESIGN.md 2.7) before the client
+        sees it: None when recorded, else the refusal the client gets instead (the tool
+        ran; its output is withheld, fail closed). ``result`` is the upstream's
+        ``CallToolResult`` in wire form (a mapping; an error result is observed too)."""
+        call = verdict.call
+        if call is None:
+            return "Veto: the output of a call that was never decided is withheld (fail closed)"
+        effect = Effect.REQUIRE_APPROVAL if verdict.outcome == "approved" else Effect.ALLOW
+        return await aobserve_output(self.veto, call, result, effect=effect)
 
     async def check(
         self,

@@ -26,6 +26,7 @@ import anyio
 import anyio.to_thread
 
 from .. import __version__
+from ..adapters import Verdict
 from ..engine import Veto
 from .gate import Caller, McpGate, ToolCatalog
 from .identity import Identity, TokenAuthority, TokenRefused
@@ -122,18 +123,23 @@ class McpProxy:
         verdict = await self.gate.check(self.catalog, name, arguments, caller, info.progress)
         if not verdict.run:
             return error_result(verdict.reason, meta=verdict.info())
-        return await self._forward(name, arguments or {}, info.progress, verdict.call)
+        return await self._forward(name, arguments or {}, info.progress, verdict)
 
     async def _forward(
-        self, name: str, arguments: Mapping[str, Any], progress: Any, call: Any
+        self, name: str, arguments: Mapping[str, Any], progress: Any, verdict: Verdict
     ) -> Any:
-        from .sdk import call_upstream, error_result
+        from .sdk import call_upstream, dump, error_result
 
-        label = getattr(call, "tool", name)
+        label = getattr(verdict.call, "tool", name)
         with anyio.CancelScope() as scope:
             self._inflight.add(scope)
             try:
-                return await call_upstream(self.session, name, arguments, progress)
+                result = await call_upstream(self.session, name, arguments, progress)
+                # The output reaches the client only once it is in the run (DESIGN.md 2.7).
+                withheld = await self.gate.observe(verdict, dump(result))
+                if withheld is not None:
+                    return error_result(withheld, meta=verdict.info())
+                return result
             except Exception as exc:
                 log.warning("upstream call %s failed: %s: %s", label, type(exc).__name__, exc)
                 self._note_failure(exc)

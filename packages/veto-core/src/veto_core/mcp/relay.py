@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
+from ..adapters import Verdict
 from . import sdk
 from .gate import Caller, ToolCatalog
 from .names import mcp_tool_name
@@ -228,12 +229,19 @@ class Relay:
             self._waiting.pop(rid, None)
         if reply.item is None:
             return _result(rid, sdk.error_payload(proxy.failed(label, reply.why or "")))
-        return self.returned(verdict.call, reply.item)
+        return await self.returned(rid, verdict, reply.item)
 
-    def returned(self, call: Any, item: Any) -> Any:
-        """The one place where the answer of a forwarded ``tools/call`` comes back
-        (the upstream's own message, relayed unchanged); ``call`` is the decided
-        :class:`~veto_core.model.ToolCall`. Outputs are observed here (DESIGN.md 2.7)."""
+    async def returned(self, rid: Any, verdict: Verdict, item: Any) -> Any:
+        """The one place where the answer of a forwarded ``tools/call`` comes back: the
+        upstream's own message is relayed unchanged once its output is recorded in the
+        run (DESIGN.md 2.7); if it cannot be, the client gets a refusal instead."""
+        msg = sdk.unwrap(item)
+        result = getattr(msg, "result", None)
+        if result is None:  # a JSON-RPC error answer carries no tool output
+            return item
+        withheld = await self.gate.observe(verdict, dict(result))
+        if withheld is not None:
+            return _result(rid, sdk.error_payload(withheld, verdict.info()))
         return item
 
     def _progress(self, msg: Any) -> Any:

@@ -1,0 +1,134 @@
+"""Runs and data flow for LangChain (DESIGN.md 2.7): what a tool call's output is, and
+which messages are the person's own input.
+
+After an allowed (or approved) call ran, every integration records what the *model*
+will see of it (a ``ToolMessage``'s content, the messages of a ``Command`` update) with
+the shared toolkit (:func:`veto_core.adapters.observe_output`); when that fails the model
+gets the refusal instead. The human messages of a run's input are recorded as
+``"@user"`` once per run invocation, before the first tool call is decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage, convert_to_messages
+from langgraph.types import Command
+
+from veto_core import Effect, Principal, ToolCall, Veto
+from veto_core.adapters import Verdict, observe_user_input
+
+from ._calls import CallDefaults, ToolNames, VetoContext, run_of
+from ._nested import in_decided_call
+
+__all__ = [
+    "effect_of",
+    "human_messages",
+    "input_unreadable",
+    "observe_run_input",
+    "observe_user_messages",
+    "output_of",
+]
+
+
+def effect_of(verdict: Verdict) -> Effect:
+    """The decision effect an executed call is observed with: ``require_approval`` for
+    an approved call, else ``allow``."""
+    return Effect.REQUIRE_APPROVAL if verdict.outcome == "approved" else Effect.ALLOW
+
+
+def output_of(result: Any) -> Any:
+    """What the model sees of a tool's result: a ``ToolMessage``'s content, the tool
+    messages' contents of a ``Command`` update (else the whole update), else the result."""
+    if isinstance(result, ToolMessage):
+        return result.content
+    if isinstance(result, Command):
+        update = result.update
+        messages = update.get("messages") if isinstance(update, Mapping) else None
+        if isinstance(messages, Sequence) and not isinstance(messages, str):
+            tool_messages = [m.content for m in messages if isinstance(m, ToolMessage)]
+            if tool_messages:
+                return tool_messages
+        return update
+    return result
+
+
+def human_messages(value: Any) -> list[HumanMessage]:
+    """The human messages of a run's input: a state or input mapping's ``messages``, a
+    sequence of messages (``HumanMessage``, ``("user", text)``, ``{"role": "user", ...}``)
+    or one message. Raises when ``messages`` cannot be read as messages."""
+    if isinstance(value, Mapping):
+        value = value.get("messages")
+    if value is None:
+        return []
+    if isinstance(value, BaseMessage | str) or (isinstance(value, Mapping) and "role" in value):
+        value = [value]
+    if not isinstance(value, Sequence):
+        return []
+    return [m for m in convert_to_messages(value) if isinstance(m, HumanMessage)]
+
+
+def input_unreadable(exc: BaseException) -> str:
+    """Why a run's input was not recorded when its messages cannot be read."""
+    return (
+        "Veto: the run's input could not be read, so it cannot be recorded in its "
+        f"history (fail closed): {type(exc).__name__}: {exc}"
+    )
+
+
+def observe_user_messages(
+    veto: Veto, messages: Sequence[HumanMessage], call: ToolCall
+) -> str | None:
+    """Record each message's text as ``"@user"`` in ``call``'s run (same principal, env,
+    tenant). None when all are recorded, else why not (the first failure): no tool call
+    of the run may then run (fail closed)."""
+    for message in messages:
+        reason = observe_user_input(
+            veto,
+            run_id=call.run_id or "",
+            text=message.text,
+            principal=call.principal,
+            env=call.env,
+            tenant=call.tenant,
+        )
+        if reason is not None:
+            return reason
+    return None
+
+
+def observe_run_input(
+    veto: Veto,
+    inputs: Any,
+    *,
+    principal: Principal | None = None,
+    env: str | None = None,
+    tenant: str | None = None,
+    run_id: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    tool_names: ToolNames | None = None,
+) -> str | None:
+    """Record the person's messages in ``inputs`` (what you pass to ``agent.invoke``: a
+    mapping with ``messages``, a list of messages, or one message/string) as ``"@user"``
+    in the run (DESIGN.md 2.7), for integrations that cannot see an agent's input:
+    :func:`~veto_langchain.guard_tools` (call it before each ``invoke`` with the same
+    ``inputs`` and ``config``). :class:`~veto_langchain.VetoMiddleware` and
+    :class:`~veto_langchain.VetoCallbackHandler` do it themselves.
+
+    The run is ``run_id``, else ``config["configurable"]["veto"]``'s, else the
+    ``thread_id``; principal/env/tenant likewise. Returns None when recorded (or when
+    called inside a decided tool call: that input comes from a model, not a person),
+    else why not. Starting the run anyway stays on the safe side: a rule that asks
+    whether the person named a value (``tainted_by: user``) finds nothing and does not
+    allow the call, and a run store that is down blocks every flow-rule decision and
+    withholds every output; refuse to start the run if you prefer to stop earlier.
+    """
+    if in_decided_call():
+        return None
+    base = VetoContext(principal=principal, env=env, tenant=tenant, run_id=run_id)
+    call = run_of(CallDefaults(base=base, tool_names=tool_names or ToolNames()), config)
+    try:
+        messages = human_messages(inputs)
+    except Exception as exc:
+        return input_unreadable(exc)
+    return observe_user_messages(veto, messages, call)
