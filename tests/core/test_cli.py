@@ -102,7 +102,9 @@ def test_shipped_policies_pass_their_tests_with_full_coverage(tests_file: str) -
     assert report["coverage"] == 100.0, report["uncovered_rules"]
 
 
-@pytest.mark.parametrize("policy", ["demo.yaml", "support-agent.yaml", "coding-agent.yaml"])
+@pytest.mark.parametrize(
+    "policy", ["demo.yaml", "support-agent.yaml", "coding-agent.yaml", "assistant.yaml"]
+)
 def test_shipped_policies_lint_without_warnings(policy: str) -> None:
     code, out, _ = run("lint", str(POLICIES / policy))
     assert code == 0, out

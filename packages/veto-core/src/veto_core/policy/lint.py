@@ -222,6 +222,8 @@ def lint_policy(policy: CompiledPolicy) -> list[LintFinding]:
     used: set[str] = set()
     for rule in policy.rules:
         _list_refs(rule.model.if_, used)
+    for source in policy.loaded.model.sources:  # a source's `if` may name lists too (2.7)
+        _list_refs(source.if_, used)
     for name in sorted(set(policy.loaded.model.lists) - used):
         add("info", "unused-list", None, f"list '{name}' is never referenced")
     _lint_flow(policy, add)
