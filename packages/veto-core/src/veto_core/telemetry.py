@@ -247,7 +247,7 @@ def outcome_of(auth: Authorization) -> str:
     pending_approval / shadow-*), and after a wait: approved / rejected / expired /
     cancelled / already_used, or error when the approval path failed."""
     from veto_core.audit.log import outcome_for
-    from veto_core.engine import _shadow_outcome
+    from veto_core.authorize import shadow_outcome as _shadow_outcome
     from veto_core.model import Effect
 
     d = auth.decision

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from types import CodeType, FunctionType
@@ -35,6 +36,8 @@ _CACHE_LIMIT = 4096  # distinct outcomes (with error texts) kept per tool
 _DECIDERS_LIMIT = 65_536  # tools kept per policy
 _CODE_LIMIT = 4096  # generated code objects kept, by source text (process-wide)
 _CODE: dict[str, CodeType] = {}
+#: The globals of every generated decider (what is a tool's own is in its defaults).
+_GLOBALS: dict[str, Any] = {}
 
 Decide = Callable[
     [ToolCall, "str | None", "str | None", Callable[[], datetime], "RunLookup | None"], Decision
@@ -50,16 +53,8 @@ class ToolDecider:
         self.policy = policy
         self.rules = rules
         cache: dict[Any, Decision] = {}
-        self.source, namespace, self.cond_of = _generate(rules)
-        namespace.update(
-            __builtins__=builtins,
-            _merge=_merge,
-            _cache=cache,
-            _build=self._build_for(cache),
-            _EvalContext=EvalContext,
-            _EvalError=EvalError,
-            _roles_of=policy.effective_roles,
-        )
+        self.source, values, self.cond_of = _generate(rules)
+        values.update(_cache=cache, _build=self._build_for(cache), _roles_of=policy.effective_roles)
         code = _CODE.get(self.source)
         if code is None:
             # Our own generated text (no policy string is ever code). Tools with the
@@ -70,7 +65,12 @@ class ToolDecider:
             if len(_CODE) >= _CODE_LIMIT:
                 _CODE.clear()
             _CODE[self.source] = code
-        self.decide: Decide = FunctionType(code, namespace, "decide")
+        # What is the tool's own (its rules' scopes, conditions, memo tables, outcome
+        # cache) is passed as the defaults of trailing parameters: read as locals from
+        # one small tuple, where a namespace per tool cost a dict probe per name, each
+        # a likely cache miss at 10,000 rules. The globals are shared by every decider.
+        defaults = (None, *(values[name] for name in code.co_varnames[5 : code.co_argcount]))
+        self.decide: Decide = FunctionType(code, _GLOBALS, "decide", defaults)
 
     def _build_for(self, cache: dict[Any, Decision]) -> Callable[[Any], Decision]:
         rules = self.rules
@@ -119,6 +119,11 @@ def _merge(default: bool, *outcomes: bool | EvalError) -> bool | EvalError:
         if outcome is not True and outcome is not False:
             err = outcome if err is None else EvalError(*err.messages, *outcome.messages)
     return default if err is None else err
+
+
+_GLOBALS.update(
+    __builtins__=builtins, _merge=_merge, _EvalContext=EvalContext, _EvalError=EvalError
+)
 
 
 def _condition_key(rule: CompiledRule) -> str:
@@ -300,8 +305,13 @@ def _generate(
             evaluate(cond_of[j], ind)
             masks(cond_of[j], _TRUE << shift, _FALSE << shift, _ERROR << shift, ind)
     text = "\n".join(body)
+    used = sorted(
+        name
+        for name in (*ns, "_cache", "_build", "_roles_of")
+        if re.search(rf"\b{name}\b", text) or name in ("_cache", "_build")
+    )
     lines = [
-        "def decide(call, env, tenant, clock, runs=None):",
+        f"def decide(call, env, tenant, clock, runs=None, {'=None, '.join(used)}=None):",
         f"    key = {constant}",
         "    errs = ()",
         *(["    ctx = None"] if "ctx" in text else []),
@@ -314,7 +324,7 @@ def _generate(
         "    d = _cache.get(key)",
         "    return d if d is not None else _build(key)",
     ]
-    return "\n".join(lines) + "\n", ns, cond_of
+    return "\n".join(lines) + "\n", {name: ns[name] for name in used if name in ns}, cond_of
 
 
 def decider_for(p: CompiledPolicy, tool: str) -> ToolDecider:

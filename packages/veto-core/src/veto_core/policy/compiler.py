@@ -14,7 +14,7 @@ from .conditions import CompiledCondition, ConditionCompiler, EvalContext, Leaf
 from .durations import DEFAULT_RUN_TTL, parse_duration
 from .errors import PolicyError, Problem, did_you_mean
 from .gcpause import gc_paused
-from .loader import LoadedPolicy
+from .loader import LoadedPolicy, RuleSource
 from .operators import BUILTIN_OPERATORS, EvalError, OperandError, Operator, compile_glob
 
 if TYPE_CHECKING:  # validated policies are records, not pydantic models (records.py)
@@ -52,7 +52,7 @@ class CompiledRule:
     reason: str
     approval: ApprovalSpec | None
     file: str
-    line: int | None
+    source: RuleSource  # where it was written (`line` is found from it when asked)
     model: RuleModel
     shadow: bool  # mode: shadow: evaluated and recorded, never enforced
     reasons: tuple[str, ...]  # (f"{reason} [{id}]",), precomputed for the hot path
@@ -60,6 +60,11 @@ class CompiledRule:
     @property
     def leaves(self) -> tuple[Leaf, ...]:
         return self.condition.leaves if self.condition else ()
+
+    @property
+    def line(self) -> int | None:
+        """The line the rule starts on (positions are found on first use: yamlsrc)."""
+        return self.source.doc.locate(("rules", self.source.index))[0]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -261,17 +266,12 @@ def compile_policy(
     conditions: dict[str, CompiledCondition] = {}
     used_labels: set[str] = set()
     uses_runs = False
+    # Rules often repeat a condition: compile each distinct one once (same text, same
+    # policy: same lists and operators, so the same function).
+    condition_key = json.JSONEncoder(sort_keys=True, default=repr).encode
     for rule, source in zip(model.rules, loaded.rule_sources, strict=True):
         doc = source.doc
         base: tuple[str | int, ...] = ("rules", source.index)
-
-        def problem(
-            loc: tuple[str | int, ...], message: str, key: bool, _doc: Any = doc
-        ) -> Problem:
-            result: Problem = _doc.problem(loc, message, key=key)
-            return result
-
-        compiler = ConditionCompiler(operators=ops, lists=model.lists, problem=problem)
         tools = _tool_patterns(rule.tools, doc, base, problems)
         when = rule.when
         if when and when.role:
@@ -285,11 +285,12 @@ def compile_policy(
                     )
         condition = None
         if rule.if_ is not None:
-            # Rules often repeat a condition: compile each distinct one once (same
-            # text, same policy: same lists and operators, so the same function).
-            text = json.dumps(rule.if_, sort_keys=True, default=repr)
+            text = condition_key(rule.if_)
             condition = conditions.get(text)
             if condition is None:
+                compiler = ConditionCompiler(
+                    operators=ops, lists=model.lists, problem=_problems_in(doc)
+                )
                 condition = compiler.compile(rule.if_, (*base, "if"))
                 if compiler.problems:
                     problems.extend(compiler.problems)
@@ -329,6 +330,7 @@ def compile_policy(
         approval = None
         if effect is Effect.REQUIRE_APPROVAL or rule.otherwise == "require_approval":
             approval = _approval_spec(rule.id, rule.approval, doc, base, problems)
+        reason = rule.reason or _DEFAULT_REASONS[rule.effect]
         rules.append(
             CompiledRule(
                 id=rule.id,
@@ -340,11 +342,11 @@ def compile_policy(
                 roles=frozenset(when.role) if when and when.role else None,
                 agents=frozenset(when.agent) if when and when.agent else None,
                 condition=condition,
-                reason=rule.reason or _default_reason(rule),
-                reasons=(f"{rule.reason or _default_reason(rule)} [{rule.id}]",),
+                reason=reason,
+                reasons=(f"{reason} [{rule.id}]",),
                 approval=approval,
                 file=doc.file,
-                line=doc.locate(base)[0],
+                source=source,
                 model=rule,
                 shadow=rule.mode == "shadow",
             )
@@ -377,12 +379,6 @@ def _compile_sources(
         doc = where.doc
         base: tuple[str | int, ...] = ("sources", where.index)
 
-        def problem(
-            loc: tuple[str | int, ...], message: str, key: bool, _doc: Any = doc
-        ) -> Problem:
-            result: Problem = _doc.problem(loc, message, key=key)
-            return result
-
         tools = _tool_patterns(source.tools, doc, base, problems)
         for i, pattern in enumerate(tools):
             if pattern.startswith("@") and not _GLOB_CHARS.isdisjoint(pattern):
@@ -394,7 +390,9 @@ def _compile_sources(
                 )
         condition = None
         if source.if_ is not None:
-            compiler = ConditionCompiler(operators=ops, lists=model.lists, problem=problem)
+            compiler = ConditionCompiler(
+                operators=ops, lists=model.lists, problem=_problems_in(doc)
+            )
             condition = compiler.compile(source.if_, (*base, "if"))
             problems.extend(compiler.problems)
         out.append(
@@ -534,12 +532,6 @@ def _compile_limits(
         doc = source.doc
         base: tuple[str | int, ...] = ("limits", source.index)
 
-        def problem(
-            loc: tuple[str | int, ...], message: str, key: bool, _doc: Any = doc
-        ) -> Problem:
-            result: Problem = _doc.problem(loc, message, key=key)
-            return result
-
         if limit.id in rule_ids or limit.id in seen:
             problems.append(
                 doc.problem(
@@ -548,7 +540,7 @@ def _compile_limits(
                 )
             )
         seen.add(limit.id)
-        paths = ConditionCompiler(operators=ops, lists=model.lists, problem=problem)
+        paths = ConditionCompiler(operators=ops, lists=model.lists, problem=_problems_in(doc))
         tools = _tool_patterns(limit.tools, doc, base, problems)
         per = []
         for i, path in enumerate(limit.per):
@@ -583,9 +575,18 @@ def _compile_limits(
     return tuple(out)
 
 
-def _default_reason(rule: RuleModel) -> str:
-    return {
-        "allow": "allowed by policy",
-        "deny": "denied by policy",
-        "require_approval": "requires approval by policy",
-    }[rule.effect]
+_DEFAULT_REASONS = {
+    "allow": "allowed by policy",
+    "deny": "denied by policy",
+    "require_approval": "requires approval by policy",
+}
+
+
+def _problems_in(doc: Any) -> Callable[[tuple[str | int, ...], str, bool], Problem]:
+    """A condition compiler's way to place a problem in ``doc``."""
+
+    def problem(loc: tuple[str | int, ...], message: str, key: bool) -> Problem:
+        result: Problem = doc.problem(loc, message, key=key)
+        return result
+
+    return problem

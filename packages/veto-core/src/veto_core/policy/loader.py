@@ -191,7 +191,12 @@ def _validate(doc: SourceDoc) -> PolicyModel:
                 )
             ]
         )
-    return cached_validation(doc, _validate_model)
+    model = cached_validation(doc, _validate_model)
+    # The records are the policy from here on; the document stays for positions only.
+    # (Its data would stay alive as long as the policy: a few containers per rule
+    # that every garbage collection walks.)
+    doc.data = None
+    return model
 
 
 def _validate_model(doc: SourceDoc) -> tuple[PolicyModel, bool]:

@@ -279,14 +279,15 @@ OPERATOR_DOCS: dict[str, OperatorDoc] = {
         summary="The value occurs in the text of one earlier output of this run that a source labelled with one of the labels.",
         example={"field": "args.iban", "tainted_by": "untrusted"},
         details="Needs a run (DESIGN.md 2.7): `sources` label tool outputs, and adapters observe "
-        "each output after the call ran. Both sides are compared after NFKC, casefold and "
-        "whitespace collapsing; numbers as their text; a list or object value is tainted if any "
+        "each output after the call ran. Both sides are compared after NFKC and casefold, with all "
+        "whitespace removed (a value re-spaced between the output and the call is still found); numbers as their text; a list or object value is tainted if any "
         "leaf is. The value must occur within ONE output, never across two. A value shorter than "
         "`min_length` (default 4) is never tainted. A call without `run_id`, or a run store that "
         "cannot be read, is an error. A containment heuristic, not proof of provenance.",
         cases=(
             _c("DE89 3704 0044 0532 0130 00", "true", "copied from the e-mail"),
             _c("de89  3704 0044 0532 0130 00", "true", "case and spacing differ"),
+            _c("DE89370400440532013000", "true", "spaces dropped by the model"),
             _c("DE44 5001 0517 5407 3249 31", "false", "in no labelled output"),
             _c("pay", "false", "shorter than min_length"),
             _c(MISSING, "error"),

@@ -407,6 +407,7 @@ def glob_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=4096)  # a policy names the same glob in many rules
 def compile_glob(pattern: str, *, ignore_case: bool = False) -> Any:
     options = re2.Options()
     options.case_sensitive = not ignore_case

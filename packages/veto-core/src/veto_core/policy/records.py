@@ -28,9 +28,10 @@ M = TypeVar("M")
 class Record:
     """One validated model instance as an immutable value: ``record.field`` reads a field."""
 
-    __slots__ = ("_aliases", "_json", "_kind", "_values")
+    # The fields are the instance's __dict__: reading one is a plain attribute lookup
+    # (compiling a 10,000-rule policy reads a quarter of a million of them).
+    __slots__ = ("__dict__", "_aliases", "_json", "_kind")
     _kind: str
-    _values: dict[str, Any]
     _aliases: dict[str, str]
     _json: dict[str, Any] | None
 
@@ -42,18 +43,19 @@ class Record:
         aliases: dict[str, str] | None = None,
         json: dict[str, Any] | None = None,
     ) -> None:
+        object.__setattr__(self, "__dict__", values)
         object.__setattr__(self, "_kind", kind)
-        object.__setattr__(self, "_values", values)
         object.__setattr__(self, "_aliases", aliases or {})
         object.__setattr__(self, "_json", json)
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # slots not set yet (copy, pickle): no field lookup
+    @property
+    def _values(self) -> dict[str, Any]:
+        return self.__dict__
+
+    def __getattr__(self, name: str) -> Any:  # only called for a name that is no field
+        if name.startswith("_"):  # slots not set yet (copy, pickle)
             raise AttributeError(name)
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(f"{self._kind} has no field {name!r}") from None
+        raise AttributeError(f"{self._kind} has no field {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{self._kind} is immutable")
@@ -81,11 +83,13 @@ def _rebuild(
 
 def from_model(model: M) -> M:
     """A validated pydantic model (and every model inside it) as records. The record of
-    a model keeps pydantic's own JSON form of it, so revisions hash what they always did."""
+    a model keeps pydantic's own JSON form of it, so revisions hash what they always did.
+    A field whose type can hold no model (a condition, a list of names) is taken as
+    pydantic left it: validated values are never changed afterwards."""
     from pydantic import BaseModel
 
     dumped = cast("BaseModel", model).model_dump(mode="json", by_alias=True)
-    kinds: dict[type[BaseModel], tuple[str, dict[str, str]]] = {}
+    kinds: dict[type[BaseModel], tuple[str, dict[str, str], frozenset[str]]] = {}
 
     def convert(value: Any, json: Any) -> Any:
         if isinstance(value, BaseModel):
@@ -95,20 +99,19 @@ def from_model(model: M) -> M:
                 kinds[cls] = (
                     cls.__name__,
                     {n: f.alias for n, f in fields.items() if f.alias and f.alias != n},
+                    frozenset(n for n, f in fields.items() if _may_hold_model(f.annotation)),
                 )
-            kind, aliases = kinds[cls]
+            kind, aliases, nested = kinds[cls]
             return Record(
                 kind,
                 {  # a model's fields are its __dict__ (extra keys are forbidden)
-                    n: v if isinstance(v, _SCALARS) else convert(v, json.get(aliases.get(n, n)))
+                    n: convert(v, json.get(aliases.get(n, n))) if n in nested else v
                     for n, v in value.__dict__.items()
                 },
                 aliases=aliases,
                 json=json,
             )
         if isinstance(value, list):
-            if all(isinstance(v, _SCALARS) for v in value):
-                return list(value)
             jsons = (
                 json if isinstance(json, list) and len(json) == len(value) else [None] * len(value)
             )
@@ -122,6 +125,17 @@ def from_model(model: M) -> M:
         return value
 
     return cast("M", convert(model, dumped))
+
+
+def _may_hold_model(annotation: Any) -> bool:
+    """Whether a field of this type can hold a pydantic model (in a list, dict, union...)."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_may_hold_model(arg) for arg in get_args(annotation))
 
 
 def replace(record: M, **changes: Any) -> M:

@@ -98,26 +98,53 @@ if getattr(yaml, "__with_libyaml__", False):
 
 @dataclass
 class SourceDoc:
-    """A parsed YAML document plus the line/column of every key and value."""
+    """A parsed YAML document plus the line/column of every key and value.
+
+    The positions are only needed for messages, so a document read in one pass from
+    the parser's events (`_read_direct`) keeps its text instead and finds them on
+    first use, by reading that text again the way documents with positions are read.
+    """
 
     file: str
     data: Any
-    value_marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
-    key_marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     path: Path | None = None
     #: SHA-256 of the text (hex): what the policy cache knows a file by.
     sha256: str = ""
+    #: (value marks, key marks), or None while they are still to be found in ``_text``.
+    _marks: tuple[dict[Loc, tuple[int, int]], dict[Loc, tuple[int, int]]] | None = field(
+        default=None, repr=False, compare=False
+    )
+    _text: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def value_marks(self) -> dict[Loc, tuple[int, int]]:
+        return self._positions()[0]
+
+    @property
+    def key_marks(self) -> dict[Loc, tuple[int, int]]:
+        return self._positions()[1]
+
+    def _positions(
+        self,
+    ) -> tuple[dict[Loc, tuple[int, int]], dict[Loc, tuple[int, int]]]:
+        marks = self._marks
+        if marks is None:
+            marks = _marks_of(self._text or "", self.file, self.path)
+            self._marks = marks
+            self._text = None
+        return marks
 
     def locate(self, loc: Loc, *, key: bool = False) -> tuple[int | None, int | None]:
         """Line and column of ``loc`` (its key when ``key``), else of its nearest parent."""
-        if key and loc in self.key_marks:
-            return self.key_marks[loc]
+        value_marks, key_marks = self._positions()
+        if key and loc in key_marks:
+            return key_marks[loc]
         probe = tuple(loc)
         while probe:
-            if probe in self.value_marks:
-                return self.value_marks[probe]
+            if probe in value_marks:
+                return value_marks[probe]
             probe = probe[:-1]
-        return self.value_marks.get((), (None, None))
+        return value_marks.get((), (None, None))
 
     def problem(self, loc: Loc, message: str, *, key: bool = False) -> Problem:
         line, col = self.locate(loc, key=key)
@@ -129,21 +156,6 @@ class SourceDoc:
 def _mark(node: yaml.Node | yaml.Event) -> tuple[int, int]:
     mark = node.start_mark
     return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-
-
-def _bytes_to_char_columns(doc: SourceDoc, text: str) -> None:
-    """libyaml counts columns in UTF-8 bytes; editors (and PyYAML) count characters."""
-    lines = text.split("\n")
-
-    def fix(mark: tuple[int, int]) -> tuple[int, int]:
-        line, col = mark
-        if line - 1 >= len(lines) or lines[line - 1].isascii():
-            return mark
-        prefix = lines[line - 1].encode("utf-8")[: col - 1]
-        return (line, len(prefix.decode("utf-8", errors="ignore")) + 1)
-
-    doc.value_marks = {k: fix(v) for k, v in doc.value_marks.items()}
-    doc.key_marks = {k: fix(v) for k, v in doc.key_marks.items()}
 
 
 def _too_deep(file: str, mark: tuple[int, int]) -> PolicyError:
@@ -289,11 +301,14 @@ def _construct(loader: Any, node: yaml.Node, memo: dict[int, Any]) -> Any:
 
 
 def read_yaml_text(text: str, *, file: str, path: Path | None = None) -> SourceDoc:
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
-        raise PolicyError.of_file(file, f"file is larger than {MAX_POLICY_BYTES} bytes")
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:  # a lone surrogate: only a str given by code has one
+        encoded: bytes | None = text.encode("utf-8")
+    except UnicodeEncodeError:
+        encoded = None
+    if len(encoded or text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
+        raise PolicyError.of_file(file, f"file is larger than {MAX_POLICY_BYTES} bytes")
+    if encoded is None:  # a lone surrogate: only a str given by code has one
+        exc = _lone_surrogate(text)
         before = text[: exc.start]
         raise PolicyError(
             [
@@ -306,11 +321,143 @@ def read_yaml_text(text: str, *, file: str, path: Path | None = None) -> SourceD
                 )
             ]
         ) from None
-    doc = _read_fast(text, file, path, _FastLoader) if _FastLoader is not None else None
-    if doc is None:  # parse again for the precise message
-        doc = _read(text, file, path, _Loader)
-    doc.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    doc = _read_direct(text, file, path)
+    if doc is None:  # anything unusual, or a problem to report: the node path
+        doc = _read_with_positions(text, file, path)
+    doc.sha256 = hashlib.sha256(encoded).hexdigest()
     return doc
+
+
+def _lone_surrogate(text: str) -> UnicodeEncodeError:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc
+    raise AssertionError("text encodes")  # pragma: no cover - only called when it does not
+
+
+def _read_with_positions(text: str, file: str, path: Path | None) -> SourceDoc:
+    """The node path: libyaml's parse when it takes ``text``, else the pure-Python one
+    (libyaml's error texts are vaguer, so a text it refuses is read again for the message)."""
+    doc = _read_fast(text, file, path, _FastLoader) if _FastLoader is not None else None
+    return doc if doc is not None else _read(text, file, path, _Loader)
+
+
+def _marks_of(
+    text: str, file: str, path: Path | None
+) -> tuple[dict[Loc, tuple[int, int]], dict[Loc, tuple[int, int]]]:
+    """The positions of a text `_read_direct` read: the node path records them (it takes
+    every text `_read_direct` takes, so it never fails on one; if it did, messages
+    would only lack a position)."""
+    try:
+        marks = _read_with_positions(text, file, path)._marks
+    except PolicyError:  # pragma: no cover - see above
+        marks = None
+    return marks if marks is not None else ({}, {})
+
+
+#: Double-quoted escapes that may be half of a surrogate pair (`_join_surrogates`).
+_SURROGATE_ESCAPE = re.compile(r"\\(?:u|U0000)[dD][89a-fA-F]")
+#: First characters of a plain scalar that may be something else than a string
+#: (the implicit resolvers above; "" is the empty scalar, null).
+_MAYBE_NOT_STR = frozenset(k for k in _Loader.yaml_implicit_resolvers if k)
+_NO_KEY = object()
+
+
+def _read_direct(text: str, file: str, path: Path | None) -> SourceDoc | None:
+    """The common document in one pass over libyaml's events, with no node tree and no
+    positions (`SourceDoc` finds them when a message needs one): its value, with
+    depth, size and duplicate keys checked as it is built. None for anything else,
+    which the node path reads (and reports) exactly as before: a text libyaml
+    refuses, anchors and aliases, explicit tags, a key that is not a string, a
+    duplicate key, too deep or too many nodes, escaped surrogates, not exactly one
+    document. Half of a 10,000-rule load was composing nodes, walking them for
+    positions, and a second parse to check the depth before the composer recursed."""
+    if _FastLoader is None or _SURROGATE_ESCAPE.search(text):
+        return None
+    try:
+        parser = _FastLoader(text)
+    except yaml.YAMLError:
+        return None
+    try:
+        data = _build(parser)
+    except (_Unusual, yaml.YAMLError):
+        return None
+    finally:
+        parser.dispose()
+    return SourceDoc(file=file, data=data, path=path, _text=text)
+
+
+def _build(parser: Any) -> Any:
+    """The value of the single document of ``parser``'s events (see `_read_direct`)."""
+    get = parser.get_event
+    if type(get()) is not yaml.StreamStartEvent or type(get()) is not yaml.DocumentStartEvent:
+        raise _Unusual
+    scalar_cls, map_cls, seq_cls = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
+    map_end, seq_end = yaml.MappingEndEvent, yaml.SequenceEndEvent
+    maybe_not_str = _MAYBE_NOT_STR
+    resolved: dict[str, Any] = {}
+    root: list[Any] = []
+    container: Any = root  # the collection being filled: a dict or a list
+    is_map = False
+    key: Any = _NO_KEY  # in a mapping, the key waiting for its value
+    stack: list[tuple[Any, bool]] = []
+    nodes = 0
+    while True:
+        event = get()
+        cls = type(event)
+        if cls is scalar_cls:
+            if event.anchor is not None or event.tag is not None:
+                raise _Unusual
+            value = event.value
+            if event.implicit[0] and (not value or value[0] in maybe_not_str):
+                found = resolved.get(value, _NO_KEY)
+                if found is _NO_KEY:
+                    found = resolved[value] = _plain_scalar(parser, value)
+                value = found
+            nodes += 1
+            if not is_map:
+                container.append(value)
+            elif key is _NO_KEY:
+                if type(value) is not str or value in container:
+                    raise _Unusual
+                key = value
+            else:
+                container[key] = value
+                key = _NO_KEY
+        elif cls is map_cls or cls is seq_cls:
+            if event.anchor is not None or event.tag is not None:
+                raise _Unusual
+            new: Any = {} if cls is map_cls else []
+            nodes += 1
+            if not is_map:
+                container.append(new)
+            elif key is _NO_KEY:
+                raise _Unusual  # a collection as a key
+            else:
+                container[key] = new
+            stack.append((container, is_map))
+            if len(stack) > MAX_DEPTH:
+                raise _Unusual
+            container, is_map, key = new, cls is map_cls, _NO_KEY
+        elif cls is map_end or cls is seq_end:
+            container, is_map = stack.pop()
+            key = _NO_KEY
+        elif cls is yaml.DocumentEndEvent and not stack:
+            break
+        else:
+            raise _Unusual  # an alias, ...
+    if nodes > MAX_NODES or type(get()) is not yaml.StreamEndEvent:
+        raise _Unusual
+    return root[0]
+
+
+def _plain_scalar(loader: Any, value: str) -> Any:
+    """A plain scalar as the composer and constructor make it (YAML 1.2 core schema)."""
+    tag = loader.resolve(yaml.ScalarNode, value, (True, False))
+    if tag == _STR:
+        return value
+    return loader.construct_object(yaml.ScalarNode(tag, value), deep=True)
 
 
 def _read_fast(text: str, file: str, path: Path | None, loader_cls: type[Any]) -> SourceDoc | None:
@@ -322,7 +469,7 @@ def _read_fast(text: str, file: str, path: Path | None, loader_cls: type[Any]) -
 
 
 def _read(text: str, file: str, path: Path | None, loader_cls: type[Any]) -> SourceDoc:
-    doc = SourceDoc(file=file, data=None, path=path)
+    doc = SourceDoc(file=file, data=None, path=path, _marks=({}, {}))
     try:
         # The reader refuses non-printable characters as soon as it is made.
         loader = loader_cls(text)
@@ -359,8 +506,6 @@ def _read(text: str, file: str, path: Path | None, loader_cls: type[Any]) -> Sou
         _walk(doc, node, (), problems, [MAX_NODES])
         if problems:
             raise PolicyError(problems)
-        if loader_cls is not _Loader and not text.isascii():
-            _bytes_to_char_columns(doc, text)
         try:
             doc.data = _construct(loader, node, {})
         except _Unusual:

@@ -7,11 +7,13 @@ text of each labelled observation, at most `MAX_TEXT_BYTES` per run (the oldest
 outputs' text is dropped first).
 
 Taint lookup (`tainted`): a value is tainted by a label when its normalized text
-occurs inside the normalized text of ONE observation carrying that label. Each
-observation's text is normalized once, when it is added (observe time); per label,
-the kept texts are joined with NUL separators into one haystack (rebuilt lazily after
-an observation, one C-level join), so a lookup is one C substring search per label,
-and a normalized value never contains NUL, so a hit never spans two observations.
+occurs inside the normalized text of ONE observation carrying that label, compared
+without whitespace (`text.compact`: a value re-spaced between the output and the call
+is still found). Each observation's text is normalized once, when it is added
+(observe time); per label, the kept texts without whitespace are joined with NUL
+separators into one haystack (rebuilt lazily after an observation, one C-level join),
+so a lookup is one C substring search per label, and a value without NUL never spans
+two observations.
 Answers are memoized per state and value (cleared when the state grows), the way the
 engine memoizes other pure string operators. Memory stays proportional to the kept
 text (at most `MAX_TEXT_BYTES` per run, plus one haystack per label): no per-window
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .store import RunEvent
-from .text import normalize, value_texts
+from .text import compact, normalize, value_texts
 
 __all__ = ["MAX_TEXT_BYTES", "RunState", "TaintMatch"]
 
@@ -142,7 +144,7 @@ class RunState:
                     for obs in self._obs[self._kept_from :]:
                         if obs.norm:
                             for label in obs.event.labels:
-                                parts.setdefault(label, []).append(obs.norm)
+                                parts.setdefault(label, []).append(obs.norm.replace(" ", ""))
                     hay = self._hay = {label: _SEP.join(texts) for label, texts in parts.items()}
         return hay
 
@@ -165,11 +167,13 @@ class RunState:
         key = (text, labels)
         hit = memo.get(key)
         if hit is None:
-            norm = normalize(text)
+            norm = compact(text)
             if not norm:
                 found = False
             elif _SEP in norm:  # cannot occur within one normalized text, only across two
-                found = any(norm in obs.norm for obs in self._live(labels) if obs.norm)
+                found = any(
+                    norm in obs.norm.replace(" ", "") for obs in self._live(labels) if obs.norm
+                )
             else:
                 hay = self._haystacks()
                 found = any(norm in hay[label] for label in labels if label in hay)
@@ -190,15 +194,16 @@ class RunState:
         """Every observation that taints a leaf of ``value`` (for `veto explain`)."""
         out: list[TaintMatch] = []
         for text in value_texts(value):
-            norm = normalize(text)
+            norm = compact(text)
             if len(norm) < min_length or not norm:
                 continue
             for obs in self._live(labels):
                 assert obs.norm is not None
-                at = obs.norm.find(norm)
-                if at < 0:
+                found_at = obs.norm.replace(" ", "").find(norm)
+                if found_at < 0:
                     continue
-                start, end = max(0, at - 40), min(len(obs.norm), at + len(norm) + 40)
+                at, stop = _spaced_span(obs.norm, found_at, len(norm))
+                start, end = max(0, at - 40), min(len(obs.norm), stop + 40)
                 excerpt = (
                     ("…" if start else "")
                     + obs.norm[start:end]
@@ -211,3 +216,20 @@ class RunState:
                     )
                 )  # fmt: skip
         return tuple(out)
+
+
+def _spaced_span(spaced: str, at: int, length: int) -> tuple[int, int]:
+    """Where the ``length`` characters found at ``at`` in ``spaced`` without its spaces
+    are in ``spaced`` itself: ``(start, end)`` (for `veto explain`'s excerpt)."""
+    seen = 0
+    start = end = len(spaced)
+    for i, ch in enumerate(spaced):
+        if ch == " ":
+            continue
+        if seen == at:
+            start = i
+        seen += 1
+        if seen == at + length:
+            end = i + 1
+            break
+    return start, end

@@ -1,7 +1,10 @@
 """Text of observed outputs and of argument values, as `tainted_by` compares them (2.7).
 
 Both sides are normalized the same way: Unicode NFKC, casefold, and every run of
-whitespace collapsed to one space (leading and trailing whitespace dropped). Numbers
+whitespace collapsed to one space (leading and trailing whitespace dropped); `tainted_by`
+then compares them with all whitespace removed (`compact`), so a value re-spaced on
+the way from the output to the call (``DE89 3704 …`` read, ``DE893704…`` paid) is
+still found. Numbers
 are compared as their text (``100.0`` is ``100``); booleans and null carry no text.
 """
 
@@ -12,7 +15,7 @@ import unicodedata
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["extract_text", "normalize", "number_text", "value_texts"]
+__all__ = ["compact", "extract_text", "normalize", "number_text", "value_texts"]
 
 _MAX_DEPTH = 64
 
@@ -22,6 +25,13 @@ def normalize(text: str) -> str:
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
     return " ".join(text.casefold().split())
+
+
+def compact(text: str) -> str:
+    """`normalize` without any whitespace: the form `tainted_by` searches."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return "".join(text.casefold().split())
 
 
 def number_text(value: int | float) -> str:
