@@ -111,6 +111,9 @@ def test_trace_example_prints_the_span_tree(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "otel_trace.py"
     env = {**os.environ, "HOME": str(tmp_path)}
     env.pop("VETO_DB", None)
+    # The CrewAI tests' conftest disables the OpenTelemetry SDK process-wide (CrewAI's own
+    # telemetry); this example configures an SDK of its own and must not inherit that.
+    env.pop("OTEL_SDK_DISABLED", None)
     proc = subprocess.run(
         [sys.executable, str(example)], capture_output=True, text=True, timeout=120, env=env
     )
