@@ -20,6 +20,7 @@ A block opts out only with ``<!-- not-run: REASON -->`` before it (counted in th
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -202,6 +203,11 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     for command in ("veto mcp proxy", "veto audit evidence", "veto approvals approve"):
         assert command in cli, command
     assert (tmp_path / "site" / "img" / "docs-home.png").stat().st_size > 10_000
+    assert (tmp_path / "site" / "img" / "trace.png").stat().st_size > 10_000
+    # The comparison's feature table is rendered from benchmarks/compare.py, row for row.
+    comparison = (tmp_path / "site" / "comparison" / "index.html").read_text()
+    for feature in veto_docs.compare_features():
+        assert html.escape(feature, quote=False) in comparison, feature
 
 
 # --- the operator reference's rows are the engine's behaviour -------------------------------

@@ -4,7 +4,9 @@
 ``veto_core.policy.operator_docs`` (the same text ``veto schema`` carries) and the operator
 registry (which operators honour ``ignore_case``, which accept ``null``);
 ``<!-- generated: cli -->`` becomes the CLI reference, walked from the click group that
-``veto`` runs. ``tests/test_docs.py`` imports the same functions.
+``veto`` runs; ``<!-- generated: compare-features -->`` becomes the feature table of
+``benchmarks/compare.py`` (its ``feature_table()``). ``tests/test_docs.py`` imports the same
+functions.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import click
 
 OPERATORS_MARKER = "<!-- generated: operators -->"
 CLI_MARKER = "<!-- generated: cli -->"
+FEATURES_MARKER = "<!-- generated: compare-features -->"
 
 
 def _flow(value: Any) -> str:
@@ -133,9 +136,40 @@ def render_cli() -> str:
     )
 
 
+def _compare_module() -> Any:
+    """``benchmarks/compare.py``, imported by path (it is a script, not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "veto_compare_bench"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "compare.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up while defined
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare_features() -> list[str]:
+    """The feature names of the comparison's feature table."""
+    return [feature for feature, _ in _compare_module().FEATURES]
+
+
+def render_compare_features() -> str:
+    table: str = _compare_module().feature_table()
+    return table + "\n\n*Generated from `FEATURES` in `benchmarks/compare.py` at build time.*"
+
+
 def on_page_markdown(markdown: str, **_: Any) -> str:
     if OPERATORS_MARKER in markdown:
         markdown = markdown.replace(OPERATORS_MARKER, render_operators())
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, render_cli())
+    if FEATURES_MARKER in markdown:
+        markdown = markdown.replace(FEATURES_MARKER, render_compare_features())
     return markdown
