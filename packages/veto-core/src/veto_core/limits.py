@@ -26,8 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .audit.sink import SinkConfig
-from .storage import SCHEMA_LOCK_ID, PostgresConnections, RedisCalls, SQLiteConnections
+from .storage import (
+    SCHEMA_LOCK_ID,
+    PostgresConnections,
+    RedisCalls,
+    SQLiteConnections,
+    open_by_scheme,
+)
 
 __all__ = [
     "ENV_LIMITS_URL",
@@ -77,21 +82,11 @@ def open_limit_store(url: str | None = None, *, default: str | None = None) -> L
     from .audit.log import default_audit_url
 
     target = url or os.environ.get(ENV_LIMITS_URL) or default or default_audit_url()
-    config = SinkConfig.parse(target)
-    try:
-        if config.scheme == "sqlite":
-            return SQLiteLimitStore(target)
-        if config.scheme == "postgresql":
-            return PostgresLimitStore(target)
-        if config.scheme in ("redis", "rediss"):
-            return RedisLimitStore(target)
-    except LimitStoreUnavailable:
-        raise
-    except Exception as exc:
-        raise LimitStoreUnavailable(f"cannot open limit store {target!r}: {exc}") from exc
-    raise LimitStoreUnavailable(
-        f"no limit store for URL scheme {config.scheme!r} (sqlite, postgresql, redis)"
-    )
+    openers: dict[str, Callable[[str], LimitStore]] = {
+        "sqlite": SQLiteLimitStore, "postgresql": PostgresLimitStore,
+        "redis": RedisLimitStore, "rediss": RedisLimitStore,
+    }  # fmt: skip
+    return open_by_scheme(target, openers, LimitStoreUnavailable, "limit store")
 
 
 def _now(now: float | None) -> float:

@@ -20,10 +20,10 @@ import contextlib
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "POSTGRES",
@@ -37,10 +37,13 @@ __all__ = [
     "executor",
     "migrate_postgres",
     "migrate_sqlite",
+    "open_by_scheme",
     "upgrade_schema",
 ]
 
 SCHEMA_LOCK_ID = 0x7665746F  # "veto": the advisory lock guarding migrations (PostgreSQL)
+
+_Store = TypeVar("_Store")
 
 Execute = Callable[..., list[Any]]
 """``execute(sql, params=())`` in an open transaction; returns the rows (``[]`` if none)."""
@@ -352,3 +355,28 @@ class RedisCalls:
             except self._redis_error as exc:
                 raise self._error(f"{self._what} (Redis) failed: {exc}") from exc
         raise AssertionError("unreachable")
+
+
+def open_by_scheme(
+    target: str,
+    openers: Mapping[str, Callable[[str], _Store]],
+    unavailable: type[Exception],
+    what: str,
+) -> _Store:
+    """Open the store at ``target`` with the opener of its URL scheme (the limit and
+    run stores: SQLite, PostgreSQL, Redis). Any failure, an unknown scheme included, is
+    ``unavailable`` naming ``what`` ("limit store", "run store"): the caller fails closed."""
+    from .audit.sink import SinkConfig
+
+    try:
+        scheme = SinkConfig.parse(target).scheme
+        opener = openers.get(scheme)
+        if opener is not None:
+            return opener(target)
+    except unavailable:
+        raise
+    except Exception as exc:
+        raise unavailable(f"cannot open {what} {target!r}: {exc}") from exc
+    raise unavailable(
+        f"no {what} for URL scheme {scheme!r} in {target!r} ({', '.join(dict.fromkeys(openers))})"
+    )

@@ -42,7 +42,7 @@ from typing import Any
 from ..audit.record import canonical_str, loads_plain, plain_args_json, str_list_json
 from ..audit.record import ts_from_us as _ts_from_us
 from ..audit.record import ts_to_us as _ts_to_us
-from ..storage import Execute, executor
+from ..storage import Execute, executor, open_by_scheme
 from .store import RunEvent, RunStore, RunStoreUnavailable
 
 __all__ = [
@@ -65,24 +65,13 @@ def open_run_store(url: str | None = None, *, default: str | None = None) -> Run
     """``url`` or ``$VETO_RUNS_URL`` or ``default`` (the audit store's URL) or the
     default audit URL. Any failure to open raises `RunStoreUnavailable`."""
     from ..audit.log import default_audit_url
-    from ..audit.sink import SinkConfig
 
     target = url or os.environ.get(ENV_RUNS_URL) or default or default_audit_url()
-    try:
-        scheme = SinkConfig.parse(target).scheme
-        if scheme == "sqlite":
-            return SQLiteRunStore(target)
-        if scheme == "postgresql":
-            return PostgresRunStore(target)
-        if scheme in ("redis", "rediss"):
-            return RedisRunStore(target)
-    except RunStoreUnavailable:
-        raise
-    except Exception as exc:
-        raise RunStoreUnavailable(f"cannot open run store {target!r}: {exc}") from exc
-    raise RunStoreUnavailable(
-        f"no run store for URL scheme {scheme!r} in {target!r} (sqlite, postgresql, redis)"
-    )
+    openers: dict[str, Callable[[str], RunStore]] = {
+        "sqlite": SQLiteRunStore, "postgresql": PostgresRunStore,
+        "redis": RedisRunStore, "rediss": RedisRunStore,
+    }  # fmt: skip
+    return open_by_scheme(target, openers, RunStoreUnavailable, "run store")
 
 
 # --- what every store shares -----------------------------------------------------------------
