@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,37 +229,39 @@ class _Merged:
     source_ids: dict[str, tuple[SourceDoc, int]]
 
 
+def _unique_ids(
+    kind: str,
+    key: str,
+    items: Sequence[Any],
+    seen: Mapping[str, tuple[SourceDoc, int]],
+    doc: SourceDoc,
+    problems: list[Problem],
+) -> dict[str, tuple[SourceDoc, int]]:
+    """``seen`` plus the ids of ``items`` (``doc``'s ``key`` list); an id defined
+    before is a problem naming where it first was."""
+    ids = dict(seen)
+    for i, item in enumerate(items):
+        if item.id in ids:
+            first_doc, first_i = ids[item.id]
+            line = first_doc.locate((key, first_i, "id"))[0]
+            problems.append(
+                doc.problem(
+                    (key, i, "id"),
+                    f"duplicate {kind} id '{item.id}' (already defined in {first_doc.file}:{line})",
+                )
+            )
+        else:
+            ids[item.id] = (doc, i)
+    return ids
+
+
 def _merge(base: _Merged, child: PolicyModel, doc: SourceDoc) -> _Merged:
     """Apply ``child`` on top of ``base``: rules add up; lists may only narrow; roles,
     default and audit mode may never widen what the base allows."""
     problems: list[Problem] = []
     bm = base.model
-    rule_ids = dict(base.rule_ids)
-    for i, rule in enumerate(child.rules):
-        if rule.id in rule_ids:
-            first_doc, first_i = rule_ids[rule.id]
-            line = first_doc.locate(("rules", first_i, "id"))[0]
-            problems.append(
-                doc.problem(
-                    ("rules", i, "id"),
-                    f"duplicate rule id '{rule.id}' (already defined in {first_doc.file}:{line})",
-                )
-            )
-        else:
-            rule_ids[rule.id] = (doc, i)
-    source_ids = dict(base.source_ids)
-    for i, source in enumerate(child.sources):
-        if source.id in source_ids:
-            first_doc, first_i = source_ids[source.id]
-            line = first_doc.locate(("sources", first_i, "id"))[0]
-            problems.append(
-                doc.problem(
-                    ("sources", i, "id"),
-                    f"duplicate source id '{source.id}' (already defined in {first_doc.file}:{line})",
-                )
-            )
-        else:
-            source_ids[source.id] = (doc, i)
+    rule_ids = _unique_ids("rule", "rules", child.rules, base.rule_ids, doc, problems)
+    source_ids = _unique_ids("source", "sources", child.sources, base.source_ids, doc, problems)
     guarded_labels = labels_unsafe_to_add(bm) if child.sources else {}
     for i, source in enumerate(child.sources):
         for label in source.labels:
