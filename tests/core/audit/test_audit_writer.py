@@ -9,7 +9,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -337,11 +337,13 @@ class _GatedCommits:
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
+        self.started = threading.Event()  # the first commit holds its batch
         self.gate = threading.Event()
 
     def __call__(self, batch: Sequence[int]) -> list[int]:
         if not self.sizes:
-            self.gate.wait(10)
+            self.started.set()
+            assert self.gate.wait(120), "the test never opened the gate"
         self.sizes.append(len(batch))
         return list(batch)
 
@@ -353,17 +355,24 @@ def _submit_all(writer: Any, items: Sequence[int]) -> list[threading.Thread]:
     return threads
 
 
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        threading.Event().wait(0.001)
+
+
 def _two_queued_behind_an_inline_commit(writer: Any, commits: _GatedCommits) -> None:
     """Batch sizes [1, 2]: the writer's last batch had two callers, so it now lingers."""
     first = _submit_all(writer, [0])
-    while writer._idle:  # the inline commit has started
-        threading.Event().wait(0.001)
+    # Wait for the commit itself, not for the writer to leave idle: under load the
+    # writer thread can start after the next two callers queued, and take all three.
+    _until(commits.started.is_set, "the first commit started")
     queued = _submit_all(writer, [1, 2])
-    while len(writer._queue) < 2:
-        threading.Event().wait(0.001)
+    _until(lambda: len(writer._queue) == 2, "two callers queued behind it")
     commits.gate.set()
     for t in first + queued:
-        t.join(10)
+        t.join(60)
     assert commits.sizes == [1, 2]
 
 

@@ -243,5 +243,8 @@ class AuditWriter(Generic[T, R]):
             if t is not None and self._idle:
                 self._idle = False
                 self._signal.release()
+            elif self._want:
+                self._want = 0
+                self._enough.release()  # a lingering writer stops waiting for more
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
