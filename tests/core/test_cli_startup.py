@@ -208,3 +208,60 @@ def test_empty_approvals_list_prints_what_rich_printed(
     rendered = io.StringIO()
     Console(file=rendered, highlight=False, soft_wrap=False, width=140).print(expected)
     assert result.stdout == rendered.getvalue() == expected + "\n"
+
+
+_PLUGIN_PROBE = """
+import importlib.metadata, json, os, sys
+scans = []
+_distributions = importlib.metadata.distributions
+def counted(*args, **kwargs):
+    scans.append(1)
+    return _distributions(*args, **kwargs)
+importlib.metadata.distributions = counted
+from veto_core.cli import main
+try:
+    main(sys.argv[2:], prog_name="veto", standalone_mode=False)
+except SystemExit:
+    pass
+during = len(scans)
+import pydantic
+class UserModel(pydantic.BaseModel):  # the user's own model, built after the command
+    x: int
+with open(sys.argv[1], "w") as fh:
+    json.dump({"during": during, "after": len(scans) - during,
+               "env": os.environ.get("PYDANTIC_DISABLE_PLUGINS")}, fh)
+"""
+
+
+@pytest.mark.parametrize("args", [("check", "{policy}", "--tool", "read_file"), ("lint", "{bad}")])
+@pytest.mark.parametrize("user_setting", [None, "", "some_plugin"])
+def test_policy_models_are_built_without_scanning_for_pydantic_plugins(
+    tmp_path: Path, args: tuple[str, ...], user_setting: str | None
+) -> None:
+    """pydantic's plugin loader scans every installed distribution the first time a
+    model is built (20-50 ms of a first `veto check`): the command turns plugins off
+    for its own policy models only when the user has not set PYDANTIC_DISABLE_PLUGINS,
+    and takes the setting away again, so a model built later still gets plugins."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nname: bad\nrules:\n  - id: r\n    effect: maybe\n    tools: [t]\n")
+    out = tmp_path / "scans.json"
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "VETO_POLICY_CACHE": "off"}
+    if user_setting is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = user_setting
+    argv = [a.replace("{policy}", str(POLICY)).replace("{bad}", str(bad)) for a in args]
+    proc = subprocess.run(
+        [sys.executable, "-c", _PLUGIN_PROBE, str(out), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    if args[0] == "lint":
+        assert "effect" in proc.stdout + proc.stderr  # it really validated, and failed
+    seen = json.loads(out.read_text())
+    assert seen["env"] == user_setting  # never left set, never changed
+    if user_setting is None:
+        assert seen == {"during": 0, "after": 1, "env": None}
+    else:  # the user's explicit setting holds: these name no plugin, so pydantic scans
+        assert seen["during"] == 1

@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -139,8 +141,34 @@ def _from_file(
     from .engine import Veto
     from .policy.cache import PolicyCache, using
 
-    with using(PolicyCache.from_env()):
+    with using(PolicyCache.from_env()), _policy_models_without_pydantic_plugins():
         return Veto.from_file(path, env=env, tenant=tenant, db=db, run_store=run_store)
+
+
+#: pydantic's switch for its plugins (pydantic/plugin/_loader.py): "__all__" turns them off.
+_PYDANTIC_PLUGINS_ENV = "PYDANTIC_DISABLE_PLUGINS"
+
+
+@contextmanager
+def _policy_models_without_pydantic_plugins() -> Iterator[None]:
+    """Build and run veto's policy models without pydantic plugins, unless the user
+    set ``PYDANTIC_DISABLE_PLUGINS`` themselves (their setting is never changed).
+
+    Building the first model makes pydantic look for plugins in the entry points of
+    every installed distribution: 20-50 ms of a first ``veto check`` or ``veto lint``
+    (a policy not in the validated-policy cache), for plugins that would only observe
+    veto's own validation of its policy file. pydantic reads the variable each time a
+    model is built and remembers nothing while it is set, so once it is removed again
+    models built later in the process (the user's own, in a long-running command)
+    still get their plugins, and child processes never see it."""
+    if _PYDANTIC_PLUGINS_ENV in os.environ:
+        yield
+        return
+    os.environ[_PYDANTIC_PLUGINS_ENV] = "__all__"
+    try:
+        yield
+    finally:
+        os.environ.pop(_PYDANTIC_PLUGINS_ENV, None)
 
 
 def _load(
@@ -225,7 +253,9 @@ def lint(policy: str | None, as_json: bool) -> None:
         from .policy.collect import collect_load_problems
 
         # Every round of load errors at once (schema, duplicate ids, references).
-        for problem in collect_load_problems(policy) or exc.problems:
+        with _policy_models_without_pydantic_plugins():
+            problems = collect_load_problems(policy)
+        for problem in problems or exc.problems:
             click.echo(str(problem), err=True)
         raise SystemExit(2) from None
     findings = lint_policy(veto.policy)
