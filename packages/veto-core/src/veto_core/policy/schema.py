@@ -142,6 +142,18 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+# Empty defaults made by plain functions, not by `list` and `dict`: pydantic reads the
+# signature of every default factory, and a builtin's signature is parsed from its text
+# by `tokenize`, whose first use compiles a large regular expression (~5 ms of every
+# first `veto check`, before the policy cache has the file; bench_startup.py).
+def _no_items() -> list[Any]:
+    return []
+
+
+def _no_entries() -> dict[Any, Any]:
+    return {}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -161,13 +173,13 @@ class WhenModel(_Strict):
 
 class ApprovalModel(_Strict):
     approvers: list[str] = Field(
-        default_factory=list,
+        default_factory=_no_items,
         description='"role:finance", user ids or emails; required: an approval that names '
         "nobody is a policy error (never 'anyone')",
     )
     quorum: int = Field(default=1, ge=1, description="distinct approvers needed")
     timeout: str | float = Field(default="1h", description="e.g. 30s, 15m, 2h, 1d")
-    channels: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=_no_items)
 
     @field_validator("timeout")
     @classmethod
@@ -200,7 +212,7 @@ class LimitModel(_Strict):
     id: Annotated[str, Field(pattern=_ID, description="unique among rules and limits")]
     tools: StrList = Field(description="exact tool names or anchored globs")
     per: list[str] = Field(
-        default_factory=list,
+        default_factory=_no_items,
         description="counter key: field paths such as tenant, principal.user, args.account",
     )
     window: str | float = Field(description="sliding window, e.g. 1h, 24h, 7d")
@@ -244,7 +256,7 @@ class SourceModel(_Strict):
 
 
 class RoleModel(_Strict):
-    inherits: list[str] = Field(default_factory=list)
+    inherits: list[str] = Field(default_factory=_no_items)
     description: str | None = None
 
 
@@ -268,20 +280,21 @@ class PolicyModel(_Strict):
         default="enforce",
         description="shadow: every decision is recorded but every call goes through (roll-out)",
     )
-    extends: list[str] = Field(default_factory=list)
-    lists: dict[str, list[ListValue]] = Field(default_factory=dict)
-    roles: dict[str, RoleModel] = Field(default_factory=dict)
-    rules: list[RuleModel] = Field(default_factory=list)
-    limits: list[LimitModel] = Field(default_factory=list)
+    extends: list[str] = Field(default_factory=_no_items)
+    lists: dict[str, list[ListValue]] = Field(default_factory=_no_entries)
+    roles: dict[str, RoleModel] = Field(default_factory=_no_entries)
+    rules: list[RuleModel] = Field(default_factory=_no_items)
+    limits: list[LimitModel] = Field(default_factory=_no_items)
     sources: list[SourceModel] = Field(
-        default_factory=list, description="labels that tools' outputs give to the run (2.7)"
+        default_factory=_no_items, description="labels that tools' outputs give to the run (2.7)"
     )
     run_ttl: str | float | None = Field(
         default=None,
         description=f"how long a run's state is kept after its last event (default {DEFAULT_RUN_TTL})",
     )
     redact: list[str] = Field(
-        default_factory=list, description='argument paths masked before storage: "args.password"'
+        default_factory=_no_items,
+        description='argument paths masked before storage: "args.password"',
     )
     audit: AuditModel = Field(default_factory=AuditModel)
     tests: str | None = None
