@@ -45,8 +45,14 @@ HEAVY = (
 POLICY_ONLY = ("pydantic", "yaml", "re2", "idna")
 #: Only commands that open a store need the plugin system (stores are plugins).
 STORE_ONLY = ("pluggy", "sqlite3")
-#: Deciding or linting once never watches the policy files, nor writes an audit record.
-NOT_ON_CHECK = ("veto_core.policy.watch", "veto_core.audit.record")
+#: Deciding or linting once never watches the policy files, nor writes an audit record;
+#: validating a policy (these runs start with an empty policy cache) does not need the
+#: operator reference that `veto schema` puts in the JSON Schema.
+NOT_ON_CHECK = (
+    "veto_core.policy.watch",
+    "veto_core.audit.record",
+    "veto_core.policy.operator_docs",
+)
 #: The WHATWG URL parser loads only for a policy with URL, e-mail or IP operators.
 URL_ONLY = ("ada_url",)
 

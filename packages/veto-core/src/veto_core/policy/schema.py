@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from .durations import DEFAULT_RUN_TTL, parse_duration
-from .operator_docs import OPERATOR_DOCS
 
 __all__ = [
     "CONDITION_OPERATORS",
@@ -60,6 +59,9 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
 
 def _condition_json_schema() -> dict[str, Any]:
+    # Imported here: only `veto schema` needs the operator docs, not validating a file.
+    from .operator_docs import OPERATOR_DOCS
+
     operand: dict[str, Any] = {
         "description": "A literal, {list: NAME} or {field: PATH}",
     }
