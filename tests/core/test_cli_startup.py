@@ -71,6 +71,24 @@ rules:
     if: {field: args.path, starts_with: /srv/}
 """
 
+#: Host operators whose patterns are plain DNS names: compiling them needs no URL parser
+#: (deciding a call with a URL or an address in it does).
+HOSTS_POLICY = """\
+version: 1
+name: hosts
+lists:
+  company: [example.com, "*.Example.ORG."]
+rules:
+  - id: fetch
+    effect: allow
+    tools: [fetch]
+    if: {field: args.url, url_host_in: [api.example.com, "*.cdn.example"]}
+  - id: mail
+    effect: allow
+    tools: [send_email]
+    if: {field: args.to, email_domain_in: {list: company}}
+"""
+
 _PROBE = """
 import atexit, json, sys
 def _dump():
@@ -108,6 +126,11 @@ def _modules(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> s
             (*HEAVY, *NOT_ON_CHECK, *URL_ONLY, "rich"),
         ),
         (("lint", "{plain}"), (*HEAVY, *NOT_ON_CHECK, *URL_ONLY, "rich")),
+        (
+            ("check", "{hosts}", "--tool", "read_file", "--json"),
+            (*HEAVY, *NOT_ON_CHECK, *URL_ONLY, "rich"),
+        ),
+        (("lint", "{hosts}"), (*HEAVY, *NOT_ON_CHECK, *URL_ONLY, "rich")),
         # Nothing to tabulate (an empty list, or JSON lines): no rich.
         (("approvals", "list", "--db", "{db}"), (*HEAVY, *POLICY_ONLY, "rich")),
         (("approvals", "list", "--db", "{db}", "--json"), (*HEAVY, *POLICY_ONLY, "rich")),
@@ -120,8 +143,14 @@ def test_common_commands_do_not_import_heavy_modules(
     db = str(tmp_path / "veto.db")
     plain = tmp_path / "plain.yaml"
     plain.write_text(PLAIN_POLICY)
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(HOSTS_POLICY)
     loaded = _modules(
-        tmp_path, *(a.replace("{db}", db).replace("{plain}", str(plain)) for a in args)
+        tmp_path,
+        *(
+            a.replace("{db}", db).replace("{plain}", str(plain)).replace("{hosts}", str(hosts))
+            for a in args
+        ),
     )
     assert "veto_core" in loaded and "click" in loaded  # the probe really ran the command
     heavy = sorted(m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden))

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from engine_helpers import call, evaluate, make_veto
+from hypothesis import given
+from hypothesis import strategies as st
 
 from veto_core import Effect, PolicyError
 from veto_core.cli import main
@@ -384,3 +386,58 @@ def test_veto_check_batch_refuses_hostile_hosts_paths_and_emails(tmp_path: Path)
     assert time.perf_counter() - start < 5
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["effect"] for o in out] == [expect for _, expect in lines], out
+
+
+# --- the plain-DNS-name fast path of normalize_host ------------------------------------
+
+_HOSTISH = st.text(
+    alphabet=st.sampled_from("abxnXNZz019-._K@:/ [ ]%\u0130\u00e9\u0131\u017f\u212a\uff0e\u3002"),
+    max_size=24,
+)
+_LABEL = st.text(alphabet=st.sampled_from("abcxnXN0189-"), min_size=0, max_size=70)
+_DOTTED = st.lists(_LABEL, min_size=1, max_size=5).map(".".join)
+
+
+@given(host=st.one_of(_HOSTISH, _DOTTED, _DOTTED.map(lambda h: h + ".")))
+def test_plain_dns_names_normalize_as_the_url_parser_does(host: str) -> None:
+    """`normalize_host` skips the WHATWG URL parser (ada_url) for plain ASCII DNS
+    names: whatever the fast path accepts, the parser reads the same way."""
+    from veto_core.policy.operators import EvalError, _plain_dns_name, _whatwg_host
+
+    fast = _plain_dns_name(host)
+    if fast is None:
+        return
+    try:
+        reference = _whatwg_host(host)
+    except EvalError as exc:
+        raise AssertionError(f"the fast path accepted {host!r}, the parser refused it") from exc
+    assert fast == reference
+
+
+@pytest.mark.parametrize(
+    ("host", "plain"),
+    [
+        ("Mail.Example.COM", "mail.example.com"),
+        ("example.com.", "example.com"),
+        ("a--b.example", "a--b.example"),
+        ("-x-.y-", "-x-.y-"),
+        ("localhost", "localhost"),
+        ("xn--bcher-kva.example", None),  # Punycode: decoded and checked by the parser
+        ("a.XN--bcher-kva", None),
+        ("1.2.3.4", None),  # IPv4 forms
+        ("0x7f.1", None),
+        ("a.0x1f", None),
+        ("a.1b", None),
+        ("a..b", None),
+        (".a", None),
+        ("b\u00fccher.example", None),  # IDNA
+        ("\u212aelvin.example", None),  # the Kelvin sign folds to k only through UTS #46
+        ("a_b.example", None),
+    ],
+)
+def test_plain_dns_name_fast_path_cases(host: str, plain: str | None) -> None:
+    from veto_core.policy.operators import _plain_dns_name, _whatwg_host, normalize_host
+
+    assert _plain_dns_name(host) == plain
+    if plain is not None:
+        assert normalize_host(host) == _whatwg_host(host) == plain

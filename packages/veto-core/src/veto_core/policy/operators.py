@@ -596,8 +596,35 @@ def normalize_host(host: str) -> str:
             return _canonical_ip(ipaddress.IPv6Address(inner.split("%", 1)[0]))
         except ValueError:
             raise EvalError(f"invalid host name {host[:80]!r}") from None
+    plain = _plain_dns_name(inner)
+    if plain is not None:
+        return plain
+    return _whatwg_host(inner)
+
+
+def _whatwg_host(inner: str) -> str:
+    """The WHATWG host of a bare host name, by the WHATWG URL parser (the reference)."""
     hostname, _, host_type = _whatwg(f"https://{inner}/")
     return _host_from_parts(hostname, host_type)
+
+
+#: Dot-separated labels of ASCII letters, digits and hyphens, one optional trailing dot,
+#: no label starting "xn--" (Punycode, which the parser decodes and checks), and a last
+#: label starting with a letter (so never an IPv4 number: decimal, 0x hex or octal).
+_PLAIN_DNS_NAME = re.compile(
+    r"(?!(?:[^.]*\.)*xn--)(?:[a-z0-9-]+\.)*[a-z][a-z0-9-]*\.?", re.ASCII | re.IGNORECASE
+)
+
+
+def _plain_dns_name(host: str) -> str | None:
+    """The WHATWG host of a plain ASCII DNS name (``Mail.Example.com.`` ->
+    ``mail.example.com``) without loading the URL parser, or None for anything else
+    (IDNA, Punycode, IPv4 forms, empty labels...): those go to :func:`_whatwg_host`.
+    Policy host patterns are almost always plain names, and compiling a policy need not
+    import ada_url for them (start-up, DESIGN.md 8); tests check this against the parser."""
+    if _PLAIN_DNS_NAME.fullmatch(host) is None:
+        return None
+    return host.lower().removesuffix(".")
 
 
 class HostPatterns:
