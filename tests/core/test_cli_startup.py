@@ -47,11 +47,13 @@ POLICY_ONLY = ("pydantic", "yaml", "re2", "idna")
 STORE_ONLY = ("pluggy", "sqlite3")
 #: Deciding or linting once never watches the policy files, nor writes an audit record;
 #: validating a policy (these runs start with an empty policy cache) does not need the
-#: operator reference that `veto schema` puts in the JSON Schema.
+#: operator reference that `veto schema` puts in the JSON Schema, nor a decision the
+#: rule-by-rule explanation `veto explain` prints.
 NOT_ON_CHECK = (
     "veto_core.policy.watch",
     "veto_core.audit.record",
     "veto_core.policy.operator_docs",
+    "veto_core.decision.explain",
 )
 #: The WHATWG URL parser loads only for a policy with URL, e-mail or IP operators.
 URL_ONLY = ("ada_url",)

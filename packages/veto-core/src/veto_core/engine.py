@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import authorize as pipeline
+from ._lazy import lazy_exports
 from .authorize import CallContext, tenant_of
 from .authorize import shadow_outcome as _shadow_outcome  # noqa: F401  (its old home: kept for importers)
 from .decision import decide
-from .decision.explain import Explanation, RuleTrace, TaintTrace, explain
 from .model import Authorization, Decision, Effect, Principal, ToolCall, make_decision
 from .policy.compiler import CompiledPolicy, compile_policy
 from .policy.errors import PolicyError
@@ -35,11 +35,19 @@ from .telemetry import trace_approval_wait, trace_authorize
 if TYPE_CHECKING:
     from .approvals import ApprovalRequest, ApprovalService
     from .audit import AuditLog
+    from .decision.explain import Explanation, RuleTrace, TaintTrace
     from .limits import LimitStore
     from .policy.watch import PolicyWatcher
     from .runs.store import RunStore
 
 __all__ = ["Explanation", "RuleTrace", "TaintTrace", "Veto"]
+
+# Only `explain` needs the explanation types: deciding a call (`veto check`) does not
+# import them (start-up, DESIGN.md 8); `from veto_core.engine import Explanation` works.
+_EXPLAIN = "veto_core.decision.explain"
+__getattr__, __dir__ = lazy_exports(
+    globals(), {"Explanation": _EXPLAIN, "RuleTrace": _EXPLAIN, "TaintTrace": _EXPLAIN}
+)
 
 _ALLOW, _DENY, _APPROVE = Effect.ALLOW, Effect.DENY, Effect.REQUIRE_APPROVAL
 
@@ -530,6 +538,8 @@ class Veto:
         """Every rule of the policy, whether it applied to this call and why."""
         if self._bundle is not None and (other := self._tenant_veto(call)) is not None:
             return other.explain(call)
+        from .decision.explain import explain
+
         p = self._policy
         return explain(
             p, call, self.decide(call), env=call.env or self.env, tenant=self._tenant_of(call),
