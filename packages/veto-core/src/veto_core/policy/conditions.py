@@ -425,6 +425,8 @@ class ConditionCompiler:
         # Built-in operators are pure functions of (operand, value); plugins may not be.
         pure = self.operators[op_name] is BUILTIN_OPERATORS.get(op_name)
         fn = _build_leaf(text, segments, getter, predicate, op_name, pure=pure)
+        if pure and op_name == "contains" and text == "run.labels":
+            fn = _labels_leaf(fn, data[op_name], ignore_case=ignore_case)
         self._leaves.append(
             Leaf(
                 loc=loc,
@@ -982,6 +984,30 @@ def _build_leaf(
 #: Principal fields read as they are (principal.tenant is the call's effective tenant,
 #: principal.roles the inherited ones: those take the general path).
 _PRINCIPAL_STRINGS = frozenset({"principal.agent", "principal.user", "principal.session"})
+
+
+def _labels_leaf(general: Fn, operand: Any, *, ignore_case: bool) -> Fn:
+    """`run.labels contains LABEL | [LABELS]` (the flow rule "after a secret was read"):
+    a set test on the run's labels (every label is a string, so the built-in
+    `contains`, ``values_equal`` item by item, is string equality, casefolded with
+    ``ignore_case``). Other operands (numbers, ...) keep the ``general`` leaf, which
+    the fast one is tested against (tests/core/test_run_labels_leaf.py)."""
+    needles = [operand] if isinstance(operand, str) else operand
+    if not isinstance(needles, list) or not needles or not all(type(n) is str for n in needles):
+        return general
+    if ignore_case:
+        folded = frozenset(n.casefold() for n in needles)
+
+        def labels_contain_folded(ctx: EvalContext) -> bool:
+            return any(label.casefold() in folded for label in ctx.run.labels)
+
+        return labels_contain_folded
+    wanted = frozenset(needles)
+
+    def labels_contain(ctx: EvalContext) -> bool:
+        return not wanted.isdisjoint(ctx.run.label_set)
+
+    return labels_contain
 
 
 def _fast_leaf(

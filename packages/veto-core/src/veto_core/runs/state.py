@@ -62,6 +62,33 @@ class _Observation:
 
 _MEMO_LIMIT = 4096  # distinct (value, labels) answers kept per state
 _SEP = "\x00"  # never inside a normalized value (`tainted` checks), so never spans two texts
+#: The sparse index: the hashes of the K-character windows of each observation's text
+#: (without whitespace) that start at multiples of S within that text. A value of at
+#: least K + S - 1 characters that occurs in the text contains one such window whole,
+#: at one of its own offsets 0 .. S-1, so a value none of whose S windows is indexed
+#: does not occur; any other value is searched for as before (answers never change).
+_K = 8
+_S = 8
+_INDEXED_LENGTH = _K + _S - 1
+_PROBES = tuple(slice(j, j + _K) for j in range(_S))
+_MIN_INDEXED_HAY = 16384  # shorter haystacks are searched directly (as fast as probing)
+
+
+def _windows(text: str) -> Iterable[int]:
+    """Hashes of the windows of ``text`` the index keeps (one C-level pass)."""
+    return map(hash, map(text.__getitem__, map(slice, range(0, len(text) - _K + 1, _S), range(_K, len(text) + 1, _S))))  # fmt: skip
+
+
+class _Index:
+    """One label's window hashes. It may hold windows of texts dropped since (a
+    superset only makes more values searched for); rebuilt when those outnumber the
+    live ones."""
+
+    __slots__ = ("hashes", "upto")
+
+    def __init__(self) -> None:
+        self.hashes: set[int] = set()
+        self.upto = 0  # observations (positions in RunState._obs) already indexed
 
 
 class RunState:
@@ -69,6 +96,7 @@ class RunState:
 
     __slots__ = (
         "_hay",
+        "_index",
         "_kept_from",
         "_lock",
         "_memo",
@@ -77,6 +105,7 @@ class RunState:
         "calls",
         "fields",
         "head",
+        "label_set",
         "labels",
     )
 
@@ -85,10 +114,12 @@ class RunState:
         self._obs: list[_Observation] = []
         self._hay: dict[str, str] | None = {}  # label -> NUL-joined kept texts; None: stale
         self._memo: dict[tuple[str, frozenset[str]], tuple[bool, int]] = {}
+        self._index: dict[str, _Index] = {}  # label -> its sparse index (built on demand)
         self._text_bytes = 0
         self._kept_from = 0  # observations before this one have had their text dropped
         self.head = 0
         self.labels: tuple[str, ...] = ()
+        self.label_set: frozenset[str] = frozenset()
         self.calls: tuple[Mapping[str, Any], ...] = ()
         #: what `run.*` paths read: {"labels": [...], "calls": [{tool, args, effect}, ...]}
         self.fields: Mapping[str, Any] = {"labels": (), "calls": ()}
@@ -115,6 +146,7 @@ class RunState:
             if grew:  # readers holding the old haystacks/memo finish with a consistent view
                 self._hay = None
                 self._memo = {}
+            self.label_set = frozenset(labels)
             self.labels = tuple(sorted(labels))
             self.calls = tuple(calls)
             self.fields = {"labels": self.labels, "calls": self.calls}
@@ -176,12 +208,45 @@ class RunState:
                 )
             else:
                 hay = self._haystacks()
-                found = any(norm in hay[label] for label in labels if label in hay)
+                probes: set[int] | None = None
+                found = False
+                for label in labels:
+                    stack = hay.get(label)
+                    if stack is None:
+                        continue
+                    if len(norm) >= _INDEXED_LENGTH and len(stack) >= _MIN_INDEXED_HAY:
+                        if probes is None:
+                            probes = set(map(hash, map(norm.__getitem__, _PROBES)))
+                        if self._indexed(label, stack).isdisjoint(probes):
+                            continue  # none of its windows is indexed: it does not occur
+                    if norm in stack:
+                        found = True
+                        break
             hit = (found, len(norm))
             if len(memo) >= _MEMO_LIMIT:
                 memo.clear()
             memo[key] = hit
         return hit[0] and hit[1] >= min_length
+
+    def _indexed(self, label: str, hay: str) -> set[int]:
+        """The window hashes of ``label``, covering at least the texts in ``hay`` (a
+        haystack of this state; the index may cover later texts too: a superset)."""
+        index = self._index.get(label)
+        if index is not None and index.upto >= len(self._obs):
+            return index.hashes
+        with self._lock:
+            index = self._index.get(label)
+            obs = self._obs
+            if index is None or len(index.hashes) > 2 * (len(hay) // _S + 64):
+                index = _Index()  # new, or mostly dropped text: start from the kept texts
+                index.upto = self._kept_from
+            hashes = index.hashes
+            for o in obs[index.upto :]:
+                if o.norm and label in o.event.labels:
+                    hashes.update(_windows(o.norm.replace(" ", "")))
+            index.upto = len(obs)
+            self._index[label] = index
+            return hashes
 
     def _live(self, labels: frozenset[str]) -> Iterable[_Observation]:
         for obs in reversed(self._obs[self._kept_from :]):  # newest first
