@@ -191,10 +191,11 @@ class RunState:
         """True if any leaf of ``value`` (normalized, at least ``min_length`` long) occurs
         in the text of one observation carrying one of ``labels``."""
         if type(value) is str:
-            return self._contains(value, labels, min_length)
-        return any(self._contains(text, labels, min_length) for text in value_texts(value))
+            return self.tainted_text(value, labels, min_length)
+        return any(self.tainted_text(text, labels, min_length) for text in value_texts(value))
 
-    def _contains(self, text: str, labels: frozenset[str], min_length: int) -> bool:
+    def tainted_text(self, text: str, labels: frozenset[str], min_length: int) -> bool:
+        """`tainted` for one string (the common case, one frame: flow rules' hot path)."""
         memo = self._memo
         key = (text, labels)
         hit = memo.get(key)
