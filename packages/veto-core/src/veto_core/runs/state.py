@@ -26,8 +26,10 @@ A state is extended in place under its lock (append-only); readers see the
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from .store import RunEvent
@@ -72,23 +74,45 @@ _S = 8
 _INDEXED_LENGTH = _K + _S - 1
 _PROBES = tuple(slice(j, j + _K) for j in range(_S))
 _MIN_INDEXED_HAY = 16384  # shorter haystacks are searched directly (as fast as probing)
+_SLOTS_PER_WINDOW = 16  # one byte each: ~1.4% of absent windows look present (2 slots)
+_HIGH = (32).__rrshift__  # h -> h >> 32: the second slot of a window's hash
 
 
-def _windows(text: str) -> Iterable[int]:
+def _windows(text: str) -> list[int]:
     """Hashes of the windows of ``text`` the index keeps (one C-level pass)."""
-    return map(hash, map(text.__getitem__, map(slice, range(0, len(text) - _K + 1, _S), range(_K, len(text) + 1, _S))))  # fmt: skip
+    return list(map(hash, map(text.__getitem__, map(slice, range(0, len(text) - _K + 1, _S), range(_K, len(text) + 1, _S)))))  # fmt: skip
 
 
 class _Index:
-    """One label's window hashes. It may hold windows of texts dropped since (a
-    superset only makes more values searched for); rebuilt when those outnumber the
-    live ones."""
+    """One label's windows, as a Bloom filter of one byte per slot (two slots per
+    window, set and read by C-level map passes: no Python loop per window). It may
+    hold windows of texts dropped since (a superset only makes more values searched
+    for); rebuilt when those outnumber the kept ones or it is over its capacity."""
 
-    __slots__ = ("hashes", "upto")
+    __slots__ = ("capacity", "count", "mask", "slots", "upto")
 
-    def __init__(self) -> None:
-        self.hashes: set[int] = set()
+    def __init__(self, capacity: int) -> None:
+        size = 1 << max(12, (capacity * _SLOTS_PER_WINDOW - 1).bit_length())
+        self.slots = bytearray(size)
+        self.mask = size - 1
+        self.capacity = size // _SLOTS_PER_WINDOW  # windows it holds at its error rate
+        self.count = 0  # windows added
         self.upto = 0  # observations (positions in RunState._obs) already indexed
+
+    def add(self, text: str) -> None:
+        hashes = _windows(text)
+        self.count += len(hashes)
+        put, at = self.slots.__setitem__, self.mask.__and__
+        deque(map(put, map(at, hashes), repeat(1)), maxlen=0)
+        deque(map(put, map(at, map(_HIGH, hashes)), repeat(1)), maxlen=0)
+
+    def may_hold_any(self, hashes: list[int]) -> bool:
+        """False only if none of these window hashes was added (no false negatives)."""
+        slots, mask = self.slots, self.mask
+        for h in hashes:  # noqa: SIM110  (a plain loop: cheaper than any() over a generator)
+            if slots[h & mask] and slots[h >> 32 & mask]:
+                return True
+        return False
 
 
 class RunState:
@@ -209,7 +233,7 @@ class RunState:
                 )
             else:
                 hay = self._haystacks()
-                probes: set[int] | None = None
+                probes: list[int] | None = None
                 found = False
                 for label in labels:
                     stack = hay.get(label)
@@ -217,8 +241,8 @@ class RunState:
                         continue
                     if len(norm) >= _INDEXED_LENGTH and len(stack) >= _MIN_INDEXED_HAY:
                         if probes is None:
-                            probes = set(map(hash, map(norm.__getitem__, _PROBES)))
-                        if self._indexed(label, stack).isdisjoint(probes):
+                            probes = list(map(hash, map(norm.__getitem__, _PROBES)))
+                        if not self._indexed(label, stack).may_hold_any(probes):
                             continue  # none of its windows is indexed: it does not occur
                     if norm in stack:
                         found = True
@@ -229,25 +253,26 @@ class RunState:
             memo[key] = hit
         return hit[0] and hit[1] >= min_length
 
-    def _indexed(self, label: str, hay: str) -> set[int]:
-        """The window hashes of ``label``, covering at least the texts in ``hay`` (a
-        haystack of this state; the index may cover later texts too: a superset)."""
+    def _indexed(self, label: str, hay: str) -> _Index:
+        """The index of ``label``, covering at least the texts in ``hay`` (a haystack
+        of this state; the index may cover later texts too: a superset)."""
         index = self._index.get(label)
         if index is not None and index.upto >= len(self._obs):
-            return index.hashes
+            return index
         with self._lock:
             index = self._index.get(label)
             obs = self._obs
-            if index is None or len(index.hashes) > 2 * (len(hay) // _S + 64):
-                index = _Index()  # new, or mostly dropped text: start from the kept texts
+            need = len(hay) // _S + 64  # about the windows of the kept texts
+            if index is None or index.count > min(2 * need, index.capacity):
+                # new, mostly dropped text, or full: start from the kept texts
+                index = _Index(2 * need)
                 index.upto = self._kept_from
-            hashes = index.hashes
             for o in obs[index.upto :]:
                 if o.norm and label in o.event.labels:
-                    hashes.update(_windows(o.norm.replace(" ", "")))
+                    index.add(o.norm.replace(" ", ""))
             index.upto = len(obs)
             self._index[label] = index
-            return hashes
+            return index
 
     def _live(self, labels: frozenset[str]) -> Iterable[_Observation]:
         for obs in reversed(self._obs[self._kept_from :]):  # newest first
