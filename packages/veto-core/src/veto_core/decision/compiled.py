@@ -39,7 +39,11 @@ _CODE: dict[str, CodeType] = {}
 #: The globals of every generated decider (what is a tool's own is in its defaults).
 _GLOBALS: dict[str, Any] = {}
 
-_READ_RUN = "_read_run(call, tenant, runs)"
+# conditions.read_run, with its usual case (a run_id, a run store) inline: one frame less
+_READ_RUN = (
+    "runs(call, tenant) if type(call.run_id) is str and call.run_id and runs is not None"
+    " else _read_run(call, tenant, runs)"
+)
 
 Decide = Callable[
     [ToolCall, "str | None", "str | None", Callable[[], datetime], "RunLookup | None"], Decision
