@@ -24,7 +24,7 @@ from typing import Any
 
 from ..model import Decision, Effect, ToolCall
 from ..policy.compiler import CompiledPolicy, CompiledRule
-from ..policy.conditions import EvalContext, RunLookup
+from ..policy.conditions import EvalContext, RunLookup, read_run
 from ..policy.operators import EvalError
 from .reference import combine, preflight
 
@@ -38,6 +38,12 @@ _CODE_LIMIT = 4096  # generated code objects kept, by source text (process-wide)
 _CODE: dict[str, CodeType] = {}
 #: The globals of every generated decider (what is a tool's own is in its defaults).
 _GLOBALS: dict[str, Any] = {}
+
+# conditions.read_run, with its usual case (a run_id, a run store) inline: one frame less
+_READ_RUN = (
+    "runs(call, tenant) if type(call.run_id) is str and call.run_id and runs is not None"
+    " else _read_run(call, tenant, runs)"
+)
 
 Decide = Callable[
     [ToolCall, "str | None", "str | None", Callable[[], datetime], "RunLookup | None"], Decision
@@ -122,7 +128,11 @@ def _merge(default: bool, *outcomes: bool | EvalError) -> bool | EvalError:
 
 
 _GLOBALS.update(
-    __builtins__=builtins, _merge=_merge, _EvalContext=EvalContext, _EvalError=EvalError
+    __builtins__=builtins,
+    _merge=_merge,
+    _EvalContext=EvalContext,
+    _EvalError=EvalError,
+    _read_run=read_run,
 )
 
 
@@ -187,6 +197,20 @@ def _generate(
             return
         temps[0] += 1
         f = f"_x{temps[0]}"
+        on_run = getattr(fn, "on_run", None)
+        if on_run is not None:
+            # A leaf reading only the call and its run (tainted_by, run.labels): no
+            # EvalContext; the run is read once per call and shared with ``ctx``.
+            ns[f] = on_run
+            body.extend([
+                f"{ind}try:",
+                f"{ind}    if run is None:",
+                f"{ind}        run = {_READ_RUN}",
+                f"{ind}    {target} = True if {f}(call, run) else False",
+                f"{ind}except _EvalError as exc:",
+                f"{ind}    {target} = exc",
+            ])  # fmt: skip
+            return
         on_call = getattr(fn, "on_call", None)
         if on_call is None:
             ns[f] = fn
@@ -305,6 +329,12 @@ def _generate(
             evaluate(cond_of[j], ind)
             masks(cond_of[j], _TRUE << shift, _FALSE << shift, _ERROR << shift, ind)
     text = "\n".join(body)
+    if _READ_RUN in text:  # one run per call, shared by the leaves with and without ctx
+        make_ctx = "ctx = _EvalContext(call, env, tenant, _roles_of, clock, runs)"
+        if make_ctx in text:
+            text = text.replace(make_ctx, f"{make_ctx}; ctx._run = run").replace(
+                _READ_RUN, "ctx._run if ctx is not None and ctx._run is not None else " + _READ_RUN
+            )
     used = sorted(
         name
         for name in (*ns, "_cache", "_build", "_roles_of")
@@ -315,6 +345,7 @@ def _generate(
         f"    key = {constant}",
         "    errs = ()",
         *(["    ctx = None"] if "ctx" in text else []),
+        *(["    run = None"] if "_read_run" in text else []),
         *(["    roles = None"] if "roles" in text else []),
         *(["    principal = call.principal"] if "principal" in text else []),
         *(f"    k{k} = None" for k in range(len(cond_index))),

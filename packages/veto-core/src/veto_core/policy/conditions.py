@@ -82,6 +82,17 @@ _SYMBOLS = {
 }
 
 
+def read_run(call: ToolCall, tenant: str | None, run_fn: RunLookup | None) -> Any:
+    """The call's `RunState`; EvalError when the call has no run_id or its run cannot
+    be read (fail closed: DESIGN.md 2.7). `EvalContext.run` and compiled deciders."""
+    run_id = call.run_id
+    if not isinstance(run_id, str) or not run_id:
+        raise EvalError(NO_RUN_ID)
+    if run_fn is None:
+        raise EvalError("no run store is available to this decision, so run state cannot be read")
+    return run_fn(call, tenant)
+
+
 class EvalContext:
     """What a condition sees for one call. Expensive parts (roles, clock) are lazy.
 
@@ -114,15 +125,7 @@ class EvalContext:
         no run_id or its run cannot be read (fail closed: DESIGN.md 2.7)."""
         if self._run is not None:
             return self._run
-        run_id = self.call.run_id
-        if not isinstance(run_id, str) or not run_id:
-            raise EvalError(NO_RUN_ID)
-        run_fn = self.services[2]
-        if run_fn is None:
-            raise EvalError(
-                "no run store is available to this decision, so run state cannot be read"
-            )
-        self._run = run_fn(self.call, self.tenant)
+        self._run = read_run(self.call, self.tenant, self.services[2])
         return self._run
 
     @property
@@ -425,6 +428,8 @@ class ConditionCompiler:
         # Built-in operators are pure functions of (operand, value); plugins may not be.
         pure = self.operators[op_name] is BUILTIN_OPERATORS.get(op_name)
         fn = _build_leaf(text, segments, getter, predicate, op_name, pure=pure)
+        if pure and op_name == "contains" and text == "run.labels":
+            fn = _labels_leaf(fn, data[op_name], ignore_case=ignore_case)
         self._leaves.append(
             Leaf(
                 loc=loc,
@@ -492,23 +497,27 @@ class ConditionCompiler:
             from_args = head == "args"
             missing = f"{text} is missing"
 
-            def taint_field(ctx: EvalContext) -> bool:
-                """`args.x tainted_by ...`, the common leaf, in one frame."""
-                run = ctx.run
+            def taint_on_run(call: ToolCall, run: Any) -> bool:
+                """`args.x tainted_by ...`, the common leaf, in one frame (compiled
+                deciders call it with the call and its run: no EvalContext to build)."""
                 try:
-                    v = (ctx.call.args if from_args else ctx.call.context)[name]
+                    v = (call.args if from_args else call.context)[name]
                 except KeyError:
                     raise EvalError(missing) from None
                 except Exception as exc:
                     raise EvalError(f"{text}: {type(exc).__name__}: {exc}") from None
                 if type(v) is str and len(v) <= 16384:  # 64 KiB is at least 16 Ki characters
-                    return bool(run.tainted(v, wanted, min_length))
+                    return bool(run.tainted_text(v, wanted, min_length))
                 token = _TAINT_RUN.set(run)
                 try:
                     return tainted(v)
                 finally:
                     _TAINT_RUN.reset(token)
 
+            def taint_field(ctx: EvalContext) -> bool:
+                return taint_on_run(ctx.call, ctx.run)
+
+            taint_field.on_run = taint_on_run  # type: ignore[attr-defined]
             self._leaves.append(
                 Leaf(
                     loc=loc, field=text, operator=TAINTED_BY, operand=operand, fn=taint_field,
@@ -982,6 +991,39 @@ def _build_leaf(
 #: Principal fields read as they are (principal.tenant is the call's effective tenant,
 #: principal.roles the inherited ones: those take the general path).
 _PRINCIPAL_STRINGS = frozenset({"principal.agent", "principal.user", "principal.session"})
+
+
+def _labels_leaf(general: Fn, operand: Any, *, ignore_case: bool) -> Fn:
+    """`run.labels contains LABEL | [LABELS]` (the flow rule "after a secret was read"):
+    a set test on the run's labels (every label is a string, so the built-in
+    `contains`, ``values_equal`` item by item, is string equality, casefolded with
+    ``ignore_case``). Other operands (numbers, ...) keep the ``general`` leaf, which
+    the fast one is tested against (tests/core/test_run_labels_leaf.py)."""
+    needles = [operand] if isinstance(operand, str) else operand
+    if not isinstance(needles, list) or not needles or not all(type(n) is str for n in needles):
+        return general
+    if ignore_case:
+        folded = frozenset(n.casefold() for n in needles)
+
+        def on_run_folded(call: ToolCall, run: Any) -> bool:
+            return any(label.casefold() in folded for label in run.labels)
+
+        def labels_contain_folded(ctx: EvalContext) -> bool:
+            return on_run_folded(ctx.call, ctx.run)
+
+        labels_contain_folded.on_run = on_run_folded  # type: ignore[attr-defined]
+        return labels_contain_folded
+    wanted = frozenset(needles)
+
+    def on_run(call: ToolCall, run: Any) -> bool:
+        return not wanted.isdisjoint(run.label_set)
+
+    def labels_contain(ctx: EvalContext) -> bool:
+        return on_run(ctx.call, ctx.run)
+
+    # Compiled deciders call ``on_run`` with the call and its run (read once per call).
+    labels_contain.on_run = on_run  # type: ignore[attr-defined]
+    return labels_contain
 
 
 def _fast_leaf(

@@ -15,9 +15,23 @@ separators into one haystack (rebuilt lazily after an observation, one C-level j
 so a lookup is one C substring search per label, and a value without NUL never spans
 two observations.
 Answers are memoized per state and value (cleared when the state grows), the way the
-engine memoizes other pure string operators. Memory stays proportional to the kept
-text (at most `MAX_TEXT_BYTES` per run, plus one haystack per label): no per-window
-index, whose sets cost ~90 bytes per distinct window and seconds to build per MiB.
+engine memoizes other pure string operators.
+
+Most values a flow rule checks do not occur (an agent pays each payee once), so a
+sparse index rejects them without searching: per label, the hashes of the 8-character
+windows that start at every 8th position of each observation's text. A value of at
+least 15 characters that occurs contains one of those windows whole, at one of its own
+offsets 0..7; if none of its 8 windows is in the index it does not occur. The index is
+a Bloom filter (a bytearray, two one-byte slots per window, 16 slots per window,
+sized for twice the kept windows): it can say "maybe" wrongly (~1.5% of absent values),
+never "absent" wrongly, and every "maybe" is the substring search above, so answers are
+exactly those of the search (tests/core/runs/test_taint_index.py). Memory: 4-8 bytes
+per character of labelled text (about 6 MB per MiB measured), against ~17 MB per MiB
+for a set of window hashes and ~90 bytes per window for a dense index. It is built
+lazily, on the first long lookup of a haystack of 16 KiB or more, and extended with new
+observations only (about 1 ms per 10 KB at load 3 on a 2-core machine: paid by the first
+such decision after an observation); windows of text dropped by the bound stay (more
+"maybe"s) until they outnumber the kept ones, then it is rebuilt from the kept texts.
 
 A state is extended in place under its lock (append-only); readers see the
 ``labels``/``calls`` tuples swapped whole.
@@ -26,8 +40,10 @@ A state is extended in place under its lock (append-only); readers see the
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from .store import RunEvent
@@ -62,6 +78,55 @@ class _Observation:
 
 _MEMO_LIMIT = 4096  # distinct (value, labels) answers kept per state
 _SEP = "\x00"  # never inside a normalized value (`tainted` checks), so never spans two texts
+#: The sparse index: the hashes of the K-character windows of each observation's text
+#: (without whitespace) that start at multiples of S within that text. A value of at
+#: least K + S - 1 characters that occurs in the text contains one such window whole,
+#: at one of its own offsets 0 .. S-1, so a value none of whose S windows is indexed
+#: does not occur; any other value is searched for as before (answers never change).
+_K = 8
+_S = 8
+_INDEXED_LENGTH = _K + _S - 1
+_PROBES = tuple(slice(j, j + _K) for j in range(_S))
+_MIN_INDEXED_HAY = 16384  # shorter haystacks are searched directly (as fast as probing)
+_SLOTS_PER_WINDOW = 16  # one byte each: ~1.4% of absent windows look present (2 slots)
+_HIGH = (32).__rrshift__  # h -> h >> 32: the second slot of a window's hash
+
+
+def _windows(text: str) -> list[int]:
+    """Hashes of the windows of ``text`` the index keeps (one C-level pass)."""
+    return list(map(hash, map(text.__getitem__, map(slice, range(0, len(text) - _K + 1, _S), range(_K, len(text) + 1, _S)))))  # fmt: skip
+
+
+class _Index:
+    """One label's windows, as a Bloom filter of one byte per slot (two slots per
+    window, set and read by C-level map passes: no Python loop per window). It may
+    hold windows of texts dropped since (a superset only makes more values searched
+    for); rebuilt when those outnumber the kept ones or it is over its capacity."""
+
+    __slots__ = ("capacity", "count", "mask", "slots", "upto")
+
+    def __init__(self, capacity: int) -> None:
+        size = 1 << max(12, (capacity * _SLOTS_PER_WINDOW - 1).bit_length())
+        self.slots = bytearray(size)
+        self.mask = size - 1
+        self.capacity = size // _SLOTS_PER_WINDOW  # windows it holds at its error rate
+        self.count = 0  # windows added
+        self.upto = 0  # observations (positions in RunState._obs) already indexed
+
+    def add(self, text: str) -> None:
+        hashes = _windows(text)
+        self.count += len(hashes)
+        put, at = self.slots.__setitem__, self.mask.__and__
+        deque(map(put, map(at, hashes), repeat(1)), maxlen=0)
+        deque(map(put, map(at, map(_HIGH, hashes)), repeat(1)), maxlen=0)
+
+    def may_hold_any(self, hashes: list[int]) -> bool:
+        """False only if none of these window hashes was added (no false negatives)."""
+        slots, mask = self.slots, self.mask
+        for h in hashes:  # noqa: SIM110  (a plain loop: cheaper than any() over a generator)
+            if slots[h & mask] and slots[h >> 32 & mask]:
+                return True
+        return False
 
 
 class RunState:
@@ -69,6 +134,7 @@ class RunState:
 
     __slots__ = (
         "_hay",
+        "_index",
         "_kept_from",
         "_lock",
         "_memo",
@@ -77,6 +143,7 @@ class RunState:
         "calls",
         "fields",
         "head",
+        "label_set",
         "labels",
     )
 
@@ -85,10 +152,12 @@ class RunState:
         self._obs: list[_Observation] = []
         self._hay: dict[str, str] | None = {}  # label -> NUL-joined kept texts; None: stale
         self._memo: dict[tuple[str, frozenset[str]], tuple[bool, int]] = {}
+        self._index: dict[str, _Index] = {}  # label -> its sparse index (built on demand)
         self._text_bytes = 0
         self._kept_from = 0  # observations before this one have had their text dropped
         self.head = 0
         self.labels: tuple[str, ...] = ()
+        self.label_set: frozenset[str] = frozenset()
         self.calls: tuple[Mapping[str, Any], ...] = ()
         #: what `run.*` paths read: {"labels": [...], "calls": [{tool, args, effect}, ...]}
         self.fields: Mapping[str, Any] = {"labels": (), "calls": ()}
@@ -115,6 +184,7 @@ class RunState:
             if grew:  # readers holding the old haystacks/memo finish with a consistent view
                 self._hay = None
                 self._memo = {}
+            self.label_set = frozenset(labels)
             self.labels = tuple(sorted(labels))
             self.calls = tuple(calls)
             self.fields = {"labels": self.labels, "calls": self.calls}
@@ -159,10 +229,11 @@ class RunState:
         """True if any leaf of ``value`` (normalized, at least ``min_length`` long) occurs
         in the text of one observation carrying one of ``labels``."""
         if type(value) is str:
-            return self._contains(value, labels, min_length)
-        return any(self._contains(text, labels, min_length) for text in value_texts(value))
+            return self.tainted_text(value, labels, min_length)
+        return any(self.tainted_text(text, labels, min_length) for text in value_texts(value))
 
-    def _contains(self, text: str, labels: frozenset[str], min_length: int) -> bool:
+    def tainted_text(self, text: str, labels: frozenset[str], min_length: int) -> bool:
+        """`tainted` for one string (the common case, one frame: flow rules' hot path)."""
         memo = self._memo
         key = (text, labels)
         hit = memo.get(key)
@@ -176,12 +247,46 @@ class RunState:
                 )
             else:
                 hay = self._haystacks()
-                found = any(norm in hay[label] for label in labels if label in hay)
+                probes: list[int] | None = None
+                found = False
+                for label in labels:
+                    stack = hay.get(label)
+                    if stack is None:
+                        continue
+                    if len(norm) >= _INDEXED_LENGTH and len(stack) >= _MIN_INDEXED_HAY:
+                        if probes is None:
+                            probes = list(map(hash, map(norm.__getitem__, _PROBES)))
+                        if not self._indexed(label, stack).may_hold_any(probes):
+                            continue  # none of its windows is indexed: it does not occur
+                    if norm in stack:
+                        found = True
+                        break
             hit = (found, len(norm))
             if len(memo) >= _MEMO_LIMIT:
                 memo.clear()
             memo[key] = hit
         return hit[0] and hit[1] >= min_length
+
+    def _indexed(self, label: str, hay: str) -> _Index:
+        """The index of ``label``, covering at least the texts in ``hay`` (a haystack
+        of this state; the index may cover later texts too: a superset)."""
+        index = self._index.get(label)
+        if index is not None and index.upto >= len(self._obs):
+            return index
+        with self._lock:
+            index = self._index.get(label)
+            obs = self._obs
+            need = len(hay) // _S + 64  # about the windows of the kept texts
+            if index is None or index.count > min(2 * need, index.capacity):
+                # new, mostly dropped text, or full: start from the kept texts
+                index = _Index(2 * need)
+                index.upto = self._kept_from
+            for o in obs[index.upto :]:
+                if o.norm and label in o.event.labels:
+                    index.add(o.norm.replace(" ", ""))
+            index.upto = len(obs)
+            self._index[label] = index
+            return index
 
     def _live(self, labels: frozenset[str]) -> Iterable[_Observation]:
         for obs in reversed(self._obs[self._kept_from :]):  # newest first

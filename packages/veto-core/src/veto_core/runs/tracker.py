@@ -116,7 +116,10 @@ class RunTracker:
     def lookup(self, call: ToolCall, tenant: str | None) -> RunState:
         """For deciding (`RunLookup`): the call's run, or EvalError (fail closed)."""
         run_id = call.run_id
-        assert isinstance(run_id, str)  # EvalContext.run checked it
+        assert isinstance(run_id, str)  # conditions.read_run checked it
+        found = self._cache.get((tenant, run_id))  # `state`'s first step, one frame less
+        if found is not None:
+            return found
         try:
             return self.state(tenant, run_id)
         except Exception as exc:
