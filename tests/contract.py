@@ -107,6 +107,7 @@ __all__ = [
     "APPROVAL_TIMEOUT_S",
     "DECISION_OUTCOMES",
     "HOLD_S",
+    "NO_FLOW_POLICY",
     "POLICY",
     "AdapterContract",
     "AgentRun",
@@ -164,6 +165,9 @@ sources:
     tools: ["@user"]
     labels: [user]
 """
+
+# The same rules without data flow (no sources, no tainted_by): it keeps no run history.
+NO_FLOW_POLICY = POLICY[: POLICY.index("  - id: pay-named-by-user")]
 
 # An account number that appears in the person's message or in an e-mail, per test.
 IBAN = "DE89370400440532013000"
@@ -731,6 +735,51 @@ class AdapterContract(abc.ABC):
         assert self.runs("send_money") == 0
         self.assert_refused(result, "c1", "deny")
         self.assert_one_decision("c1", "denied")
+
+    def spy_observations(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        """The names of the ``Veto`` observation methods the adapter calls, in order."""
+        seen: list[str] = []
+        for name in ("observe", "aobserve", "observe_user"):
+            real = getattr(self.veto, name)
+
+            def spy(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+                seen.append(_name)
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(self.veto, name, spy)
+        return seen
+
+    def test_a_policy_without_flow_rules_does_no_flow_work(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # No sources, no run.* or tainted_by: nothing would be recorded, so the adapter
+        # prepares no observation and the run store is never opened; decisions are the same.
+        self.veto.close()
+        self.veto = Veto.from_yaml(NO_FLOW_POLICY, env=self.env, tenant=self.tenant, db=self.db_url)
+        assert not self.veto.observes_runs
+        seen = self.spy_observations(monkeypatch)
+        allowed = ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"})
+        denied = ScriptedCall(id="c2", tool="delete_file", args={"path": "/data/a"})
+        if self.refusal_ends_run:
+            result, _ = self.run([allowed])
+            refused, _ = self.run([denied])
+        else:
+            result, _ = self.run([allowed, denied])
+            refused = result
+        self.assert_saw(result, "c1", "read_file done: '/data/a'")
+        self.assert_one_decision("c1", "allowed")
+        self.assert_refused(refused, "c2", "Deleting files is not allowed")
+        self.assert_one_decision("c2", "denied")
+        assert seen == [], seen
+        assert self.veto._runs._store is None  # type: ignore[attr-defined]
+
+    def test_a_flow_policy_still_observes(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert self.veto.observes_runs
+        seen = self.spy_observations(monkeypatch)
+        result, _ = self.run([ScriptedCall(id="c1", tool="read_file", args={"path": "/data/a"})])
+        self.assert_saw(result, "c1", "read_file done: '/data/a'")
+        assert "observe_user" in seen and {"observe", "aobserve"} & set(seen), seen
+        assert [e.tool for e in self.run_events()].count("read_file") == 1
 
     def test_failed_observation_withholds_the_output(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from veto_core.runs import RunStoreUnavailable

@@ -387,3 +387,36 @@ def test_a_value_respaced_on_its_way_to_the_call_is_still_tainted(recipient: str
     [trace] = explained.taint
     [match] = trace.matches
     assert "de89 3704 0044 0532 0130 00" in match.excerpt  # the output's own spacing
+
+
+def test_observes_runs_says_when_observing_is_a_no_op(tmp_path: object) -> None:
+    """`Veto.observes_runs` is False exactly when `observe` records nothing (adapters
+    then skip preparing observations); it follows a reload, and a bundle (whose tenants
+    may add sources) always observes."""
+    from pathlib import Path
+
+    plain = "version: 1\nname: plain\nrules: [{id: r, effect: allow, tools: [read_inbox]}]\n"
+    assert not Veto.from_yaml(plain, run_store=MemoryRunStore()).observes_runs
+    assert Veto.from_yaml(FLOW_POLICY, run_store=MemoryRunStore()).observes_runs
+    reads_calls = plain.replace(
+        "tools: [read_inbox]}", 'tools: [read_inbox], if: {field: "run.calls[*].tool", equals: x}}'
+    )
+    assert Veto.from_yaml(reads_calls, run_store=MemoryRunStore()).observes_runs
+    with_sources = plain + "sources: [{id: s, tools: [read_inbox], labels: [x]}]\n"
+    assert Veto.from_yaml(with_sources, run_store=MemoryRunStore()).observes_runs
+
+    path = Path(str(tmp_path)) / "p.yaml"
+    path.write_text(plain)
+    store = MemoryRunStore()
+    veto = Veto.from_file(path, run_store=store, clock=lambda: FIXED_NOW)
+    assert not veto.observes_runs
+    path.write_text(with_sources)
+    veto.reload()
+    assert veto.observes_runs
+    veto.observe(ToolCall(tool="read_inbox", run_id="r1"), "kept now")
+    assert store.head(None, "r1", now=FIXED_NOW) == 1
+
+    root = Path(str(tmp_path)) / "bundle"
+    (root / "tenants").mkdir(parents=True)
+    (root / "base.yaml").write_text(plain)
+    assert Veto.from_file(root, run_store=MemoryRunStore()).observes_runs

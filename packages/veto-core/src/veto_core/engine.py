@@ -52,6 +52,13 @@ __getattr__, __dir__ = lazy_exports(
 _ALLOW, _DENY, _APPROVE = Effect.ALLOW, Effect.DENY, Effect.REQUIRE_APPROVAL
 
 
+def _records_runs(policy: CompiledPolicy) -> bool:
+    """Whether ``policy`` keeps a run history (DESIGN.md 2.7): it has ``sources``, or a
+    rule reads ``run.*`` or ``tainted_by``. Otherwise no decision could read one, so
+    `Veto.observe` records nothing (each record is a store write)."""
+    return policy.uses_runs or bool(policy.sources)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -399,6 +406,15 @@ class Veto:
         pipeline.refresh_run(self._call_context(), call)
 
     @property
+    def observes_runs(self) -> bool:
+        """False when `observe`, `aobserve` and `observe_user` are no-ops under the
+        current policy (no ``sources``, no rule reading ``run.*`` or ``tainted_by``, and
+        no bundle whose tenants could have them): an adapter may then skip all the work
+        of preparing an observation (reading a tool's output or the person's input).
+        Read it again for every call: it follows `reload` (one attribute read)."""
+        return self._bundle is not None or _records_runs(self._policy)
+
+    @property
     def run_store(self) -> RunStore:
         """The run store (opened on first use; raises ``RunStoreUnavailable``)."""
         return self._runs.store
@@ -425,7 +441,7 @@ class Veto:
             other.observe(call, output, effect=effect)
             return
         policy = self._policy
-        if not (policy.uses_runs or policy.sources):
+        if not _records_runs(policy):
             return
         self._runs.observe(
             self._policy, call, output, tenant=self._tenant_of(call),
@@ -434,8 +450,7 @@ class Veto:
 
     async def aobserve(self, call: ToolCall, output: Any, *, effect: Effect = _ALLOW) -> None:
         """`observe` for async code (the store write runs in a worker thread)."""
-        policy = self._policy
-        if self._bundle is None and not (policy.uses_runs or policy.sources):
+        if not self.observes_runs:
             return  # nothing to record: no thread hop either
         import asyncio
 

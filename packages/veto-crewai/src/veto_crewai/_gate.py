@@ -105,7 +105,7 @@ def observe(veto: Veto, verdict: Verdict, output: Any) -> str | None:
     to no run), else the text the model gets instead of the output."""
     if verdict.call is None:
         return _unobservable(verdict)
-    if _outside_runs(verdict):
+    if _outside_runs(verdict) or not veto.observes_runs:
         return None
     return _shared.observe_output(veto, verdict.call, output, effect=_effect(verdict))
 
@@ -114,6 +114,6 @@ async def aobserve(veto: Veto, verdict: Verdict, output: Any) -> str | None:
     """:func:`observe` for async code paths."""
     if verdict.call is None:
         return _unobservable(verdict)
-    if _outside_runs(verdict):
+    if _outside_runs(verdict) or not veto.observes_runs:
         return None
     return await _shared.aobserve_output(veto, verdict.call, output, effect=_effect(verdict))

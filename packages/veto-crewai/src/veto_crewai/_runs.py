@@ -93,6 +93,8 @@ def observe_kickoff_inputs(veto: Veto, call: ToolCall) -> str | None:
     """Record the current kickoff's inputs in ``call``'s run as ``"@user"`` unless done
     already (see the module docstring). Returns None, or the reason they could not be
     recorded (the caller refuses the call)."""
+    if not veto.observes_runs:  # the policy keeps no run history: nothing to record
+        return None
     execution = get_execution_uuid()
     run_id = call.run_id
     if not execution or not run_id:

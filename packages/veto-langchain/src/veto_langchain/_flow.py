@@ -17,15 +17,17 @@ from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage, conv
 from langgraph.types import Command
 
 from veto_core import Effect, Principal, ToolCall, Veto
-from veto_core.adapters import Verdict, observe_user_input
+from veto_core.adapters import Verdict, aobserve_output, observe_output, observe_user_input
 
 from ._calls import CallDefaults, ToolNames, VetoContext, run_of
 from ._nested import in_decided_call
 
 __all__ = [
+    "aobserve_result",
     "effect_of",
     "human_messages",
     "input_unreadable",
+    "observe_result",
     "observe_run_input",
     "observe_user_messages",
     "output_of",
@@ -52,6 +54,23 @@ def output_of(result: Any) -> Any:
                 return tool_messages
         return update
     return result
+
+
+def observe_result(veto: Veto, call: ToolCall, result: Any, verdict: Verdict) -> str | None:
+    """Record what the model sees of the result of ``call``, which ran (``verdict``),
+    in its run: None when recorded (or when the policy keeps no run history, which
+    `Veto.observe` would not record: then nothing is prepared), else the refusal text
+    the model gets instead (``observe_output``)."""
+    if not veto.observes_runs:
+        return None
+    return observe_output(veto, call, output_of(result), effect=effect_of(verdict))
+
+
+async def aobserve_result(veto: Veto, call: ToolCall, result: Any, verdict: Verdict) -> str | None:
+    """:func:`observe_result` for async code paths."""
+    if not veto.observes_runs:
+        return None
+    return await aobserve_output(veto, call, output_of(result), effect=effect_of(verdict))
 
 
 def human_messages(value: Any) -> list[HumanMessage]:
@@ -83,6 +102,8 @@ def observe_user_messages(
     """Record each message's text as ``"@user"`` in ``call``'s run (same principal, env,
     tenant). None when all are recorded, else why not (the first failure): no tool call
     of the run may then run (fail closed)."""
+    if not veto.observes_runs:
+        return None  # the policy keeps no run history: nothing to record
     for message in messages:
         reason = observe_user_input(
             veto,
@@ -123,7 +144,7 @@ def observe_run_input(
     allow the call, and a run store that is down blocks every flow-rule decision and
     withholds every output; refuse to start the run if you prefer to stop earlier.
     """
-    if in_decided_call():
+    if in_decided_call() or not veto.observes_runs:
         return None
     base = VetoContext(principal=principal, env=env, tenant=tenant, run_id=run_id)
     call = run_of(CallDefaults(base=base, tool_names=tool_names or ToolNames()), config)

@@ -43,7 +43,6 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import ensure_config
 
 from veto_core import Principal, ToolCall, Veto
-from veto_core.adapters import observe_output
 
 from . import _flow, _gate
 from ._args import received_args, tool_on_stack
@@ -197,9 +196,7 @@ class VetoCallbackHandler(BaseCallbackHandler):
             return None
         call, verdict, inside = ran
         leave_call(inside)
-        withheld = observe_output(
-            self.veto, call, _flow.output_of(output), effect=_flow.effect_of(verdict)
-        )
+        withheld = _flow.observe_result(self.veto, call, output, verdict)
         if withheld is not None:
             raise ToolCallDenied(
                 withheld,
@@ -225,8 +222,8 @@ class VetoCallbackHandler(BaseCallbackHandler):
             return None
         with self._lock:
             inputs = self._inputs.pop(root, None)
-        if inputs is None:
-            return None
+        if inputs is None or not self.veto.observes_runs:
+            return None  # nothing to record: the policy keeps no run history
         try:
             why = _flow.observe_user_messages(self.veto, _flow.human_messages(inputs), call)
         except Exception as exc:

@@ -16,7 +16,6 @@ from langgraph.config import get_config
 from langgraph.types import Command, interrupt
 
 from veto_core import Effect, Principal, ToolCall, Veto
-from veto_core.adapters import aobserve_output, observe_output
 
 from . import _flow, _gate
 from ._args import received_args
@@ -131,6 +130,8 @@ class VetoMiddleware(AgentMiddleware):
 
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         run, update = self._start(state, runtime)
+        if not self.veto.observes_runs:  # nothing to record: no thread hop
+            return self._record_input(state, run, update)
         return await asyncio.to_thread(self._record_input, state, run, update)
 
     def wrap_tool_call(
@@ -165,9 +166,7 @@ class VetoMiddleware(AgentMiddleware):
                     result = handler(request)
             except ToolCallDenied as exc:  # a tool inside this one was refused
                 return self._blocked(request, _inner_refusal(exc), call)
-            withheld = observe_output(
-                self.veto, call, _flow.output_of(result), effect=_flow.effect_of(verdict)
-            )
+            withheld = _flow.observe_result(self.veto, call, result, verdict)
             return result if withheld is None else self._withheld(request, call, withheld)
         return self._blocked(request, verdict, call)
 
@@ -179,7 +178,11 @@ class VetoMiddleware(AgentMiddleware):
         call = self._call(request)
         if isinstance(call, _gate.Verdict):
             return self._blocked(request, call, None)
-        unrecorded = await asyncio.to_thread(self._input_unrecorded, request, call)
+        unrecorded = (
+            await asyncio.to_thread(self._input_unrecorded, request, call)
+            if self.veto.observes_runs  # else nothing to record: no thread hop
+            else None
+        )
         if self._interrupts(request):
             step = await asyncio.to_thread(self._before_interrupt, call)
             verdict = step if isinstance(step, _gate.Verdict) else None
@@ -205,9 +208,7 @@ class VetoMiddleware(AgentMiddleware):
                     result = await handler(request)
             except ToolCallDenied as exc:  # a tool inside this one was refused
                 return self._blocked(request, _inner_refusal(exc), call)
-            withheld = await aobserve_output(
-                self.veto, call, _flow.output_of(result), effect=_flow.effect_of(verdict)
-            )
+            withheld = await _flow.aobserve_result(self.veto, call, result, verdict)
             return result if withheld is None else self._withheld(request, call, withheld)
         return self._blocked(request, verdict, call)
 
@@ -231,6 +232,8 @@ class VetoMiddleware(AgentMiddleware):
     ) -> dict[str, Any] | None:
         """Record the human messages not yet observed; mark them seen only when recorded
         (if not, each tool call tries again and does not run while it fails)."""
+        if not self.veto.observes_runs:  # nothing to record (a flow policy loaded
+            return update or None  # later records the messages then)
         try:
             pending = self._unobserved(state)
         except Exception:  # unreadable messages: each tool call reports it
@@ -243,6 +246,8 @@ class VetoMiddleware(AgentMiddleware):
         """Why the run's human input is not in its history, if it is not (``before_agent``
         could not record it, and recording it again now failed too): the call is decided
         and recorded as usual, but does not run."""
+        if not self.veto.observes_runs:
+            return None  # the policy keeps no run history: nothing to record
         state = getattr(request, "state", None)
         try:
             pending = self._unobserved(state) if isinstance(state, Mapping) else None

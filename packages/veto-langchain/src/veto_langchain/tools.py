@@ -15,7 +15,6 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, PrivateAttr
 
 from veto_core import Principal, ToolCall, Veto
-from veto_core.adapters import aobserve_output, observe_output
 
 from . import _flow, _gate
 from ._args import received_args
@@ -127,9 +126,7 @@ class GuardedTool(BaseTool):
             if self._on_deny == "message" and tool_call_id:
                 return self._blocked(_inner_refusal(exc), call, tool_call_id)
             raise
-        withheld = observe_output(
-            self._veto, call, _flow.output_of(output), effect=_flow.effect_of(verdict)
-        )
+        withheld = _flow.observe_result(self._veto, call, output, verdict)
         if withheld is None:
             return output
         return self._blocked(_gate.withheld(call, withheld), call, tool_call_id)
@@ -149,9 +146,7 @@ class GuardedTool(BaseTool):
             if self._on_deny == "message" and tool_call_id:
                 return self._blocked(_inner_refusal(exc), call, tool_call_id)
             raise
-        withheld = await aobserve_output(
-            self._veto, call, _flow.output_of(output), effect=_flow.effect_of(verdict)
-        )
+        withheld = await _flow.aobserve_result(self._veto, call, output, verdict)
         if withheld is None:
             return output
         return self._blocked(_gate.withheld(call, withheld), call, tool_call_id)

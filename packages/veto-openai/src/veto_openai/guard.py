@@ -114,6 +114,7 @@ HostedPolicy = Literal["decide", "keep", "drop"]
 _NeedsApproval = bool | Callable[[RunContextWrapper[Any], dict[str, Any], str], Awaitable[bool]]
 _Invoker = Callable[[ToolContext[Any], str], Awaitable[Any]]
 _COPIES_MAX = 4096
+_CALLS_MAX = 256  # calls in flight between a guardrail and its body gate
 
 
 class VetoGuard:
@@ -181,6 +182,8 @@ class VetoGuard:
         self._copies: dict[tuple[int, str | None, bool], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
         self._principals: dict[tuple[Principal, str | None, tuple[str, ...]], Principal] = {}
+        # Calls built from JSON text, so the body gate reuses the guardrail's (see build_call).
+        self._calls: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._input_guardrail: VetoInputGuardrail | None = None
 
     # --- building the call ------------------------------------------------------------
@@ -225,7 +228,56 @@ class VetoGuard:
     ) -> ToolCall:
         """The Veto ``ToolCall`` for one SDK tool call. Raises on malformed input,
         and on arguments ``schema`` does not accept (callers fail closed).
-        ``run_context`` is the user's context object."""
+        ``run_context`` is the user's context object.
+
+        The SDK shows one call with the same JSON text to the guardrail and to the body
+        gate: the call built for it is reused while everything it was built from is the
+        same (the same run context object carrying the same ``VetoContext``, this guard's
+        settings unchanged; not with a ``run_id``/``roles`` function or a per-run
+        ``context``, which may change in place). Equal to `_build_call`'s, always."""
+        if not isinstance(args, str) or not args or callable(self.run_id) or callable(self.roles):
+            return self._build_call(
+                tool, args, tool_call_id=tool_call_id, run_context=run_context,
+                agent_name=agent_name, schema=schema,
+            )  # fmt: skip
+        over = VetoContext.from_run_context(run_context)
+        if over is not None and over.context:
+            return self._build_call(
+                tool, args, tool_call_id=tool_call_id, run_context=run_context,
+                agent_name=agent_name, schema=schema,
+            )  # fmt: skip
+        key = (tool, args, tool_call_id, agent_name, id(run_context), id(schema))
+        settings = (self.principal, self.env, self.tenant, self.context)
+        hit = self._calls.get(key)
+        if (
+            hit is not None
+            and hit[0] is run_context
+            and hit[1] is schema
+            and hit[2] is over
+            and all(a is b for a, b in zip(hit[3], settings, strict=True))
+        ):
+            call: ToolCall = hit[4]
+            return call
+        call = self._build_call(
+            tool, args, tool_call_id=tool_call_id, run_context=run_context,
+            agent_name=agent_name, schema=schema,
+        )  # fmt: skip
+        if len(self._calls) >= _CALLS_MAX:
+            self._calls.clear()
+        self._calls[key] = (run_context, schema, over, settings, call)
+        return call
+
+    def _build_call(
+        self,
+        tool: str,
+        args: Any,
+        *,
+        tool_call_id: str | None,
+        run_context: Any,
+        agent_name: str | None,
+        schema: ArgumentSchema | None = None,
+    ) -> ToolCall:
+        """`build_call` without reuse (the reference it is tested against)."""
         if not isinstance(tool, str) or not tool:
             raise ValueError(f"tool name is missing or not a string: {tool!r}")
         parsed = parse_arguments(args)
@@ -284,6 +336,8 @@ class VetoGuard:
         a run inside a guarded tool gets its input from a model); else why not."""
         if _SCOPE.get() is not None:
             return None  # Agent.as_tool / a run in a tool body: the input is model text
+        if not self.veto.observes_runs:
+            return None  # the policy keeps no run history: nothing to record
         who = self.identity(run_context, agent_name)
         try:
             text = user_text(input)
@@ -555,6 +609,11 @@ def _make_input_guardrail(guard: VetoGuard) -> VetoInputGuardrail:
     async def veto_run_input(
         context: RunContextWrapper[Any], agent: Agent[Any], input: Any
     ) -> GuardrailFunctionOutput:
+        if not guard.veto.observes_runs:  # nothing would be recorded: no thread hop
+            return GuardrailFunctionOutput(
+                output_info={"veto": {"outcome": "not recorded", "reason": None}},
+                tripwire_triggered=False,
+            )
         try:
             why = await asyncio.to_thread(
                 guard.observe_input, context.context, getattr(agent, "name", None), input
@@ -707,7 +766,10 @@ def _make_body_gate(
         finally:
             _SCOPE.reset(token)
         # The body ran: record its output in the run (DESIGN 2.7) before the model sees
-        # it; an output that could not be recorded is withheld (fail closed).
+        # it; an output that could not be recorded is withheld (fail closed). A policy
+        # with no flow rules records nothing: nothing to prepare.
+        if not guard.veto.observes_runs:
+            return output
         effect = Effect.REQUIRE_APPROVAL if verdict.outcome == "approved" else Effect.ALLOW
         if guard.approvals == "wait":
             withheld = await aobserve_output(guard.veto, call, output, effect=effect)
