@@ -421,17 +421,22 @@ class Relay:
         return result
 
 
+#: ``sdk``: serve stdio through the SDK's transports even where raw lines would do.
+_TRANSPORT_ENV = "VETO_MCP_STDIO_TRANSPORT"
+
+
 async def serve_stdio(proxy: McpProxy) -> None:
     """Serve one MCP client on stdin/stdout, relayed to the upstream of ``proxy``.
 
     Over pipes to an upstream command, messages are :class:`~veto_core.mcp.wire.Wire`
     lines moved in the event loop (one JSON parse each, forwarded byte for byte);
-    otherwise (a terminal, an HTTP upstream) through the SDK's transports."""
+    otherwise (a terminal, an HTTP upstream), or with ``VETO_MCP_STDIO_TRANSPORT=sdk``
+    (the reference, for comparison), through the SDK's transports."""
     from .pipes import pipe_stdio
 
     s = proxy.settings
     with pipe_stdio() as pipes:
-        if pipes is not None and s.command:
+        if pipes is not None and s.command and os.environ.get(_TRANSPORT_ENV) != "sdk":
             from . import wire
 
             reader, writer = pipes
