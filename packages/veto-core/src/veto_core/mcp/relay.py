@@ -19,8 +19,12 @@ moves the SDK's ``SessionMessage`` objects between the two, unchanged, except:
 * an upstream that crashes, closes, or sends a malformed message fails every
   ``tools/call`` in flight, and every later one, as an ``isError`` result.
 
-No request is re-served through an SDK ``Server`` and ``ClientSession``: a call
-costs one parse and one serialization of each message, on each side.
+No request is re-served through an SDK ``Server`` and ``ClientSession``. Over pipes
+to an upstream command (:func:`serve_stdio`) the items are not even SDK models but
+:class:`~veto_core.mcp.wire.Wire` lines: one JSON parse per message, forwarded byte
+for byte; with the SDK's transports (HTTP upstream, a terminal, or
+``VETO_MCP_STDIO_TRANSPORT=sdk``) each message is parsed and serialized once on each
+side.
 """
 
 from __future__ import annotations
