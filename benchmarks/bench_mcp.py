@@ -1,6 +1,7 @@
 """MCP proxy benchmark: the latency ``veto mcp proxy`` adds to one ``tools/call``.
 
-    uv run python benchmarks/bench_mcp.py [--calls 300] [--warmup 30]
+    uv run python benchmarks/bench_mcp.py [--calls 300] [--warmup 30] [--rounds 1]
+        [--durability fsync|os] [--sdk-transport]
 
 A real MCP client session (official SDK, stdio) calls a trivial tool of a real MCP
 server, first directly, then through ``veto mcp proxy`` (stdio in, stdio out, the
@@ -11,6 +12,15 @@ report can say what the proxy adds *beyond* the durable record:
 
     added p50            = proxied p50 - direct p50
     beyond the record    = added p50 - authorize p50
+
+``McpGate.check`` (the proxy's whole decision: schema check + ``authorize``, on the
+loop's thread as in the stdio proxy) is timed in-process too. ``--durability os``
+runs the proxy and the in-process timings with ``VETO_AUDIT_DURABILITY=os`` (the
+record's commit without fsync), which shows the proxy's own work with the record's
+share made small. ``--sdk-transport`` also times the proxy on the SDK's stdio
+transports (``VETO_MCP_STDIO_TRANSPORT=sdk``: the reference relay of SDK models).
+``--rounds N`` alternates the paths N times (pooled samples) so that a change in
+the machine's load hits all of them alike.
 
 The upstream is this file run with ``--serve`` (the SDK's FastMCP/MCPServer).
 """
@@ -76,11 +86,14 @@ def _children_cpu() -> dict[int, float]:
         except OSError:
             continue
         if int(fields[1]) == os.getpid():  # ppid
+            USER[int(entry.name)] = int(fields[11]) / tick
             out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
 CPU: dict[str, float] = {}  # label -> CPU seconds per call of the spawned process
+USER: dict[int, float] = {}  # pid -> user-mode CPU seconds (of the last reading)
+USER_CPU: dict[str, float] = {}  # label -> user-mode CPU seconds per call
 
 
 async def timed_calls(
@@ -95,9 +108,11 @@ async def timed_calls(
             await session.initialize()
             await session.list_tools()
             before: dict[int, float] = {}
+            user: dict[int, float] = {}
             for i in range(warmup + calls):
                 if i == warmup:
                     before = _children_cpu()
+                    user = dict(USER)
                 t0 = time.perf_counter()
                 result = await session.call_tool("ping", {"text": f"hello {i}"})
                 elapsed = time.perf_counter() - t0
@@ -108,6 +123,7 @@ async def timed_calls(
             after = _children_cpu()
             spent = sum(after[p] - before[p] for p in after if p in before)
             CPU[label] = spent / calls
+            USER_CPU[label] = sum(USER[p] - user[p] for p in USER if p in user) / calls
     return out
 
 
@@ -132,11 +148,12 @@ def authorize_times(db: str, calls: int, warmup: int) -> list[float]:
 
 def gate_times(db: str, calls: int, warmup: int) -> list[float]:
     """The proxy's own decision path in-process: ``McpGate.check`` (schema check, then
-    ``Veto.authorize`` in a worker thread), without any MCP transport."""
+    ``Veto.authorize`` on the loop's thread, as the stdio proxy runs it), without any
+    MCP transport."""
     from veto_core.mcp.gate import Caller, McpGate, ToolCatalog
 
     veto = Veto.from_yaml(POLICY, db=db, tenant="acme")
-    gate = McpGate(veto, "bench")
+    gate = McpGate(veto, "bench", single_client=True)  # as `veto mcp proxy` over stdio
     schema = {"properties": {"text": {"type": "string"}}, "required": ["text"], "type": "object"}
     catalog = ToolCatalog.build("bench", [{"name": "ping", "inputSchema": schema}])
     caller = Caller(principal=Principal(agent="bench", user="u"))
@@ -166,51 +183,78 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=1, help="alternate the paths N times")
+    parser.add_argument("--durability", choices=("fsync", "os"), default="fsync")
+    parser.add_argument("--sdk-transport", action="store_true",
+                        help="also time the proxy on the SDK's stdio transports")  # fmt: skip
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
         return
+    os.environ["VETO_AUDIT_DURABILITY"] = args.durability  # the proxy and in-process timings
+    load0 = os.getloadavg()
     env = dict(os.environ)
     upstream = [sys.executable, os.path.abspath(__file__), "--serve"]
+    variants: list[tuple[str, dict[str, str]]] = [("proxy", {})]
+    if args.sdk_transport:
+        variants.append(("proxy-sdk", {"VETO_MCP_STDIO_TRANSPORT": "sdk"}))
+    times: dict[str, list[float]] = {"direct": []}
+    cpu: dict[str, list[tuple[float, float]]] = {"direct": []}
     with tempfile.TemporaryDirectory() as tmp:
         policy = Path(tmp) / "policy.yaml"
         policy.write_text(POLICY)
-        db = f"sqlite:///{Path(tmp) / 'veto.db'}"
-        direct = anyio.run(
-            timed_calls, StdioServerParameters(command=upstream[0], args=upstream[1:], env=env),
-            args.calls, args.warmup, "direct",
-        )  # fmt: skip
-        proxy_args = ["mcp", "proxy", str(policy), "--name", "bench", "--db", db,
-                      "--tenant", "acme", "--", *upstream]  # fmt: skip
-        proxied = anyio.run(
-            timed_calls, StdioServerParameters(command=VETO, args=proxy_args, env=env),
-            args.calls, args.warmup, "proxy",
-        )  # fmt: skip
+        for r in range(args.rounds):
+            times["direct"] += anyio.run(
+                timed_calls, StdioServerParameters(command=upstream[0], args=upstream[1:], env=env),
+                args.calls, args.warmup, "direct",
+            )  # fmt: skip
+            cpu["direct"].append((CPU["direct"], USER_CPU["direct"]))
+            for label, extra in variants:
+                db = f"sqlite:///{Path(tmp) / f'veto-{label}-{r}.db'}"
+                proxy_args = ["mcp", "proxy", str(policy), "--name", "bench", "--db", db,
+                              "--tenant", "acme", "--", *upstream]  # fmt: skip
+                params = StdioServerParameters(command=VETO, args=proxy_args, env={**env, **extra})
+                times.setdefault(label, []).extend(
+                    anyio.run(timed_calls, params, args.calls, args.warmup, label)
+                )
+                cpu.setdefault(label, []).append((CPU[label], USER_CPU[label]))
         record = authorize_times(f"sqlite:///{Path(tmp) / 'authorize.db'}", args.calls, args.warmup)
         gated = gate_times(f"sqlite:///{Path(tmp) / 'gate.db'}", args.calls, args.warmup)
-    rows = [("direct", direct), ("through veto mcp proxy", proxied),
-            ("Veto.authorize alone (decision + durable record)", record),
-            ("McpGate.check in-process (schema + authorize)", gated)]  # fmt: skip
-    print(f"{args.calls} sequential tools/call, stdio, mcp {__import__('mcp').__name__} "
-          f"{__import__('importlib.metadata').metadata.version('mcp')}, CPython {sys.version.split()[0]}")  # fmt: skip
+    names = {"direct": "direct", "proxy": "through veto mcp proxy",
+             "proxy-sdk": "through veto mcp proxy, SDK transports (reference)"}  # fmt: skip
+    rows = [(names[k], v) for k, v in times.items()]
+    rows += [("Veto.authorize alone (decision + durable record)", record),
+             ("McpGate.check in-process (schema + authorize)", gated)]  # fmt: skip
+    print(f"{args.rounds} x {args.calls} sequential tools/call, stdio, "
+          f"mcp {__import__('importlib.metadata').metadata.version('mcp')}, "
+          f"CPython {sys.version.split()[0]}, audit durability {args.durability}")  # fmt: skip
     print(f"{'path':52} {'p50 µs':>9} {'p99 µs':>9} {'mean µs':>9}")
     for name, values in rows:
         print(f"{name:52} {pct(values, 0.5):9.0f} {pct(values, 0.99):9.0f} "
               f"{statistics.fmean(values) * 1e6:9.0f}")  # fmt: skip
-    added50 = pct(proxied, 0.5) - pct(direct, 0.5)
-    added99 = pct(proxied, 0.99) - pct(direct, 0.99)
-    beyond = added50 - pct(record, 0.5)
-    print(
-        f"added by the proxy: p50 {added50:.0f} µs, p99 {added99:.0f} µs; "
-        f"beyond the durable record: p50 {beyond:.0f} µs (target <= 1000)"
-    )
+    direct = times["direct"]
+    for label, _ in variants:
+        proxied = times[label]
+        added50 = pct(proxied, 0.5) - pct(direct, 0.5)
+        added99 = pct(proxied, 0.99) - pct(direct, 0.99)
+        print(
+            f"{names[label]}: added p50 {added50:.0f} µs, p99 {added99:.0f} µs; beyond the "
+            f"durable record (authorize p50): p50 {added50 - pct(record, 0.5):.0f} µs "
+            f"(target <= 1000); beyond McpGate.check p50: {added50 - pct(gated, 0.5):.0f} µs"
+        )
     # On a shared, loaded machine wall times mostly measure waiting for a core; the
     # CPU the proxy process burns per call is what it adds on an idle one.
+    per_call = ", ".join(
+        f"{k} {statistics.fmean(c for c, _ in v) * 1e6:.0f} µs "
+        f"({statistics.fmean(u for _, u in v) * 1e6:.0f} user)"
+        for k, v in cpu.items()
+    )
+    load1 = os.getloadavg()
     print(
-        f"CPU per call of the spawned process: direct server {CPU['direct'] * 1e6:.0f} µs; "
-        f"proxy process (its own work, the upstream is its child) {CPU['proxy'] * 1e6:.0f} µs; "
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        f"CPU per call of the spawned process (the proxy's own; the upstream is its "
+        f"child): {per_call}; load average {load0[0]:.2f} {load0[1]:.2f} -> "
+        f"{load1[0]:.2f} {load1[1]:.2f} on {os.cpu_count()} cores"
     )
 
 

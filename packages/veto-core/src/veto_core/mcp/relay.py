@@ -19,16 +19,25 @@ moves the SDK's ``SessionMessage`` objects between the two, unchanged, except:
 * an upstream that crashes, closes, or sends a malformed message fails every
   ``tools/call`` in flight, and every later one, as an ``isError`` result.
 
-No request is re-served through an SDK ``Server`` and ``ClientSession``: a call
-costs one parse and one serialization of each message, on each side.
+No request is re-served through an SDK ``Server`` and ``ClientSession``. Over pipes
+to an upstream command (:func:`serve_stdio`) the items are not even SDK models but
+:class:`~veto_core.mcp.wire.Wire` lines: one JSON parse per message, forwarded byte
+for byte; with the SDK's transports (HTTP upstream, a terminal, or
+``VETO_MCP_STDIO_TRANSPORT=sdk``) each message is parsed and serialized once on each
+side.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import os
+import signal
+import subprocess
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -84,23 +93,22 @@ class _Reply:
         self.event.set()
 
 
-def _error(rid: Any, code: int, text: str) -> Any:
-    return sdk.session_message(
-        {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": text}}
-    )
-
-
-def _result(rid: Any, result: Mapping[str, Any]) -> Any:
-    return sdk.session_message({"jsonrpc": "2.0", "id": rid, "result": dict(result)})
-
-
 class Relay:
     """One client session relayed to one upstream connection (see the module doc)."""
 
     def __init__(
-        self, proxy: McpProxy, down: tuple[Any, Any], up: tuple[Any, Any], caller: Caller
+        self,
+        proxy: McpProxy,
+        down: tuple[Any, Any],
+        up: tuple[Any, Any],
+        caller: Caller,
+        *,
+        make: Callable[[Mapping[str, Any]], Any] = sdk.session_message,
     ) -> None:
         self.proxy = proxy
+        #: A transport item for a wire-form dict the proxy sends itself: the SDK's
+        #: ``SessionMessage``, or a :class:`~veto_core.mcp.wire.Wire` on raw pipes.
+        self.make = make
         self.gate = proxy.gate
         self.down_read, self.down_write = down
         self.up_read, self.up_write = up
@@ -112,6 +120,12 @@ class Relay:
         self._own_prefix = f"veto-{uuid.uuid4().hex}-"
         self._listed = anyio.Event()
         self._tg: Any = None
+
+    def _error(self, rid: Any, code: int, text: str) -> Any:
+        return self.make({"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": text}})
+
+    def _result(self, rid: Any, result: Mapping[str, Any]) -> Any:
+        return self.make({"jsonrpc": "2.0", "id": rid, "result": dict(result)})
 
     async def run(self) -> None:
         """Relay until the client closes its side; then cancel what still waits
@@ -144,10 +158,10 @@ class Relay:
                     await self._send_up(item)
                 except UpstreamGone as exc:
                     self._passing.pop(rid, None)
-                    await self._to_client(_error(rid, INTERNAL_ERROR, str(exc)))
+                    await self._to_client(self._error(rid, INTERNAL_ERROR, str(exc)))
             else:
                 await self._to_client(
-                    _error(
+                    self._error(
                         rid,
                         METHOD_NOT_FOUND,
                         f"Method not found: {method} (veto mcp proxy serves tools only)",
@@ -194,17 +208,17 @@ class Relay:
         try:
             name, arguments = sdk.call_params(msg.params)
         except Exception as exc:
-            return _error(rid, INVALID_PARAMS, f"invalid tools/call params: {exc}")
+            return self._error(rid, INVALID_PARAMS, f"invalid tools/call params: {exc}")
         tool = mcp_tool_name(self.gate.server, str(name))
         proxy = self.proxy
         if proxy.upstream_error is not None:
-            return _result(rid, sdk.error_payload(proxy.unavailable(tool)))
+            return self._result(rid, sdk.error_payload(proxy.unavailable(tool)))
         with anyio.move_on_after(_LIST_TIMEOUT_S):
             await self._listed.wait()
         progress = self._progress(msg)
         verdict = await self.gate.check(proxy.catalog, name, arguments, self.caller, progress)
         if not verdict.run:
-            return _result(rid, sdk.error_payload(verdict.reason, verdict.info()))
+            return self._result(rid, sdk.error_payload(verdict.reason, verdict.info()))
         label = getattr(verdict.call, "tool", tool)
         reply = _Reply()
         self._waiting[rid] = reply
@@ -212,7 +226,7 @@ class Relay:
             try:
                 await self._send_up(item)
             except UpstreamGone as exc:
-                return _result(rid, sdk.error_payload(proxy.failed(label, str(exc))))
+                return self._result(rid, sdk.error_payload(proxy.failed(label, str(exc))))
             forwarded[0] = True
             timeout = proxy.settings.call_timeout_s
             with anyio.move_on_after(timeout) as waited:
@@ -228,7 +242,7 @@ class Relay:
         finally:
             self._waiting.pop(rid, None)
         if reply.item is None:
-            return _result(rid, sdk.error_payload(proxy.failed(label, reply.why or "")))
+            return self._result(rid, sdk.error_payload(proxy.failed(label, reply.why or "")))
         return await self.returned(rid, verdict, reply.item)
 
     async def returned(self, rid: Any, verdict: Verdict, item: Any) -> Any:
@@ -241,7 +255,7 @@ class Relay:
             return item
         withheld = await self.gate.observe(verdict, dict(result))
         if withheld is not None:
-            return _result(rid, sdk.error_payload(withheld, verdict.info()))
+            return self._result(rid, sdk.error_payload(withheld, verdict.info()))
         return item
 
     def _progress(self, msg: Any) -> Any:
@@ -255,9 +269,7 @@ class Relay:
             if total is not None:
                 params["total"] = total
             await self._to_client(
-                sdk.session_message(
-                    {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
-                )
+                self.make({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
             )
 
         return progress
@@ -265,9 +277,7 @@ class Relay:
     async def _cancel_upstream(self, rid: Any, reason: str) -> None:
         note = {"requestId": rid, "reason": reason}
         await self._send_up_quietly(
-            sdk.session_message(
-                {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": note}
-            )
+            self.make({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": note})
         )
 
     # --- the upstream's side ------------------------------------------------------------
@@ -318,7 +328,7 @@ class Relay:
                 for rid in list(self._passing):
                     self._passing.pop(rid, None)
                     await self._to_client(
-                        _error(
+                        self._error(
                             rid,
                             INTERNAL_ERROR,
                             f"the upstream MCP server is unavailable: {self.proxy.upstream_error}",
@@ -340,9 +350,9 @@ class Relay:
                 # Serve tools only: what else the upstream offers is not governed.
                 caps = result.get("capabilities") or {}
                 tools_cap = caps.get("tools") if isinstance(caps, Mapping) else None
-                item = _result(rid, {**result, "capabilities": {"tools": tools_cap or {}}})
+                item = self._result(rid, {**result, "capabilities": {"tools": tools_cap or {}}})
             elif method == "tools/list" and self.proxy.settings.hide_denied:
-                item = _result(rid, await self._visible(result))
+                item = self._result(rid, await self._visible(result))
         await self._to_client(item)
 
     async def _visible(self, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -353,9 +363,11 @@ class Relay:
 
     async def _upstream_request(self, method: str, rid: Any) -> None:
         if method == "ping":
-            answer = _result(rid, {})
+            answer = self._result(rid, {})
         else:  # sampling, elicitation, roots: what the SDK's client refuses too
-            answer = _error(rid, METHOD_NOT_FOUND, f"{method} is not supported by veto mcp proxy")
+            answer = self._error(
+                rid, METHOD_NOT_FOUND, f"{method} is not supported by veto mcp proxy"
+            )
         await self._send_up_quietly(answer)
 
     def _upstream_lost(self, why: str) -> None:
@@ -398,9 +410,7 @@ class Relay:
         self._waiting[rid] = reply
         try:
             await self._send_up(
-                sdk.session_message(
-                    {"jsonrpc": "2.0", "id": rid, "method": method, "params": dict(params)}
-                )
+                self.make({"jsonrpc": "2.0", "id": rid, "method": method, "params": dict(params)})
             )
             with anyio.fail_after(_LIST_TIMEOUT_S):
                 await reply.event.wait()
@@ -415,15 +425,84 @@ class Relay:
         return result
 
 
-async def serve_stdio(proxy: McpProxy) -> None:
-    """Serve one MCP client on stdin/stdout, relayed to the upstream of ``proxy``."""
-    from mcp.server.stdio import stdio_server
+#: ``sdk``: serve stdio through the SDK's transports even where raw lines would do.
+_TRANSPORT_ENV = "VETO_MCP_STDIO_TRANSPORT"
 
+
+async def serve_stdio(proxy: McpProxy) -> None:
+    """Serve one MCP client on stdin/stdout, relayed to the upstream of ``proxy``.
+
+    Over pipes to an upstream command, messages are :class:`~veto_core.mcp.wire.Wire`
+    lines moved in the event loop (one JSON parse each, forwarded byte for byte);
+    otherwise (a terminal, an HTTP upstream), or with ``VETO_MCP_STDIO_TRANSPORT=sdk``
+    (the reference, for comparison), through the SDK's transports."""
     from .pipes import pipe_stdio
 
     s = proxy.settings
-    async with sdk.open_transport(command=s.command or None, url=s.url, headers=s.headers) as up:
-        with pipe_stdio() as pipes:
+    with pipe_stdio() as pipes:
+        if pipes is not None and s.command and os.environ.get(_TRANSPORT_ENV) != "sdk":
+            from . import wire
+
+            reader, writer = pipes
+            async with upstream_process(s.command) as up:
+                down = (wire.LineReader(reader.fd), wire.LineWriter(writer.fd))
+                await Relay(proxy, down, up, proxy.caller(None), make=wire.encode).run()
+            return
+        from mcp.server.stdio import stdio_server
+
+        async with sdk.open_transport(
+            command=s.command or None, url=s.url, headers=s.headers
+        ) as up:
             streams: tuple[Any, Any] = pipes or (None, None)
             async with stdio_server(*streams) as down:
                 await Relay(proxy, down, up, proxy.caller(None)).run()
+
+
+#: After its stdin closes, how long the upstream has to exit before SIGTERM, and
+#: then before SIGKILL (the SDK's stdio client waits as long).
+_EXIT_GRACE_S = 2.0
+
+
+@asynccontextmanager
+async def upstream_process(command: Sequence[str]) -> AsyncIterator[tuple[Any, Any]]:
+    """The upstream server as a child process (its own session, so its whole process
+    group can be ended; the environment without Veto's secrets; stderr shared with
+    the proxy's): ``(reader, writer)`` of :mod:`~veto_core.mcp.wire` lines on its
+    stdout and stdin. On exit its stdin is closed, then it is given
+    ``_EXIT_GRACE_S`` to exit before SIGTERM, and as long again before SIGKILL
+    (the SDK's stdio client's shutdown)."""
+    from . import wire
+
+    proc = subprocess.Popen(
+        list(command),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=sdk.upstream_env(),
+        start_new_session=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+    writer = wire.LineWriter(stdin.fileno())
+    try:
+        os.set_blocking(stdin.fileno(), False)
+        os.set_blocking(stdout.fileno(), False)
+        yield wire.LineReader(stdout.fileno()), writer
+    finally:
+        writer.close()
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(OSError):
+                stdin.close()
+            await _reap(proc)
+            stdout.close()
+
+
+async def _reap(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        if sig is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, sig)
+        deadline = anyio.current_time() + _EXIT_GRACE_S
+        while proc.poll() is None and anyio.current_time() < deadline:
+            await anyio.sleep(0.02)
+        if proc.returncode is not None:
+            return
