@@ -11,7 +11,8 @@ occurs inside the normalized text of ONE observation carrying that label, compar
 without whitespace (`text.compact`: a value re-spaced between the output and the call
 is still found). Each observation's text is normalized once, when it is added
 (observe time); per label, the kept texts without whitespace are joined with NUL
-separators into one haystack (rebuilt lazily after an observation, one C-level join),
+separators into one haystack (extended lazily with new observations' text, one C-level
+join; rebuilt only after the bound dropped text),
 so a lookup is one C substring search per label, and a value without NUL never spans
 two observations.
 Answers are memoized per state and value (cleared when the state grows), the way the
@@ -28,10 +29,13 @@ never "absent" wrongly, and every "maybe" is the substring search above, so answ
 exactly those of the search (tests/core/runs/test_taint_index.py). Memory: 4-8 bytes
 per character of labelled text (about 6 MB per MiB measured), against ~17 MB per MiB
 for a set of window hashes and ~90 bytes per window for a dense index. It is built
-lazily, on the first long lookup of a haystack of 16 KiB or more, and extended with new
-observations only (about 1 ms per 10 KB at load 3 on a 2-core machine: paid by the first
-such decision after an observation); windows of text dropped by the bound stay (more
-"maybe"s) until they outnumber the kept ones, then it is rebuilt from the kept texts.
+lazily for haystacks of 16 KiB or more, and only once `_SEARCHES_BEFORE_INDEXING` long
+lookups since its last update asked for it: indexing 10 KB costs about as much as 10-30
+searches, so a run that observes between every few calls keeps searching (nothing is
+indexed per observation), and a run whose history is checked many times gets the index.
+Brought up to date, it adds new observations only; windows of text dropped by the bound
+stay (more "maybe"s) until they outnumber the kept ones, then it is rebuilt from the kept
+texts.
 
 A state is extended in place under its lock (append-only); readers see the
 ``labels``/``calls`` tuples swapped whole.
@@ -68,11 +72,12 @@ class TaintMatch:
 
 
 class _Observation:
-    __slots__ = ("event", "norm", "size")
+    __slots__ = ("event", "flat", "norm", "size")
 
     def __init__(self, event: RunEvent, norm: str, size: int) -> None:
         self.event = event
         self.norm: str | None = norm  # normalized text; None once dropped by the bound
+        self.flat: str | None = norm.replace(" ", "")  # what lookups search (no whitespace)
         self.size = size
 
 
@@ -89,6 +94,11 @@ _INDEXED_LENGTH = _K + _S - 1
 _PROBES = tuple(slice(j, j + _K) for j in range(_S))
 _MIN_INDEXED_HAY = 16384  # shorter haystacks are searched directly (as fast as probing)
 _SLOTS_PER_WINDOW = 16  # one byte each: ~1.4% of absent windows look present (2 slots)
+#: A label's index is built (or brought up to date) only after this many long lookups
+#: since its last update needed it: indexing costs about as much as 10-30 searches of
+#: the same text, so a run that observes between every few calls keeps searching, and a
+#: run that checks many values against the same history gets the index.
+_SEARCHES_BEFORE_INDEXING = 8
 _HIGH = (32).__rrshift__  # h -> h >> 32: the second slot of a window's hash
 
 
@@ -134,11 +144,14 @@ class RunState:
 
     __slots__ = (
         "_hay",
+        "_hay_from",
+        "_hay_upto",
         "_index",
         "_kept_from",
         "_lock",
         "_memo",
         "_obs",
+        "_searches",
         "_text_bytes",
         "calls",
         "fields",
@@ -150,7 +163,11 @@ class RunState:
     def __init__(self, events: Iterable[RunEvent] = ()) -> None:
         self._lock = threading.Lock()
         self._obs: list[_Observation] = []
-        self._hay: dict[str, str] | None = {}  # label -> NUL-joined kept texts; None: stale
+        #: label -> the NUL-joined texts of _obs[_hay_from:_hay_upto] carrying it
+        self._hay: dict[str, str] = {}
+        self._hay_from = 0
+        self._hay_upto = 0
+        self._searches: dict[str, int] = {}  # label -> long lookups since its index was current
         self._memo: dict[tuple[str, frozenset[str]], tuple[bool, int]] = {}
         self._index: dict[str, _Index] = {}  # label -> its sparse index (built on demand)
         self._text_bytes = 0
@@ -181,8 +198,7 @@ class RunState:
                 if event.labels and event.text:
                     self._add_text(event)
                     grew = True
-            if grew:  # readers holding the old haystacks/memo finish with a consistent view
-                self._hay = None
+            if grew:  # readers holding the old memo finish with a consistent view
                 self._memo = {}
             self.label_set = frozenset(labels)
             self.labels = tuple(sorted(labels))
@@ -200,23 +216,35 @@ class RunState:
         while self._text_bytes > MAX_TEXT_BYTES:  # drop the oldest text first
             old = self._obs[self._kept_from]
             self._kept_from += 1
-            old.norm = None
+            old.norm = old.flat = None
             self._text_bytes -= old.size
             old.size = 0
 
     def _haystacks(self) -> dict[str, str]:
-        hay = self._hay
-        if hay is None:
-            with self._lock:
-                hay = self._hay
-                if hay is None:
-                    parts: dict[str, list[str]] = {}
-                    for obs in self._obs[self._kept_from :]:
-                        if obs.norm:
-                            for label in obs.event.labels:
-                                parts.setdefault(label, []).append(obs.norm.replace(" ", ""))
-                    hay = self._hay = {label: _SEP.join(texts) for label, texts in parts.items()}
-        return hay
+        """Per label, the kept texts joined by NUL: extended with new observations only
+        (one C-level concatenation each); rebuilt from the kept texts when the bound
+        dropped some."""
+        if self._hay_upto == len(self._obs):
+            return self._hay
+        with self._lock:
+            obs = self._obs
+            if self._hay_upto != len(obs):
+                if self._hay_from != self._kept_from:  # text was dropped: start again
+                    start, hay = self._kept_from, {}
+                else:
+                    start, hay = self._hay_upto, dict(self._hay)
+                parts: dict[str, list[str]] = {}
+                for o in obs[start:]:
+                    if o.flat:
+                        for label in o.event.labels:
+                            parts.setdefault(label, []).append(o.flat)
+                for label, texts in parts.items():
+                    old = hay.get(label)
+                    hay[label] = _SEP.join(texts if old is None else [old, *texts])
+                self._hay = hay  # published before the mark that says it is current
+                self._hay_from = self._kept_from
+                self._hay_upto = len(obs)
+            return self._hay
 
     # --- reading ----------------------------------------------------------------------
 
@@ -242,9 +270,7 @@ class RunState:
             if not norm:
                 found = False
             elif _SEP in norm:  # cannot occur within one normalized text, only across two
-                found = any(
-                    norm in obs.norm.replace(" ", "") for obs in self._live(labels) if obs.norm
-                )
+                found = any(norm in obs.flat for obs in self._live(labels) if obs.flat)
             else:
                 hay = self._haystacks()
                 probes: list[int] | None = None
@@ -254,10 +280,12 @@ class RunState:
                     if stack is None:
                         continue
                     if len(norm) >= _INDEXED_LENGTH and len(stack) >= _MIN_INDEXED_HAY:
-                        if probes is None:
-                            probes = list(map(hash, map(norm.__getitem__, _PROBES)))
-                        if not self._indexed(label, stack).may_hold_any(probes):
-                            continue  # none of its windows is indexed: it does not occur
+                        index = self._current_index(label)
+                        if index is not None:
+                            if probes is None:
+                                probes = list(map(hash, map(norm.__getitem__, _PROBES)))
+                            if not index.may_hold_any(probes):
+                                continue  # none of its windows is indexed: it does not occur
                     if norm in stack:
                         found = True
                         break
@@ -266,6 +294,19 @@ class RunState:
                 memo.clear()
             memo[key] = hit
         return hit[0] and hit[1] >= min_length
+
+    def _current_index(self, label: str) -> _Index | None:
+        """The index of ``label`` if it covers every observation, else None (search):
+        brought up to date once enough lookups since its last update asked for it."""
+        index = self._index.get(label)
+        if index is not None and index.upto >= len(self._obs):
+            return index
+        waited = self._searches.get(label, 0) + 1  # a racy count only delays indexing
+        if waited < _SEARCHES_BEFORE_INDEXING:
+            self._searches[label] = waited
+            return None
+        self._searches[label] = 0
+        return self._indexed(label, self._haystacks().get(label, ""))
 
     def _indexed(self, label: str, hay: str) -> _Index:
         """The index of ``label``, covering at least the texts in ``hay`` (a haystack
@@ -282,8 +323,8 @@ class RunState:
                 index = _Index(2 * need)
                 index.upto = self._kept_from
             for o in obs[index.upto :]:
-                if o.norm and label in o.event.labels:
-                    index.add(o.norm.replace(" ", ""))
+                if o.flat and label in o.event.labels:
+                    index.add(o.flat)
             index.upto = len(obs)
             self._index[label] = index
             return index
@@ -304,7 +345,8 @@ class RunState:
                 continue
             for obs in self._live(labels):
                 assert obs.norm is not None
-                found_at = obs.norm.replace(" ", "").find(norm)
+                assert obs.flat is not None
+                found_at = obs.flat.find(norm)
                 if found_at < 0:
                     continue
                 at, stop = _spaced_span(obs.norm, found_at, len(norm))
