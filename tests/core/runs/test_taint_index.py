@@ -51,7 +51,7 @@ def always_indexed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Index every haystack, and keep little text, so drops and rebuilds happen (the
     same for every example: constants, so sharing the fixture is safe)."""
     monkeypatch.setattr(state_module, "_MIN_INDEXED_HAY", 0)
-    monkeypatch.setattr(state_module, "_SEARCHES_BEFORE_INDEXING", 1)
+    monkeypatch.setattr(state_module, "_INDEX_COST_IN_SEARCHED_CHARS", 0)
     monkeypatch.setattr(state_module, "MAX_TEXT_BYTES", 400)
 
 
@@ -179,27 +179,31 @@ def test_the_run_labels_leaf_answers_as_the_general_contains(
         assert (a.effect, a.reasons, a.errors) == (b.effect, b.reasons, b.errors)
 
 
-def test_the_index_waits_for_enough_lookups_and_follows_new_text() -> None:
+def test_the_index_waits_until_searches_paid_for_it_and_follows_new_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A run that observes between every few calls keeps searching (no index built per
-    observation); a run checked many times against the same history gets the index,
-    and an observation makes it stale until enough lookups ask again. Answers are the
-    search's throughout, and the haystack grows with each observation."""
+    observation); a history searched enough gets the index, and an observation makes it
+    stale until the searches since pay for the new text. Answers are the search's
+    throughout, and the haystack grows with each observation."""
     import random
 
+    monkeypatch.setattr(state_module, "_INDEX_COST_IN_SEARCHED_CHARS", 4)
     rng = random.Random(3)
     wanted = frozenset({"u"})
     text = "".join(rng.choices("abcdefgh0123456789", k=20000))
     state = RunState([RunEvent(seq=1, tool="t", labels=wanted, text=text, at=AT)])
-    for i in range(state_module._SEARCHES_BEFORE_INDEXING - 1):
+    for i in range(3):
         assert not state.tainted(f"absent-value-number-{i:04d}", wanted, 4)
     assert "u" not in state._index
-    assert not state.tainted("absent-value-number-last", wanted, 4)
+    assert not state.tainted("absent-value-number-last", wanted, 4)  # 4 searches: indexed
     assert state._index["u"].upto == 1
     later = "".join(rng.choices("ijklmnop", k=20000))
     state.extend([RunEvent(seq=2, tool="t", labels=wanted, text=later, at=AT)])
     assert state._haystacks()["u"] == text + "\x00" + later
     assert state.tainted(later[500:540], wanted, 4)  # the stale index is not used: found
     assert state._index["u"].upto == 1
-    for i in range(state_module._SEARCHES_BEFORE_INDEXING):
-        assert state.tainted(later[1000 + i : 1040 + i] + "", wanted, 4)
+    # the new text is half the haystack: two searches of the whole pay for it
+    assert state.tainted(later[1000:1040], wanted, 4)
     assert state._index["u"].upto == 2
+    assert not state.tainted("absent-value-number-after", wanted, 4)

@@ -29,10 +29,12 @@ never "absent" wrongly, and every "maybe" is the substring search above, so answ
 exactly those of the search (tests/core/runs/test_taint_index.py). Memory: 4-8 bytes
 per character of labelled text (about 6 MB per MiB measured), against ~17 MB per MiB
 for a set of window hashes and ~90 bytes per window for a dense index. It is built
-lazily for haystacks of 16 KiB or more, and only once `_SEARCHES_BEFORE_INDEXING` long
-lookups since its last update asked for it: indexing 10 KB costs about as much as 10-30
-searches, so a run that observes between every few calls keeps searching (nothing is
-indexed per observation), and a run whose history is checked many times gets the index.
+lazily for haystacks of 16 KiB or more, and only once the searches it would have
+answered since its last update paid for it (`_INDEX_COST_IN_SEARCHED_CHARS`: indexing a
+character costs about as much as searching 500; ski rental, so indexing never costs more
+than the searches it replaces): a run that observes between every few calls keeps
+searching (nothing is indexed per observation), and a history checked many times (batch
+checks, long runs, several flow fields) gets the index.
 Brought up to date, it adds new observations only; windows of text dropped by the bound
 stay (more "maybe"s) until they outnumber the kept ones, then it is rebuilt from the kept
 texts.
@@ -94,11 +96,13 @@ _INDEXED_LENGTH = _K + _S - 1
 _PROBES = tuple(slice(j, j + _K) for j in range(_S))
 _MIN_INDEXED_HAY = 16384  # shorter haystacks are searched directly (as fast as probing)
 _SLOTS_PER_WINDOW = 16  # one byte each: ~1.4% of absent windows look present (2 slots)
-#: A label's index is built (or brought up to date) only after this many long lookups
-#: since its last update needed it: indexing costs about as much as 10-30 searches of
-#: the same text, so a run that observes between every few calls keeps searching, and a
-#: run that checks many values against the same history gets the index.
-_SEARCHES_BEFORE_INDEXING = 8
+#: Indexing a character costs about as much as searching this many (measured: 200 KB
+#: indexed in ~31 ms, searched in ~54 us). A label's index is built or brought up to
+#: date only once the lookups it would have answered searched that many characters per
+#: character it must index (ski rental: indexing never costs more than the searches it
+#: replaces), so a run that observes between every few calls keeps searching, and a
+#: history checked many times (batch checks, long runs, many flow fields) gets the index.
+_INDEX_COST_IN_SEARCHED_CHARS = 500
 _HIGH = (32).__rrshift__  # h -> h >> 32: the second slot of a window's hash
 
 
@@ -113,7 +117,7 @@ class _Index:
     hold windows of texts dropped since (a superset only makes more values searched
     for); rebuilt when those outnumber the kept ones or it is over its capacity."""
 
-    __slots__ = ("capacity", "count", "mask", "slots", "upto")
+    __slots__ = ("capacity", "chars", "count", "mask", "slots", "upto")
 
     def __init__(self, capacity: int) -> None:
         size = 1 << max(12, (capacity * _SLOTS_PER_WINDOW - 1).bit_length())
@@ -121,11 +125,13 @@ class _Index:
         self.mask = size - 1
         self.capacity = size // _SLOTS_PER_WINDOW  # windows it holds at its error rate
         self.count = 0  # windows added
+        self.chars = 0  # characters of the texts added
         self.upto = 0  # observations (positions in RunState._obs) already indexed
 
     def add(self, text: str) -> None:
         hashes = _windows(text)
         self.count += len(hashes)
+        self.chars += len(text) + 1  # and its NUL separator in the haystack
         put, at = self.slots.__setitem__, self.mask.__and__
         deque(map(put, map(at, hashes), repeat(1)), maxlen=0)
         deque(map(put, map(at, map(_HIGH, hashes)), repeat(1)), maxlen=0)
@@ -151,7 +157,7 @@ class RunState:
         "_lock",
         "_memo",
         "_obs",
-        "_searches",
+        "_searched",
         "_text_bytes",
         "calls",
         "fields",
@@ -167,7 +173,7 @@ class RunState:
         self._hay: dict[str, str] = {}
         self._hay_from = 0
         self._hay_upto = 0
-        self._searches: dict[str, int] = {}  # label -> long lookups since its index was current
+        self._searched: dict[str, int] = {}  # label -> chars searched since its index was current
         self._memo: dict[tuple[str, frozenset[str]], tuple[bool, int]] = {}
         self._index: dict[str, _Index] = {}  # label -> its sparse index (built on demand)
         self._text_bytes = 0
@@ -280,7 +286,7 @@ class RunState:
                     if stack is None:
                         continue
                     if len(norm) >= _INDEXED_LENGTH and len(stack) >= _MIN_INDEXED_HAY:
-                        index = self._current_index(label)
+                        index = self._current_index(label, len(stack))
                         if index is not None:
                             if probes is None:
                                 probes = list(map(hash, map(norm.__getitem__, _PROBES)))
@@ -295,17 +301,18 @@ class RunState:
             memo[key] = hit
         return hit[0] and hit[1] >= min_length
 
-    def _current_index(self, label: str) -> _Index | None:
+    def _current_index(self, label: str, hay_length: int) -> _Index | None:
         """The index of ``label`` if it covers every observation, else None (search):
-        brought up to date once enough lookups since its last update asked for it."""
+        brought up to date once the searches since its last update paid for it."""
         index = self._index.get(label)
         if index is not None and index.upto >= len(self._obs):
             return index
-        waited = self._searches.get(label, 0) + 1  # a racy count only delays indexing
-        if waited < _SEARCHES_BEFORE_INDEXING:
-            self._searches[label] = waited
+        unindexed = hay_length - (index.chars if index is not None else 0)
+        searched = self._searched.get(label, 0) + hay_length  # racy: only delays indexing
+        if searched < _INDEX_COST_IN_SEARCHED_CHARS * max(unindexed, 1):
+            self._searched[label] = searched
             return None
-        self._searches[label] = 0
+        self._searched[label] = 0
         return self._indexed(label, self._haystacks().get(label, ""))
 
     def _indexed(self, label: str, hay: str) -> _Index:
