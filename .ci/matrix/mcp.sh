@@ -15,7 +15,7 @@ VENV="$WORK/venv"
 
 uv venv -q -p 3.11 "$VENV"
 VIRTUAL_ENV="$VENV" uv pip install -q "./packages/veto-core[mcp,server]" "mcp==$MCP_VERSION" \
-  "pytest>=8" "pytest-timeout>=2.3" "httpx>=0.27"
+  "pytest>=8" "pytest-timeout>=2.3" "httpx>=0.27" "hypothesis>=6"
 
 echo "=== matrix: mcp $MCP_VERSION ==="
 "$VENV/bin/python" -c "import importlib.metadata as m; v = m.version('mcp'); print('mcp', v); assert v == '$MCP_VERSION', v"

@@ -190,3 +190,16 @@ def test_writer_to_a_closed_pipe_is_broken_and_says_so_again() -> None:
         assert anyio.run(write) == ["broken", "broken", "closed"]
     finally:
         os.close(wfd)
+
+
+def test_messages_the_sdk_versions_read_apart_are_refused() -> None:
+    """A request carrying a result or an error, or a response carrying params: mcp 1.x
+    and 2.x read these differently (2.x drops the extra field), so the relay refuses
+    them rather than pick a reading."""
+    for data in (
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "result": {}},
+        {"jsonrpc": "2.0", "method": "tools/call", "error": {"code": 1, "message": "x"}},
+        {"jsonrpc": "2.0", "id": 0, "params": {}, "error": {"code": 0, "message": ""}},
+        {"jsonrpc": "2.0", "id": 0, "params": {}, "result": {}},
+    ):
+        assert isinstance(wire.parse(json.dumps(data).encode()), ValueError), data

@@ -84,12 +84,16 @@ def check(data: Any) -> str | None:
     if method is not _MISSING:
         if type(method) is not str:
             return "a JSON-RPC method is a string"
+        if "result" in data or "error" in data:  # ambiguous: the SDKs' versions read it apart
+            return "a JSON-RPC request has no result or error"
         params = data.get("params")
         if params is not None and type(params) is not dict:
             return "JSON-RPC params are an object"
         return None
     if not _is_id(rid):
         return "a JSON-RPC response has a string or integer id"
+    if "params" in data:  # ambiguous, as above
+        return "a JSON-RPC response has no params"
     result = data.get("result", _MISSING)
     error = data.get("error", _MISSING)
     if (result is _MISSING) == (error is _MISSING):
