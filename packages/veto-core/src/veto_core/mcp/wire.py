@@ -14,7 +14,9 @@ non-blocking descriptors in the event loop: a message is written with one
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -132,15 +134,26 @@ def encode(data: Mapping[str, Any]) -> Wire:
 
 class LineReader:
     """``async for item in reader``: a :class:`Wire` or a ``ValueError`` per line of
-    a non-blocking descriptor, until end of file (blank lines are skipped)."""
+    a non-blocking descriptor, until end of file (blank lines are skipped).
+
+    On asyncio the descriptor is watched by one reader callback for the whole
+    session, which reads what arrives into a queue of lines (as asyncio's pipe
+    transports do): no registration and removal per message. Reading pauses while
+    more than ``_HIGH_WATER`` bytes of whole lines wait, so a client that floods the
+    proxy is held back by its pipe, not buffered without bound. Elsewhere (another
+    anyio backend) it waits for the descriptor with ``anyio.wait_readable``."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
     def __aiter__(self) -> AsyncIterator[Wire | ValueError]:
-        return self._items()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self._polled()
+        return _Watched(loop, self.fd).items()
 
-    async def _items(self) -> AsyncIterator[Wire | ValueError]:
+    async def _polled(self) -> AsyncIterator[Wire | ValueError]:
         pending = b""
         fd = self.fd
         while True:
@@ -160,6 +173,97 @@ class LineReader:
             for line in lines:
                 if line.strip():
                     yield parse(line + b"\n")
+
+
+#: Bytes of whole lines read ahead before `LineReader` stops reading its pipe.
+_HIGH_WATER = 1 << 22
+
+
+class _Watched:
+    """One `LineReader` session on an asyncio loop (see there)."""
+
+    __slots__ = (
+        "_error",
+        "_fd",
+        "_lines",
+        "_loop",
+        "_queued",
+        "_waiter",
+        "_watching",
+        "eof",
+        "pending",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._lines: deque[bytes] = deque()
+        self._queued = 0  # bytes in _lines
+        self._waiter: asyncio.Future[None] | None = None
+        self._watching = False
+        self._error: OSError | None = None
+        self.eof = False
+        self.pending = b""  # the start of a line not yet ended
+
+    def _watch(self, on: bool) -> None:
+        if on and not self._watching:
+            self._loop.add_reader(self._fd, self._readable)
+        elif not on and self._watching:
+            self._loop.remove_reader(self._fd)
+        self._watching = on
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self._fd, _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._error = exc
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            self._watch(False)
+        else:
+            pending = self.pending + chunk
+            if b"\n" in chunk:
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self._lines.append(line)
+                    self._queued += len(line)
+                if self._queued > _HIGH_WATER:
+                    self._watch(False)
+            self.pending = pending
+            if not self._lines:
+                return
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def items(self) -> AsyncIterator[Wire | ValueError]:
+        self._watch(True)
+        try:
+            lines = self._lines
+            while True:
+                while lines:
+                    line = lines.popleft()
+                    self._queued -= len(line)
+                    if not self._watching and not self.eof and self._queued <= _HIGH_WATER // 2:
+                        self._watch(True)
+                    if line.strip():
+                        yield parse(line + b"\n")
+                if self._error is not None:
+                    raise self._error
+                if self.eof:
+                    if self.pending.strip():
+                        yield parse(self.pending)
+                    return
+                self._waiter = self._loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+        finally:
+            self._watch(False)
 
 
 class LineWriter:
