@@ -23,13 +23,23 @@ transports (``VETO_MCP_STDIO_TRANSPORT=sdk``: the reference relay of SDK models)
 the machine's load hits all of them alike.
 
 The upstream is this file run with ``--serve`` (the SDK's FastMCP/MCPServer).
+
+``--peers`` picks the client and server at both ends (the same for the direct and
+the proxied path): ``sdk`` (the official SDK's ``ClientSession`` and server, as
+above), ``raw`` (a JSON-RPC line client here and a line server, this file run with
+``--serve-raw``, each a few µs of CPU per call) or ``both`` (the default). The SDK
+peers burn ~2 ms of CPU each per call, so on a 2-core machine three processes in
+the chain wait for a core and the proxy's share is inflated by that contention; the
+raw peers leave the cores to the proxy and show what it adds by itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,6 +82,77 @@ def serve() -> None:
         return text
 
     app.run()
+
+
+def serve_raw() -> None:
+    """A minimal MCP server over stdio lines: ``initialize``, ``tools/list`` (one
+    tool, ``ping``), ``tools/call`` and ``ping``; notifications are read and ignored."""
+    tool = {"name": "ping", "description": "Answer at once.",
+            "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}},
+                            "required": ["text"]}}  # fmt: skip
+    out = sys.stdout
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if "id" not in msg or "method" not in msg:
+            continue
+        method, params = msg["method"], msg.get("params") or {}
+        result: dict[str, object] = {}
+        if method == "initialize":
+            result = {"protocolVersion": params.get("protocolVersion"),
+                      "capabilities": {"tools": {}}, "serverInfo": {"name": "bench", "version": "1"}}  # fmt: skip
+        elif method == "tools/list":
+            result = {"tools": [tool]}
+        elif method == "tools/call":
+            text = str((params.get("arguments") or {}).get("text"))
+            result = {"content": [{"type": "text", "text": text}], "isError": False}
+        out.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
+        out.flush()
+
+
+def raw_timed_calls(command: list[str], calls: int, warmup: int, label: str) -> list[float]:
+    """Sequential ``tools/call`` over the stdio pipes of ``command``, by a JSON-RPC
+    line client (the ``raw`` peers): each timed from writing the request to reading
+    its answer."""
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    send, recv = proc.stdin, proc.stdout
+
+    def rpc(rid: int, method: str, params: dict[str, object]) -> dict[str, object]:
+        body = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
+        send.write(json.dumps(body).encode() + b"\n")
+        send.flush()
+        answer: dict[str, object] = json.loads(recv.readline())
+        return answer
+
+    out: list[float] = []
+    try:
+        rpc(0, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                              "clientInfo": {"name": "bench", "version": "1"}})  # fmt: skip
+        send.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+        send.flush()
+        rpc(1, "tools/list", {})
+        before: dict[int, float] = {}
+        user: dict[int, float] = {}
+        for i in range(warmup + calls):
+            if i == warmup:
+                before = _children_cpu()
+                user = dict(USER)
+            t0 = time.perf_counter()
+            answer = rpc(2 + i, "tools/call", {"name": "ping", "arguments": {"text": f"hello {i}"}})
+            elapsed = time.perf_counter() - t0
+            result = answer.get("result")
+            if not isinstance(result, dict) or result.get("isError"):
+                raise SystemExit(f"call failed: {answer}")
+            if i >= warmup:
+                out.append(elapsed)
+        after = _children_cpu()
+        CPU[label] = sum(after[p] - before[p] for p in after if p in before) / calls
+        USER_CPU[label] = sum(USER[p] - user[p] for p in USER if p in user) / calls
+    finally:
+        send.close()
+        proc.wait(timeout=30)
+    return out
 
 
 def _children_cpu() -> dict[int, float]:
@@ -185,76 +266,100 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=1, help="alternate the paths N times")
     parser.add_argument("--durability", choices=("fsync", "os"), default="fsync")
+    parser.add_argument("--peers", choices=("sdk", "raw", "both"), default="both",
+                        help="the MCP client and server at both ends (see the module doc)")  # fmt: skip
     parser.add_argument("--sdk-transport", action="store_true",
                         help="also time the proxy on the SDK's stdio transports")  # fmt: skip
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
         return
+    if args.serve_raw:
+        serve_raw()
+        return
     os.environ["VETO_AUDIT_DURABILITY"] = args.durability  # the proxy and in-process timings
     load0 = os.getloadavg()
     env = dict(os.environ)
-    upstream = [sys.executable, os.path.abspath(__file__), "--serve"]
+    here = [sys.executable, os.path.abspath(__file__)]
+    peers = ("sdk", "raw") if args.peers == "both" else (args.peers,)
     variants: list[tuple[str, dict[str, str]]] = [("proxy", {})]
     if args.sdk_transport:
         variants.append(("proxy-sdk", {"VETO_MCP_STDIO_TRANSPORT": "sdk"}))
-    times: dict[str, list[float]] = {"direct": []}
-    cpu: dict[str, list[tuple[float, float]]] = {"direct": []}
+    times: dict[str, list[float]] = {}
+    cpu: dict[str, list[tuple[float, float]]] = {}
+
+    def timed(kind: str, label: str, command: list[str], extra: dict[str, str]) -> None:
+        key = f"{kind}/{label}"
+        if kind == "sdk":
+            params = StdioServerParameters(
+                command=command[0], args=command[1:], env={**env, **extra}
+            )
+            got = anyio.run(timed_calls, params, args.calls, args.warmup, key)
+        else:
+            saved = {k: os.environ.get(k) for k in extra}
+            os.environ.update(extra)
+            try:
+                got = raw_timed_calls(command, args.calls, args.warmup, key)
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+        times.setdefault(key, []).extend(got)
+        cpu.setdefault(key, []).append((CPU[key], USER_CPU[key]))
+
     with tempfile.TemporaryDirectory() as tmp:
         policy = Path(tmp) / "policy.yaml"
         policy.write_text(POLICY)
         for r in range(args.rounds):
-            times["direct"] += anyio.run(
-                timed_calls, StdioServerParameters(command=upstream[0], args=upstream[1:], env=env),
-                args.calls, args.warmup, "direct",
-            )  # fmt: skip
-            cpu["direct"].append((CPU["direct"], USER_CPU["direct"]))
-            for label, extra in variants:
-                db = f"sqlite:///{Path(tmp) / f'veto-{label}-{r}.db'}"
-                proxy_args = ["mcp", "proxy", str(policy), "--name", "bench", "--db", db,
-                              "--tenant", "acme", "--", *upstream]  # fmt: skip
-                params = StdioServerParameters(command=VETO, args=proxy_args, env={**env, **extra})
-                times.setdefault(label, []).extend(
-                    anyio.run(timed_calls, params, args.calls, args.warmup, label)
-                )
-                cpu.setdefault(label, []).append((CPU[label], USER_CPU[label]))
+            for kind in peers:
+                upstream = [*here, "--serve" if kind == "sdk" else "--serve-raw"]
+                timed(kind, "direct", upstream, {})
+                for label, extra in variants:
+                    db = f"sqlite:///{Path(tmp) / f'veto-{kind}-{label}-{r}.db'}"
+                    proxy = [VETO, "mcp", "proxy", str(policy), "--name", "bench", "--db", db,
+                             "--tenant", "acme", "--", *upstream]  # fmt: skip
+                    timed(kind, label, proxy, extra)
         record = authorize_times(f"sqlite:///{Path(tmp) / 'authorize.db'}", args.calls, args.warmup)
         gated = gate_times(f"sqlite:///{Path(tmp) / 'gate.db'}", args.calls, args.warmup)
     names = {"direct": "direct", "proxy": "through veto mcp proxy",
              "proxy-sdk": "through veto mcp proxy, SDK transports (reference)"}  # fmt: skip
-    rows = [(names[k], v) for k, v in times.items()]
-    rows += [("Veto.authorize alone (decision + durable record)", record),
-             ("McpGate.check in-process (schema + authorize)", gated)]  # fmt: skip
+    peer_names = {"sdk": "SDK client and server", "raw": "raw JSON-RPC client and server"}
     print(f"{args.rounds} x {args.calls} sequential tools/call, stdio, "
           f"mcp {__import__('importlib.metadata').metadata.version('mcp')}, "
           f"CPython {sys.version.split()[0]}, audit durability {args.durability}")  # fmt: skip
-    print(f"{'path':52} {'p50 µs':>9} {'p99 µs':>9} {'mean µs':>9}")
-    for name, values in rows:
-        print(f"{name:52} {pct(values, 0.5):9.0f} {pct(values, 0.99):9.0f} "
+    print(f"{'path':60} {'p50 µs':>9} {'p99 µs':>9} {'mean µs':>9} {'CPU/call µs':>12}")
+    for key, values in times.items():
+        kind, label = key.split("/")
+        spent = statistics.fmean(c for c, _ in cpu[key]) * 1e6
+        print(f"{peer_names[kind] + ': ' + names[label]:60} {pct(values, 0.5):9.0f} "
+              f"{pct(values, 0.99):9.0f} {statistics.fmean(values) * 1e6:9.0f} {spent:12.0f}")  # fmt: skip
+    for name, values in (("Veto.authorize alone (decision + durable record)", record),
+                         ("McpGate.check in-process (schema + authorize)", gated)):  # fmt: skip
+        print(f"{name:60} {pct(values, 0.5):9.0f} {pct(values, 0.99):9.0f} "
               f"{statistics.fmean(values) * 1e6:9.0f}")  # fmt: skip
-    direct = times["direct"]
-    for label, _ in variants:
-        proxied = times[label]
-        added50 = pct(proxied, 0.5) - pct(direct, 0.5)
-        added99 = pct(proxied, 0.99) - pct(direct, 0.99)
-        print(
-            f"{names[label]}: added p50 {added50:.0f} µs, p99 {added99:.0f} µs; beyond the "
-            f"durable record (authorize p50): p50 {added50 - pct(record, 0.5):.0f} µs "
-            f"(target <= 1000); beyond McpGate.check p50: {added50 - pct(gated, 0.5):.0f} µs"
-        )
-    # On a shared, loaded machine wall times mostly measure waiting for a core; the
-    # CPU the proxy process burns per call is what it adds on an idle one.
-    per_call = ", ".join(
-        f"{k} {statistics.fmean(c for c, _ in v) * 1e6:.0f} µs "
-        f"({statistics.fmean(u for _, u in v) * 1e6:.0f} user)"
-        for k, v in cpu.items()
-    )
+    for kind in peers:
+        direct = times[f"{kind}/direct"]
+        for label, _ in variants:
+            proxied = times[f"{kind}/{label}"]
+            added50 = pct(proxied, 0.5) - pct(direct, 0.5)
+            added99 = pct(proxied, 0.99) - pct(direct, 0.99)
+            print(
+                f"{peer_names[kind]}, {names[label]}: added p50 {added50:.0f} µs, p99 "
+                f"{added99:.0f} µs; beyond the durable record (authorize p50): p50 "
+                f"{added50 - pct(record, 0.5):.0f} µs (target <= 1000); beyond "
+                f"McpGate.check p50: {added50 - pct(gated, 0.5):.0f} µs"
+            )
+    # CPU per call is the spawned process's own (the proxy's; the upstream is its
+    # child): on a shared, loaded machine wall times mostly measure waiting for a core.
     load1 = os.getloadavg()
     print(
-        f"CPU per call of the spawned process (the proxy's own; the upstream is its "
-        f"child): {per_call}; load average {load0[0]:.2f} {load0[1]:.2f} -> "
-        f"{load1[0]:.2f} {load1[1]:.2f} on {os.cpu_count()} cores"
+        f"CPU/call: of the spawned process (the upstream alone, or the proxy without its "
+        f"child); load average {load0[0]:.2f} {load0[1]:.2f} -> {load1[0]:.2f} "
+        f"{load1[1]:.2f} on {os.cpu_count()} cores"
     )
 
 
