@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,7 +102,8 @@ def test_lines_that_are_not_messages_are_errors_never_forwarded() -> None:
         assert isinstance(wire.parse(line), ValueError), line
 
 
-def test_reader_yields_whole_lines_across_chunks_and_the_last_unterminated_one() -> None:
+@pytest.mark.parametrize("loop", ["watched", "polled"])
+def test_reader_yields_whole_lines_across_chunks_and_the_last_unterminated_one(loop: str) -> None:
     rfd, wfd = os.pipe()
     os.set_blocking(rfd, False)
 
@@ -113,7 +115,9 @@ def test_reader_yields_whole_lines_across_chunks_and_the_last_unterminated_one()
 
     async def read() -> list[Any]:
         threading.Thread(target=feed).start()
-        return [item async for item in wire.LineReader(rfd)]
+        reader = wire.LineReader(rfd)
+        items = reader if loop == "watched" else reader._polled()  # the other backends' path
+        return [item async for item in items]
 
     try:
         items = anyio.run(read)
@@ -127,6 +131,42 @@ def test_reader_yields_whole_lines_across_chunks_and_the_last_unterminated_one()
     ]
     assert isinstance(items[2], ValueError)
     assert items[0].raw == b'{"jsonrpc": "2.0", "id": 1, "result": {}}\n'
+
+
+def test_reader_stops_reading_a_flooding_writer_until_its_lines_are_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read-ahead is bounded: past the high-water mark the reader leaves the rest in
+    the pipe, so the writer blocks (back-pressure) instead of the proxy buffering it;
+    every line still arrives, in order, once the consumer takes them."""
+    monkeypatch.setattr(wire, "_HIGH_WATER", 20_000)
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    line = b'{"jsonrpc": "2.0", "method": "m", "params": {"pad": "%s", "i": %d}}\n'
+    total = 3000  # ~270 KB: several pipe buffers beyond the high-water mark
+    written = [0]
+
+    def flood() -> None:
+        for i in range(total):
+            os.write(wfd, line % (b"x" * 40, i))  # blocking: waits while the pipe is full
+            written[0] = i + 1
+        os.close(wfd)
+
+    async def read() -> tuple[int, list[Any]]:
+        threading.Thread(target=flood, daemon=True).start()
+        items = aiter(wire.LineReader(rfd))
+        got = [await anext(items)]
+        await anyio.sleep(0.5)  # the consumer is busy: the reader must not drain the pipe
+        stalled = written[0]
+        got += [item async for item in items]
+        return stalled, got
+
+    try:
+        stalled, items = anyio.run(read)
+    finally:
+        os.close(rfd)
+    assert stalled < total // 2, stalled  # ~20 KB queued + one 64 KiB pipe, not everything
+    assert [item.data["params"]["i"] for item in items] == list(range(total))
 
 
 def test_writer_keeps_lines_whole_and_in_order_while_the_pipe_is_full() -> None:
