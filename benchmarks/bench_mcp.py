@@ -132,12 +132,10 @@ def raw_timed_calls(command: list[str], calls: int, warmup: int, label: str) -> 
         send.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
         send.flush()
         rpc(1, "tools/list", {})
-        before: dict[int, float] = {}
-        user: dict[int, float] = {}
+        meter = _CpuMeter()
         for i in range(warmup + calls):
             if i == warmup:
-                before = _children_cpu()
-                user = dict(USER)
+                meter.start()
             t0 = time.perf_counter()
             answer = rpc(2 + i, "tools/call", {"name": "ping", "arguments": {"text": f"hello {i}"}})
             elapsed = time.perf_counter() - t0
@@ -146,9 +144,7 @@ def raw_timed_calls(command: list[str], calls: int, warmup: int, label: str) -> 
                 raise SystemExit(f"call failed: {answer}")
             if i >= warmup:
                 out.append(elapsed)
-        after = _children_cpu()
-        CPU[label] = sum(after[p] - before[p] for p in after if p in before) / calls
-        USER_CPU[label] = sum(USER[p] - user[p] for p in USER if p in user) / calls
+        meter.stop(label, calls)
     finally:
         send.close()
         proc.wait(timeout=30)
@@ -177,6 +173,23 @@ USER: dict[int, float] = {}  # pid -> user-mode CPU seconds (of the last reading
 USER_CPU: dict[str, float] = {}  # label -> user-mode CPU seconds per call
 
 
+class _CpuMeter:
+    """CPU of this process's children between `start` and `stop`, per call."""
+
+    def __init__(self) -> None:
+        self.before: dict[int, float] = {}
+        self.user: dict[int, float] = {}
+
+    def start(self) -> None:
+        self.before = _children_cpu()
+        self.user = dict(USER)
+
+    def stop(self, label: str, calls: int) -> None:
+        after = _children_cpu()
+        CPU[label] = sum(after[p] - self.before[p] for p in after if p in self.before) / calls
+        USER_CPU[label] = sum(USER[p] - self.user[p] for p in USER if p in self.user) / calls
+
+
 async def timed_calls(
     params: StdioServerParameters, calls: int, warmup: int, label: str = ""
 ) -> list[float]:
@@ -188,12 +201,10 @@ async def timed_calls(
         ):
             await session.initialize()
             await session.list_tools()
-            before: dict[int, float] = {}
-            user: dict[int, float] = {}
+            meter = _CpuMeter()
             for i in range(warmup + calls):
                 if i == warmup:
-                    before = _children_cpu()
-                    user = dict(USER)
+                    meter.start()
                 t0 = time.perf_counter()
                 result = await session.call_tool("ping", {"text": f"hello {i}"})
                 elapsed = time.perf_counter() - t0
@@ -201,10 +212,7 @@ async def timed_calls(
                     raise SystemExit(f"call failed: {result}")
                 if i >= warmup:
                     out.append(elapsed)
-            after = _children_cpu()
-            spent = sum(after[p] - before[p] for p in after if p in before)
-            CPU[label] = spent / calls
-            USER_CPU[label] = sum(USER[p] - user[p] for p in USER if p in user) / calls
+            meter.stop(label, calls)
     return out
 
 
