@@ -125,6 +125,8 @@ class Relay:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._crashed: BaseException | None = None
+        self._scopes: set[anyio.CancelScope] = set()  # one per running call task
+        self._ending = False  # set once the relay cancels its calls
 
     def _error(self, rid: Any, code: int, text: str) -> Any:
         return self.make({"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": text}})
@@ -161,9 +163,23 @@ class Relay:
         if self._loop is None:
             self._tg.start_soon(func, *args)
             return
-        task = self._loop.create_task(func(*args))
+        task = self._loop.create_task(self._scoped(func, *args))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    async def _scoped(self, func: Callable[..., Any], *args: Any) -> None:
+        """Run a call task in its own cancel scope, which `_end_calls` cancels: anyio
+        cancellation, so cleanups under a shield (cancelling an approval request,
+        telling the upstream) run to the end, as in the task group; a bare
+        ``Task.cancel()`` would interrupt them."""
+        with anyio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                if self._ending:
+                    scope.cancel()
+                await func(*args)
+            finally:
+                self._scopes.discard(scope)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -178,10 +194,11 @@ class Relay:
     async def _end_calls(self) -> None:
         """Cancel the ``tools/call`` tasks still running and wait for them (a call
         waiting for approval cancels its request; a forwarded one tells the upstream)."""
+        self._ending = True
         while self._tasks:
             tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
+            for scope in list(self._scopes):
+                scope.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- the client's side ------------------------------------------------------------
