@@ -96,3 +96,54 @@ def test_unknown_request_and_bad_store(sqlite_url: str, tmp_path: Path) -> None:
     assert code == 2 and "no approval request" in err
     code, _, err = run("approvals", "list", "--db", f"jsonl:///{tmp_path}/x.jsonl")
     assert code == 2 and "sqlite or postgresql" in err
+
+
+def test_listing_opens_the_audit_log_only_to_record_an_expiry(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`approvals list` reads requests without opening the audit log (no plugin
+    discovery: DESIGN.md 8's start-up budget); a request it finds overdue is expired
+    and that change recorded, and an audit log that cannot be opened fails the listing
+    before the change, never after it (no expiry without its record)."""
+    import time
+
+    from veto_core.approvals import service as service_mod
+
+    veto = make_veto(sqlite_url, timeout="1s")
+    fresh = make_veto(sqlite_url)
+    rid = veto.authorize(call(args={"amount": 500, "card": "4111"})).approval.id
+    kept = fresh.authorize(
+        call(args={"amount": 600, "card": "4111"}, tool_call_id="c2")
+    ).approval.id
+    opened: list[str | None] = []
+    real = service_mod._audit_at
+
+    def counting(url: str | None):  # type: ignore[no-untyped-def]
+        opened.append(url)
+        return real(url)
+
+    monkeypatch.setattr(service_mod, "_audit_at", counting)
+    time.sleep(1.2)  # rid is overdue now; kept is not
+
+    # A broken audit setting: reading fails only where a change must be recorded.
+    code, _, err = run(
+        "approvals", "list", "--db", sqlite_url, env={"VETO_AUDIT_DURABILITY": "sometimes"}
+    )
+    assert code == 2 and "durability" in err
+    assert veto.approvals.store.get(rid).state is ApprovalState.PENDING  # not expired unrecorded
+
+    code, out, _ = run("approvals", "list", "--json", "--state", "all", "--db", sqlite_url)
+    assert code == 0
+    states = {json.loads(line)["id"]: json.loads(line)["state"] for line in out.splitlines()}
+    assert states == {rid: "expired", kept: "pending"}
+    events = [r for r in veto.audit.query(limit=50) if r.approval and r.approval.id == rid]
+    assert "expired" in [r.outcome for r in events]
+    assert len(opened) == 2  # the broken attempt and this one: the expiry's record
+
+    opened.clear()
+    code, out, _ = run("approvals", "list", "--json", "--db", sqlite_url)  # nothing overdue
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == [kept]
+    assert opened == []  # no audit log, no plugin discovery
+    assert veto.audit.verify().ok
+    veto.close()
+    fresh.close()

@@ -85,9 +85,11 @@ def _db_option(f: F) -> F:
     )(f)
 
 
-def _open(db: str | None) -> ApprovalService:
+def _open(db: str | None, *, reading: bool = False) -> ApprovalService:
+    """The service on ``db``; ``reading``: its audit log opened only if a change must be
+    recorded (listing expires overdue requests), so a plain listing starts fast."""
     try:
-        return open_approvals(db)
+        return open_approvals(db, audit_on_demand=reading)
     except ApprovalError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
@@ -317,7 +319,7 @@ def list_cmd(tenant: str | None, state: str, limit: int, as_json: bool, db: str 
                 raise _remote_fail(exc) from None
         rows = [_from_dict(d) for d in found]
     else:
-        service = _open(db)
+        service = _open(db, reading=True)
         try:
             rows = service.list(tenant=tenant, state=None if state == "all" else state, limit=limit)
         except ApprovalError as exc:

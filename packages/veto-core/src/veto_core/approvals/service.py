@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import shlex
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -99,17 +100,26 @@ def open_approvals(
     *,
     clock: Callable[[], _dt.datetime] | None = None,
     channels: Sequence[ApprovalChannel] | Callable[[], Sequence[ApprovalChannel]] | None = None,
+    audit_on_demand: bool = False,
 ) -> ApprovalService:
     """An approval service on the audit database at ``url`` (``None``: ``$VETO_DB`` or
     ``~/.veto/veto.db``), with its own audit log; ``close()`` closes both. For the
-    CLI, the server and tools that decide requests without a policy at hand."""
-    from veto_core.approvals.store import open_approval_store
-    from veto_core.audit.log import open_audit
+    CLI, the server and tools that decide requests without a policy at hand.
 
-    try:
-        audit = open_audit(url)
-    except AuditUnavailable as exc:
-        raise ApprovalUnavailable(str(exc)) from exc
+    ``audit_on_demand``: open the audit log only when the service first needs it
+    (before any change it must record), not up front: reading requests then costs
+    no audit store and no plugin discovery (``veto approvals list``, DESIGN.md 8).
+    A log that cannot be opened then fails that change as it would have failed here."""
+    from veto_core.approvals.store import open_approval_store
+
+    if audit_on_demand:
+        store = open_approval_store(url)
+        service = ApprovalService(
+            store, None, clock=clock, channels=channels, db=url, open_audit=lambda: _audit_at(url)
+        )
+        service._owns_audit = True
+        return service
+    audit = _audit_at(url)
     try:
         store = open_approval_store(url)
     except BaseException:
@@ -118,6 +128,15 @@ def open_approvals(
     service = ApprovalService(store, audit, clock=clock, channels=channels, db=url)
     service._owns_audit = True
     return service
+
+
+def _audit_at(url: str | None) -> AuditLog:
+    from veto_core.audit.log import open_audit
+
+    try:
+        return open_audit(url)
+    except AuditUnavailable as exc:
+        raise ApprovalUnavailable(str(exc)) from exc
 
 
 def _canon(value: str) -> str | None:
@@ -181,16 +200,21 @@ class ApprovalService:
     def __init__(
         self,
         store: ApprovalStore,
-        audit: AuditLog,
+        audit: AuditLog | None,
         *,
         clock: Callable[[], _dt.datetime] | None = None,
         channels: Sequence[ApprovalChannel] | Callable[[], Sequence[ApprovalChannel]] | None = None,
         db: str | None = None,
         tenant: str | None = None,
         env: str | None = None,
+        open_audit: Callable[[], AuditLog] | None = None,
     ) -> None:
+        if audit is None and open_audit is None:
+            raise TypeError("ApprovalService needs an audit log or a way to open one")
         self.store = store
-        self.audit = audit
+        self._audit = audit
+        self._open_audit = open_audit
+        self._audit_lock = threading.Lock()
         self.clock: Callable[[], _dt.datetime] = clock or _utcnow
         self._channels = channels
         self._loaded_channels: list[ApprovalChannel] | None = None
@@ -199,10 +223,23 @@ class ApprovalService:
         self.env = env
         self._owns_audit = False
 
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log every state change is recorded in (opened on first use when
+        the service was made with ``open_audit``)."""
+        audit = self._audit
+        if audit is None:
+            with self._audit_lock:
+                audit = self._audit
+                if audit is None:
+                    assert self._open_audit is not None
+                    audit = self._audit = self._open_audit()
+        return audit
+
     def close(self) -> None:
         self.store.close()
-        if self._owns_audit:
-            self.audit.close()
+        if self._owns_audit and self._audit is not None:
+            self._audit.close()
 
     def use_channels(
         self, channels: Sequence[ApprovalChannel] | Callable[[], Sequence[ApprovalChannel]] | None
@@ -580,6 +617,7 @@ class ApprovalService:
                 return Change(state=ApprovalState.APPROVED, vote=vote, decided_at=now)
             return Change(vote=vote)
 
+        self.audit  # noqa: B018  (as in _expire)
         after, applied = self.store.mutate(current.id, change)
         if applied is None:
             return after
@@ -643,6 +681,8 @@ class ApprovalService:
         return self._finish(request_id, ApprovalState.EXPIRED, reason, via=None)
 
     def _expire(self, request_id: str, *, reason: str) -> ApprovalRequest:
+        self.audit  # noqa: B018  (opened before the change it records: never a change without its log)
+
         def change(cur: ApprovalRequest) -> Change | None:
             now = self.clock()
             if cur.state is not ApprovalState.PENDING or now < cur.expires_at:
@@ -657,6 +697,8 @@ class ApprovalService:
     def _finish(
         self, request_id: str, state: ApprovalState, reason: str, *, via: str | None
     ) -> ApprovalRequest:
+        self.audit  # noqa: B018  (as in _expire)
+
         def change(cur: ApprovalRequest) -> Change | None:
             if cur.state is not ApprovalState.PENDING:
                 return None
@@ -707,6 +749,11 @@ class ApprovalService:
                 return None
             return Change(consumed_at=self.clock())
 
+        try:
+            self.audit  # noqa: B018  (as in _expire)
+        except ApprovalUnavailable as exc:
+            log.warning("approval %s not released: no audit log: %s", request_id, exc)
+            return False
         try:
             after, applied = self.store.mutate(request_id, change)
         except ApprovalNotFound:

@@ -126,8 +126,7 @@ def schema_too_new(current: int, supported: int) -> ApprovalUnavailable:
 def open_approval_store(url: str | None = None) -> ApprovalStore:
     """The approval store in the audit database at ``url`` (``None``: ``$VETO_DB``
     or ``~/.veto/veto.db``): SQLite or PostgreSQL."""
-    from veto_core.audit.log import default_audit_url
-    from veto_core.audit.sink import SinkConfig
+    from veto_core.audit.sink import SinkConfig, default_audit_url
 
     config = SinkConfig.parse(url if url else default_audit_url())
     try:

@@ -44,7 +44,15 @@ from veto_core.audit.signing import (
     sign,
     write_key_file,
 )
-from veto_core.audit.sink import AuditQuery, AuditSink, Checkpoint, PolicyRevision, SinkConfig
+from veto_core.audit.sink import (
+    ENV_DB,
+    AuditQuery,
+    AuditSink,
+    Checkpoint,
+    PolicyRevision,
+    SinkConfig,
+    default_audit_url,
+)
 from veto_core.audit.verify import (
     ERASE_TOOL,
     PURGE_TOOL,
@@ -70,7 +78,6 @@ __all__ = [
     "subject_matcher",
 ]
 
-ENV_DB = "VETO_DB"
 
 _log = logging.getLogger("veto.audit")
 
@@ -84,14 +91,6 @@ _OUTCOMES = {
 def outcome_for(effect: Effect) -> str:
     """Default ``outcome`` of a decision record: allowed / denied / pending_approval."""
     return _OUTCOMES[effect]
-
-
-def default_audit_url() -> str:
-    """``$VETO_DB`` if set, else ``~/.veto/veto.db``."""
-    env = os.environ.get(ENV_DB)
-    if env:
-        return env
-    return str(Path.home() / ".veto" / "veto.db")
 
 
 def open_audit(

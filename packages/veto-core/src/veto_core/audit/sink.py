@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import abc
 import datetime as _dt
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -23,6 +25,19 @@ from veto_core.audit.record import (
     ts_from_us,
     ts_to_us,
 )
+
+#: The environment variable naming the default store (``veto`` commands, the server).
+ENV_DB = "VETO_DB"
+
+
+def default_audit_url() -> str:
+    """``$VETO_DB`` if set, else ``~/.veto/veto.db`` (here, not in ``audit.log``: the
+    approval store and ``veto approvals list`` need it without the audit log)."""
+    env = os.environ.get(ENV_DB)
+    if env:
+        return env
+    return str(Path.home() / ".veto" / "veto.db")
+
 
 if TYPE_CHECKING:
     from veto_core.audit.pending import PendingRecord
