@@ -65,6 +65,12 @@ def read_file(path: str) -> str:
     return path
 
 
+@function_tool(name_override="read_file")
+async def read_file_async(path: str) -> str:
+    """Read a file (an async tool: the SDK awaits it on the loop, no worker thread)."""
+    return path
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p * len(xs)))]
@@ -167,6 +173,22 @@ async def run(calls: int, db_dir: Path) -> None:
         for i in range(calls):
             await adapter(2 * calls + i)
     print(f"{'own, no record':<16}{statistics.median(own):>12.1f}{pct(own, 0.99):>12.1f}"
+          f"{statistics.mean(own):>12.1f}")  # fmt: skip
+    # The same adapter work on an async tool: the SDK awaits its body on the loop, so
+    # neither invoke crosses to a worker thread (the sync tool's two thread hops, with
+    # and without the gate, do not cancel out: see docs/performance.md).
+    atool = guard_agent(Agent(name="bot", tools=[read_file_async]), veto,
+                        principal=Principal(user="u")).tools[0]  # fmt: skip
+    tool, guardrail, needs = atool, atool.tool_input_guardrails[0], atool.needs_approval
+    plain_invoke = read_file_async.on_invoke_tool
+    assert isinstance(guardrail, VetoToolGuardrail) and callable(needs)
+    with premade_authorize(veto):
+        for i in range(100):
+            await adapter(3 * calls + i)
+        own.clear()
+        for i in range(calls):
+            await adapter(4 * calls + i)
+    print(f"{'own, async tool':<16}{statistics.median(own):>12.1f}{pct(own, 0.99):>12.1f}"
           f"{statistics.mean(own):>12.1f}")  # fmt: skip
     veto.close()
 
