@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ __all__ = [
     "PostgresConnections",
     "RedisCalls",
     "SQLiteConnections",
+    "connect_sqlite",
     "executor",
     "migrate_postgres",
     "migrate_sqlite",
@@ -224,6 +226,54 @@ def migrate_postgres(
 # --- connections shared by the limit and run stores ------------------------------------------
 
 
+SQLITE_BUSY_SECONDS = 30.0
+
+
+def connect_sqlite(
+    path: Path | str,
+    *,
+    synchronous: str = "FULL",
+    check_same_thread: bool = False,
+    secure_delete: bool = False,
+) -> sqlite3.Connection:
+    """An autocommit connection to ``path`` in WAL mode, waiting up to 30 s for other processes.
+
+    Switching a new database to WAL needs its exclusive lock, and SQLite answers
+    "database is locked" at once, without its busy handler, when two connections
+    both read the file and then want that lock (it would deadlock). So several
+    processes opening one fresh database together could fail the loser. The switch
+    is retried here until the deadline instead; every store opens SQLite this way.
+    """
+    con = sqlite3.connect(
+        str(path),
+        timeout=SQLITE_BUSY_SECONDS,
+        isolation_level=None,
+        check_same_thread=check_same_thread,
+    )
+    try:
+        con.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
+        deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+        pause = 0.001
+        while True:
+            try:
+                row = con.execute("PRAGMA journal_mode=WAL").fetchone()
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        if row is None or str(row[0]).lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot enable WAL on {path} (got {row!r})")
+        con.execute(f"PRAGMA synchronous={synchronous}")
+        if secure_delete:
+            con.execute("PRAGMA secure_delete=ON")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 class SQLiteConnections:
     """One autocommit WAL connection per thread to the database at ``path`` (created
     with its directory); writers serialize across processes with ``BEGIN IMMEDIATE``."""
@@ -236,12 +286,7 @@ class SQLiteConnections:
     def get(self) -> sqlite3.Connection:
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
         if con is None:
-            con = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=True
-            )
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            con.execute("PRAGMA busy_timeout=30000")
+            con = connect_sqlite(self.path, check_same_thread=True)
             self._local.con = con
         return con
 

@@ -17,7 +17,7 @@ from typing import Any
 from veto_core.approvals.model import ApprovalUnavailable
 from veto_core.approvals.store import SqlApprovalStore, Waiter, schema_too_new
 from veto_core.audit.sqlite import sqlite_path
-from veto_core.storage import SQLITE, migrate_sqlite
+from veto_core.storage import SQLITE, connect_sqlite, migrate_sqlite
 
 __all__ = ["POLL_S", "SCHEMA_VERSION", "SqliteApprovalStore"]
 
@@ -95,14 +95,8 @@ class SqliteApprovalStore(SqlApprovalStore):
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = sqlite3.connect(
-                str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            self._con.execute("PRAGMA busy_timeout=30000")
-            self._con.execute("PRAGMA journal_mode=WAL")
-            self._con.execute("PRAGMA synchronous=FULL")
             # Erasure overwrites a requester's arguments: zero the freed bytes, don't leave them.
-            self._con.execute("PRAGMA secure_delete=ON")
+            self._con = connect_sqlite(self.path, secure_delete=True)
             migrate(self._con)
         except ApprovalUnavailable:
             raise

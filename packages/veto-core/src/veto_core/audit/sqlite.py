@@ -48,7 +48,7 @@ from veto_core.audit.sink import (
     policy_revision_from_row,
     query_sql,
 )
-from veto_core.storage import SQLITE, migrate_sqlite
+from veto_core.storage import SQLITE, connect_sqlite, migrate_sqlite
 
 __all__ = ["SCHEMA_VERSION", "SqliteSink", "sqlite_path"]
 
@@ -149,9 +149,6 @@ class SqliteSink(AuditSink):
             if config.create:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
-            mode = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()
-            if mode is None or str(mode[0]).lower() != "wal":
-                raise AuditUnavailable(f"cannot enable WAL on {self.path} (got {mode!r})")
             migrate(self._writer)
             self._admin = self._connect()
         except AuditUnavailable:
@@ -160,13 +157,7 @@ class SqliteSink(AuditSink):
             raise AuditUnavailable(f"cannot open audit database {self.path}: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(
-            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        con.execute("PRAGMA busy_timeout=30000")
-        con.execute(f"PRAGMA synchronous={self._synchronous}")
-        con.execute("PRAGMA secure_delete=ON")
-        return con
+        return connect_sqlite(self.path, synchronous=self._synchronous, secure_delete=True)
 
     # -- helpers ---------------------------------------------------------------
 

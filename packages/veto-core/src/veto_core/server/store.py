@@ -16,7 +16,6 @@ import datetime as _dt
 import hashlib
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ except ImportError:  # pragma: no cover - only without the extra
     _VERIFY_FAILED = ()
 
 from veto_core.audit.sink import SinkConfig
-from veto_core.storage import POSTGRES, SQLITE, upgrade_schema
+from veto_core.storage import POSTGRES, SQLITE, connect_sqlite, upgrade_schema
 
 __all__ = [
     "ROLES",
@@ -217,13 +216,7 @@ class _Db:
 
             path = sqlite_path(url)
             path.parent.mkdir(parents=True, exist_ok=True)
-            lite = sqlite3.connect(
-                str(path), timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            lite.execute("PRAGMA busy_timeout=30000")
-            lite.execute("PRAGMA journal_mode=WAL")
-            lite.execute("PRAGMA synchronous=FULL")
-            self._con: Any = lite
+            self._con: Any = connect_sqlite(path)
         elif config.scheme == "postgresql":
             try:
                 import psycopg
