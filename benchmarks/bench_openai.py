@@ -17,6 +17,9 @@ For an allowed call it times, per call (median, p99):
 - ``own, no record``: the adapter's own share again, with ``Veto.authorize`` answered
   by a pre-made ``Authorization`` (see ``_premade.py``): no fsync in the loop, so the
   adapter's code is not timed with caches another process emptied meanwhile;
+- ``own, hop inline``: the same with the SDK's worker-thread hop for sync tools run
+  inline in both invokes: the adapter's work without that hop's variance;
+- ``own, async tool``: the same on an async tool (no hop in either invoke);
 - ``adapter - core``: the adapter's own cost (target ≤ 50 µs including the durable
   record is out of reach while the record alone costs hundreds of µs here; see
   bench_audit.py; the adapter's own share is what this package controls);
@@ -28,10 +31,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +74,28 @@ def read_file(path: str) -> str:
 async def read_file_async(path: str) -> str:
     """Read a file (an async tool: the SDK awaits it on the loop, no worker thread)."""
     return path
+
+
+@contextlib.contextmanager
+def _sdk_sync_tools_inline() -> Iterator[None]:
+    """Run the SDK's sync function tools on the loop (``agents.tool`` calls
+    ``asyncio.to_thread`` for them): for measuring only, never in an agent."""
+    import agents.tool as sdk_tool
+
+    class _Inline:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(asyncio, name)
+
+        @staticmethod
+        async def to_thread(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+    real = sdk_tool.asyncio
+    sdk_tool.asyncio = _Inline()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sdk_tool.asyncio = real
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -174,9 +201,19 @@ async def run(calls: int, db_dir: Path) -> None:
             await adapter(2 * calls + i)
     print(f"{'own, no record':<16}{statistics.median(own):>12.1f}{pct(own, 0.99):>12.1f}"
           f"{statistics.mean(own):>12.1f}")  # fmt: skip
+    # The sync tool again with the SDK's worker-thread hop run inline, in the guarded and
+    # the subtracted invoke alike: each hop costs ~90-110 us here and varies by tens of
+    # us, so "own, no record" above carries that variance, not adapter work.
+    with premade_authorize(veto), _sdk_sync_tools_inline():
+        for i in range(100):
+            await adapter(5 * calls + i)
+        own.clear()
+        for i in range(calls):
+            await adapter(6 * calls + i)
+    print(f"{'own, hop inline':<16}{statistics.median(own):>12.1f}{pct(own, 0.99):>12.1f}"
+          f"{statistics.mean(own):>12.1f}")  # fmt: skip
     # The same adapter work on an async tool: the SDK awaits its body on the loop, so
-    # neither invoke crosses to a worker thread (the sync tool's two thread hops, with
-    # and without the gate, do not cancel out: see docs/performance.md).
+    # neither invoke crosses to a worker thread.
     atool = guard_agent(Agent(name="bot", tools=[read_file_async]), veto,
                         principal=Principal(user="u")).tools[0]  # fmt: skip
     tool, guardrail, needs = atool, atool.tool_input_guardrails[0], atool.needs_approval
