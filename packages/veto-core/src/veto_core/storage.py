@@ -36,6 +36,7 @@ __all__ = [
     "RedisCalls",
     "SQLiteConnections",
     "connect_sqlite",
+    "create_postgres_schema",
     "executor",
     "migrate_postgres",
     "migrate_sqlite",
@@ -224,6 +225,21 @@ def migrate_postgres(
 
 
 # --- connections shared by the limit and run stores ------------------------------------------
+
+
+def create_postgres_schema(con: Any, schema: str) -> None:
+    """``CREATE SCHEMA IF NOT EXISTS`` under the shared migration lock (``con``: a psycopg
+    connection in autocommit mode).
+
+    The statement is not safe against itself: two sessions creating one name at once
+    can both find it absent, and the loser fails on the catalog's unique index. Workers
+    of one deployment start together, so every store creates its schema this way.
+    """
+    from psycopg import sql
+
+    with con.transaction():
+        con.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_ID,))
+        con.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
 
 
 SQLITE_BUSY_SECONDS = 30.0

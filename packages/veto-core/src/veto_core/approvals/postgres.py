@@ -16,7 +16,7 @@ from typing import Any
 from veto_core.approvals.model import ApprovalUnavailable
 from veto_core.approvals.store import SqlApprovalStore, Waiter, schema_too_new
 from veto_core.audit.postgres import _split_url
-from veto_core.storage import POSTGRES, migrate_postgres
+from veto_core.storage import POSTGRES, create_postgres_schema, migrate_postgres
 
 try:
     import psycopg
@@ -81,9 +81,7 @@ class PostgresApprovalStore(SqlApprovalStore):
         try:
             boot = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
             try:
-                boot.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-                )
+                create_postgres_schema(boot, self.schema)
             finally:
                 boot.close()
             self._con = self._connect()

@@ -42,7 +42,7 @@ from veto_core.audit.sink import (
     policy_revision_from_row,
     query_sql,
 )
-from veto_core.storage import POSTGRES, migrate_postgres
+from veto_core.storage import POSTGRES, create_postgres_schema, migrate_postgres
 
 try:
     import psycopg
@@ -142,11 +142,7 @@ class PostgresSink(AuditSink):
                             f"no audit store in PostgreSQL schema {self.schema!r}"
                         )
                 else:
-                    boot.execute(
-                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                            sql.Identifier(self.schema)
-                        )
-                    )
+                    create_postgres_schema(boot, self.schema)
             finally:
                 boot.close()
             self._writer = self._connect()

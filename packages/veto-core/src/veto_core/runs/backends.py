@@ -407,7 +407,7 @@ class PostgresRunStore(_SqlRunStore):
                 "PostgreSQL run state needs veto-core[postgres] (psycopg 3)"
             ) from exc
         from ..audit.postgres import _split_url
-        from ..storage import SCHEMA_LOCK_ID, PostgresConnections, migrate_postgres
+        from ..storage import PostgresConnections, create_postgres_schema, migrate_postgres
 
         conninfo, schema = _split_url(url)
         path = sql.SQL("SET search_path TO {}").format(sql.Identifier(schema))
@@ -419,12 +419,7 @@ class PostgresRunStore(_SqlRunStore):
         )
 
         def create(con: Any) -> None:
-            with con.transaction():
-                # Concurrent CREATE SCHEMA IF NOT EXISTS can collide in the catalog.
-                con.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_ID,))
-                con.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-                )
+            create_postgres_schema(con, schema)
             migrate_postgres(con, component=COMPONENT, migrations=MIGRATIONS, too_new=_too_new)
 
         self._cons.run(create, repeatable=True)

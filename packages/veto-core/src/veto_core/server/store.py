@@ -36,7 +36,13 @@ except ImportError:  # pragma: no cover - only without the extra
     _VERIFY_FAILED = ()
 
 from veto_core.audit.sink import SinkConfig
-from veto_core.storage import POSTGRES, SQLITE, connect_sqlite, upgrade_schema
+from veto_core.storage import (
+    POSTGRES,
+    SQLITE,
+    connect_sqlite,
+    create_postgres_schema,
+    upgrade_schema,
+)
 
 __all__ = [
     "ROLES",
@@ -229,7 +235,7 @@ class _Db:
 
             conninfo, schema = _split_url(url)
             con: Any = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
-            con.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            create_postgres_schema(con, schema)
             con.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
             self._con = con
         else:
