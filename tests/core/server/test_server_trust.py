@@ -169,3 +169,49 @@ def test_cli_talks_to_veto_serve_with_an_api_token(world: World, veto_serve: str
     assert lines[0].startswith("id,") and len(lines) >= 2 and "globex" in out and "acme" not in out
     code, _, err = cli(url, fiona, "audit", "export", "--tenant", "globex")
     assert code != 0 and "404" in err
+
+
+def test_cancel_through_the_api_needs_the_approver_role_of_the_tenant(
+    world: World, app: FastAPI
+) -> None:
+    c = TestClient(app)
+    req = world.call(world.acme, 300).approval
+    done = world.call(world.acme, 310).approval
+    h = {u: bearer(token_for(world.db, u)) for u in ("dave", "victor", "gary", "fiona")}
+    assert c.post(f"/api/approvals/{req.id}/cancel", headers=h["victor"]).status_code == 403
+    assert c.post(f"/api/approvals/{req.id}/cancel", headers=h["gary"]).status_code == 404
+    assert world.acme.approvals.get(req.id).state is ApprovalState.PENDING
+
+    # Cancelling is not a vote: any approver of the tenant may end a pending request.
+    r = c.post(
+        f"/api/approvals/{req.id}/cancel", json={"reason": "run abandoned"}, headers=h["dave"]
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "cancelled"
+    after = world.acme.approvals.get(req.id)
+    assert after.state is ApprovalState.CANCELLED and after.final_reason == "run abandoned"
+    again = c.post(f"/api/approvals/{req.id}/cancel", headers=h["dave"])
+    assert again.status_code == 200 and again.json()["state"] == "cancelled"  # idempotent
+
+    assert c.post(f"/api/approvals/{done.id}/approve", headers=h["fiona"]).status_code == 200
+    late = c.post(f"/api/approvals/{done.id}/cancel", headers=h["dave"])
+    assert late.status_code == 409 and "approved" in late.text
+    assert world.acme.approvals.get(done.id).state is ApprovalState.APPROVED
+
+
+def test_cli_cancels_through_veto_serve(world: World, veto_serve: str) -> None:
+    url = veto_serve
+    dave, victor = token_for(world.db, "dave"), token_for(world.db, "victor")
+    req = world.call(world.acme, 300).approval
+    code, _, err = cli(url, dave, "approvals", "cancel", req.id, "--admin", "--as", "ops")
+    assert code == 2 and "do not apply" in err
+    code, _, err = cli(url, victor, "approvals", "cancel", req.id)
+    assert code == 2 and "approver role" in err  # the server refuses (403)
+    code, _, err = cli(url, dave, "approvals", "cancel", req.id, "--as", "fiona")
+    assert code == 2 and "belongs to dave, not fiona" in err
+    assert world.acme.approvals.get(req.id).state is ApprovalState.PENDING
+    code, out, err = cli(url, dave, "approvals", "cancel", req.id[-12:], "--reason", "abandoned")
+    assert code == 0, err
+    assert f"{req.id} is CANCELLED" in out
+    after = world.acme.approvals.get(req.id)
+    assert after.state is ApprovalState.CANCELLED and after.final_reason == "abandoned"

@@ -107,6 +107,12 @@ class Remote:
         )
         return out
 
+    def cancel(self, request_id: str, *, reason: str | None) -> dict[str, Any]:
+        out: dict[str, Any] = self._request(
+            "POST", f"/api/approvals/{request_id}/cancel", json={"reason": reason}
+        )
+        return out
+
     def audit(self, params: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = self._request("GET", "/api/audit", params=_clean(params))
         return out

@@ -551,6 +551,26 @@ def _decide(
         click.echo(f"{req.id} is {req.state.value.upper()} ({_votes(req)} approvals)")
 
 
+def _cancel_remote(remote: Remote, request_id: str, cred: _Cred, reason: str | None) -> None:
+    from veto_core.remote import RemoteError
+
+    if cred.admin or cred.password:
+        raise _usage(
+            "with $VETO_URL the server decides who you are from the API token: "
+            "--admin and --password do not apply"
+        )
+    with remote:
+        try:
+            me = str(remote.me()["username"])
+            who = cred.user or os.environ.get(ENV_USER)
+            if who and who.strip().casefold() != me.casefold():
+                raise _refuse(f"the API token belongs to {me}, not {who}")
+            req = _from_dict(remote.cancel(remote.resolve(request_id), reason=reason))
+        except RemoteError as exc:
+            raise _remote_fail(exc) from None
+    click.echo(f"{req.id} is {req.state.value.upper()}")
+
+
 def _vote_options(f: F) -> F:
     f = click.option(
         "--as", "user", default=None, metavar="USER", help="Who decides (default: $VETO_USER)."
@@ -616,11 +636,14 @@ def cancel_cmd(
     admin: bool, db: str | None,
 ) -> None:  # fmt: skip
     """Cancel a pending request (e.g. the run was abandoned), with a credential as for
-    approve: an approver of the request's tenant, or an operator (--admin)."""
-    if _remote(None) is not None:
-        raise _usage("cancel works on the database, not through veto serve: unset $VETO_URL")
+    approve: an approver of the request's tenant, or an operator (--admin). With
+    $VETO_URL the server does it, for the API token's user."""
     cred = _Cred(user=user, roles=(), email=None, token=token or os.environ.get(ENV_TOKEN),
                  password=password, admin=admin)  # fmt: skip
+    remote = _remote(cred.token)
+    if remote is not None:
+        _cancel_remote(remote, request_id, cred, reason)
+        return
     service = _open(db)
     try:
         current = service.get(service.resolve(request_id))

@@ -860,6 +860,30 @@ def _api(app: FastAPI, ctx: ServerContext) -> None:
         ident = write_ident(request)
         return request_view(_decide(ctx, ident, request_id, False, body.reason if body else None))
 
+    @app.post(
+        "/api/approvals/{request_id}/cancel",
+        tags=["approvals"],
+        responses={**_ERRORS, 409: {"model": Problem, "description": "Already decided"}},
+    )
+    def api_cancel(
+        request: Request, request_id: str, body: Annotated[DecisionIn | None, Body()] = None
+    ) -> dict[str, Any]:
+        """Cancel a pending request (e.g. the run was abandoned): the call never runs.
+        Needs the approver role in the request's tenant, as `veto approvals cancel`."""
+        ident = write_ident(request)
+        req = _get_request(ctx, ident, request_id)
+        if not role_at_least(ident.user.role(req.tenant), "approver"):
+            raise HTTPException(403, "cancelling approvals needs the approver role")
+        try:
+            after = ctx.approvals.cancel(
+                req.id, username=ident.username, reason=body.reason if body else None
+            )
+        except NotFound:
+            raise HTTPException(404, "not found") from None
+        except Closed as exc:
+            raise HTTPException(409, str(exc)) from None
+        return request_view(after)
+
     @app.get("/api/events", include_in_schema=False)
     def api_events(request: Request, tenant: str | None = None) -> StreamingResponse:
         """Server-sent events: `event: approvals` when pending requests change."""

@@ -149,6 +149,27 @@ class Approvals:
         except Exception as exc:
             raise ApprovalsUnavailable(f"the decision was not recorded: {exc}") from exc
 
+    def cancel(self, request_id: str, *, username: str, reason: str | None) -> Any:
+        """PENDING -> CANCELLED by ``username`` (the caller checked its approver role).
+        Cancelling a cancelled request changes nothing and answers it (as the local CLI
+        does); :class:`Closed` if it was approved, denied or expired instead."""
+        from veto_core.approvals import ApprovalNotFound, ApprovalState
+
+        try:
+            after = self.service().cancel(request_id, by=username, reason=reason or None)
+        except ApprovalNotFound as exc:
+            raise NotFound(request_id) from exc
+        except ApprovalsUnavailable:
+            raise
+        except Exception as exc:
+            raise ApprovalsUnavailable(f"the cancellation was not recorded: {exc}") from exc
+        if after.state is not ApprovalState.CANCELLED:
+            raise Closed(
+                f"approval request {request_id} is {after.state.value}; "
+                "it can no longer be cancelled"
+            )
+        return after
+
     def approver_args(
         self,
         request_id: str,
