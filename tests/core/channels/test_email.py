@@ -82,12 +82,15 @@ def test_get_changes_nothing_and_post_approves_once(world: World) -> None:
         page = alice.get(f"/approve/{token}")
         assert page.status_code == 200
         assert "issue_refund" in page.text and "Approve" in page.text and "Deny" in page.text
-        assert "4111111111111111" not in page.text
+        # The page needs the session of the approver the link was sent to: an eligible
+        # approver sees the real values there, as on the dashboard (the mail never has them).
+        assert "4111111111111111" in page.text and "Unredacted for you" in page.text
     assert world.state(req.id) == "pending"
     assert world.veto.approvals.get(req.id).votes == ()
     r = post(alice, token)
     assert r.status_code == 200, r.text
     assert "You approved this call" in r.text
+    assert "4111111111111111" not in r.text  # the request ended: its real values are erased
     assert world.state(req.id) == "approved"
     assert ("approval_vote", "email") in world.outcomes(req.id)
     again = post(alice, token, csrf=csrf_of(r.text))
@@ -151,6 +154,7 @@ def test_token_for_a_used_by_b_is_refused(world: World) -> None:
     fiona = world.client("fiona")  # an eligible approver, but not the one it was sent to
     page = fiona.get(f"/approve/{token}")
     assert page.status_code == 403 and "sent to another approver" in page.text
+    assert "4111111111111111" not in page.text
     r = fiona.post(
         f"/approve/{token}", data={"decision": "approve", "csrf_token": fiona_csrf(fiona)}
     )
@@ -245,3 +249,15 @@ def test_agent_blocked_on_approval_is_released_by_an_email_link(world: World) ->
     assert post(fiona, token).status_code == 410
     assert world.veto.approvals.consume(msg["X-Veto-Request"]) is False
     assert runs == [1]
+
+
+def test_a_link_shows_real_values_only_to_an_eligible_approver(world: World) -> None:
+    # A link for dave (an approver, but not of finance) could only come from a changed
+    # role or a leaked secret: his page may show the request, never its real values.
+    req = world.call().approval
+    token = make_token(
+        SECRET_KEY, request_id=req.id, approver="dave", tenant="acme", expires_at=req.expires_at
+    )
+    page = world.client("dave").get(f"/approve/{token}")
+    assert page.status_code == 200 and "issue_refund" in page.text
+    assert "4111111111111111" not in page.text and "[REDACTED]" in page.text

@@ -384,19 +384,7 @@ def _decide(
 
 
 def _view(ctx: ServerContext, ident: Identity, req: Any) -> dict[str, Any]:
-    """A request as ``ident`` may see it: ``approver_args`` holds the values redaction
-    hides, only for an approver eligible to approve it while it is pending."""
-    view = request_view(req)
-    view["approver_args"] = None
-    if not req.state.final and role_at_least(ident.user.role(req.tenant), "approver"):
-        view["approver_args"] = ctx.approvals.approver_args(
-            req.id,
-            username=ident.username,
-            email=ident.user.email,
-            policy_roles=ident.user.approver_roles(req.tenant),
-            tenant=req.tenant,
-        )
-    return view
+    return ctx.approvals.view_for(req, ident)
 
 
 def _get_request(ctx: ServerContext, ident: Identity, request_id: str) -> Any:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from veto_core.audit.log import AuditLog
+    from veto_core.server.context import Identity
 
 __all__ = ["Approvals", "ApprovalsUnavailable", "Closed", "NotFound", "Refused"]
 
@@ -169,6 +170,24 @@ class Approvals:
                 "it can no longer be cancelled"
             )
         return after
+
+    def view_for(self, req: Any, ident: Identity) -> dict[str, Any]:
+        """``req`` as ``ident`` may see it, on every page and API that shows a request:
+        ``approver_args`` holds the values redaction hides, only for an approver eligible
+        to approve it while it is pending (else None)."""
+        from veto_core.server.store import role_at_least
+
+        view = request_view(req)
+        view["approver_args"] = None
+        if not req.state.final and role_at_least(ident.user.role(req.tenant), "approver"):
+            view["approver_args"] = self.approver_args(
+                req.id,
+                username=ident.username,
+                email=ident.user.email,
+                policy_roles=ident.user.approver_roles(req.tenant),
+                tenant=req.tenant,
+            )
+        return view
 
     def approver_args(
         self,

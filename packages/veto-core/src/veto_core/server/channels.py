@@ -355,12 +355,21 @@ def _email_routes(
                 "heading": heading,
                 "message": message,
                 "error": error,
-                "r": request_view(req) if req is not None else None,
+                # Only the person the link was sent to gets here (their session): an
+                # eligible approver sees the real values, as on the dashboard.
+                "r": _shown(req, ident),
                 "token": token,
                 "can_decide": can_decide,
             },
             status_code=status,
         )
+
+    def _shown(req: Any, ident: Identity | None) -> dict[str, Any] | None:
+        if req is None:
+            return None
+        if ident is None:
+            return request_view(req)
+        return ctx.approvals.view_for(req, ident)
 
     def claims_of(request: Request, token: str) -> TokenClaims | Response:
         try:
