@@ -225,9 +225,9 @@ class RawClient:
     """``veto mcp proxy`` over stdio driven line by line (JSON-RPC written by hand:
     what a broken or unusual client sends)."""
 
-    def __init__(self, world: World, *extra: str) -> None:
+    def __init__(self, world: World, *extra: str, upstream: list[str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [VETO, *world.proxy_args(*extra)], env=world.environ(), stdin=subprocess.PIPE,
+            [VETO, *world.proxy_args(*extra, upstream=upstream)], env=world.environ(), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         world.procs.append(self.proc)

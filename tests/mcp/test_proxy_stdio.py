@@ -6,12 +6,15 @@ denied, pending, rejected, expired and refused calls run zero times.
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 import anyio
 from mcp_helpers import (
     INIT,
     INITIALIZED,
+    SERVER,
     RawClient,
     World,
     call,
@@ -311,3 +314,38 @@ def test_proxy_stopped_with_sigterm_while_pending_cancels_the_request(world: Wor
         time.sleep(0.05)
     assert world.request(req.id).state is ApprovalState.CANCELLED
     assert world.runs() == []
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"a duplicate key reached the upstream: {keys}"
+    return dict(pairs)
+
+
+def test_the_upstream_reads_the_call_that_was_decided_whatever_its_json_parser(
+    world: World,
+) -> None:
+    """Duplicate keys are read as the last value by Veto, the first by some parsers
+    (cJSON, for one): forwarded as they came, ``{"name": "delete_repo", "name": "echo"}``
+    is decided as echo and run as delete_repo by such a server. What reaches the upstream
+    (recorded by ``tee`` in front of it) is the message Veto decided on, nothing else."""
+    received = world.tmp / "received.jsonl"
+    upstream = ["--", "sh", "-c", 'tee "$0" | "$1" "$2" stdio', str(received), sys.executable, str(SERVER)]  # fmt: skip
+    raw = RawClient(world, upstream=upstream)
+    raw.send(
+        INIT,
+        INITIALIZED,
+        '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_repo","name":"echo","arguments":{"text":"a"}}}',
+        '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"evil","text":"ok"}}}',
+    )  # fmt: skip
+    answers = raw.answer(1, 2, 3)
+    raw.close()
+    assert "echo: a" in json.dumps(answers[2]) and "echo: ok" in json.dumps(answers[3])
+    lines = received.read_text().splitlines()
+    messages = [json.loads(line, object_pairs_hook=_no_duplicate_keys) for line in lines]
+    calls = [m["params"] for m in messages if m.get("method") == "tools/call"]
+    assert calls == [
+        {"name": "echo", "arguments": {"text": "a"}},
+        {"name": "echo", "arguments": {"text": "ok"}},
+    ]
+    assert [r["tool"] for r in world.runs()] == ["echo", "echo"]

@@ -76,7 +76,7 @@ def test_check_is_never_looser_than_the_sdk_and_reads_the_same_fields(data: Any)
             if hasattr(theirs, "model_dump"):
                 theirs = theirs.model_dump(by_alias=True, exclude_unset=True)
             assert mine == theirs, (name, data)
-        assert item.raw == line + b"\n" and orjson.loads(item.raw) == data
+        assert item.raw == orjson.dumps(data) + b"\n" and orjson.loads(item.raw) == data
     else:
         assert isinstance(item, ValueError)
 
@@ -100,6 +100,33 @@ def test_lines_that_are_not_messages_are_errors_never_forwarded() -> None:
                  b'{"jsonrpc":"2.0","id":true,"result":{}}', b'{"jsonrpc":"2.0","id":1,"result":[]}',
                  b'{"jsonrpc":"2.0","id":1,"method":"x","params":[1]}', b'\xff\n'):  # fmt: skip
         assert isinstance(wire.parse(line), ValueError), line
+
+
+def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """How some JSON parsers read a duplicate key (cJSON, for one): the first one."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        out.setdefault(key, value)
+    return out
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","name":"echo","arguments":{"text":"x"}}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"rm -rf /","text":"ok"}}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping","params":{"name":"delete_repo"}}',
+        b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"IBAN DE89"}],"content":[]}}',
+    ],
+)
+def test_what_is_forwarded_reads_the_same_for_every_parser(line: bytes) -> None:
+    """A duplicate key is read as its last value here, its first by other parsers: the
+    relay forwards the message it read and decided on, re-encoded, so the peer cannot
+    read another tool, other arguments or another output than Veto saw."""
+    item = wire.parse(line)
+    assert isinstance(item, wire.Wire)
+    assert json.loads(item.raw, object_pairs_hook=_first_wins) == item.data
+    assert json.loads(item.raw) == item.data
 
 
 @pytest.mark.parametrize("loop", ["watched", "polled"])
@@ -130,7 +157,7 @@ def test_reader_yields_whole_lines_across_chunks_and_the_last_unterminated_one(l
         {"jsonrpc": "2.0", "id": 2, "result": {}},
     ]
     assert isinstance(items[2], ValueError)
-    assert items[0].raw == b'{"jsonrpc": "2.0", "id": 1, "result": {}}\n'
+    assert items[0].raw == b'{"jsonrpc":"2.0","id":1,"result":{}}\n'
 
 
 def test_reader_stops_reading_a_flooding_writer_until_its_lines_are_taken(

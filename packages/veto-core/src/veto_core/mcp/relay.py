@@ -21,8 +21,9 @@ moves the SDK's ``SessionMessage`` objects between the two, unchanged, except:
 
 No request is re-served through an SDK ``Server`` and ``ClientSession``. Over pipes
 to an upstream command (:func:`serve_stdio`) the items are not even SDK models but
-:class:`~veto_core.mcp.wire.Wire` lines: one JSON parse per message, forwarded byte
-for byte; with the SDK's transports (HTTP upstream, a terminal, or
+:class:`~veto_core.mcp.wire.Wire` lines: one JSON parse per message, forwarded as
+re-encoded from what was parsed (what was decided is what the peer reads); with the
+SDK's transports (HTTP upstream, a terminal, or
 ``VETO_MCP_STDIO_TRANSPORT=sdk``) each message is parsed and serialized once on each
 side.
 """
@@ -499,7 +500,7 @@ async def serve_stdio(proxy: McpProxy) -> None:
     """Serve one MCP client on stdin/stdout, relayed to the upstream of ``proxy``.
 
     Over pipes to an upstream command, messages are :class:`~veto_core.mcp.wire.Wire`
-    lines moved in the event loop (one JSON parse each, forwarded byte for byte);
+    lines moved in the event loop (one JSON parse each, forwarded re-encoded);
     otherwise (a terminal, an HTTP upstream), or with ``VETO_MCP_STDIO_TRANSPORT=sdk``
     (the reference, for comparison), through the SDK's transports."""
     from .pipes import pipe_stdio

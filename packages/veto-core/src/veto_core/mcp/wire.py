@@ -2,7 +2,9 @@
 
 When the MCP client talks to ``veto mcp proxy`` over pipes and the upstream is a
 command, the relay (:mod:`veto_core.mcp.relay`) moves :class:`Wire` messages: the
-line as it came (forwarded byte for byte) and its parsed JSON, checked against the
+parsed JSON and its encoding (what is forwarded: the message as read and decided
+on, never the line as it came, which another parser may read differently —
+duplicate keys, say), checked against the
 JSON-RPC message shapes of the SDK (:func:`check`, tested against the SDK's own
 ``JSONRPCMessage`` model as its reference). A line that is not one of them is an
 exception item, as the SDK's transports report it: never forwarded.
@@ -30,8 +32,8 @@ _MISSING: Any = object()
 
 
 class Wire:
-    """One JSON-RPC message: ``raw`` (the line, newline included) and ``data`` (its
-    JSON). Reads like the SDK's message models (``method``, ``id``, ``params``,
+    """One JSON-RPC message: ``data`` (its JSON) and ``raw`` (its encoding as forwarded,
+    newline included). Reads like the SDK's message models (``method``, ``id``, ``params``,
     ``result``, ``error``; absent fields are None) and like a transport item
     (``message`` is the message itself)."""
 
@@ -119,7 +121,13 @@ def parse(line: bytes) -> Wire | ValueError:
     why = check(data)
     if why is not None:
         return ValueError(f"invalid JSON-RPC message: {why}")
-    raw = line if line.endswith(b"\n") else line + b"\n"
+    # Forward what was read, re-encoded, never the line itself: parsers differ on the
+    # same bytes (a duplicate key is the last one here and the first one for others),
+    # so the peer must get exactly the message that was decided on.
+    try:
+        raw = orjson.dumps(data) + b"\n"
+    except orjson.JSONEncodeError as exc:
+        return ValueError(f"invalid JSON: {exc}")
     return Wire(raw, data)
 
 
