@@ -192,26 +192,25 @@ async def run(calls: int, db_dir: Path) -> None:
     # the SDK's invoke (includes the extra decides, schema check, context parsing).
     print(f"{'adapter own':<16}{statistics.median(own):>12.1f}{pct(own, 0.99):>12.1f}"
           f"{statistics.mean(own):>12.1f}")  # fmt: skip
-    # The same, with no fsync in the loop (see _premade.py): the adapter's own work alone.
-    with premade_authorize(veto):
+
+    async def own_line(label: str, first_call: int) -> None:
+        """The adapter's own share again, warmed up, over ``calls`` more calls."""
         for i in range(100):
-            await adapter(calls + i)
+            await adapter(first_call + i)
         own.clear()
         for i in range(calls):
-            await adapter(2 * calls + i)
-    print(f"{'own, no record':<16}{statistics.median(own):>12.1f}{pct(own, 0.99):>12.1f}"
-          f"{statistics.mean(own):>12.1f}")  # fmt: skip
+            await adapter(first_call + 100 + i)
+        print(f"{label:<16}{statistics.median(own):>12.1f}{pct(own, 0.99):>12.1f}"
+              f"{statistics.mean(own):>12.1f}")  # fmt: skip
+
+    # The same, with no fsync in the loop (see _premade.py): the adapter's own work alone.
+    with premade_authorize(veto):
+        await own_line("own, no record", 2 * calls)
     # The sync tool again with the SDK's worker-thread hop run inline, in the guarded and
     # the subtracted invoke alike: each hop costs ~90-110 us here and varies by tens of
     # us, so "own, no record" above carries that variance, not adapter work.
     with premade_authorize(veto), _sdk_sync_tools_inline():
-        for i in range(100):
-            await adapter(5 * calls + i)
-        own.clear()
-        for i in range(calls):
-            await adapter(6 * calls + i)
-    print(f"{'own, hop inline':<16}{statistics.median(own):>12.1f}{pct(own, 0.99):>12.1f}"
-          f"{statistics.mean(own):>12.1f}")  # fmt: skip
+        await own_line("own, hop inline", 4 * calls)
     # The same adapter work on an async tool: the SDK awaits its body on the loop, so
     # neither invoke crosses to a worker thread.
     atool = guard_agent(Agent(name="bot", tools=[read_file_async]), veto,
@@ -220,13 +219,7 @@ async def run(calls: int, db_dir: Path) -> None:
     plain_invoke = read_file_async.on_invoke_tool
     assert isinstance(guardrail, VetoToolGuardrail) and callable(needs)
     with premade_authorize(veto):
-        for i in range(100):
-            await adapter(3 * calls + i)
-        own.clear()
-        for i in range(calls):
-            await adapter(4 * calls + i)
-    print(f"{'own, async tool':<16}{statistics.median(own):>12.1f}{pct(own, 0.99):>12.1f}"
-          f"{statistics.mean(own):>12.1f}")  # fmt: skip
+        await own_line("own, async tool", 6 * calls)
     veto.close()
 
 

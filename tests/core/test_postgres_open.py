@@ -14,20 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from store_openers import OPENERS
 
-from veto_core.approvals.store import open_approval_store
-from veto_core.audit import open_audit
-from veto_core.limits import open_limit_store
-from veto_core.runs.backends import open_run_store
-from veto_core.server.store import ServerStore
-
-OPENERS: dict[str, Callable[[str], Any]] = {
-    "audit": open_audit,
-    "approvals": open_approval_store,
-    "limits": open_limit_store,
-    "runs": open_run_store,
-    "server": ServerStore,
-}
 OPENERS_AT_ONCE = 6
 ROUNDS = 4
 

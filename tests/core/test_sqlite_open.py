@@ -12,25 +12,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-from veto_core.approvals.store import open_approval_store
-from veto_core.audit import open_audit
-from veto_core.limits import open_limit_store
-from veto_core.runs.backends import open_run_store
-from veto_core.server.store import ServerStore
-
-OPENERS: dict[str, Callable[[str], Any]] = {
-    "audit": open_audit,
-    "approvals": open_approval_store,
-    "limits": open_limit_store,
-    "runs": open_run_store,
-    "server": ServerStore,
-}
+from store_openers import OPENERS
 
 HELD_S = 0.4
 

@@ -504,24 +504,11 @@ def _decide(
 ) -> None:
     remote = _remote(cred.token)
     if remote is not None:
-        from veto_core.remote import RemoteError
-
-        if cred.admin or cred.password or cred.roles or cred.email:
-            raise _usage(
-                "with $VETO_URL the server decides who you are from the API token: "
-                "--admin, --password, --role and --email do not apply"
-            )
-        with remote:
-            try:
-                me = str(remote.me()["username"])
-                who = cred.user or os.environ.get(ENV_USER)
-                if who and who.strip().casefold() != me.casefold():
-                    raise _refuse(f"the API token belongs to {me}, not {who}")
-                req = _from_dict(
-                    remote.decide(remote.resolve(request_id), approve=approve, reason=reason)
-                )
-            except RemoteError as exc:
-                raise _remote_fail(exc) from None
+        req = _as_token_user(
+            remote,
+            cred,
+            lambda r: r.decide(r.resolve(request_id), approve=approve, reason=reason),
+        )
     else:
         service = _open(db)
         try:
@@ -551,13 +538,17 @@ def _decide(
         click.echo(f"{req.id} is {req.state.value.upper()} ({_votes(req)} approvals)")
 
 
-def _cancel_remote(remote: Remote, request_id: str, cred: _Cred, reason: str | None) -> None:
+def _as_token_user(
+    remote: Remote, cred: _Cred, act: Callable[[Remote], dict[str, Any]]
+) -> ApprovalRequest:
+    """``act(remote)`` on the server, which acts as the API token's user: a ``--as`` naming
+    someone else, and the credentials only the database path takes, are refused."""
     from veto_core.remote import RemoteError
 
-    if cred.admin or cred.password:
+    if cred.admin or cred.password or cred.roles or cred.email:
         raise _usage(
             "with $VETO_URL the server decides who you are from the API token: "
-            "--admin and --password do not apply"
+            "--admin, --password, --role and --email do not apply"
         )
     with remote:
         try:
@@ -565,10 +556,9 @@ def _cancel_remote(remote: Remote, request_id: str, cred: _Cred, reason: str | N
             who = cred.user or os.environ.get(ENV_USER)
             if who and who.strip().casefold() != me.casefold():
                 raise _refuse(f"the API token belongs to {me}, not {who}")
-            req = _from_dict(remote.cancel(remote.resolve(request_id), reason=reason))
+            return _from_dict(act(remote))
         except RemoteError as exc:
             raise _remote_fail(exc) from None
-    click.echo(f"{req.id} is {req.state.value.upper()}")
 
 
 def _vote_options(f: F) -> F:
@@ -642,7 +632,8 @@ def cancel_cmd(
                  password=password, admin=admin)  # fmt: skip
     remote = _remote(cred.token)
     if remote is not None:
-        _cancel_remote(remote, request_id, cred, reason)
+        req = _as_token_user(remote, cred, lambda r: r.cancel(r.resolve(request_id), reason=reason))
+        click.echo(f"{req.id} is {req.state.value.upper()}")
         return
     service = _open(db)
     try:
