@@ -383,10 +383,6 @@ def _decide(
         raise HTTPException(403, str(exc)) from None
 
 
-def _view(ctx: ServerContext, ident: Identity, req: Any) -> dict[str, Any]:
-    return ctx.approvals.view_for(req, ident)
-
-
 def _get_request(ctx: ServerContext, ident: Identity, request_id: str) -> Any:
     try:
         return ctx.approvals.get(request_id, ctx.readable_tenants(ident))
@@ -555,7 +551,10 @@ def _pages(app: FastAPI, ctx: ServerContext) -> None:
     ) -> dict[str, Any]:
         base = _base(request, ctx, ident, tenant, "approvals")
         try:
-            reqs = [_view(ctx, ident, r) for r in ctx.approvals.list_requests([tenant], "pending")]
+            reqs = [
+                ctx.approvals.view_for(r, ident)
+                for r in ctx.approvals.list_requests([tenant], "pending")
+            ]
             unavailable = None
         except ApprovalsUnavailable as exc:
             reqs, unavailable = [], str(exc)
@@ -814,14 +813,14 @@ def _api(app: FastAPI, ctx: ServerContext) -> None:
         ident = ident_of(request)
         tenants = [ctx.tenant(ident, tenant)] if tenant else ctx.readable_tenants(ident)
         reqs = ctx.approvals.list_requests(tenants, None if state == "all" else state)
-        return {"requests": [_view(ctx, ident, r) for r in reqs]}
+        return {"requests": [ctx.approvals.view_for(r, ident) for r in reqs]}
 
     @app.get("/api/approvals/{request_id}", tags=["approvals"], responses=_ERRORS)
     def api_approval(request: Request, request_id: str) -> dict[str, Any]:
         """One request. `args` is redacted as in the audit trail; `approver_args` has the
         real values for an approver eligible to approve it while it is pending (else null)."""
         ident = ident_of(request)
-        return _view(ctx, ident, _get_request(ctx, ident, request_id))
+        return ctx.approvals.view_for(_get_request(ctx, ident, request_id), ident)
 
     @app.post(
         "/api/approvals/{request_id}/approve",
