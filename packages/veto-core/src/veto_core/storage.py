@@ -224,7 +224,7 @@ def migrate_postgres(
         )
 
 
-# --- connections shared by the limit and run stores ------------------------------------------
+# --- opening a store: every SQLite and PostgreSQL store ----------------------------------------
 
 
 def create_postgres_schema(con: Any, schema: str) -> None:
@@ -288,6 +288,9 @@ def connect_sqlite(
         con.close()
         raise
     return con
+
+
+# --- connections shared by the limit and run stores ------------------------------------------
 
 
 class SQLiteConnections:

@@ -8,8 +8,10 @@ by an authenticated, authorized user (fail closed).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,6 +35,27 @@ class Refused(Exception):
 
 class Closed(Exception):
     """The request is no longer pending (HTTP 409)."""
+
+
+@contextlib.contextmanager
+def _service_errors(request_id: str, failed: str) -> Iterator[None]:
+    """The approval service's errors as the routes' exceptions: unknown request ->
+    :class:`NotFound`, no longer pending -> :class:`Closed`, vote refused ->
+    :class:`Refused`; anything else -> :class:`ApprovalsUnavailable` (``failed: ...``)."""
+    from veto_core.approvals import ApprovalClosed, ApprovalNotFound, ApprovalRefused
+
+    try:
+        yield
+    except ApprovalNotFound as exc:
+        raise NotFound(request_id) from exc
+    except ApprovalClosed as exc:
+        raise Closed(str(exc)) from exc
+    except ApprovalRefused as exc:
+        raise Refused(str(exc)) from exc
+    except ApprovalsUnavailable:
+        raise
+    except Exception as exc:
+        raise ApprovalsUnavailable(f"{failed}: {exc}") from exc
 
 
 class Approvals:
@@ -97,17 +120,8 @@ class Approvals:
 
     def get(self, request_id: str, tenants: list[str]) -> Any:
         """The request, if it belongs to one of ``tenants``; else :class:`NotFound`."""
-        from veto_core.approvals import ApprovalNotFound
-
-        svc = self.service()
-        try:
-            req = svc.get(request_id)
-        except ApprovalNotFound as exc:
-            raise NotFound(request_id) from exc
-        except ApprovalsUnavailable:
-            raise
-        except Exception as exc:
-            raise ApprovalsUnavailable(f"cannot read approval request: {exc}") from exc
+        with _service_errors(request_id, "cannot read approval request"):
+            req = self.service().get(request_id)
         if req is None or req.tenant not in tenants:
             raise NotFound(request_id)
         return req
@@ -127,43 +141,22 @@ class Approvals:
         reason: str | None,
     ) -> Any:
         """Cast the user's vote; the service enforces eligibility, quorum, self-approval."""
-        from veto_core.approvals import (
-            ApprovalClosed,
-            ApprovalNotFound,
-            ApprovalRefused,
-            Approver,
-        )
+        from veto_core.approvals import Approver
 
-        try:
+        with _service_errors(request_id, "the decision was not recorded"):
             approver = Approver(id=username, roles=policy_roles, email=email, tenant=tenant)
             return self.service().decide(
                 request_id, approver=approver, approve=approve, via=via, reason=reason or None
             )
-        except ApprovalNotFound as exc:
-            raise NotFound(request_id) from exc
-        except ApprovalClosed as exc:
-            raise Closed(str(exc)) from exc
-        except ApprovalRefused as exc:
-            raise Refused(str(exc)) from exc
-        except ApprovalsUnavailable:
-            raise
-        except Exception as exc:
-            raise ApprovalsUnavailable(f"the decision was not recorded: {exc}") from exc
 
     def cancel(self, request_id: str, *, username: str, reason: str | None) -> Any:
         """PENDING -> CANCELLED by ``username`` (the caller checked its approver role).
         Cancelling a cancelled request changes nothing and answers it (as the local CLI
         does); :class:`Closed` if it was approved, denied or expired instead."""
-        from veto_core.approvals import ApprovalNotFound, ApprovalState
+        from veto_core.approvals import ApprovalState
 
-        try:
+        with _service_errors(request_id, "the cancellation was not recorded"):
             after = self.service().cancel(request_id, by=username, reason=reason or None)
-        except ApprovalNotFound as exc:
-            raise NotFound(request_id) from exc
-        except ApprovalsUnavailable:
-            raise
-        except Exception as exc:
-            raise ApprovalsUnavailable(f"the cancellation was not recorded: {exc}") from exc
         if after.state is not ApprovalState.CANCELLED:
             raise Closed(
                 f"approval request {request_id} is {after.state.value}; "
