@@ -232,6 +232,8 @@ def test_at_most_one_mib_of_text_per_run_oldest_blanked_first(runs: Runs) -> Non
         )
     events = runs.events()
     assert [len(e.text) for e in events] == [0, chunk, chunk]  # 1.2 MiB: the oldest went
+    # ...and says so: flow rules must not read "not in the kept text" as "not observed"
+    assert [e.text_lost for e in events] == [True, False, False]
     kept = events[0]
     assert (kept.seq, kept.tool, kept.args, kept.labels, kept.source_ids) == (
         1,
@@ -242,15 +244,20 @@ def test_at_most_one_mib_of_text_per_run_oldest_blanked_first(runs: Runs) -> Non
     )
     runs.add("small", text="x" * 100)  # fits beside the two kept texts
     assert [len(e.text) for e in runs.events()] == [0, chunk, chunk, 100]
+    runs.add("empty", text="")  # an output with no text lost none
 
     # One text over the bound is cut to it, at a character boundary; all older text goes.
     huge = "é" * MAX_RUN_TEXT_BYTES  # 2 MiB of UTF-8
     runs.add("huge", text=huge)
     events = runs.events()
-    assert [len(e.text) for e in events[:-1]] == [0, 0, 0, 0]
+    assert [len(e.text) for e in events[:-1]] == [0, 0, 0, 0, 0]
     assert events[-1].text == "é" * (MAX_RUN_TEXT_BYTES // 2)
     assert sum(len(e.text.encode()) for e in events) <= MAX_RUN_TEXT_BYTES
-    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
+    assert [e.text_lost for e in events] == [True, True, True, True, False, True]
+    # the engine's own cut (RunTracker.observe cuts before the store) is kept as such
+    runs.add("cut", text="short", text_lost=True)
+    assert runs.events()[-1].text_lost and runs.events()[-1].text == "short"
 
 
 def test_text_every_store_can_keep(runs: Runs) -> None:
@@ -368,6 +375,34 @@ def test_open_run_store_failures_are_unavailable(tmp_path: Path) -> None:
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(RunStoreUnavailable, match="run store"):
         open_run_store(f"sqlite:///{tmp_path / 'dir.db'}")
+
+
+def test_a_version_1_database_gains_text_lost(tmp_path: Path) -> None:
+    """Runs written before ``text_lost`` existed read as not lost; new blanking marks."""
+    import sqlite3
+
+    from veto_core.runs.backends import MIGRATIONS
+    from veto_core.storage import migrate_sqlite
+
+    path = tmp_path / "v1.db"
+    con = sqlite3.connect(path, isolation_level=None)
+    migrate_sqlite(con, component="runs", migrations=MIGRATIONS, too_new=RuntimeError, target=1)
+    con.execute("INSERT INTO veto_runs VALUES ('\"t\"', 'r', 1, 9223372036854775807, 5)")
+    con.execute(
+        "INSERT INTO veto_run_events VALUES ('\"t\"', 'r', 1, 'read', '{}', 'allow', NULL, "
+        "'[\"untrusted\"]', '[]', 'hello', 5, 0)"
+    )
+    con.close()
+    store = open_run_store(f"sqlite:///{path}")
+    try:
+        (old,) = store.load("t", "r", now=T0)
+        assert old.text == "hello" and old.text_lost is False
+        store.append("t", "r", RunEvent(tool="big", text="x" * MAX_RUN_TEXT_BYTES, at=T0),
+                     ttl_s=60, now=T0)  # fmt: skip
+        old, big = store.load("t", "r", now=T0)
+        assert old.text == "" and old.text_lost and not big.text_lost
+    finally:
+        store.close()
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

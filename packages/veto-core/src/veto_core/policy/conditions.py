@@ -487,8 +487,8 @@ class ConditionCompiler:
                 return bool(_TAINT_RUN.get().tainted(v, wanted, min_length))
             except EvalError as exc:
                 raise EvalError(*(f"{text}: {m}" for m in exc.messages)) from None
-            except Exception as exc:  # a value with no text, a deep structure: fail closed
-                raise EvalError(f"{text}: tainted_by failed: {type(exc).__name__}: {exc}") from None
+            except Exception as exc:  # lost text, no text, a deep structure: fail closed
+                raise _taint_error(text, exc) from None
 
         chain = _step_chain(text, segments, tainted, on_missing=None)
         head = text.split(".", 1)[0]
@@ -507,7 +507,10 @@ class ConditionCompiler:
                 except Exception as exc:
                     raise EvalError(f"{text}: {type(exc).__name__}: {exc}") from None
                 if type(v) is str and len(v) <= 16384:  # 64 KiB is at least 16 Ki characters
-                    return bool(run.tainted_text(v, wanted, min_length))
+                    try:
+                        return bool(run.tainted_text(v, wanted, min_length))
+                    except Exception as exc:  # its lost text: unknown (fail closed)
+                        raise _taint_error(text, exc) from None
                 token = _TAINT_RUN.set(run)
                 try:
                     return tainted(v)
@@ -1024,6 +1027,15 @@ def _labels_leaf(general: Fn, operand: Any, *, ignore_case: bool) -> Fn:
     # Compiled deciders call ``on_run`` with the call and its run (read once per call).
     labels_contain.on_run = on_run  # type: ignore[attr-defined]
     return labels_contain
+
+
+def _taint_error(field: str, exc: Exception) -> EvalError:
+    """The error a `tainted_by` leaf reports when its run could not answer."""
+    from ..runs.state import TaintUnknown  # runs imports policy: not at module load
+
+    if isinstance(exc, TaintUnknown):
+        return EvalError(f"{field}: {exc}")
+    return EvalError(f"{field}: tainted_by failed: {type(exc).__name__}: {exc}")
 
 
 def _fast_leaf(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .memory import MemoryRunStore
-from .state import MAX_TEXT_BYTES, RunState, TaintMatch
+from .state import MAX_TEXT_BYTES, RunState, TaintMatch, TaintUnknown
 from .store import RunEvent, RunStore, RunStoreUnavailable
 from .text import extract_text, normalize
 from .tracker import USER, ObservationError, RunTracker
@@ -19,6 +19,7 @@ __all__ = [
     "RunStoreUnavailable",
     "RunTracker",
     "TaintMatch",
+    "TaintUnknown",
     "extract_text",
     "normalize",
 ]

@@ -18,8 +18,10 @@ Semantics shared by every store (tested by one conformance suite):
 - At most `MAX_RUN_TEXT_BYTES` (1 MiB, UTF-8) of output text is kept per run: when an
   append takes the run past it, the text of the oldest events is blanked first (their
   rows, labels, args and effect stay), in the same transaction. A single text longer
-  than the bound is cut to it (at a character boundary). NUL characters (which
-  PostgreSQL cannot store) and lone surrogates become U+FFFD in every store alike.
+  than the bound is cut to it (at a character boundary). Either way the event comes back
+  with ``text_lost`` set, so flow rules know that text is missing (fail closed). NUL
+  characters (which PostgreSQL cannot store) and lone surrogates become U+FFFD in every
+  store alike.
 - ``args`` are stored as canonical JSON (`veto_core.audit.record.plain_args_json`) and
   come back as their JSON form (tagged forms such as ``{"$tuple": [...]}`` for non-JSON
   Python values, as in the audit trail); ``labels`` are stored sorted; ``at`` is UTC
@@ -101,9 +103,9 @@ def _ttl_us(ttl_s: float) -> int:
     return max(1, round(ttl_s * 1_000_000))
 
 
-def _clean_text(text: str) -> tuple[str, int]:
-    """``(text, UTF-8 size)`` as stored: NUL and lone surrogates replaced, cut to the
-    per-run bound at a character boundary."""
+def _clean_text(text: str) -> tuple[str, int, bool]:
+    """``(text, UTF-8 size, cut)`` as stored: NUL and lone surrogates replaced, cut to
+    the per-run bound at a character boundary (``cut`` says it was)."""
     if not isinstance(text, str):
         raise TypeError(f"event text must be a string, got {type(text).__name__}")
     text = text.replace("\x00", "\ufffd")
@@ -111,9 +113,10 @@ def _clean_text(text: str) -> tuple[str, int]:
         data = text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates
         data = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode("utf-8")
-    if len(data) > MAX_RUN_TEXT_BYTES:
+    cut = len(data) > MAX_RUN_TEXT_BYTES
+    if cut:
         data = data[:MAX_RUN_TEXT_BYTES].decode("utf-8", "ignore").encode("utf-8")
-    return data.decode("utf-8"), len(data)
+    return data.decode("utf-8"), len(data), cut
 
 
 class _Encoded:
@@ -127,6 +130,7 @@ class _Encoded:
         "source_ids",
         "text",
         "text_bytes",
+        "text_lost",
         "tool",
         "tool_call_id",
     )
@@ -141,7 +145,8 @@ class _Encoded:
         self.tool_call_id = event.tool_call_id
         self.labels = str_list_json(sorted(event.labels))
         self.source_ids = str_list_json(tuple(event.source_ids))
-        self.text, self.text_bytes = _clean_text(event.text)
+        self.text, self.text_bytes, cut = _clean_text(event.text)
+        self.text_lost = cut or bool(event.text_lost)
         self.at_us = _us(event.at)
 
 
@@ -155,6 +160,7 @@ def _decode(
     source_ids: str,
     text: str | None,
     at_us: int,
+    text_lost: Any = 0,
 ) -> RunEvent:
     return RunEvent(
         seq=int(seq),
@@ -166,6 +172,7 @@ def _decode(
         source_ids=tuple(loads_plain(source_ids)),
         text=text or "",
         at=_ts_from_us(int(at_us)),
+        text_lost=bool(text_lost),
     )
 
 
@@ -186,10 +193,12 @@ CREATE TABLE IF NOT EXISTS veto_run_events (
     PRIMARY KEY (tenant, run_id, seq)
 )
 """
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# An event whose text was cut or blanked says so (flow rules fail closed on lost text).
+_V2 = "ALTER TABLE veto_run_events ADD COLUMN text_lost INTEGER NOT NULL DEFAULT 0"
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 _RUN = "tenant = ? AND run_id = ?"
-_EVENT_COLUMNS = "seq, tool, args, effect, tool_call_id, labels, source_ids, text, at_us"
+_EVENT_COLUMNS = "seq, tool, args, effect, tool_call_id, labels, source_ids, text, at_us, text_lost"
 
 
 class RunSchemaError(RunStoreUnavailable):
@@ -247,7 +256,7 @@ class _SqlRunStore(RunStore):
             ex(
                 q(
                     f"INSERT INTO veto_run_events (tenant, run_id, {_EVENT_COLUMNS}, text_bytes) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
                     *key,
@@ -260,6 +269,7 @@ class _SqlRunStore(RunStore):
                     enc.source_ids,
                     enc.text,
                     enc.at_us,
+                    int(enc.text_lost),
                     enc.text_bytes,
                 ),
             )
@@ -280,7 +290,7 @@ class _SqlRunStore(RunStore):
                 if last:
                     ex(
                         q(
-                            "UPDATE veto_run_events SET text = '', text_bytes = 0 "
+                            "UPDATE veto_run_events SET text = '', text_bytes = 0, text_lost = 1 "
                             f"WHERE {_RUN} AND seq <= ? AND text_bytes > 0"
                         ),
                         (*key, last),
@@ -439,7 +449,7 @@ class PostgresRunStore(_SqlRunStore):
 # A run is three keys under ``veto:run:<JSON [tenant, run_id]>``: the hash itself (head,
 # exp (µs), bytes (text kept), lo (every seq below it has blank text), tok:<token> -> seq
 # for appends already applied), ``...:e`` (seq -> event JSON without text) and ``...:t``
-# (seq -> text). ``veto:runs:expiry`` (run key scored by expiry) serves purge_expired and
+# (seq -> text; a lone NUL once blanked for newer text: ``text_lost``). ``veto:runs:expiry`` (run key scored by expiry) serves purge_expired and
 # ``veto:runs:tenant:<JSON tenant>`` (set of run keys) serves erase.
 _APPEND_LUA = """
 local meta, events, texts, expiry, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -463,7 +473,7 @@ total = total + size
 while total > max and lo < seq do
   local n = redis.call('HSTRLEN', texts, lo)
   if n > 0 then
-    redis.call('HDEL', texts, lo)
+    redis.call('HSET', texts, lo, '\\0')  -- blanked: a NUL, which no kept text holds
     total = total - n
   end
   lo = lo + 1
@@ -552,9 +562,10 @@ class RedisRunStore(RunStore):
         keys += [_EXPIRY, self._index(_tenant_key(tenant))]
         enc = _Encoded(event)
         now_us, ttl_us = _us(now), _ttl_us(ttl_s)
-        body = canonical_str(
-            [enc.tool, enc.effect, enc.tool_call_id, enc.labels, enc.source_ids, enc.at_us]
-        )
+        fields = [enc.tool, enc.effect, enc.tool_call_id, enc.labels, enc.source_ids, enc.at_us]
+        if enc.text_lost:  # cut to the bound (events written before this field have 6)
+            fields.append(1)
+        body = canonical_str(fields)
         args = [
             str(now_us),
             str(now_us + ttl_us),
@@ -576,13 +587,17 @@ class RedisRunStore(RunStore):
         out = []
         for i in range(0, len(flat), 3):
             args, body = bytes(flat[i + 1]).decode().split("\n", 1)
-            tool, effect, tool_call_id, labels, source_ids, at_us = loads_plain(body)
+            tool, effect, tool_call_id, labels, source_ids, at_us, *cut = loads_plain(body)
             text = bytes(flat[i + 2]).decode() if flat[i + 2] else ""
+            lost = bool(cut and cut[0])
+            if text == "\x00":  # blanked for newer text
+                text, lost = "", True
             out.append(
                 _decode(
-                    int(flat[i]), tool, args, effect, tool_call_id, labels, source_ids, text, at_us
+                    int(flat[i]), tool, args, effect, tool_call_id, labels, source_ids, text,
+                    at_us, lost,
                 )
-            )
+            )  # fmt: skip
         return tuple(out)
 
     def head(self, tenant: str | None, run_id: str, *, now: datetime) -> int:

@@ -39,6 +39,13 @@ Brought up to date, it adds new observations only; windows of text dropped by th
 stay (more "maybe"s) until they outnumber the kept ones, then it is rebuilt from the kept
 texts.
 
+Lost text fails closed: when text carrying a label was cut to the bound or dropped for
+newer text (here, or by the store: `RunEvent.text_lost`), a value not found in the kept
+text may still have come from the lost part, so `tainted` raises `TaintUnknown` for it
+instead of answering "no" (the rule's condition is an error: DESIGN.md 2.2 decides it;
+a deny or approval rule applies, an allow rule does not). Found values, and values
+shorter than ``min_length``, are answered as before.
+
 A state is extended in place under its lock (append-only); readers see the
 ``labels``/``calls`` tuples swapped whole.
 """
@@ -55,10 +62,15 @@ from typing import Any
 from .store import RunEvent
 from .text import compact, normalize, value_texts
 
-__all__ = ["MAX_TEXT_BYTES", "RunState", "TaintMatch"]
+__all__ = ["MAX_TEXT_BYTES", "RunState", "TaintMatch", "TaintUnknown"]
 
 #: Text kept per run (UTF-8 bytes of the extracted text); older outputs are dropped first.
 MAX_TEXT_BYTES = 1 << 20
+
+
+class TaintUnknown(Exception):
+    """Whether a value is tainted cannot be told: it is not in the kept text, and text
+    carrying one of the labels asked for was lost (cut or dropped at the bound)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -155,6 +167,7 @@ class RunState:
         "_index",
         "_kept_from",
         "_lock",
+        "_lost",
         "_memo",
         "_obs",
         "_searched",
@@ -178,6 +191,8 @@ class RunState:
         self._index: dict[str, _Index] = {}  # label -> its sparse index (built on demand)
         self._text_bytes = 0
         self._kept_from = 0  # observations before this one have had their text dropped
+        #: labels some of whose text is not kept (cut or dropped): "not found" is unknown
+        self._lost: frozenset[str] = frozenset()
         self.head = 0
         self.labels: tuple[str, ...] = ()
         self.label_set: frozenset[str] = frozenset()
@@ -201,6 +216,8 @@ class RunState:
                 labels.update(event.labels)
                 if not event.tool.startswith("@"):
                     calls.append({"tool": event.tool, "args": event.args, "effect": event.effect})
+                if event.labels and event.text_lost:  # cut or blanked by the store
+                    self._lose(event.labels)
                 if event.labels and event.text:
                     self._add_text(event)
                     grew = True
@@ -217,6 +234,7 @@ class RunState:
         if size > MAX_TEXT_BYTES:  # one output alone over the bound: keep its beginning
             text = text.encode("utf-8", "surrogatepass")[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
             size = len(text.encode("utf-8", "surrogatepass"))
+            self._lose(event.labels)
         self._obs.append(_Observation(event, normalize(text), size))
         self._text_bytes += size
         while self._text_bytes > MAX_TEXT_BYTES:  # drop the oldest text first
@@ -225,6 +243,11 @@ class RunState:
             old.norm = old.flat = None
             self._text_bytes -= old.size
             old.size = 0
+            self._lose(old.event.labels)
+
+    def _lose(self, labels: frozenset[str]) -> None:
+        if not labels <= self._lost:
+            self._lost = self._lost | labels
 
     def _haystacks(self) -> dict[str, str]:
         """Per label, the kept texts joined by NUL: extended with new observations only
@@ -259,12 +282,27 @@ class RunState:
         """Bytes of observed text currently kept (at most `MAX_TEXT_BYTES`)."""
         return self._text_bytes
 
+    @property
+    def lost_labels(self) -> frozenset[str]:
+        """Labels some of whose observed text is no longer kept (cut or dropped)."""
+        return self._lost
+
     def tainted(self, value: Any, labels: frozenset[str], min_length: int) -> bool:
         """True if any leaf of ``value`` (normalized, at least ``min_length`` long) occurs
-        in the text of one observation carrying one of ``labels``."""
+        in the text of one observation carrying one of ``labels``; `TaintUnknown` if no
+        leaf does but one may be in lost text (three-valued: a found leaf wins)."""
         if type(value) is str:
             return self.tainted_text(value, labels, min_length)
-        return any(self.tainted_text(text, labels, min_length) for text in value_texts(value))
+        unknown: TaintUnknown | None = None
+        for text in value_texts(value):
+            try:
+                if self.tainted_text(text, labels, min_length):
+                    return True
+            except TaintUnknown as exc:
+                unknown = exc
+        if unknown is not None:
+            raise unknown
+        return False
 
     def tainted_text(self, text: str, labels: frozenset[str], min_length: int) -> bool:
         """`tainted` for one string (the common case, one frame: flow rules' hot path)."""
@@ -299,7 +337,16 @@ class RunState:
             if len(memo) >= _MEMO_LIMIT:
                 memo.clear()
             memo[key] = hit
-        return hit[0] and hit[1] >= min_length
+        if hit[0]:
+            return hit[1] >= min_length
+        if hit[1] < min_length or self._lost.isdisjoint(labels):
+            return False
+        lost = ", ".join(repr(label) for label in sorted(self._lost & labels))
+        raise TaintUnknown(
+            f"text labelled {lost} passed the run's {MAX_TEXT_BYTES >> 20} MiB bound and is "
+            "no longer all kept; the value is not in what is kept, so whether it came from "
+            "that text cannot be told (failing closed)"
+        )
 
     def _current_index(self, label: str, hay_length: int) -> _Index | None:
         """The index of ``label`` if it covers every observation, else None (search):

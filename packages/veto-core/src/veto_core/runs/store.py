@@ -38,6 +38,10 @@ class RunEvent:
     and object keys of JSON-like outputs, joined by newlines), not normalized, so
     `veto explain` can quote it; ``labels``/``source_ids`` are what the policy's
     ``sources`` gave this output. Pseudo-tools (``"@user"``) have ``args == {}``.
+    ``text_lost`` is True when some of the output's text is not kept: it was cut to the
+    per-run bound, or blanked to make room for newer text. A value not found in the
+    kept text may then still have come from it, so `tainted_by` cannot answer "no"
+    for its labels (an error: fail closed).
     """
 
     seq: int = 0
@@ -49,11 +53,14 @@ class RunEvent:
     source_ids: tuple[str, ...] = ()
     text: str = ""
     at: datetime
+    text_lost: bool = False
 
 
 class RunStore(abc.ABC):
     """Durable, shared run state. Implementations must be thread-safe and safe across
-    processes (two workers appending to one run never lose or reorder an event)."""
+    processes (two workers appending to one run never lose or reorder an event). A store
+    that keeps less text than it was given (cut, or blanked for newer text) must load
+    that event with ``text_lost=True``, or flow rules would read lost text as absent."""
 
     @abc.abstractmethod
     def append(

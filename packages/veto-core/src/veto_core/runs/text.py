@@ -1,7 +1,11 @@
 """Text of observed outputs and of argument values, as `tainted_by` compares them (2.7).
 
-Both sides are normalized the same way: Unicode NFKC, casefold, and every run of
-whitespace collapsed to one space (leading and trailing whitespace dropped); `tainted_by`
+Both sides are normalized the same way: Unicode NFKC, casefold, invisible characters
+removed (Unicode's Default_Ignorable_Code_Point: zero-width spaces and joiners, the soft
+hyphen, bidi controls, the BOM, variation selectors, tag characters; an attacker can put
+them inside an IBAN in an e-mail, where nobody sees them and a model copying the IBAN
+drops them), and every run of whitespace collapsed to one space (leading and trailing
+whitespace dropped); `tainted_by`
 then compares them with all whitespace removed (`compact`), so a value re-spaced on
 the way from the output to the call (``DE89 3704 …`` read, ``DE893704…`` paid) is
 still found. Numbers
@@ -15,22 +19,42 @@ import unicodedata
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import re2
+
 __all__ = ["compact", "extract_text", "normalize", "number_text", "value_texts"]
 
 _MAX_DEPTH = 64
 
+#: Default_Ignorable_Code_Point (Unicode DerivedCoreProperties.txt): characters that
+#: render as nothing. Removed after NFKC (which maps U+3164 and U+FFA0 to U+1160, also
+#: here). tests/core/runs/test_flow_hostile_text.py checks it covers every format
+#: character (Cf) but the few that are visible or not ignorable.
+DEFAULT_IGNORABLE = (
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
+)
+_INVISIBLE = re2.compile(f"[{DEFAULT_IGNORABLE}]")
+
+
+def _visible(text: str) -> str:
+    """NFKC without invisible characters (only non-ASCII text has any)."""
+    text = unicodedata.normalize("NFKC", text)
+    return _INVISIBLE.sub("", text) if _INVISIBLE.search(text) else text
+
 
 def normalize(text: str) -> str:
-    """NFKC, casefold, whitespace collapsed: the form both sides of `tainted_by` take."""
+    """NFKC, casefold, invisible characters removed, whitespace collapsed: the form
+    both sides of `tainted_by` take."""
     if not text.isascii():
-        text = unicodedata.normalize("NFKC", text)
+        text = _visible(text)
     return " ".join(text.casefold().split())
 
 
 def compact(text: str) -> str:
     """`normalize` without any whitespace: the form `tainted_by` searches."""
     if not text.isascii():
-        text = unicodedata.normalize("NFKC", text)
+        text = _visible(text)
     return "".join(text.casefold().split())
 
 

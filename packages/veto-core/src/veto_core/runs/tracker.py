@@ -177,14 +177,16 @@ class RunTracker:
         try:
             labels, source_ids = self._labels(policy, call, tenant, env)
             text = extract_text(output) if labels else ""
+            cut = False
             if len(text) > MAX_TEXT_BYTES // 4:  # possibly over the bound: cut by bytes
                 data = text.encode("utf-8", "surrogatepass")
                 if len(data) > MAX_TEXT_BYTES:
                     text = data[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
+                    cut = True  # flow rules must not read "not found" as "not in it"
             now = self._clock()
             event = RunEvent(
                 tool=tool, args=dict(call.args), effect=effect.value, tool_call_id=call.tool_call_id,
-                labels=labels, source_ids=source_ids, text=text, at=now,
+                labels=labels, source_ids=source_ids, text=text, at=now, text_lost=cut,
             )  # fmt: skip
             seq = self.store.append(tenant, run_id, event, ttl_s=policy.run_ttl_s, now=now)
         except ObservationError:
