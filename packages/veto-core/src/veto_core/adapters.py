@@ -17,6 +17,9 @@ here is the framework-neutral part of that job, written once:
 - :func:`observe_output` / :func:`aobserve_output` / :func:`observe_user_input`: after a
   call ran, record its output in the run (DESIGN.md 2.7); when that fails the adapter
   shows the model the returned refusal text instead of the output (fail closed).
+- :func:`observe_error` / :func:`aobserve_error`: the same for a call that ran and
+  raised: frameworks show the model the exception's text (an error handler, a retry
+  middleware, the tool's own error formatter), and an attacker's text can ride in it.
 - :class:`ToolCallDenied`: the exception an adapter raises when configured to raise
   instead of answering the model.
 - :func:`json_args`: a framework's argument values as the JSON the decision and the
@@ -48,6 +51,7 @@ __all__ = [
     "ToolNames",
     "Verdict",
     "VetoContext",
+    "aobserve_error",
     "aobserve_output",
     "approval_id",
     "approval_outcome",
@@ -55,11 +59,13 @@ __all__ = [
     "authorize",
     "authorize_and_wait",
     "decision_text",
+    "error_text",
     "error_verdict",
     "fail_closed",
     "from_authorization",
     "json_args",
     "not_released",
+    "observe_error",
     "observe_output",
     "observe_user_input",
     "refusal",
@@ -534,6 +540,57 @@ async def aobserve_output(
         return None
     except Exception as exc:
         return _withheld(call.tool, exc)
+
+
+_ERROR_CHAIN_LIMIT = 32  # exceptions read from one error (causes, contexts, groups)
+
+
+def error_text(exc: BaseException) -> str:
+    """Everything a framework may show the model of a tool's exception, as one text:
+    for the exception, its ``__cause__``/``__context__`` chain and an exception group's
+    members, each one's type name, ``str()`` and ``repr()``, one per line (handlers
+    quote ``str(e)``, ``repr(e)`` or ``f"{type(e).__name__}: {e}"``)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < _ERROR_CHAIN_LIMIT:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        parts.append(type(e).__name__)
+        for show in (str, repr):
+            try:
+                parts.append(show(e))
+            except Exception as broken:  # a broken __str__ shows nothing of it
+                parts.append(f"<{type(broken).__name__} while reading the error>")
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+    return "\n".join(parts)
+
+
+def observe_error(
+    veto: Veto, call: ToolCall, exc: BaseException, *, effect: Effect = Effect.ALLOW
+) -> str | None:
+    """After ``call`` ran and raised ``exc``, record the error's text (:func:`error_text`)
+    as its output in the run, as :func:`observe_output` does (nothing when the policy
+    keeps no run history). Returns None when recorded: the adapter re-raises ``exc``,
+    so the framework handles it as it would have. Otherwise the refusal text the adapter
+    must give instead, never re-raising ``exc``: an outer handler would show the model
+    its unrecorded text."""
+    if not veto.observes_runs:
+        return None
+    return observe_output(veto, call, error_text(exc), effect=effect)
+
+
+async def aobserve_error(
+    veto: Veto, call: ToolCall, exc: BaseException, *, effect: Effect = Effect.ALLOW
+) -> str | None:
+    """:func:`observe_error` for async code paths."""
+    if not veto.observes_runs:
+        return None
+    return await aobserve_output(veto, call, error_text(exc), effect=effect)
 
 
 def observe_user_input(

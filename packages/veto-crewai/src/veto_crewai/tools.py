@@ -12,6 +12,7 @@ from crewai.tools import BaseTool
 from pydantic import ConfigDict, PrivateAttr
 
 from veto_core import Principal, Veto
+from veto_core.adapters import error_text
 
 from . import _gate, _runs
 from ._args import received_args
@@ -131,7 +132,13 @@ class GuardedTool(BaseTool):
             verdict = _gate.failure(self.name, exc)
         if not verdict.run:
             return self._blocked(verdict)
-        output = self.inner.run(*args, **kwargs)
+        try:
+            output = self.inner.run(*args, **kwargs)
+        except Exception as exc:  # it ran and failed: CrewAI shows the model the text
+            withheld = _gate.observe(self._veto, verdict, error_text(exc))
+            if withheld is None:
+                raise
+            return self._withheld(verdict, withheld)
         withheld = _gate.observe(self._veto, verdict, output)
         return output if withheld is None else self._withheld(verdict, withheld)
 
@@ -143,7 +150,13 @@ class GuardedTool(BaseTool):
             verdict = _gate.failure(self.name, exc)
         if not verdict.run:
             return self._blocked(verdict)
-        output = await self.inner.arun(*args, **kwargs)
+        try:
+            output = await self.inner.arun(*args, **kwargs)
+        except Exception as exc:  # it ran and failed: CrewAI shows the model the text
+            withheld = await _gate.aobserve(self._veto, verdict, error_text(exc))
+            if withheld is None:
+                raise
+            return self._withheld(verdict, withheld)
         withheld = await _gate.aobserve(self._veto, verdict, output)
         return output if withheld is None else self._withheld(verdict, withheld)
 

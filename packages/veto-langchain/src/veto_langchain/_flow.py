@@ -17,16 +17,25 @@ from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage, conv
 from langgraph.types import Command
 
 from veto_core import Effect, Principal, ToolCall, Veto
-from veto_core.adapters import Verdict, aobserve_output, observe_output, observe_user_input
+from veto_core.adapters import (
+    Verdict,
+    aobserve_error,
+    aobserve_output,
+    observe_error,
+    observe_output,
+    observe_user_input,
+)
 
 from ._calls import CallDefaults, ToolNames, VetoContext, run_of
 from ._nested import in_decided_call
 
 __all__ = [
+    "aobserve_raised",
     "aobserve_result",
     "effect_of",
     "human_messages",
     "input_unreadable",
+    "observe_raised",
     "observe_result",
     "observe_run_input",
     "observe_user_messages",
@@ -71,6 +80,21 @@ async def aobserve_result(veto: Veto, call: ToolCall, result: Any, verdict: Verd
     if not veto.observes_runs:
         return None
     return await aobserve_output(veto, call, output_of(result), effect=effect_of(verdict))
+
+
+def observe_raised(veto: Veto, call: ToolCall, exc: Exception, verdict: Verdict) -> str | None:
+    """Record the text of ``exc``, raised by ``call`` after it ran, in its run (an error
+    handler around the tool, ``ToolNode(handle_tool_errors=...)``, ``ToolErrorMiddleware``
+    or ``ToolRetryMiddleware``, shows it to the model): None when recorded (re-raise
+    ``exc``), else the refusal text to give instead (``observe_error``)."""
+    return observe_error(veto, call, exc, effect=effect_of(verdict))
+
+
+async def aobserve_raised(
+    veto: Veto, call: ToolCall, exc: Exception, verdict: Verdict
+) -> str | None:
+    """:func:`observe_raised` for async code paths."""
+    return await aobserve_error(veto, call, exc, effect=effect_of(verdict))
 
 
 def human_messages(value: Any) -> list[HumanMessage]:

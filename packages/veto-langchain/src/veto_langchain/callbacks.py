@@ -41,6 +41,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import ensure_config
+from langgraph.errors import GraphBubbleUp
 
 from veto_core import Principal, ToolCall, Veto
 
@@ -211,8 +212,25 @@ class VetoCallbackHandler(BaseCallbackHandler):
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
         with self._lock:
             ran = self._ran.pop(run_id, None)
-        if ran is not None:
-            leave_call(ran[2])
+        if ran is None:
+            return None
+        call, verdict, inside = ran
+        leave_call(inside)
+        if not isinstance(error, Exception) or isinstance(error, GraphBubbleUp):
+            return None  # a cancellation, an interrupt: nothing a model reads
+        # An error handler (ToolErrorMiddleware, ToolNode's) shows the model the error's
+        # text: record it; if that fails, this error replaces it (fail closed).
+        withheld = _flow.observe_raised(self.veto, call, error, verdict)
+        if withheld is not None:
+            raise ToolCallDenied(
+                withheld,
+                tool=call.tool,
+                outcome="error",
+                tool_call_id=call.tool_call_id,
+                decision=verdict.decision,
+                approval_id=verdict.approval_id,
+            )
+        return None
 
     def _observe_input(self, root: UUID | None, call: ToolCall) -> str | None:
         """Record the human messages of the input of the outermost run ``root``, once

@@ -13,6 +13,7 @@ from langchain.agents.middleware import AgentMiddleware, AgentState
 from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.messages import ToolMessage
 from langgraph.config import get_config
+from langgraph.errors import GraphBubbleUp
 from langgraph.types import Command, interrupt
 
 from veto_core import Effect, Principal, ToolCall, Veto
@@ -166,6 +167,13 @@ class VetoMiddleware(AgentMiddleware):
                     result = handler(request)
             except ToolCallDenied as exc:  # a tool inside this one was refused
                 return self._blocked(request, _inner_refusal(exc), call)
+            except GraphBubbleUp:  # an interrupt or a parent command: not an error
+                raise
+            except Exception as exc:  # the tool ran and failed: a handler shows its text
+                withheld = _flow.observe_raised(self.veto, call, exc, verdict)
+                if withheld is None:
+                    raise
+                return self._withheld(request, call, withheld)
             withheld = _flow.observe_result(self.veto, call, result, verdict)
             return result if withheld is None else self._withheld(request, call, withheld)
         return self._blocked(request, verdict, call)
@@ -208,6 +216,13 @@ class VetoMiddleware(AgentMiddleware):
                     result = await handler(request)
             except ToolCallDenied as exc:  # a tool inside this one was refused
                 return self._blocked(request, _inner_refusal(exc), call)
+            except GraphBubbleUp:  # an interrupt or a parent command: not an error
+                raise
+            except Exception as exc:  # the tool ran and failed: a handler shows its text
+                withheld = await _flow.aobserve_raised(self.veto, call, exc, verdict)
+                if withheld is None:
+                    raise
+                return self._withheld(request, call, withheld)
             withheld = await _flow.aobserve_result(self.veto, call, result, verdict)
             return result if withheld is None else self._withheld(request, call, withheld)
         return self._blocked(request, verdict, call)

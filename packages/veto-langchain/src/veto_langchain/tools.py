@@ -12,6 +12,7 @@ from typing import Any, Literal
 from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
+from langgraph.errors import GraphBubbleUp
 from pydantic import ConfigDict, PrivateAttr
 
 from veto_core import Principal, ToolCall, Veto
@@ -126,6 +127,13 @@ class GuardedTool(BaseTool):
             if self._on_deny == "message" and tool_call_id:
                 return self._blocked(_inner_refusal(exc), call, tool_call_id)
             raise
+        except GraphBubbleUp:  # an interrupt or a parent command: not an error
+            raise
+        except Exception as exc:  # the tool ran and failed: a handler shows its text
+            withheld = _flow.observe_raised(self._veto, call, exc, verdict)
+            if withheld is None:
+                raise
+            return self._blocked(_gate.withheld(call, withheld), call, tool_call_id)
         withheld = _flow.observe_result(self._veto, call, output, verdict)
         if withheld is None:
             return output
@@ -146,6 +154,13 @@ class GuardedTool(BaseTool):
             if self._on_deny == "message" and tool_call_id:
                 return self._blocked(_inner_refusal(exc), call, tool_call_id)
             raise
+        except GraphBubbleUp:  # an interrupt or a parent command: not an error
+            raise
+        except Exception as exc:  # the tool ran and failed: a handler shows its text
+            withheld = await _flow.aobserve_raised(self._veto, call, exc, verdict)
+            if withheld is None:
+                raise
+            return self._blocked(_gate.withheld(call, withheld), call, tool_call_id)
         withheld = await _flow.aobserve_result(self._veto, call, output, verdict)
         if withheld is None:
             return output

@@ -77,7 +77,7 @@ from agents.tool_guardrails import (
 from agents.util._approvals import evaluate_needs_approval_setting
 
 from veto_core import Effect, Principal, ToolCall, Veto
-from veto_core.adapters import aobserve_output, observe_output, observe_user_input
+from veto_core.adapters import aobserve_output, error_text, observe_output, observe_user_input
 
 from . import _gate
 from ._calls import (
@@ -763,6 +763,16 @@ def _make_body_gate(
         token = _SCOPE.set(guard)
         try:
             output = await invoke(ctx, input)
+        except (Exception, asyncio.CancelledError) as exc:
+            # It ran and failed; the SDK (a failure_error_function, the runner's error
+            # handling, even for a CancelledError the tool raised) may show the model
+            # the error's text: record it first.
+            if not guard.veto.observes_runs:
+                raise
+            output = error_text(exc)
+            raised: BaseException | None = exc
+        else:
+            raised = None
         finally:
             _SCOPE.reset(token)
         # The body ran: record its output in the run (DESIGN 2.7) before the model sees
@@ -776,6 +786,8 @@ def _make_body_gate(
         else:
             withheld = observe_output(guard.veto, call, output, effect=effect)
         if withheld is None:
+            if raised is not None:
+                raise raised
             return output
         return _refuse(guard, guardrail, Verdict(run=False, outcome="error", reason=withheld))
 

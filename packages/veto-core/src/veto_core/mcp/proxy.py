@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 
 from .. import __version__
-from ..adapters import Verdict
+from ..adapters import Verdict, error_text
 from ..engine import Veto
 from .gate import Caller, McpGate, ToolCatalog
 from .identity import Identity, TokenAuthority, TokenRefused
@@ -143,6 +143,11 @@ class McpProxy:
             except Exception as exc:
                 log.warning("upstream call %s failed: %s: %s", label, type(exc).__name__, exc)
                 self._note_failure(exc)
+                # The client reads the error's text (an McpError carries the upstream's
+                # message): it is this call's output, recorded before it is shown.
+                withheld = await self.gate.observe(verdict, error_text(exc))
+                if withheld is not None:
+                    return error_result(withheld, meta=verdict.info())
                 return error_result(self.failed(label, f"{type(exc).__name__}: {exc}"))
             finally:
                 self._inflight.discard(scope)

@@ -314,12 +314,17 @@ class Relay:
 
     async def returned(self, rid: Any, verdict: Verdict, item: Any) -> Any:
         """The one place where the answer of a forwarded ``tools/call`` comes back: the
-        upstream's own message is relayed unchanged once its output is recorded in the
-        run (DESIGN.md 2.7); if it cannot be, the client gets a refusal instead."""
+        upstream's own message (a result or a JSON-RPC error) is relayed unchanged once
+        its text is recorded in the run (DESIGN.md 2.7); if it cannot be, the client gets
+        a refusal instead."""
         msg = sdk.unwrap(item)
         result = getattr(msg, "result", None)
-        if result is None:  # a JSON-RPC error answer carries no tool output
-            return item
+        if result is None:
+            # A JSON-RPC error answer: the client shows the model its message and data,
+            # which the upstream (or an attacker's text it read) wrote: recorded the same.
+            error = getattr(msg, "error", None)
+            dump = getattr(error, "model_dump", None)
+            result = {"error": dump(mode="json") if callable(dump) else str(error)}
         withheld = await self.gate.observe(verdict, dict(result))
         if withheld is not None:
             return self._result(rid, sdk.error_payload(withheld, verdict.info()))
