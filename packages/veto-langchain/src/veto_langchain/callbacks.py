@@ -61,6 +61,20 @@ from .errors import ToolCallDenied
 __all__ = ["VetoCallbackHandler"]
 
 
+def _refuse_unrecorded(call: ToolCall, verdict: _gate.Verdict, withheld: str | None) -> None:
+    """What ran could not be recorded in its run: the tool's result (or error) is
+    replaced by this refusal, the only signal a callback has (fail closed)."""
+    if withheld is not None:
+        raise ToolCallDenied(
+            withheld,
+            tool=call.tool,
+            outcome="error",
+            tool_call_id=call.tool_call_id,
+            decision=verdict.decision,
+            approval_id=verdict.approval_id,
+        )
+
+
 class VetoCallbackHandler(BaseCallbackHandler):
     """Decide each tool call in ``on_tool_start``; raise :class:`ToolCallDenied` to stop it.
 
@@ -191,46 +205,31 @@ class VetoCallbackHandler(BaseCallbackHandler):
         return None
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> Any:
-        with self._lock:
-            ran = self._ran.pop(run_id, None)
-        if ran is None:
-            return None
-        call, verdict, inside = ran
-        leave_call(inside)
-        withheld = _flow.observe_result(self.veto, call, output, verdict)
-        if withheld is not None:
-            raise ToolCallDenied(
-                withheld,
-                tool=call.tool,
-                outcome="error",
-                tool_call_id=call.tool_call_id,
-                decision=verdict.decision,
-                approval_id=verdict.approval_id,
+        ran = self._finished(run_id)
+        if ran is not None:
+            call, verdict = ran
+            _refuse_unrecorded(
+                call, verdict, _flow.observe_result(self.veto, call, output, verdict)
             )
-        return None
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
+        ran = self._finished(run_id)
+        if ran is None or not isinstance(error, Exception) or isinstance(error, GraphBubbleUp):
+            return  # a cancellation, an interrupt: nothing a model reads
+        # An error handler (ToolErrorMiddleware, ToolNode's) shows the model the error's
+        # text: record it; if that fails, this error replaces it (fail closed).
+        call, verdict = ran
+        _refuse_unrecorded(call, verdict, _flow.observe_raised(self.veto, call, error, verdict))
+
+    def _finished(self, run_id: UUID) -> tuple[ToolCall, _gate.Verdict] | None:
+        """The call and verdict of a tool run that ended (None: not one Veto let run)."""
         with self._lock:
             ran = self._ran.pop(run_id, None)
         if ran is None:
             return None
         call, verdict, inside = ran
         leave_call(inside)
-        if not isinstance(error, Exception) or isinstance(error, GraphBubbleUp):
-            return None  # a cancellation, an interrupt: nothing a model reads
-        # An error handler (ToolErrorMiddleware, ToolNode's) shows the model the error's
-        # text: record it; if that fails, this error replaces it (fail closed).
-        withheld = _flow.observe_raised(self.veto, call, error, verdict)
-        if withheld is not None:
-            raise ToolCallDenied(
-                withheld,
-                tool=call.tool,
-                outcome="error",
-                tool_call_id=call.tool_call_id,
-                decision=verdict.decision,
-                approval_id=verdict.approval_id,
-            )
-        return None
+        return call, verdict
 
     def _observe_input(self, root: UUID | None, call: ToolCall) -> str | None:
         """Record the human messages of the input of the outermost run ``root``, once
