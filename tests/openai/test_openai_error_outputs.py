@@ -86,8 +86,12 @@ def recorded(veto: Veto) -> list[Any]:
 
 
 def assert_tainted(veto: Veto, model: ScriptedModel, paid: list[str]) -> None:
-    assert IBAN in model.seen["c1"]  # the model read the error's text ...
-    [event] = recorded(veto)  # ... which is in the run, labelled by its source
+    seen = model.seen["c1"]
+    assert "An error occurred while running the tool" in seen
+    # openai-agents 0.20 quotes the error in that text (the model reads the IBAN); 0.24
+    # does not, but a custom failure_error_function may: Veto records it either way.
+    assert IBAN in seen or "Error:" not in seen
+    [event] = recorded(veto)  # the error's text is in the run, labelled by its source
     assert event.tool == "fetch_page" and IBAN in event.text
     assert set(event.labels) == {"untrusted"}
     assert paid == []  # ... so the payment to the IBAN it named is refused
@@ -110,8 +114,12 @@ def test_cancelled_error_text_taints_the_run(veto: Veto, is_async: bool, approva
 def test_default_failure_error_function_text_taints_the_run(veto: Veto, is_async: bool) -> None:
     paid: list[str] = []
     model = fetch_then_pay(veto, failing_fetch(), paid, is_async=is_async)
-    assert "An error occurred while running the tool" in model.seen["c1"]
-    assert_tainted(veto, model, paid)
+    if IBAN in model.seen["c1"]:  # openai-agents 0.20 quotes the error to the model
+        assert_tainted(veto, model, paid)
+    else:  # 0.24 shows a generic text: the run records exactly that, and taints nothing
+        fetch, pay = recorded(veto)
+        assert fetch.tool == "fetch_page" and fetch.text == model.seen["c1"]
+        assert pay.tool == "send_money" and paid == [IBAN]
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,8 @@ stay (more "maybe"s) until they outnumber the kept ones, then it is rebuilt from
 texts.
 
 Lost text fails closed: when text carrying a label was cut to the bound or dropped for
-newer text (here, or by the store: `RunEvent.text_lost`), a value not found in the kept
+newer text (here, or by the store: `RunEvent.text_lost`), or an output had parts that are
+not text (images, files: `text.read_output`), a value not found in the kept
 text may still have come from the lost part, so `tainted` raises `TaintUnknown` for it
 instead of answering "no" (the rule's condition is an error: DESIGN.md 2.2 decides it;
 a deny or approval rule applies, an allow rule does not). Found values, and values
@@ -343,9 +344,10 @@ class RunState:
             return False
         lost = ", ".join(repr(label) for label in sorted(self._lost & labels))
         raise TaintUnknown(
-            f"text labelled {lost} passed the run's {MAX_TEXT_BYTES >> 20} MiB bound and is "
-            "no longer all kept; the value is not in what is kept, so whether it came from "
-            "that text cannot be told (failing closed)"
+            f"text labelled {lost} is no longer all kept (cut or dropped at the run's "
+            f"{MAX_TEXT_BYTES >> 20} MiB bound) or was not all text (an image, a file); the "
+            "value is not in what is kept, so whether it came from that text cannot be told "
+            "(failing closed)"
         )
 
     def _current_index(self, label: str, hay_length: int) -> _Index | None:

@@ -10,6 +10,13 @@ then compares them with all whitespace removed (`compact`), so a value re-spaced
 the way from the output to the call (``DE89 3704 …`` read, ``DE893704…`` paid) is
 still found. Numbers
 are compared as their text (``100.0`` is ``100``); booleans and null carry no text.
+
+An output's text is a superset of what the model may read of it: an object's dump *and*
+its ``str()`` (a framework may show either; a field excluded from the dump or a custom
+``__str__`` would otherwise carry text nobody recorded). Parts whose content Veto cannot
+read as text (images, files, audio: the model provider reads them) make the output
+"unreadable" (`read_output`): its text is incomplete, as if lost at the bound, so flow
+rules cannot answer "not tainted" for its labels (fail closed).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 
 import re2
 
-__all__ = ["compact", "extract_text", "normalize", "number_text", "value_texts"]
+__all__ = ["compact", "extract_text", "normalize", "number_text", "read_output", "value_texts"]
 
 _MAX_DEPTH = 64
 
@@ -67,17 +74,49 @@ def number_text(value: int | float) -> str:
     return str(value)
 
 
+#: Content parts a model provider reads but whose content is not text here (LangChain
+#: content blocks, OpenAI Agents SDK tool outputs, MCP content): ``type`` and a payload.
+_OPAQUE_TYPES = frozenset(
+    {"image", "image_url", "input_image", "file", "input_file", "audio", "input_audio",
+     "video", "resource_link", "document"}
+)  # fmt: skip
+_OPAQUE_PAYLOADS = frozenset(
+    {"data", "base64", "image_url", "file_data", "file_id", "url", "file_url", "uri", "blob",
+     "input_audio", "source"}
+)  # fmt: skip
+
+
+def _opaque(part: Mapping[Any, Any]) -> bool:
+    """A content part whose content is not text: an image, file or audio part with its
+    payload, or an MCP embedded binary resource."""
+    kind = part.get("type")
+    if not isinstance(kind, str):
+        return False
+    if kind in _OPAQUE_TYPES:
+        return not _OPAQUE_PAYLOADS.isdisjoint(part)
+    resource = part.get("resource")
+    return kind == "resource" and isinstance(resource, Mapping) and "blob" in resource
+
+
 def extract_text(output: Any) -> str:
     """The text an output gives to a run: a string as it is; the string and number
     leaves and the object keys of JSON-like values (dict/list/tuple), joined by
     newlines; an object with ``model_dump()`` by its dump, one with ``content`` or
-    ``text`` by that; anything else by ``str()``."""
+    ``text`` by that, each followed by its ``str()``; anything else by ``str()``."""
+    return read_output(output)[0]
+
+
+def read_output(output: Any) -> tuple[str, bool]:
+    """``(text, unreadable)``: `extract_text`, and whether the output has parts whose
+    content is not text (an image, a file, audio: see the module docstring)."""
     if isinstance(output, str):
-        return output
-    return "\n".join(_parts(output, 0))
+        return output, False
+    gaps: list[bool] = []
+    text = "\n".join(_parts(output, 0, gaps))
+    return text, bool(gaps)
 
 
-def _parts(value: Any, depth: int) -> Iterator[str]:
+def _parts(value: Any, depth: int, gaps: list[bool]) -> Iterator[str]:
     if depth > _MAX_DEPTH:
         yield str(value)
         return
@@ -88,20 +127,25 @@ def _parts(value: Any, depth: int) -> Iterator[str]:
     elif isinstance(value, int | float):
         yield number_text(value)
     elif isinstance(value, Mapping):
+        if _opaque(value):
+            gaps.append(True)
         for key, item in value.items():
             yield str(key)
-            yield from _parts(item, depth + 1)
+            yield from _parts(item, depth + 1, gaps)
     elif isinstance(value, list | tuple):
         for item in value:
-            yield from _parts(item, depth + 1)
+            yield from _parts(item, depth + 1, gaps)
     elif isinstance(value, bytes | bytearray):
         yield bytes(value).decode("utf-8", "replace")
     elif callable(getattr(value, "model_dump", None)):
-        yield from _parts(value.model_dump(), depth + 1)
+        yield from _parts(value.model_dump(), depth + 1, gaps)
+        yield str(value)  # what a framework showing str() shows (excluded fields too)
     elif hasattr(value, "content") and not callable(value.content):
-        yield from _parts(value.content, depth + 1)
+        yield from _parts(value.content, depth + 1, gaps)
+        yield str(value)
     elif hasattr(value, "text") and not callable(value.text):
-        yield from _parts(value.text, depth + 1)
+        yield from _parts(value.text, depth + 1, gaps)
+        yield str(value)
     else:
         yield str(value)
 

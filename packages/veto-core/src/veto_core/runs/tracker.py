@@ -23,7 +23,7 @@ from ..policy.conditions import EvalContext
 from ..policy.operators import EvalError
 from .state import MAX_TEXT_BYTES, RunState
 from .store import RunEvent, RunStore, RunStoreUnavailable
-from .text import extract_text
+from .text import read_output
 
 if TYPE_CHECKING:
     from ..policy.compiler import CompiledPolicy
@@ -176,8 +176,9 @@ class RunTracker:
             )
         try:
             labels, source_ids = self._labels(policy, call, tenant, env)
-            text = extract_text(output) if labels else ""
-            cut = False
+            # An output with parts that are not text (images, files) keeps an incomplete
+            # text: like text cut at the bound, flow rules must not read it as complete.
+            text, cut = read_output(output) if labels else ("", False)
             if len(text) > MAX_TEXT_BYTES // 4:  # possibly over the bound: cut by bytes
                 data = text.encode("utf-8", "surrogatepass")
                 if len(data) > MAX_TEXT_BYTES:
