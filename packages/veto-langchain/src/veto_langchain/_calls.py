@@ -45,7 +45,10 @@ def resolve_context(
 
     Returns the merged context and the default run id: the LangGraph ``thread_id``
     (stable across an interrupt and its resume), else the invocation's ``run_id``
-    (``config={"run_id": ...}``, LangGraph's ``execution_info.run_id``).
+    (``config={"run_id": ...}``, LangGraph's ``execution_info.run_id``). Inside a
+    decided tool call (a sub-agent, a tool calling tools) the run is always the outer
+    call's, whatever the config or context says: the outer model reads what happens
+    inside, so it must be in the outer run's history (DESIGN.md 2.7).
     """
     ctx = defaults.base
     thread_id: str | None = None
@@ -62,6 +65,11 @@ def resolve_context(
     over = VetoContext.from_run_context(runtime_context)
     if over is not None:
         ctx = over.over(ctx)
+    from ._nested import outer_run_id  # (imports this module)
+
+    outer = outer_run_id()
+    if outer is not None:  # inside a decided call: what runs here is read by the outer
+        return replace(ctx, run_id=outer), outer  # model, so it joins the outer run
     return ctx, thread_id
 
 

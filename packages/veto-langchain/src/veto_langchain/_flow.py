@@ -13,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage, convert_to_messages
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+    convert_to_messages,
+)
 from langgraph.types import Command
 
 from veto_core import Effect, Principal, ToolCall, Veto
@@ -35,11 +41,13 @@ __all__ = [
     "effect_of",
     "human_messages",
     "input_unreadable",
+    "message_output",
     "observe_raised",
     "observe_result",
     "observe_run_input",
     "observe_user_messages",
     "output_of",
+    "update_output",
 ]
 
 
@@ -50,19 +58,53 @@ def effect_of(verdict: Verdict) -> Effect:
 
 
 def output_of(result: Any) -> Any:
-    """What the model sees of a tool's result: a ``ToolMessage``'s content, the tool
-    messages' contents of a ``Command`` update (else the whole update), else the result."""
+    """What the model sees of a tool's result: a ``ToolMessage``'s content; for a
+    ``Command``, everything its update writes into the state: the text of *every*
+    message of its ``messages`` (any type: a ``HumanMessage`` a tool adds is still the
+    tool's output) and every other key's value; else the result itself."""
     if isinstance(result, ToolMessage):
         return result.content
     if isinstance(result, Command):
-        update = result.update
-        messages = update.get("messages") if isinstance(update, Mapping) else None
-        if isinstance(messages, Sequence) and not isinstance(messages, str):
-            tool_messages = [m.content for m in messages if isinstance(m, ToolMessage)]
-            if tool_messages:
-                return tool_messages
-        return update
+        return update_output(result.update)
     return result
+
+
+def update_output(update: Any) -> Any:
+    """The text-bearing parts of a state update (a mapping, or a sequence of
+    ``(key, value)`` pairs): the messages' texts (:func:`message_output`) and the other
+    keys as ``{key: value}``; anything else as it is."""
+    if update is None:
+        return None
+    if isinstance(update, Mapping):
+        items: list[Any] = list(update.items())
+    elif isinstance(update, Sequence) and not isinstance(update, str | bytes):
+        items = list(update)
+        if not all(isinstance(i, tuple) and len(i) == 2 for i in items):
+            return update
+    else:
+        return update
+    parts: list[Any] = []
+    for key, value in items:
+        if key == "messages":
+            values = (
+                value
+                if isinstance(value, Sequence) and not isinstance(value, str | bytes)
+                else [value]
+            )
+            parts.extend(message_output(m) for m in values)
+        else:
+            parts.append({str(key): value})
+    return parts
+
+
+def message_output(message: Any) -> Any:
+    """What a model reads of one message: its content (and an AI message's tool calls);
+    a message given as a dict, tuple or string as it is."""
+    if isinstance(message, AIMessage) and message.tool_calls:
+        return [message.content, [dict(tc) for tc in message.tool_calls]]
+    if isinstance(message, BaseMessage):
+        return message.content
+    return message
 
 
 def observe_result(veto: Veto, call: ToolCall, result: Any, verdict: Verdict) -> str | None:

@@ -11,12 +11,19 @@ from typing import Annotated, Any, Literal, NotRequired
 
 from langchain.agents.middleware import AgentMiddleware, AgentState
 from langchain.agents.middleware.types import PrivateStateAttr
-from langchain_core.messages import ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+    convert_to_messages,
+)
 from langgraph.config import get_config
 from langgraph.errors import GraphBubbleUp
 from langgraph.types import Command, interrupt
 
 from veto_core import Effect, Principal, ToolCall, Veto
+from veto_core.adapters import observe_output
 
 from . import _flow, _gate
 from ._args import received_args
@@ -31,15 +38,26 @@ ApprovalMode = Literal["auto", "interrupt", "wait"]
 _Step = _gate.Verdict | _gate.PendingApproval
 _SEEN = "veto_user_messages"  # ids of the human messages already observed as "@user"
 _RUN = "veto_run_id"  # the run id made for an invocation that has none
+_INPUT = "veto_input_messages"  # ids of the human messages the invocation started with
+_OTHER = "veto_other_messages"  # ids of human messages that are not the person's
+_TOOLS = "veto_tool_messages"  # tool_call_ids of the tool messages in the run's history
+_PENDING = "veto_unrecorded_tool_messages"  # ... of those not recorded yet (fail closed)
 
 
 class VetoState(AgentState[Any]):
-    """The agent state with the ids of the human messages Veto has observed (each is
-    observed once per run, also across invocations of a checkpointed thread) and, for an
-    invocation given no run id, the one made for it."""
+    """The agent state with what Veto keeps about the messages: the ids of the human
+    messages observed as "@user" (each once per run, also across invocations of a
+    checkpointed thread), of those an invocation started with (only they can be the
+    person's input), of the human messages added during a run (never the person's), the
+    tool call ids of the tool messages the run's history has (or could not be given),
+    and, for an invocation given no run id, the one made for it."""
 
     veto_user_messages: NotRequired[Annotated[list[str], PrivateStateAttr]]
     veto_run_id: NotRequired[Annotated[str, PrivateStateAttr]]
+    veto_input_messages: NotRequired[Annotated[list[str], PrivateStateAttr]]
+    veto_other_messages: NotRequired[Annotated[list[str], PrivateStateAttr]]
+    veto_tool_messages: NotRequired[Annotated[list[str], PrivateStateAttr]]
+    veto_unrecorded_tool_messages: NotRequired[Annotated[list[str], PrivateStateAttr]]
 
 
 class VetoMiddleware(AgentMiddleware):
@@ -135,6 +153,18 @@ class VetoMiddleware(AgentMiddleware):
             return self._record_input(state, run, update)
         return await asyncio.to_thread(self._record_input, state, run, update)
 
+    def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        return _mark_added(state)
+
+    async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        return _mark_added(state)
+
+    def after_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        return _mark_added(state)
+
+    async def aafter_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        return _mark_added(state)
+
     def wrap_tool_call(
         self,
         request: Any,
@@ -229,48 +259,153 @@ class VetoMiddleware(AgentMiddleware):
 
     # --- steps --------------------------------------------------------------------------
 
-    def _unobserved(self, state: Any) -> tuple[list[Any], list[str]] | None:
-        """The human messages not yet observed and the ids seen after observing them;
-        None when there is nothing to do (or this agent runs inside a tool call)."""
+    def _unobserved(
+        self, state: Any, messages: list[BaseMessage], candidates: set[str]
+    ) -> tuple[list[Any], list[str]] | None:
+        """The human messages among ``candidates`` (ids) not yet observed and the ids seen
+        after observing them; None when there is nothing to do (or this agent runs inside
+        a tool call)."""
         if in_decided_call():
             return None
         seen = list(state.get(_SEEN) or ())
         known = set(seen)
-        new = [m for m in _flow.human_messages(state) if m.id is None or m.id not in known]
+        new = [
+            m
+            for m in messages
+            if isinstance(m, HumanMessage) and m.id in candidates and m.id not in known
+        ]
         if not new:
             return None
-        seen.extend(m.id for m in new if m.id is not None)
+        seen.extend(str(m.id) for m in new)
         return new, seen
 
     def _record_input(
         self, state: Any, run: ToolCall, update: dict[str, Any]
     ) -> dict[str, Any] | None:
-        """Record the human messages not yet observed; mark them seen only when recorded
-        (if not, each tool call tries again and does not run while it fails)."""
-        if not self.veto.observes_runs:  # nothing to record (a flow policy loaded
-            return update or None  # later records the messages then)
+        """At the start of an invocation: name the person's input (the human messages it
+        starts with that no earlier invocation of the run had: a human message added
+        during a run came from a tool or a node, never from the person) and record it
+        as ``"@user"``, marking each seen only when recorded (if not, each tool call
+        tries again and does not run while it fails); record the tool messages of the
+        input that the run's history lacks (history re-sent without a checkpointer)."""
         try:
-            pending = self._unobserved(state)
+            messages = _messages(state)
         except Exception:  # unreadable messages: each tool call reports it
-            pending = None
+            return _with_unreadable(update)
+        other = list(state.get(_OTHER) or ())
+        excluded = set(other) | set(state.get(_SEEN) or ())
+        carried = _tool_produced(messages, excluded, set(state.get(_TOOLS) or ()))
+        if carried:
+            other.extend(h for hs in carried.values() for h in hs if h not in excluded)
+            update[_OTHER] = other
+            excluded |= set(other)
+        inputs = [
+            str(m.id)
+            for m in messages
+            if isinstance(m, HumanMessage) and m.id is not None and m.id not in excluded
+        ]
+        update[_INPUT] = [] if in_decided_call() else inputs
+        if not self.veto.observes_runs:  # nothing to record (a flow policy loaded
+            return update  # later records the messages then)
+        pending = self._unobserved(state, messages, set(inputs))
         if pending is not None and _flow.observe_user_messages(self.veto, pending[0], run) is None:
             update[_SEEN] = pending[1]
-        return update or None
+        tools, unrecorded = self._record_history(state, messages, run, carried)
+        update[_TOOLS] = tools
+        update[_PENDING] = unrecorded
+        return update
+
+    def _record_history(
+        self,
+        state: Any,
+        messages: list[BaseMessage],
+        run: ToolCall,
+        carried: dict[str, list[str]],
+        only: set[str] | None = None,
+    ) -> tuple[list[str], list[str]]:
+        """Record the tool messages (with the human messages that came with them) that
+        the run's history does not have: given in the input (a history re-sent without a
+        checkpointer), the model reads them. Returns the tool call ids now in the run's
+        history and those not recorded (the invocation's tool calls do not run)."""
+        handled = list(state.get(_TOOLS) or ())
+        done = set(handled)
+        todo = [
+            m
+            for m in messages
+            if isinstance(m, ToolMessage)
+            and m.tool_call_id not in done
+            and (only is None or m.tool_call_id in only)
+        ]
+        if not todo:
+            return handled, []
+        if not self.veto.observes_runs:
+            return [*handled, *(m.tool_call_id for m in todo)], []
+        try:
+            recorded = _recorded_ids(self.veto, run)
+        except Exception:
+            recorded = set()  # unknown: record them (more history is the safe side)
+        failed: list[str] = []
+        by_id = {str(m.id): m for m in messages if m.id is not None}
+        for message in todo:
+            if message.tool_call_id in recorded:
+                handled.append(message.tool_call_id)
+                continue
+            extra = [
+                str(by_id[h].text) for h in carried.get(message.tool_call_id, ()) if h in by_id
+            ]
+            if _record_tool_message(self, messages, message, run, extra) is None:
+                handled.append(message.tool_call_id)
+            else:
+                failed.append(message.tool_call_id)
+        return handled, failed
 
     def _input_unrecorded(self, request: Any, call: ToolCall) -> str | None:
-        """Why the run's human input is not in its history, if it is not (``before_agent``
-        could not record it, and recording it again now failed too): the call is decided
-        and recorded as usual, but does not run."""
+        """Why the run's history lacks what the model read, if it does (``before_agent``
+        could not record the person's input or the tool messages of the input, and
+        recording them again now failed too): the call is decided and recorded as
+        usual, but does not run."""
         if not self.veto.observes_runs:
             return None  # the policy keeps no run history: nothing to record
         state = getattr(request, "state", None)
+        if not isinstance(state, Mapping):
+            return None
         try:
-            pending = self._unobserved(state) if isinstance(state, Mapping) else None
+            messages = _messages(state)
+            pending = self._unobserved(state, messages, set(state.get(_INPUT) or ()))
         except Exception as exc:
             return _flow.input_unreadable(exc)
-        if pending is None:
+        if pending is not None:
+            why = _flow.observe_user_messages(self.veto, pending[0], call)
+            if why is not None:
+                return why
+        unrecorded = set(state.get(_PENDING) or ())
+        if not unrecorded:
             return None
-        return _flow.observe_user_messages(self.veto, pending[0], call)
+        carried = _tool_produced(
+            messages, set(state.get(_SEEN) or ()), set(state.get(_TOOLS) or ())
+        )
+        run = replace(call, tool="@user", args={}, tool_call_id=None)
+        for message in messages:
+            if isinstance(message, ToolMessage) and message.tool_call_id in unrecorded:
+                by_id = {str(m.id): m for m in messages if m.id is not None}
+                extra = [
+                    str(by_id[h].text) for h in carried.get(message.tool_call_id, ()) if h in by_id
+                ]
+                why = self._history_reason(messages, message, run, extra)
+                if why is not None:
+                    return why
+        return None
+
+    def _history_reason(
+        self, messages: list[BaseMessage], message: ToolMessage, run: ToolCall, extra: list[str]
+    ) -> str | None:
+        """Record one tool message of the history unless the run has it already."""
+        try:
+            if message.tool_call_id in _recorded_ids(self.veto, run):
+                return None
+        except Exception:
+            pass
+        return _record_tool_message(self, messages, message, run, extra)
 
     def _start(self, state: Any, runtime: Any) -> tuple[ToolCall, dict[str, Any]]:
         """The run this invocation belongs to, and the state update that names it when
@@ -414,3 +549,124 @@ def _inner_refusal(exc: ToolCallDenied) -> _gate.Verdict:
         decision=exc.decision,
         approval_id=exc.approval_id,
     )
+
+
+# --- what the state's messages are -----------------------------------------------------------
+
+
+def _messages(state: Any) -> list[BaseMessage]:
+    """The state's messages. Raises when they cannot be read as messages."""
+    value = state.get("messages") if isinstance(state, Mapping) else None
+    if value is None:
+        return []
+    return list(convert_to_messages(value))
+
+
+def _with_unreadable(update: dict[str, Any]) -> dict[str, Any]:
+    """Messages that cannot be read: no human message is the person's input here (each
+    tool call reports why, ``_input_unrecorded``)."""
+    update[_INPUT] = []
+    return update
+
+
+def _mark_added(state: Any) -> dict[str, Any] | None:
+    """During a run (before each model call, and at its end): the human messages that
+    were not in the state when the invocation started were added by a tool or a node,
+    so no later invocation takes them for the person's input; the tool messages now in
+    the state were produced under this middleware (recorded, or a refusal)."""
+    try:
+        messages = _messages(state)
+    except Exception:
+        return None
+    update: dict[str, Any] = {}
+    other = list(state.get(_OTHER) or ())
+    known = set(other) | set(state.get(_SEEN) or ()) | set(state.get(_INPUT) or ())
+    added = [
+        str(m.id)
+        for m in messages
+        if isinstance(m, HumanMessage) and m.id is not None and m.id not in known
+    ]
+    if added:
+        update[_OTHER] = [*other, *added]
+    tools = list(state.get(_TOOLS) or ())
+    have = set(tools) | set(state.get(_PENDING) or ())
+    new_tools = [
+        m.tool_call_id
+        for m in messages
+        if isinstance(m, ToolMessage) and m.tool_call_id and m.tool_call_id not in have
+    ]
+    if new_tools:
+        update[_TOOLS] = [*tools, *new_tools]
+    return update or None
+
+
+def _tool_produced(
+    messages: list[BaseMessage], excluded: set[str], handled: set[str]
+) -> dict[str, list[str]]:
+    """Human messages of a history given in the input that a tool produced, by the tool
+    call id of the tool message they follow: a human message right after a tool message
+    the run has not recorded (only human messages between them), with a model turn after
+    it (the person's new message is the last of the input). A tool returning a
+    ``Command`` adds such messages; a re-sent history carries them. Not the person's."""
+    found: dict[str, list[str]] = {}
+    last_tool: str | None = None
+    for i, message in enumerate(messages):
+        if isinstance(message, ToolMessage):
+            last_tool = message.tool_call_id if message.tool_call_id not in handled else None
+        elif isinstance(message, HumanMessage):
+            if (
+                last_tool is not None
+                and message.id is not None
+                and message.id not in excluded
+                and any(isinstance(m, AIMessage) for m in messages[i + 1 :])
+            ):
+                found.setdefault(last_tool, []).append(str(message.id))
+        else:
+            last_tool = None
+    return found
+
+
+def _recorded_ids(veto: Veto, run: ToolCall) -> set[str]:
+    """The tool call ids the run's history has (raises when it cannot be read)."""
+    from veto_core.authorize import tenant_of
+
+    events = veto.run_store.load(tenant_of(run, veto.tenant), run.run_id or "", now=veto.clock())
+    return {e.tool_call_id for e in events if e.tool_call_id}
+
+
+def _record_tool_message(
+    middleware: VetoMiddleware,
+    messages: list[BaseMessage],
+    message: ToolMessage,
+    run: ToolCall,
+    extra: list[str],
+) -> str | None:
+    """Record ``message`` (a tool's output the model reads) in the run, as the output of
+    its tool (named by the model's tool call with its id, else by the message): None
+    when recorded, else why not. Sources match tools by name, so a tool message whose
+    tool cannot be named is not recorded (the invocation's tool calls do not run)."""
+    name: str | None = None
+    args: dict[str, Any] = {}
+    for m in messages:
+        if isinstance(m, AIMessage):
+            for tc in m.tool_calls:
+                if tc.get("id") == message.tool_call_id:
+                    name = tc.get("name") or None
+                    args = dict(tc.get("args") or {})
+    name = name or message.name
+    if not name:
+        return (
+            "Veto: the input has a tool message (tool_call_id "
+            f"{message.tool_call_id!r}) whose tool cannot be named, so it cannot be "
+            "recorded in the run's history and no tool call of this invocation runs "
+            "(fail closed): give each ToolMessage its name or keep the model's tool call"
+        )
+    try:
+        tool = middleware._defaults.tool_names.canonical(name)
+    except Exception as exc:
+        return f"Veto: the tool message of {name!r} cannot be recorded (fail closed): {exc}"
+    call = replace(run, tool=tool, args=args, tool_call_id=message.tool_call_id or None)
+    output: Any = _flow.output_of(message)
+    if extra:
+        output = [output, *extra]
+    return observe_output(middleware.veto, call, output)
