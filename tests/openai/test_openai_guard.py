@@ -390,7 +390,7 @@ def test_hosted_tools_kept_only_when_the_policy_allows(veto: Veto) -> None:
     assert len(named) == 2
 
 
-def test_hosted_mcp_calls_are_decided_per_call(veto: Veto) -> None:
+def test_hosted_mcp_calls_are_decided_per_call(veto: Veto, tmp_path: Any) -> None:
     tool = HostedMCPTool(
         tool_config={
             "type": "mcp",
@@ -419,11 +419,26 @@ def test_hosted_mcp_calls_are_decided_per_call(veto: Veto) -> None:
         )
         return asyncio.run(g.on_approval_request(req))
 
-    assert ask("get_issue", {"n": 1}, "mcpr_1") == {"approve": True}
+    # The policy's sources label get_issue (MCP_SOURCE): a hosted call's output never
+    # passes Veto, so flow rules could not see it: refused (tests/openai/
+    # test_openai_flow_bypasses.py). Without that source it is decided per call.
+    refused = ask("get_issue", {"n": 1}, "mcpr_1")
+    assert refused["approve"] is False and "cannot be recorded" in refused["reason"]
     denied = ask("delete_repo", {"repo": "x"}, "mcpr_2")
     assert denied["approve"] is False and "github-no-delete" in denied["reason"]
     outcomes = {r.tool: r.outcome for r in veto.audit.query(tenant="acme", limit=None)}
-    assert outcomes == {"mcp__github__get_issue": "allowed", "mcp__github__delete_repo": "denied"}
+    assert outcomes == {"mcp__github__delete_repo": "denied"}
+    plain = Veto.from_yaml(
+        POLICY.replace("sources:\n", EXTRA.lstrip("\n") + "sources:\n", 1),
+        env="prod",
+        tenant="acme",
+        db=f"sqlite:///{tmp_path / 'plain.db'}",
+    )
+    try:
+        (g,) = guard_tools([tool], plain, agent="bot")
+        assert ask("get_issue", {"n": 1}, "mcpr_3") == {"approve": True}
+    finally:
+        plain.close()
 
 
 def test_local_mcp_server_tools_are_guarded(veto: Veto) -> None:

@@ -32,8 +32,11 @@ and the model reads why. A guarded agent's input guardrail (:class:`VetoInputGua
 run before the first model call, not in parallel) records the run input as ``"@user"``
 once per ``Runner.run``/``run_sync`` (not on a resume from a ``RunState``: the run's
 history is in the store; not for an agent run inside a guarded tool, whose input a
-model wrote). Hosted tools (OpenAI-side web/file search, code interpreter, hosted MCP)
-return their output to the model without passing Veto: it cannot be observed.
+model wrote); tool outputs of earlier turns in that input (a session, a re-sent input
+list) are recorded as outputs of their tools. Hosted tools (OpenAI-side web/file search,
+code interpreter, hosted MCP) return their output to the model without passing Veto: it
+cannot be observed, so one that the policy's sources label is dropped ("decide") or its
+hosted MCP calls refused.
 
 Everything fails closed: an exception anywhere in the check is a refusal the model
 reads (``reject_content``) or, with ``on_deny="raise"``, a
@@ -78,6 +81,7 @@ from agents.util._approvals import evaluate_needs_approval_setting
 
 from veto_core import Effect, Principal, ToolCall, Veto
 from veto_core.adapters import aobserve_output, error_text, observe_output, observe_user_input
+from veto_core.authorize import tenant_of
 
 from . import _gate
 from ._calls import (
@@ -138,7 +142,10 @@ class VetoGuard:
       generation, computer, shells, apply_patch, custom tools): ``"decide"``
       (default) keeps one for a run only if the policy allows that run's principal a
       call to its name with no arguments, ``"keep"`` keeps them ungoverned,
-      ``"drop"`` removes them. Hosted MCP tools are governed per call.
+      ``"drop"`` removes them. Hosted MCP tools are governed per call. When the
+      policy records runs and a ``sources`` entry names such a tool, its output could
+      not be recorded for flow rules: ``"decide"`` drops it, ``"keep"`` keeps it with a
+      warning, and a hosted MCP call it names is refused.
     """
 
     def __init__(
@@ -185,6 +192,7 @@ class VetoGuard:
         # Calls built from JSON text, so the body gate reuses the guardrail's (see build_call).
         self._calls: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._input_guardrail: VetoInputGuardrail | None = None
+        self._warned: set[str] = set()
 
     # --- building the call ------------------------------------------------------------
 
@@ -318,6 +326,14 @@ class VetoGuard:
             context=policy_context,
         )
 
+    def warn_once(self, key: str, message: str) -> None:
+        """Log ``message`` as a warning the first time ``key`` is seen by this guard."""
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        log.warning("%s", message)
+
     # --- the run's input --------------------------------------------------------------------
 
     @property
@@ -356,6 +372,62 @@ class VetoGuard:
                 tenant=who.tenant,
             )
         return why
+
+    def observe_history(self, run_context: Any, agent_name: str | None, input: Any) -> str | None:
+        """Record every tool output in the run input (history a ``Session`` or
+        ``result.to_input_list()`` carries into this run) as the output of its tool,
+        unless this run recorded that ``tool_call_id`` already: the model reads it, so
+        flow rules must see it (DESIGN 2.7). None when recorded (or nothing to record);
+        else why not (the caller then lets no tool call of the run run: fail closed)."""
+        if not self.veto.observes_runs or isinstance(input, str):
+            return None
+        try:
+            outputs = history_outputs(input, self.tool_names)
+            if not outputs:
+                return None
+            who = self.identity(run_context, agent_name)
+            if not who.run_id:
+                raise ValueError("the run has no run_id")
+            probe = ToolCall(
+                tool="@history", args={}, principal=who.principal or self.principal,
+                tenant=who.tenant, run_id=who.run_id,
+            )  # fmt: skip
+            tenant = tenant_of(probe, self.veto.tenant)
+            recorded = {
+                e.tool_call_id
+                for e in self.veto.run_store.load(tenant, who.run_id, now=self.veto.clock())
+                if e.tool_call_id
+            }
+        except Exception as exc:
+            return (
+                "Veto: tool outputs in the run's input (its history) could not be recorded "
+                f"in the run, which the policy's flow rules read (fail closed): "
+                f"{type(exc).__name__}: {exc}"
+            )
+        for out in outputs:
+            if out.call_id in recorded:
+                continue
+            if out.tool is None:
+                return (
+                    "Veto: the run's input (its history) holds the output of tool call "
+                    f"{out.call_id!r} whose tool is unknown (no matching call item), so it "
+                    "cannot be recorded for the policy's flow rules (fail closed)"
+                )
+            try:
+                call = self.build_call(
+                    out.tool, out.args, tool_call_id=out.call_id, run_context=run_context,
+                    agent_name=agent_name,
+                )  # fmt: skip
+            except Exception:  # arguments that do not parse: record the output anyway
+                call = self.build_call(
+                    out.tool, {}, tool_call_id=out.call_id, run_context=run_context,
+                    agent_name=agent_name,
+                )  # fmt: skip
+            why = observe_output(self.veto, call, out.output)
+            if why is not None:
+                return why
+            recorded.add(out.call_id)
+        return None
 
     # --- the three moments of a call ------------------------------------------------------
 
@@ -614,14 +686,29 @@ def _make_input_guardrail(guard: VetoGuard) -> VetoInputGuardrail:
                 output_info={"veto": {"outcome": "not recorded", "reason": None}},
                 tripwire_triggered=False,
             )
+        name = getattr(agent, "name", None)
         try:
-            why = await asyncio.to_thread(
-                guard.observe_input, context.context, getattr(agent, "name", None), input
-            )
+            why = await asyncio.to_thread(guard.observe_input, context.context, name, input)
         except Exception as exc:  # no identity for the run: its tool calls fail too
             why = f"Veto: the run's identity could not be read: {type(exc).__name__}: {exc}"
         if why is not None:
             log.warning("veto-openai: %s", why)
+        # Tool outputs the run input carries (a Session's history, to_input_list()) are
+        # read by the model: unrecorded, flow rules would not see them. Fail closed: the
+        # run ends here, before the first model call, so none of its tool calls runs.
+        try:
+            history = await asyncio.to_thread(guard.observe_history, context.context, name, input)
+        except Exception as exc:
+            history = (
+                "Veto: tool outputs in the run's input could not be recorded (fail closed): "
+                f"{type(exc).__name__}: {exc}"
+            )
+        if history is not None:
+            log.warning("veto-openai: %s", history)
+            return GuardrailFunctionOutput(
+                output_info={"veto": {"outcome": "error", "reason": history}},
+                tripwire_triggered=True,
+            )
         # The run goes on without the person's words in its history: a `tainted_by: user`
         # condition is then false, so what only the user could name is not allowed; each
         # tool call is still decided (a store that is down refuses it) and an output that
@@ -660,6 +747,101 @@ def user_text(input: Any) -> str:
             if isinstance(text, str):
                 texts.append(text)
     return "\n".join(texts)
+
+
+@dataclass(frozen=True)
+class HistoryOutput:
+    """One tool output in a run input: its call id, its tool's canonical name (None:
+    unknown), the call's arguments and the output the model reads."""
+
+    call_id: str
+    tool: str | None
+    args: Any
+    output: Any
+
+
+# output item type -> the type of the call item it answers
+_OUTPUT_OF = {
+    "function_call_output": "function_call",
+    "custom_tool_call_output": "custom_tool_call",
+    "computer_call_output": "computer_call",
+    "local_shell_call_output": "local_shell_call",
+    "shell_call_output": "shell_call",
+    "apply_patch_call_output": "apply_patch_call",
+}
+# call types without a name of their own: the SDK tool's name
+_FIXED_NAMES = {
+    "computer_call": "computer_use_preview",
+    "local_shell_call": "local_shell",
+    "shell_call": "shell",
+    "apply_patch_call": "apply_patch",
+}
+# hosted calls whose item carries what the model read: type -> (tool name, output fields)
+_HOSTED_OUTPUTS = {
+    "file_search_call": ("file_search", ("results",)),
+    "code_interpreter_call": ("code_interpreter", ("outputs",)),
+    "web_search_call": ("web_search", ("action",)),
+}
+# items that are tool output but not a tool's text the model could copy from
+_NOT_OUTPUTS = {"tool_search_output", "image_generation_call", "mcp_list_tools"}
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump(exclude_none=True) if callable(dump) else value
+
+
+def history_outputs(input: Any, names: ToolNames) -> list[HistoryOutput]:
+    """The tool outputs in an SDK run input list, in order: each ``*_call_output``
+    item with the tool named by the call item of the same ``call_id`` (None when there
+    is none), and the outputs hosted call items carry (hosted MCP, file search, code
+    interpreter, web search). An output item of an unknown type is an output of an
+    unknown tool (fail closed)."""
+    if not isinstance(input, list | tuple):
+        raise TypeError(f"the run input is neither a string nor a list of items: {input!r}")
+    items = [_plain(i) for i in input]
+    calls: dict[tuple[str, str], Any] = {}
+    for item in items:
+        kind, call_id = _field(item, "type"), _field(item, "call_id")
+        if isinstance(kind, str) and isinstance(call_id, str):
+            calls.setdefault((kind, call_id), item)
+    found: list[HistoryOutput] = []
+    for item in items:
+        kind = _field(item, "type")
+        if not isinstance(kind, str) or kind in _NOT_OUTPUTS:
+            continue
+        if kind == "mcp_call":
+            server = str(_field(item, "server_label") or "hosted")
+            tool = names.mcp(server, str(_field(item, "name") or ""))
+            found.append(
+                HistoryOutput(
+                    str(_field(item, "id") or ""), tool, _field(item, "arguments") or {},
+                    [_field(item, "output"), _field(item, "error")],
+                )
+            )  # fmt: skip
+            continue
+        if kind in _HOSTED_OUTPUTS:
+            tool, fields = _HOSTED_OUTPUTS[kind]
+            output = [_field(item, f) for f in fields]
+            found.append(HistoryOutput(str(_field(item, "id") or ""), tool, {}, output))
+            continue
+        if not kind.endswith("_output"):
+            continue
+        call_id = _field(item, "call_id") or _field(item, "id")
+        call_id = str(call_id) if call_id else ""
+        call_kind = _OUTPUT_OF.get(kind)
+        call = calls.get((call_kind, call_id)) if call_kind and call_id else None
+        name: str | None = None
+        args: Any = {}
+        if call is not None and call_kind is not None:
+            raw = _FIXED_NAMES.get(call_kind) or _field(call, "name")
+            if isinstance(raw, str) and raw:
+                name = names.canonical(raw)
+            args = _field(call, "arguments") or _field(call, "input") or {}
+            if not isinstance(args, str | Mapping):
+                args = {}
+        found.append(HistoryOutput(call_id or f"<{kind}>", name, args, _field(item, "output")))
+    return found
 
 
 def _field(item: Any, name: str) -> Any:
@@ -926,15 +1108,48 @@ def _tool_name(tool: Any) -> str:
     return name if isinstance(name, str) and name else type(tool).__name__
 
 
+_UNRECORDABLE = "its output cannot be recorded for the policy's flow rules"
+
+
+def _flow_blind(guard: VetoGuard, name: str, run_context: Any, agent_name: str | None) -> bool:
+    """True when the policy (of the run's tenant) records runs and a source names the
+    tool ``name``: its output would give the run labels, but Veto never sees it. A
+    policy that cannot be read counts as naming it (fail closed)."""
+    veto = guard.veto
+    if not veto.observes_runs:
+        return False
+    try:
+        tenant = guard.identity(run_context, agent_name).tenant
+        if tenant is not None and tenant != veto.tenant:
+            veto = veto.for_tenant(tenant)
+        return bool(veto.policy.sources_for(name))
+    except Exception:
+        return True
+
+
 def _keep_ungoverned(tool: Any, guard: VetoGuard, agent_name: str | None, run_context: Any) -> bool:
     """A tool the SDK gives Veto no per-call hook for: keep it only if configured so,
     or if the policy allows this run's principal a call to it."""
     name = guard.tool_names.canonical(_tool_name(tool))
-    if guard.hosted_tools == "keep":
-        log.warning("veto-openai: tool %r is kept UNGOVERNED (hosted_tools='keep')", name)
-        return True
     if guard.hosted_tools == "drop":
         log.warning("veto-openai: tool %r removed: Veto cannot check its calls", name)
+        return False
+    blind = _flow_blind(guard, name, run_context, agent_name)
+    if guard.hosted_tools == "keep":
+        log.warning("veto-openai: tool %r is kept UNGOVERNED (hosted_tools='keep')", name)
+        if blind:
+            guard.warn_once(
+                name,
+                f"veto-openai: tool {name!r} is kept (hosted_tools='keep') although the "
+                f"policy's sources label it: {_UNRECORDABLE}",
+            )
+        return True
+    if blind:
+        log.warning(
+            "veto-openai: tool %r removed: the policy's sources label it and %s",
+            name,
+            _UNRECORDABLE,
+        )
         return False
     try:
         call = guard.build_call(
@@ -969,6 +1184,13 @@ def _guard_hosted_mcp(tool: HostedMCPTool, guard: VetoGuard, agent_name: str | N
     async def on_approval_request(request: MCPToolApprovalRequest) -> MCPToolApprovalFunctionResult:
         data = request.data
         name = guard.tool_names.mcp(server, str(getattr(data, "name", "") or ""))
+        if _flow_blind(guard, name, request.ctx_wrapper.context, agent_name):
+            why = (
+                f"Veto: hosted MCP tool call '{name}' was not run: the policy's sources "
+                f"label it and {_UNRECORDABLE} (it never passes Veto)"
+            )
+            log.warning("veto-openai: %s", why)
+            return {"approve": False, "reason": why}
         try:
             call = guard.build_call(
                 name,
