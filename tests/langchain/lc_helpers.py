@@ -44,6 +44,19 @@ def scripted_model(calls: Sequence[ScriptedCall]) -> ScriptedChatModel:
     )
 
 
+def turns(*calls: tuple[str, dict[str, Any], str]) -> ScriptedChatModel:
+    """A model that makes one tool call per turn, then says done."""
+    return ScriptedChatModel(
+        responses=[
+            *(
+                AIMessage(content="", tool_calls=[tool_call(n, a, i)])  # type: ignore[list-item]
+                for n, a, i in calls
+            ),
+            AIMessage(content="done"),
+        ]
+    )
+
+
 def observations(messages: Sequence[Any]) -> dict[str, str]:
     return {m.tool_call_id: observe_text(m) for m in messages if isinstance(m, ToolMessage)}
 

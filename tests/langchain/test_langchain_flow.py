@@ -24,7 +24,7 @@ from langchain.agents import create_agent
 from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool, StructuredTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
-from lc_helpers import observations
+from lc_helpers import observations, turns
 
 from veto_core import Principal, Veto
 from veto_langchain import (
@@ -35,7 +35,7 @@ from veto_langchain import (
     guard_tools,
     observe_run_input,
 )
-from veto_langchain.testing import ScriptedChatModel, tool_call
+from veto_langchain.testing import ScriptedChatModel
 
 IBAN = "DE89370400440532013000"
 
@@ -91,19 +91,6 @@ def make_tools(ran: Ran) -> list[BaseTool]:
         return f"paid {iban}"
 
     return [read_inbox, send_money]
-
-
-def turns(*calls: tuple[str, dict[str, Any], str]) -> ScriptedChatModel:
-    """A model that makes one tool call per turn, then says done."""
-    return ScriptedChatModel(
-        responses=[
-            *(
-                AIMessage(content="", tool_calls=[tool_call(n, a, i)])  # type: ignore[list-item]
-                for n, a, i in calls
-            ),
-            AIMessage(content="done"),
-        ]
-    )
 
 
 def decisions(veto: Veto, tool_name: str) -> list[Any]:

@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
-from lc_helpers import observations
+from lc_helpers import observations, turns
 
 from veto_core import Principal, Veto
 from veto_langchain import VetoCallbackHandler, VetoMiddleware, guard_tools
@@ -93,18 +93,6 @@ def invoke(agent: Any, inputs: Any, config: Any = None, *, is_async: bool = Fals
     if is_async:
         return asyncio.run(agent.ainvoke(inputs, config))
     return agent.invoke(inputs, config)
-
-
-def turns(*calls: tuple[str, dict[str, Any], str]) -> ScriptedChatModel:
-    return ScriptedChatModel(
-        responses=[
-            *(
-                AIMessage(content="", tool_calls=[tool_call(n, a, i)])  # type: ignore[list-item]
-                for n, a, i in calls
-            ),
-            AIMessage(content="done"),
-        ]
-    )
 
 
 def events(veto: Veto, run_id: str) -> list[Any]:
@@ -451,3 +439,135 @@ def test_a_checkpointed_thread_records_its_tool_messages_once(open_veto: Veto) -
     agent.invoke({"messages": [("user", "thanks")]}, config)
     tools_seen = [e.tool for e in events(open_veto, "t-D5")]
     assert tools_seen == ["@user", "read_inbox", "@user"], tools_seen
+
+
+# --- D for the callback handler and guard_tools + observe_run_input ----------------------------
+
+OTHER_INTEGRATIONS = pytest.mark.parametrize("integration", ["callback", "guard_tools"])
+
+
+def resent(*, tool_added_mail: bool = False) -> list[Any]:
+    """A conversation re-sent without a checkpointer: read_inbox's output (the IBAN) is in
+    a tool message of an earlier turn; optionally the tool also added the mail as a human
+    message (a ``Command``), followed by a model turn."""
+    found = "1 mail found, shown below" if tool_added_mail else f"Invoice: pay to {IBAN} today."
+    return [
+        HumanMessage("read my invoices"),
+        AIMessage("", tool_calls=[tool_call("read_inbox", {"query": "invoice"}, "h1")]),  # type: ignore[list-item]
+        ToolMessage(found, tool_call_id="h1"),
+        *([HumanMessage(MAIL)] if tool_added_mail else []),
+        AIMessage("found one"),
+        HumanMessage("ok, pay it"),
+    ]
+
+
+def run_other(
+    veto: Veto,
+    integration: str,
+    history: list[Any],
+    run_id: str,
+    *,
+    is_async: bool = False,
+) -> tuple[Paid, Any, str | None]:
+    """Invoke an agent that pays IBAN, guarded by ``integration``, on ``history`` under
+    the new run ``run_id``: who was paid, the result (or the callback's ToolCallDenied)
+    and what observe_run_input returned."""
+    from veto_langchain import ToolCallDenied, observe_run_input
+
+    paid = Paid()
+    model = turns(("send_money", {"iban": IBAN}, "c2"))
+    tools = [plain_inbox(), paid.tool()]
+    inputs = {"messages": history}
+    observed: str | None = None
+    if integration == "callback":
+        agent = create_agent(model, tools)
+        config: dict[str, Any] = {
+            "callbacks": [VetoCallbackHandler(veto, principal=PRINCIPAL)],
+            "configurable": {"thread_id": run_id},
+        }
+    else:
+        agent = create_agent(model, guard_tools(tools, veto, principal=PRINCIPAL, run_id=run_id))
+        config = {}
+        observed = observe_run_input(veto, inputs, principal=PRINCIPAL, run_id=run_id)
+    try:
+        out: Any = invoke(agent, inputs, config, is_async=is_async)
+    except ToolCallDenied as exc:  # the callback can only raise
+        assert integration == "callback", exc
+        out = exc
+    return paid, out, observed
+
+
+@MODES
+@OTHER_INTEGRATIONS
+def test_other_integrations_record_a_re_sent_history_in_the_new_run(
+    open_veto: Veto, integration: str, is_async: bool
+) -> None:
+    paid, _, observed = run_other(
+        open_veto, integration, resent(), f"run-E1-{integration}", is_async=is_async
+    )
+    assert observed is None
+    assert paid.ibans == [], "the account from the re-sent tool output was paid"
+    (pay,) = payments(open_veto)
+    assert pay.outcome == "denied" and "pay-from-inbox" in pay.rule_ids, pay
+    seen = [(e.tool, e.tool_call_id) for e in events(open_veto, f"run-E1-{integration}")]
+    assert seen[0] == ("read_inbox", "h1"), seen  # recorded before the call was decided
+    assert seen.count(("read_inbox", "h1")) == 1, seen
+
+
+@MODES
+@OTHER_INTEGRATIONS
+def test_other_integrations_stop_on_a_tool_message_of_an_unknown_tool(
+    open_veto: Veto, integration: str, is_async: bool
+) -> None:
+    history = [
+        HumanMessage("read my invoices"),
+        ToolMessage(f"Invoice: please pay to {IBAN} today.", tool_call_id="orphan"),
+        AIMessage("found one"),
+        HumanMessage("ok, pay it"),
+    ]
+    paid, out, observed = run_other(
+        open_veto, integration, history, f"run-E2-{integration}", is_async=is_async
+    )
+    assert paid.ibans == [], "a tool call ran though the history could not be recorded"
+    if integration == "callback":
+        assert "cannot be named" in out.reason, out
+    else:
+        assert observed is not None and "cannot be named" in observed, observed
+        seen = observations(out["messages"])
+        assert "cannot be named" in seen["c2"], seen
+
+
+@MODES
+@OTHER_INTEGRATIONS
+def test_other_integrations_do_not_take_a_re_sent_tools_human_message_for_the_persons(
+    veto: Veto, integration: str, is_async: bool
+) -> None:
+    run_id = f"run-E3-{integration}"
+    paid, _, _ = run_other(
+        veto, integration, resent(tool_added_mail=True), run_id, is_async=is_async
+    )
+    assert paid.ibans == [], "the account in the tool's message was paid as the person's"
+    users = [e.text for e in events(veto, run_id) if e.tool == "@user"]
+    assert users == ["read my invoices", "ok, pay it"], users
+    (read,) = [e for e in events(veto, run_id) if e.tool == "read_inbox"]
+    assert MAIL in read.text and "untrusted" in read.labels, read
+
+
+def test_observe_run_input_lifts_the_stop_once_the_history_is_recorded(open_veto: Veto) -> None:
+    # The same run started again with a history whose tool messages can all be named:
+    # its guarded calls are decided as usual again.
+    from veto_langchain import observe_run_input
+
+    history = [HumanMessage("hi"), ToolMessage("x", tool_call_id="orphan"), AIMessage("ok")]
+    assert observe_run_input(open_veto, history, run_id="run-E4") is not None
+    (pay,) = guard_tools([Paid().tool()], open_veto, run_id="run-E4")
+    refused = pay.invoke(
+        {"name": "send_money", "args": {"iban": "X1"}, "id": "p1", "type": "tool_call"}
+    )
+    assert "cannot be named" in refused.content, refused
+    named = ToolMessage("x", tool_call_id="orphan", name="read_inbox")
+    assert observe_run_input(open_veto, [HumanMessage("hi"), named], run_id="run-E4") is None
+    paid = pay.invoke(
+        {"name": "send_money", "args": {"iban": "X1"}, "id": "p2", "type": "tool_call"}
+    )
+    assert paid.content == "paid X1", paid

@@ -10,7 +10,10 @@ gets the refusal instead. The human messages of a run's input are recorded as
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.messages import (
@@ -36,10 +39,13 @@ from ._calls import CallDefaults, ToolNames, VetoContext, run_of
 from ._nested import in_decided_call
 
 __all__ = [
+    "RunInput",
     "aobserve_raised",
     "aobserve_result",
     "effect_of",
+    "history_unrecorded",
     "human_messages",
+    "input_messages",
     "input_unreadable",
     "message_output",
     "observe_raised",
@@ -47,6 +53,10 @@ __all__ = [
     "observe_run_input",
     "observe_user_messages",
     "output_of",
+    "record_tool_message",
+    "recorded_ids",
+    "tool_added",
+    "tool_produced",
     "update_output",
 ]
 
@@ -139,8 +149,8 @@ async def aobserve_raised(
     return await aobserve_error(veto, call, exc, effect=effect_of(verdict))
 
 
-def human_messages(value: Any) -> list[HumanMessage]:
-    """The human messages of a run's input: a state or input mapping's ``messages``, a
+def input_messages(value: Any) -> list[BaseMessage]:
+    """The messages of a run's input: a state or input mapping's ``messages``, a
     sequence of messages (``HumanMessage``, ``("user", text)``, ``{"role": "user", ...}``)
     or one message. Raises when ``messages`` cannot be read as messages."""
     if isinstance(value, Mapping):
@@ -151,7 +161,13 @@ def human_messages(value: Any) -> list[HumanMessage]:
         value = [value]
     if not isinstance(value, Sequence):
         return []
-    return [m for m in convert_to_messages(value) if isinstance(m, HumanMessage)]
+    return list(convert_to_messages(value))
+
+
+def human_messages(value: Any) -> list[HumanMessage]:
+    """The human messages of a run's input (:func:`input_messages`). Raises when
+    ``messages`` cannot be read as messages."""
+    return [m for m in input_messages(value) if isinstance(m, HumanMessage)]
 
 
 def input_unreadable(exc: BaseException) -> str:
@@ -184,6 +200,209 @@ def observe_user_messages(
     return None
 
 
+# --- a history given in the input (re-sent without a checkpointer) ---------------------------
+
+
+def tool_added(messages: Sequence[BaseMessage], handled: set[str]) -> dict[str, list[int]]:
+    """The human messages of an input that a tool produced, by the tool call id of the
+    tool message they follow (their indexes): a human message right after a tool message
+    not in ``handled`` (only human messages between them), with a model turn after it
+    (the person's new message is the last of the input). A tool returning a ``Command``
+    adds such messages; a re-sent history carries them. Not the person's words."""
+    found: dict[str, list[int]] = {}
+    last_tool: str | None = None
+    model_after = [False] * (len(messages) + 1)
+    for i in range(len(messages) - 1, -1, -1):
+        model_after[i] = model_after[i + 1] or isinstance(messages[i], AIMessage)
+    for i, message in enumerate(messages):
+        if isinstance(message, ToolMessage):
+            last_tool = message.tool_call_id if message.tool_call_id not in handled else None
+        elif isinstance(message, HumanMessage):
+            if last_tool is not None and model_after[i + 1]:
+                found.setdefault(last_tool, []).append(i)
+        else:
+            last_tool = None
+    return found
+
+
+def tool_produced(
+    messages: Sequence[BaseMessage], excluded: set[str], handled: set[str]
+) -> dict[str, list[str]]:
+    """:func:`tool_added` by message id (messages without an id, or in ``excluded``,
+    left out)."""
+    found: dict[str, list[str]] = {}
+    for tool_call_id, indexes in tool_added(messages, handled).items():
+        ids = [
+            str(messages[i].id)
+            for i in indexes
+            if messages[i].id is not None and messages[i].id not in excluded
+        ]
+        if ids:
+            found[tool_call_id] = ids
+    return found
+
+
+def recorded_ids(veto: Veto, run: ToolCall) -> set[str]:
+    """The tool call ids the run's history has (raises when it cannot be read)."""
+    from veto_core.authorize import tenant_of
+
+    events = veto.run_store.load(tenant_of(run, veto.tenant), run.run_id or "", now=veto.clock())
+    return {e.tool_call_id for e in events if e.tool_call_id}
+
+
+def record_tool_message(
+    veto: Veto,
+    tool_names: ToolNames,
+    messages: Sequence[BaseMessage],
+    message: ToolMessage,
+    run: ToolCall,
+    extra: Sequence[str] = (),
+) -> str | None:
+    """Record ``message`` (a tool's output the model reads) in ``run``'s history, as the
+    output of its tool (named by the model's tool call with its id, else by the message,
+    through ``tool_names``), with ``extra`` (the texts of the human messages the tool
+    added): None when recorded, else why not. Sources match tools by name, so a tool
+    message whose tool cannot be named is not recorded (no tool call of the run may
+    then run: fail closed)."""
+    name: str | None = None
+    args: dict[str, Any] = {}
+    for m in messages:
+        if isinstance(m, AIMessage):
+            for tc in m.tool_calls:
+                if tc.get("id") == message.tool_call_id:
+                    name = tc.get("name") or None
+                    args = dict(tc.get("args") or {})
+    name = name or message.name
+    if not name:
+        return (
+            "Veto: the input has a tool message (tool_call_id "
+            f"{message.tool_call_id!r}) whose tool cannot be named, so it cannot be "
+            "recorded in the run's history and no tool call of this invocation runs "
+            "(fail closed): give each ToolMessage its name or keep the model's tool call"
+        )
+    try:
+        tool = tool_names.canonical(name)
+    except Exception as exc:
+        return f"Veto: the tool message of {name!r} cannot be recorded (fail closed): {exc}"
+    call = replace(run, tool=tool, args=args, tool_call_id=message.tool_call_id or None)
+    output: Any = output_of(message)
+    if extra:
+        output = [output, *extra]
+    return observe_output(veto, call, output)
+
+
+class RunInput:
+    """The input of a run whose integration sees it only as a value (the callback
+    handler's outermost run, :func:`observe_run_input`): its tool messages that the run's
+    history lacks (a conversation re-sent without a checkpointer) are recorded as the
+    outputs of their tools, and its human messages that are the person's as ``"@user"``
+    (once). A human message that directly follows a tool message, with a model turn
+    after it, is that tool's output (a ``Command`` added it), never the person's."""
+
+    def __init__(self, inputs: Any, tool_names: ToolNames) -> None:
+        self.inputs = inputs
+        self.tool_names = tool_names
+        self._person_recorded = False
+
+    def record_history(self, veto: Veto, run: ToolCall) -> str | None:
+        """Record the tool messages the run's history lacks (each once per
+        ``tool_call_id``): None when it has them all, else why not (the first failure;
+        the others are still tried). Call again to retry."""
+        if not veto.observes_runs:
+            return None
+        try:
+            messages = input_messages(self.inputs)
+        except Exception as exc:
+            return input_unreadable(exc)
+        todo = [m for m in messages if isinstance(m, ToolMessage)]
+        if not todo:
+            return None
+        run = replace(run, tool="@user", args={}, tool_call_id=None)
+        try:
+            recorded = recorded_ids(veto, run)
+        except Exception:
+            recorded = set()  # unknown: record them (more history is the safe side)
+        added = tool_added(messages, set())
+        why: str | None = None
+        for message in todo:
+            if message.tool_call_id and message.tool_call_id in recorded:
+                continue
+            extra = [str(messages[i].text) for i in added.get(message.tool_call_id, ())]
+            failed = record_tool_message(veto, self.tool_names, messages, message, run, extra)
+            if failed is None:
+                if message.tool_call_id:
+                    recorded.add(message.tool_call_id)
+            elif why is None:
+                why = failed
+        return why
+
+    def record_person(self, veto: Veto, run: ToolCall) -> str | None:
+        """Record the person's messages as ``"@user"`` unless done: None when recorded,
+        else why not (call again to retry)."""
+        if self._person_recorded or not veto.observes_runs:
+            return None
+        try:
+            messages = input_messages(self.inputs)
+        except Exception as exc:
+            return input_unreadable(exc)
+        added = {i for indexes in tool_added(messages, set()).values() for i in indexes}
+        person = [
+            m for i, m in enumerate(messages) if isinstance(m, HumanMessage) and i not in added
+        ]
+        why = observe_user_messages(veto, person, run)
+        if why is None:
+            self._person_recorded = True
+        return why
+
+
+# Runs whose input (given to observe_run_input) has tool messages that could not be
+# recorded: no tool call of the run may run until they are (GuardedTool asks).
+_UNRECORDED: weakref.WeakKeyDictionary[
+    Veto, dict[tuple[str | None, str], tuple[RunInput, ToolCall]]
+]
+_UNRECORDED = weakref.WeakKeyDictionary()
+_UNRECORDED_LOCK = threading.Lock()
+
+
+def _run_key(veto: Veto, run: ToolCall) -> tuple[str | None, str] | None:
+    from veto_core.authorize import tenant_of
+
+    return None if run.run_id is None else (tenant_of(run, veto.tenant), run.run_id)
+
+
+def _set_unrecorded(veto: Veto, run: ToolCall, entry: RunInput | None) -> None:
+    key = _run_key(veto, run)
+    if key is None:
+        return
+    with _UNRECORDED_LOCK:
+        runs = _UNRECORDED.setdefault(veto, {})
+        if entry is None:
+            runs.pop(key, None)
+        else:
+            runs[key] = (entry, run)
+
+
+def history_unrecorded(veto: Veto, call: ToolCall) -> str | None:
+    """Why ``call``'s run lacks tool messages its input (given to
+    :func:`observe_run_input`) carried, if it does: recording them is tried again
+    first; while it fails, no tool call of the run may run (fail closed)."""
+    key = _run_key(veto, call)
+    if key is None:
+        return None
+    with _UNRECORDED_LOCK:
+        found = _UNRECORDED.get(veto, {}).get(key)
+    if found is None:
+        return None
+    entry, run = found
+    why = entry.record_history(veto, run)
+    if why is None:
+        with _UNRECORDED_LOCK:
+            runs = _UNRECORDED.get(veto, {})
+            if runs.get(key, (None,))[0] is entry:
+                runs.pop(key, None)
+    return why
+
+
 def observe_run_input(
     veto: Veto,
     inputs: Any,
@@ -199,8 +418,9 @@ def observe_run_input(
     mapping with ``messages``, a list of messages, or one message/string) as ``"@user"``
     in the run (DESIGN.md 2.7), for integrations that cannot see an agent's input:
     :func:`~veto_langchain.guard_tools` (call it before each ``invoke`` with the same
-    ``inputs`` and ``config``). :class:`~veto_langchain.VetoMiddleware` and
-    :class:`~veto_langchain.VetoCallbackHandler` do it themselves.
+    ``inputs`` and ``config``, and the same ``tool_names`` as the tools).
+    :class:`~veto_langchain.VetoMiddleware` and :class:`~veto_langchain.VetoCallbackHandler`
+    do it themselves.
 
     The run is ``run_id``, else ``config["configurable"]["veto"]``'s, else the
     ``thread_id``; principal/env/tenant likewise. Returns None when recorded (or when
@@ -209,13 +429,22 @@ def observe_run_input(
     whether the person named a value (``tainted_by: user``) finds nothing and does not
     allow the call, and a run store that is down blocks every flow-rule decision and
     withholds every output; refuse to start the run if you prefer to stop earlier.
+
+    A conversation re-sent without a checkpointer carries tool messages of earlier
+    runs: those the run's history lacks are recorded first, as the outputs of their
+    tools (named by the model's tool call with the same id, else the message's
+    ``name``), and a human message right after one of them (with a model turn after
+    it) is that tool's output, not the person's. If one cannot be recorded (its tool
+    cannot be named, the store fails), no guarded tool call of the run runs until it
+    is (each tries again first; fail closed).
     """
     if in_decided_call() or not veto.observes_runs:
         return None
     base = VetoContext(principal=principal, env=env, tenant=tenant, run_id=run_id)
-    call = run_of(CallDefaults(base=base, tool_names=tool_names or ToolNames()), config)
-    try:
-        messages = human_messages(inputs)
-    except Exception as exc:
-        return input_unreadable(exc)
-    return observe_user_messages(veto, messages, call)
+    names = tool_names or ToolNames()
+    call = run_of(CallDefaults(base=base, tool_names=names), config)
+    entry = RunInput(inputs, names)
+    history = entry.record_history(veto, call)
+    _set_unrecorded(veto, call, entry if history is not None else None)
+    person = entry.record_person(veto, call)
+    return history or person

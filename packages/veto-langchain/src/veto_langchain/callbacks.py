@@ -24,10 +24,15 @@ What a callback can and cannot do (LangChain ``BaseCallbackHandler`` semantics):
   is configured on (the outermost runnable's ``messages``, or its input when that is a
   list of messages; not a bare string or ``{"input": ...}``) are recorded as ``"@user"``
   just before that run's first tool call is decided; the output of every call it let
-  run is recorded in ``on_tool_end``. Since a callback cannot replace an output, one
-  that cannot be recorded raises :class:`ToolCallDenied` from ``on_tool_end``: the
-  tool's result never reaches the model (the body ran). While the input cannot be
-  recorded, each tool call of the run is decided and recorded but refused the same way.
+  run is recorded in ``on_tool_end``. Tool messages of earlier turns in that input (a
+  conversation re-sent without a checkpointer) that the run's history lacks are recorded
+  first, as the outputs of their tools; a human message right after one of them, with a
+  model turn after it, is that tool's output, never the person's. If one cannot be
+  recorded (its tool cannot be named), no tool call of the run runs. Since a callback
+  cannot replace an output, one that cannot be recorded raises :class:`ToolCallDenied`
+  from ``on_tool_end``: the tool's result never reaches the model (the body ran). While
+  the input cannot be recorded, each tool call of the run is decided and recorded but
+  refused the same way.
 """
 
 from __future__ import annotations
@@ -109,7 +114,7 @@ class VetoCallbackHandler(BaseCallbackHandler):
         self._lock = threading.Lock()
         self._parents: dict[UUID, UUID | None] = {}  # running chains -> their parent
         self._runs: dict[UUID, str] = {}  # root run -> its Veto run id
-        self._inputs: dict[UUID, Any] = {}  # root run -> its human input, not yet observed
+        self._inputs: dict[UUID, _flow.RunInput] = {}  # root run -> its input, not yet recorded
         self._ran: dict[UUID, tuple[ToolCall, _gate.Verdict, Any]] = {}  # tool runs let run
 
     # --- the run's human input (recorded before its first tool call is decided) -------------
@@ -129,7 +134,8 @@ class VetoCallbackHandler(BaseCallbackHandler):
                 outer = outer_run_id()  # a chain inside a decided call belongs to its run
                 self._runs[run_id] = outer or f"langchain-{run_id}"
                 if not in_decided_call() and not isinstance(inputs, str | bytes):
-                    self._inputs[run_id] = inputs  # its messages, not a bare string
+                    # its messages, not a bare string
+                    self._inputs[run_id] = _flow.RunInput(inputs, self._defaults.tool_names)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> Any:
         self._chain_done(run_id)
@@ -232,23 +238,24 @@ class VetoCallbackHandler(BaseCallbackHandler):
         return call, verdict
 
     def _observe_input(self, root: UUID | None, call: ToolCall) -> str | None:
-        """Record the human messages of the input of the outermost run ``root``, once
-        (None: done, or nothing to do); why not, if they cannot be (the next tool call of
-        the run tries again)."""
+        """Record the input of the outermost run ``root`` (once; None: done, or nothing to
+        do): the tool messages of earlier turns it carries that the run's history lacks
+        (a conversation re-sent without a checkpointer), as their tools' outputs, and the
+        person's human messages as ``"@user"`` (``_flow.RunInput``); why not, if they
+        cannot be (the next tool call of the run tries again)."""
         if root is None:
             return None
         with self._lock:
-            inputs = self._inputs.pop(root, None)
-        if inputs is None or not self.veto.observes_runs:
+            entry = self._inputs.pop(root, None)
+        if entry is None or not self.veto.observes_runs:
             return None  # nothing to record: the policy keeps no run history
-        try:
-            why = _flow.observe_user_messages(self.veto, _flow.human_messages(inputs), call)
-        except Exception as exc:
-            why = _flow.input_unreadable(exc)
+        history = entry.record_history(self.veto, call)
+        person = entry.record_person(self.veto, call)
+        why = history or person
         if why is not None:
             with self._lock:
                 if root in self._parents:
-                    self._inputs.setdefault(root, inputs)
+                    self._inputs.setdefault(root, entry)
         return why
 
     def _read_call(

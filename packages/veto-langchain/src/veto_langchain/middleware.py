@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal, NotRequired
 from langchain.agents.middleware import AgentMiddleware, AgentState
 from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.messages import (
-    AIMessage,
     BaseMessage,
     HumanMessage,
     ToolMessage,
@@ -23,7 +22,6 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.types import Command, interrupt
 
 from veto_core import Effect, Principal, ToolCall, Veto
-from veto_core.adapters import observe_output
 
 from . import _flow, _gate
 from ._args import received_args
@@ -294,7 +292,7 @@ class VetoMiddleware(AgentMiddleware):
             return _with_unreadable(update)
         other = list(state.get(_OTHER) or ())
         excluded = set(other) | set(state.get(_SEEN) or ())
-        carried = _tool_produced(messages, excluded, set(state.get(_TOOLS) or ()))
+        carried = _flow.tool_produced(messages, excluded, set(state.get(_TOOLS) or ()))
         if carried:
             other.extend(h for hs in carried.values() for h in hs if h not in excluded)
             update[_OTHER] = other
@@ -341,7 +339,7 @@ class VetoMiddleware(AgentMiddleware):
         if not self.veto.observes_runs:
             return [*handled, *(m.tool_call_id for m in todo)], []
         try:
-            recorded = _recorded_ids(self.veto, run)
+            recorded = _flow.recorded_ids(self.veto, run)
         except Exception:
             recorded = set()  # unknown: record them (more history is the safe side)
         failed: list[str] = []
@@ -353,7 +351,12 @@ class VetoMiddleware(AgentMiddleware):
             extra = [
                 str(by_id[h].text) for h in carried.get(message.tool_call_id, ()) if h in by_id
             ]
-            if _record_tool_message(self, messages, message, run, extra) is None:
+            if (
+                _flow.record_tool_message(
+                    self.veto, self._defaults.tool_names, messages, message, run, extra
+                )
+                is None
+            ):
                 handled.append(message.tool_call_id)
             else:
                 failed.append(message.tool_call_id)
@@ -381,7 +384,7 @@ class VetoMiddleware(AgentMiddleware):
         unrecorded = set(state.get(_PENDING) or ())
         if not unrecorded:
             return None
-        carried = _tool_produced(
+        carried = _flow.tool_produced(
             messages, set(state.get(_SEEN) or ()), set(state.get(_TOOLS) or ())
         )
         run = replace(call, tool="@user", args={}, tool_call_id=None)
@@ -401,11 +404,13 @@ class VetoMiddleware(AgentMiddleware):
     ) -> str | None:
         """Record one tool message of the history unless the run has it already."""
         try:
-            if message.tool_call_id in _recorded_ids(self.veto, run):
+            if message.tool_call_id in _flow.recorded_ids(self.veto, run):
                 return None
         except Exception:
             pass
-        return _record_tool_message(self, messages, message, run, extra)
+        return _flow.record_tool_message(
+            self.veto, self._defaults.tool_names, messages, message, run, extra
+        )
 
     def _start(self, state: Any, runtime: Any) -> tuple[ToolCall, dict[str, Any]]:
         """The run this invocation belongs to, and the state update that names it when
@@ -598,75 +603,3 @@ def _mark_added(state: Any) -> dict[str, Any] | None:
     if new_tools:
         update[_TOOLS] = [*tools, *new_tools]
     return update or None
-
-
-def _tool_produced(
-    messages: list[BaseMessage], excluded: set[str], handled: set[str]
-) -> dict[str, list[str]]:
-    """Human messages of a history given in the input that a tool produced, by the tool
-    call id of the tool message they follow: a human message right after a tool message
-    the run has not recorded (only human messages between them), with a model turn after
-    it (the person's new message is the last of the input). A tool returning a
-    ``Command`` adds such messages; a re-sent history carries them. Not the person's."""
-    found: dict[str, list[str]] = {}
-    last_tool: str | None = None
-    for i, message in enumerate(messages):
-        if isinstance(message, ToolMessage):
-            last_tool = message.tool_call_id if message.tool_call_id not in handled else None
-        elif isinstance(message, HumanMessage):
-            if (
-                last_tool is not None
-                and message.id is not None
-                and message.id not in excluded
-                and any(isinstance(m, AIMessage) for m in messages[i + 1 :])
-            ):
-                found.setdefault(last_tool, []).append(str(message.id))
-        else:
-            last_tool = None
-    return found
-
-
-def _recorded_ids(veto: Veto, run: ToolCall) -> set[str]:
-    """The tool call ids the run's history has (raises when it cannot be read)."""
-    from veto_core.authorize import tenant_of
-
-    events = veto.run_store.load(tenant_of(run, veto.tenant), run.run_id or "", now=veto.clock())
-    return {e.tool_call_id for e in events if e.tool_call_id}
-
-
-def _record_tool_message(
-    middleware: VetoMiddleware,
-    messages: list[BaseMessage],
-    message: ToolMessage,
-    run: ToolCall,
-    extra: list[str],
-) -> str | None:
-    """Record ``message`` (a tool's output the model reads) in the run, as the output of
-    its tool (named by the model's tool call with its id, else by the message): None
-    when recorded, else why not. Sources match tools by name, so a tool message whose
-    tool cannot be named is not recorded (the invocation's tool calls do not run)."""
-    name: str | None = None
-    args: dict[str, Any] = {}
-    for m in messages:
-        if isinstance(m, AIMessage):
-            for tc in m.tool_calls:
-                if tc.get("id") == message.tool_call_id:
-                    name = tc.get("name") or None
-                    args = dict(tc.get("args") or {})
-    name = name or message.name
-    if not name:
-        return (
-            "Veto: the input has a tool message (tool_call_id "
-            f"{message.tool_call_id!r}) whose tool cannot be named, so it cannot be "
-            "recorded in the run's history and no tool call of this invocation runs "
-            "(fail closed): give each ToolMessage its name or keep the model's tool call"
-        )
-    try:
-        tool = middleware._defaults.tool_names.canonical(name)
-    except Exception as exc:
-        return f"Veto: the tool message of {name!r} cannot be recorded (fail closed): {exc}"
-    call = replace(run, tool=tool, args=args, tool_call_id=message.tool_call_id or None)
-    output: Any = _flow.output_of(message)
-    if extra:
-        output = [output, *extra]
-    return observe_output(middleware.veto, call, output)

@@ -51,8 +51,10 @@ class GuardedTool(BaseTool):
     else the LangGraph ``thread_id``, else the invocation's ``config["run_id"]``; a
     ``tool.invoke`` on its own is a run of its own. Inside an agent whose run has none
     of these the output cannot be recorded and is withheld: give the run an id. The
-    tool cannot see the agent's input: record the person's messages with
-    :func:`~veto_langchain.observe_run_input` before each run.
+    tool cannot see the agent's input: record it with
+    :func:`~veto_langchain.observe_run_input` before each run (the person's messages, and
+    the tool messages of a re-sent conversation: while one of those cannot be recorded,
+    no guarded call of the run runs).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -96,7 +98,13 @@ class GuardedTool(BaseTool):
                 f"the call could not be read, so it is blocked (fail closed): "
                 f"{type(exc).__name__}: {exc}",
             ), None
-        return _gate.authorize_and_wait(self._veto, call, self._approval_timeout), call
+        # tool messages of the run's input (observe_run_input) that its history lacks are
+        # recorded before the call is decided; while they cannot be, it does not run
+        unrecorded = _flow.history_unrecorded(self._veto, call)
+        verdict = _gate.authorize_and_wait(self._veto, call, self._approval_timeout)
+        if verdict.run and unrecorded is not None:  # decided and recorded, but does not run
+            verdict = _gate.withheld(call, unrecorded)
+        return verdict, call
 
     def _blocked(
         self, verdict: _gate.Verdict, call: ToolCall | None, tool_call_id: str | None
