@@ -40,6 +40,7 @@ from typing import Any
 
 from .audit.record import ArgumentsError
 from .audit.record import to_jsonable as _to_jsonable
+from .authorize import tenant_of
 from .engine import Veto
 from .model import Authorization, Decision, Effect, Principal, ToolCall
 
@@ -68,6 +69,7 @@ __all__ = [
     "observe_error",
     "observe_output",
     "observe_user_input",
+    "recorded_call_ids",
     "refusal",
     "state_name",
 ]
@@ -591,6 +593,14 @@ async def aobserve_error(
     if not veto.observes_runs:
         return None
     return await aobserve_output(veto, call, error_text(exc), effect=effect)
+
+
+def recorded_call_ids(veto: Veto, call: ToolCall) -> set[str]:
+    """The tool call ids the history of ``call``'s run holds (read from the run store):
+    what an adapter recording a history carried into the run skips. Raises when the
+    store cannot be read."""
+    events = veto.run_store.load(tenant_of(call, veto.tenant), call.run_id or "", now=veto.clock())
+    return {e.tool_call_id for e in events if e.tool_call_id}
 
 
 def observe_user_input(

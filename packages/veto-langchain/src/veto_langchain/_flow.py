@@ -33,7 +33,9 @@ from veto_core.adapters import (
     observe_error,
     observe_output,
     observe_user_input,
+    recorded_call_ids,
 )
+from veto_core.authorize import tenant_of
 
 from ._calls import CallDefaults, ToolNames, VetoContext, run_of
 from ._nested import in_decided_call
@@ -54,7 +56,7 @@ __all__ = [
     "observe_user_messages",
     "output_of",
     "record_tool_message",
-    "recorded_ids",
+    "record_tool_messages",
     "tool_added",
     "tool_produced",
     "update_output",
@@ -242,14 +244,6 @@ def tool_produced(
     return found
 
 
-def recorded_ids(veto: Veto, run: ToolCall) -> set[str]:
-    """The tool call ids the run's history has (raises when it cannot be read)."""
-    from veto_core.authorize import tenant_of
-
-    events = veto.run_store.load(tenant_of(run, veto.tenant), run.run_id or "", now=veto.clock())
-    return {e.tool_call_id for e in events if e.tool_call_id}
-
-
 def record_tool_message(
     veto: Veto,
     tool_names: ToolNames,
@@ -291,6 +285,41 @@ def record_tool_message(
     return observe_output(veto, call, output)
 
 
+def record_tool_messages(
+    veto: Veto,
+    tool_names: ToolNames,
+    messages: Sequence[BaseMessage],
+    todo: Sequence[ToolMessage],
+    run: ToolCall,
+    extras: Mapping[str, Sequence[str]],
+) -> tuple[list[str], list[str], str | None]:
+    """Record each of ``todo`` (tool messages of ``messages``) that ``run``'s history
+    lacks (:func:`record_tool_message`, with the texts ``extras`` names for its tool call
+    id): ``(tool call ids now in the history, those not recorded, the first reason)``."""
+    try:
+        recorded = recorded_call_ids(veto, run)
+    except Exception:
+        recorded = set()  # unknown: record them (more history is the safe side)
+    handled: list[str] = []
+    failed: list[str] = []
+    why: str | None = None
+    for message in todo:
+        tool_call_id = message.tool_call_id
+        if tool_call_id and tool_call_id in recorded:
+            handled.append(tool_call_id)
+            continue
+        reason = record_tool_message(
+            veto, tool_names, messages, message, run, extras.get(tool_call_id, ())
+        )
+        if reason is None:
+            handled.append(tool_call_id)
+            recorded.add(tool_call_id)
+        else:
+            failed.append(tool_call_id)
+            why = why or reason
+    return handled, failed, why
+
+
 class RunInput:
     """The input of a run whose integration sees it only as a value (the callback
     handler's outermost run, :func:`observe_run_input`): its tool messages that the run's
@@ -318,23 +347,11 @@ class RunInput:
         if not todo:
             return None
         run = replace(run, tool="@user", args={}, tool_call_id=None)
-        try:
-            recorded = recorded_ids(veto, run)
-        except Exception:
-            recorded = set()  # unknown: record them (more history is the safe side)
-        added = tool_added(messages, set())
-        why: str | None = None
-        for message in todo:
-            if message.tool_call_id and message.tool_call_id in recorded:
-                continue
-            extra = [str(messages[i].text) for i in added.get(message.tool_call_id, ())]
-            failed = record_tool_message(veto, self.tool_names, messages, message, run, extra)
-            if failed is None:
-                if message.tool_call_id:
-                    recorded.add(message.tool_call_id)
-            elif why is None:
-                why = failed
-        return why
+        extras = {
+            tool_call_id: [str(messages[i].text) for i in indexes]
+            for tool_call_id, indexes in tool_added(messages, set()).items()
+        }
+        return record_tool_messages(veto, self.tool_names, messages, todo, run, extras)[2]
 
     def record_person(self, veto: Veto, run: ToolCall) -> str | None:
         """Record the person's messages as ``"@user"`` unless done: None when recorded,
@@ -365,8 +382,6 @@ _UNRECORDED_LOCK = threading.Lock()
 
 
 def _run_key(veto: Veto, run: ToolCall) -> tuple[str | None, str] | None:
-    from veto_core.authorize import tenant_of
-
     return None if run.run_id is None else (tenant_of(run, veto.tenant), run.run_id)
 
 

@@ -11,12 +11,7 @@ from typing import Annotated, Any, Literal, NotRequired
 
 from langchain.agents.middleware import AgentMiddleware, AgentState
 from langchain.agents.middleware.types import PrivateStateAttr
-from langchain_core.messages import (
-    BaseMessage,
-    HumanMessage,
-    ToolMessage,
-    convert_to_messages,
-)
+from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
 from langgraph.config import get_config
 from langgraph.errors import GraphBubbleUp
 from langgraph.types import Command, interrupt
@@ -287,7 +282,7 @@ class VetoMiddleware(AgentMiddleware):
         tries again and does not run while it fails); record the tool messages of the
         input that the run's history lacks (history re-sent without a checkpointer)."""
         try:
-            messages = _messages(state)
+            messages = _flow.input_messages(state)
         except Exception:  # unreadable messages: each tool call reports it
             return _with_unreadable(update)
         other = list(state.get(_OTHER) or ())
@@ -308,7 +303,7 @@ class VetoMiddleware(AgentMiddleware):
         pending = self._unobserved(state, messages, set(inputs))
         if pending is not None and _flow.observe_user_messages(self.veto, pending[0], run) is None:
             update[_SEEN] = pending[1]
-        tools, unrecorded = self._record_history(state, messages, run, carried)
+        tools, unrecorded, _ = self._record_history(state, messages, run, carried)
         update[_TOOLS] = tools
         update[_PENDING] = unrecorded
         return update
@@ -320,11 +315,12 @@ class VetoMiddleware(AgentMiddleware):
         run: ToolCall,
         carried: dict[str, list[str]],
         only: set[str] | None = None,
-    ) -> tuple[list[str], list[str]]:
+    ) -> tuple[list[str], list[str], str | None]:
         """Record the tool messages (with the human messages that came with them) that
-        the run's history does not have: given in the input (a history re-sent without a
-        checkpointer), the model reads them. Returns the tool call ids now in the run's
-        history and those not recorded (the invocation's tool calls do not run)."""
+        the run's history does not have (of ``only``, if given): given in the input (a
+        history re-sent without a checkpointer), the model reads them. Returns the tool
+        call ids now in the run's history, those not recorded (the invocation's tool
+        calls do not run) and the first reason."""
         handled = list(state.get(_TOOLS) or ())
         done = set(handled)
         todo = [
@@ -335,32 +331,18 @@ class VetoMiddleware(AgentMiddleware):
             and (only is None or m.tool_call_id in only)
         ]
         if not todo:
-            return handled, []
+            return handled, [], None
         if not self.veto.observes_runs:
-            return [*handled, *(m.tool_call_id for m in todo)], []
-        try:
-            recorded = _flow.recorded_ids(self.veto, run)
-        except Exception:
-            recorded = set()  # unknown: record them (more history is the safe side)
-        failed: list[str] = []
+            return [*handled, *(m.tool_call_id for m in todo)], [], None
         by_id = {str(m.id): m for m in messages if m.id is not None}
-        for message in todo:
-            if message.tool_call_id in recorded:
-                handled.append(message.tool_call_id)
-                continue
-            extra = [
-                str(by_id[h].text) for h in carried.get(message.tool_call_id, ()) if h in by_id
-            ]
-            if (
-                _flow.record_tool_message(
-                    self.veto, self._defaults.tool_names, messages, message, run, extra
-                )
-                is None
-            ):
-                handled.append(message.tool_call_id)
-            else:
-                failed.append(message.tool_call_id)
-        return handled, failed
+        extras = {
+            tool_call_id: [str(by_id[h].text) for h in ids if h in by_id]
+            for tool_call_id, ids in carried.items()
+        }
+        recorded, failed, why = _flow.record_tool_messages(
+            self.veto, self._defaults.tool_names, messages, todo, run, extras
+        )
+        return [*handled, *recorded], failed, why
 
     def _input_unrecorded(self, request: Any, call: ToolCall) -> str | None:
         """Why the run's history lacks what the model read, if it does (``before_agent``
@@ -373,7 +355,7 @@ class VetoMiddleware(AgentMiddleware):
         if not isinstance(state, Mapping):
             return None
         try:
-            messages = _messages(state)
+            messages = _flow.input_messages(state)
             pending = self._unobserved(state, messages, set(state.get(_INPUT) or ()))
         except Exception as exc:
             return _flow.input_unreadable(exc)
@@ -388,29 +370,7 @@ class VetoMiddleware(AgentMiddleware):
             messages, set(state.get(_SEEN) or ()), set(state.get(_TOOLS) or ())
         )
         run = replace(call, tool="@user", args={}, tool_call_id=None)
-        for message in messages:
-            if isinstance(message, ToolMessage) and message.tool_call_id in unrecorded:
-                by_id = {str(m.id): m for m in messages if m.id is not None}
-                extra = [
-                    str(by_id[h].text) for h in carried.get(message.tool_call_id, ()) if h in by_id
-                ]
-                why = self._history_reason(messages, message, run, extra)
-                if why is not None:
-                    return why
-        return None
-
-    def _history_reason(
-        self, messages: list[BaseMessage], message: ToolMessage, run: ToolCall, extra: list[str]
-    ) -> str | None:
-        """Record one tool message of the history unless the run has it already."""
-        try:
-            if message.tool_call_id in _flow.recorded_ids(self.veto, run):
-                return None
-        except Exception:
-            pass
-        return _flow.record_tool_message(
-            self.veto, self._defaults.tool_names, messages, message, run, extra
-        )
+        return self._record_history(state, messages, run, carried, only=unrecorded)[2]
 
     def _start(self, state: Any, runtime: Any) -> tuple[ToolCall, dict[str, Any]]:
         """The run this invocation belongs to, and the state update that names it when
@@ -559,14 +519,6 @@ def _inner_refusal(exc: ToolCallDenied) -> _gate.Verdict:
 # --- what the state's messages are -----------------------------------------------------------
 
 
-def _messages(state: Any) -> list[BaseMessage]:
-    """The state's messages. Raises when they cannot be read as messages."""
-    value = state.get("messages") if isinstance(state, Mapping) else None
-    if value is None:
-        return []
-    return list(convert_to_messages(value))
-
-
 def _with_unreadable(update: dict[str, Any]) -> dict[str, Any]:
     """Messages that cannot be read: no human message is the person's input here (each
     tool call reports why, ``_input_unrecorded``)."""
@@ -580,7 +532,7 @@ def _mark_added(state: Any) -> dict[str, Any] | None:
     so no later invocation takes them for the person's input; the tool messages now in
     the state were produced under this middleware (recorded, or a refusal)."""
     try:
-        messages = _messages(state)
+        messages = _flow.input_messages(state)
     except Exception:
         return None
     update: dict[str, Any] = {}

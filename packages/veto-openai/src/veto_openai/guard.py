@@ -80,8 +80,13 @@ from agents.tool_guardrails import (
 from agents.util._approvals import evaluate_needs_approval_setting
 
 from veto_core import Effect, Principal, ToolCall, Veto
-from veto_core.adapters import aobserve_output, error_text, observe_output, observe_user_input
-from veto_core.authorize import tenant_of
+from veto_core.adapters import (
+    aobserve_output,
+    error_text,
+    observe_output,
+    observe_user_input,
+    recorded_call_ids,
+)
 
 from . import _gate
 from ._calls import (
@@ -392,12 +397,7 @@ class VetoGuard:
                 tool="@history", args={}, principal=who.principal or self.principal,
                 tenant=who.tenant, run_id=who.run_id,
             )  # fmt: skip
-            tenant = tenant_of(probe, self.veto.tenant)
-            recorded = {
-                e.tool_call_id
-                for e in self.veto.run_store.load(tenant, who.run_id, now=self.veto.clock())
-                if e.tool_call_id
-            }
+            recorded = recorded_call_ids(self.veto, probe)
         except Exception as exc:
             return (
                 "Veto: tool outputs in the run's input (its history) could not be recorded "
